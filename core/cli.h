@@ -1,0 +1,19 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli.h - the subcommands of the single ortoo binary.  main() (core/main.c)
+ * parses the global options (-c DIR, ORTOO_CONFIG, default /etc/ortoo; -v)
+ * and dispatches; each cli_* function gets the config directory and the
+ * arguments after the subcommand name (argv[0] is the subcommand), prints
+ * what it does, and returns the process exit status (0 ok, 1 failure,
+ * 2 usage error).  Errors are one clear line on stderr.
+ */
+#ifndef ORTOO_CLI_H
+#define ORTOO_CLI_H
+
+int cli_serve(const char *config_dir, int argc, char **argv);   /* core/server.c */
+int cli_init(const char *config_dir, int argc, char **argv);    /* core/cli_init.c */
+int cli_user(const char *config_dir, int argc, char **argv);    /* core/cli_user.c */
+int cli_send(const char *config_dir, int argc, char **argv);    /* core/cli_send.c */
+int cli_queue(const char *config_dir, int argc, char **argv);   /* core/cli_queue.c */
+
+#endif

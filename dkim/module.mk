@@ -1,0 +1,2 @@
+# dkim/: signing and verification (not yet built).
+SRCS += $(wildcard dkim/*.c)

@@ -1,0 +1,2 @@
+# resolver/: libunbound-based DNS (not yet built).
+SRCS += $(wildcard resolver/*.c)

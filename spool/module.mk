@@ -1,0 +1,2 @@
+# spool/: segments, journal, group commit, recovery, scanning.
+SRCS += $(wildcard spool/*.c)
