@@ -51,6 +51,20 @@ enum smtp_verb {
 int smtp_line_next(const char *buf, size_t len, size_t max, size_t *line_len,
                    size_t *consumed);
 
+/*
+ * Precisely (smtp_parse.c): SMTP_P_ETOOLONG is returned when buf holds max
+ * bytes and none of them is an LF; *consumed is then exactly max and the end
+ * of the overlong line lies beyond it: call smtp_line_skip() on the bytes
+ * that follow (buf + max first, then each new read) until it returns
+ * SMTP_P_OK, then reply 500.  A CR anywhere in the line other than before its
+ * final LF is a bare CR and gives SMTP_P_EBARELF too (whole line consumed).
+ *
+ * smtp_line_skip: discard the rest of an overlong line.  Returns SMTP_P_OK
+ * with *consumed through the LF that ends it (its CR may have been consumed
+ * already), or SMTP_P_AGAIN with *consumed = len (all of it discarded).
+ */
+int smtp_line_skip(const char *buf, size_t len, size_t *consumed);
+
 /* Parsed command: verb plus the argument after the verb and one space. */
 struct smtp_cmd {
     enum smtp_verb verb;
@@ -137,8 +151,11 @@ struct smtp_data_scan {
 void smtp_data_scan_init(struct smtp_data_scan *s);
 
 /*
- * Scan buf[0..len).  Returns SMTP_P_AGAIN with *msg_len = len (all of it is
- * message), or SMTP_P_DONE with *msg_len = message bytes in buf before the
+ * Scan buf[0..len).  Returns SMTP_P_AGAIN with *msg_len = *consumed = the
+ * bytes that are message for sure: len, or len-1 / len-2 when buf ends with
+ * "." / ".\r" at the start of a line (a terminator may be starting: the
+ * caller keeps those bytes and passes them again, followed by new ones, on
+ * the next call), or SMTP_P_DONE with *msg_len = message bytes in buf before the
  * terminator and *consumed = bytes including ".\r\n".  The message bytes
  * stored are exactly the received ones (dot-stuffed, CRLF), the last CRLF
  * included and the ".\r\n" excluded.  A bare LF/CR sets s->bad; scanning

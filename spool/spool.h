@@ -75,12 +75,23 @@ struct spool_params {
  * Open (creating if needed) shard `index` of `nshards` under spool_dir,
  * recovering every shard directory it owns (see Adoption).  Runs recovery
  * synchronously (start-up only).  Returns 0 or -errno; *err gets a message.
+ * params may be NULL (defaults); zero fields take their defaults.
+ *
+ * The shard takes the loop's idle hook (io_loop_set_idle: one per loop) to
+ * close its open batch once per turn; nothing else may install one on this
+ * loop while the shard is open.
  */
 int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index,
                      unsigned nshards, const struct spool_params *params,
                      struct spool_shard **out, char *err, size_t errlen);
 
-/* Close a shard (no commit may be pending). */
+/*
+ * Close a shard (no commit or mark may be pending: run the loop until every
+ * callback ran).  Removes the idle hook.  With batch_delay_us > 0 a batch
+ * timer may still be armed: it is cancelled and its callback (which no
+ * longer touches the shard) runs on a later turn, so run the loop once more
+ * before io_loop_free().
+ */
 void spool_shard_close(struct spool_shard *sh);
 
 /*
@@ -98,7 +109,23 @@ size_t spool_shard_count(const struct spool_shard *sh);
 /* --- Reading (CLI, recovery, tests); works while the daemon runs. --- */
 
 enum spool_rcpt_state { SPOOL_RCPT_PENDING = 0, SPOOL_RCPT_DELIVERED,
-                        SPOOL_RCPT_DEFERRED, SPOOL_RCPT_FAILED };
+                        SPOOL_RCPT_DEFERRED, SPOOL_RCPT_FAILED,
+                        SPOOL_RCPT_DELETED /* spool_mark only, rcpt_idx -1 */ };
+
+/*
+ * Record a state change in the shard's journal: recipient rcpt_idx of message
+ * id goes to st (DELIVERED, DEFERRED with until = unix time of the next try,
+ * FAILED); rcpt_idx -1 applies st to every recipient, or with
+ * SPOOL_RCPT_DELETED drops the whole message.  The in-memory state changes
+ * now (a message whose recipients are all final, or deleted, leaves the
+ * shard's index and count at once); the journal entry is group-committed
+ * like records (write + fdatasync through the loop).  c may be NULL; if not,
+ * c->cb runs later (never inside this call) with 0 once the entry is durable
+ * or -errno (c->id is set to id).  Returns 0, -ENOENT (id not live in this
+ * shard), -EINVAL (bad rcpt_idx or state), or -ENOMEM.
+ */
+int spool_mark(struct spool_shard *sh, struct spool_commit *c, const char *id, int rcpt_idx,
+               enum spool_rcpt_state st, int64_t until);
 
 /* One message as found on disk (all pointers valid during the callback only). */
 struct spool_msg_info {

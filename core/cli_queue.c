@@ -1,0 +1,288 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cli_queue.c - `ortoo queue list [--json]`: the messages in the spool.
+ *
+ * Loads the configuration only to find the spool directory, then reads it
+ * with spool_scan(), which is read-only and safe while the daemon runs.  The
+ * table is streamed (one line per message as the scan finds it, then
+ * "N messages"), so a large queue costs no memory.  --json prints one
+ * object per line instead, for scripts.  The other queue commands (show,
+ * flush, delete, bounce) are to come.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/cli.h"
+#include "core/config.h"
+#include "spool/spool.h"
+
+/* What the scan callback needs. */
+struct queue_list {
+    bool json;
+    int64_t now;        /* unix time at the start of the listing */
+    size_t count;       /* messages printed */
+};
+
+static void queue_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: ortoo [-c DIR] queue list [--json]\n"
+            "\n"
+            "  list     the messages in the spool: ID, SIZE, AGE, STATE, SENDER, RECIPIENTS\n"
+            "           (--json: one JSON object per line)\n"
+            "\n"
+            "show, flush, delete and bounce are not implemented yet.\n");
+}
+
+/* "5s", "3m", "2h", "1d": the age in its largest whole unit. */
+static void age_format(int64_t secs, char *out, size_t len)
+{
+    if (secs < 0)
+        secs = 0;
+    if (secs < 60)
+        snprintf(out, len, "%" PRId64 "s", secs);
+    else if (secs < 3600)
+        snprintf(out, len, "%" PRId64 "m", secs / 60);
+    else if (secs < 86400)
+        snprintf(out, len, "%" PRId64 "h", secs / 3600);
+    else
+        snprintf(out, len, "%" PRId64 "d", secs / 86400);
+}
+
+/* "812", "12K", "3.4M", "1.2G" (K = 1024). */
+static void size_format(uint64_t n, char *out, size_t len)
+{
+    if (n < 1024)
+        snprintf(out, len, "%" PRIu64, n);
+    else if (n < (1u << 20))
+        snprintf(out, len, "%" PRIu64 "K", (n + 512) / 1024);
+    else if (n < (1u << 30))
+        snprintf(out, len, "%.1fM", (double)n / (1 << 20));
+    else
+        snprintf(out, len, "%.1fG", (double)n / (1 << 30));
+}
+
+static const char *rcpt_state_name(enum spool_rcpt_state s)
+{
+    switch (s) {
+    case SPOOL_RCPT_PENDING:   return "pending";
+    case SPOOL_RCPT_DELIVERED: return "delivered";
+    case SPOOL_RCPT_DEFERRED:  return "deferred";
+    case SPOOL_RCPT_FAILED:    return "failed";
+    default:                   break;
+    }
+    return "unknown";
+}
+
+/*
+ * One word for the message: "deferred" once any recipient was tried and
+ * deferred, else "queued" while any is pending, else "failed" or
+ * "delivered" (a message whose recipients are all final is normally gone).
+ */
+static const char *msg_state(const struct spool_msg_info *m)
+{
+    bool pending = false, deferred = false, failed = false;
+
+    for (size_t i = 0; i < m->nrcpts; i++) {
+        switch (m->rcpt_state ? m->rcpt_state[i] : SPOOL_RCPT_PENDING) {
+        case SPOOL_RCPT_PENDING:  pending = true; break;
+        case SPOOL_RCPT_DEFERRED: deferred = true; break;
+        case SPOOL_RCPT_FAILED:   failed = true; break;
+        default: break;
+        }
+    }
+    if (deferred)
+        return "deferred";
+    if (pending)
+        return "queued";
+    return failed ? "failed" : "delivered";
+}
+
+/*
+ * Print s as a JSON string (RFC 8259 7): quotes, backslash and control
+ * characters escaped; valid UTF-8 passed through; any byte that is not part
+ * of a valid UTF-8 sequence printed as U+FFFD, so the output is always JSON.
+ */
+static void json_string(FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+    fputc('"', f);
+    while (*p != '\0') {
+        unsigned char ch = *p;
+        if (ch == '"' || ch == '\\') {
+            fputc('\\', f);
+            fputc(ch, f);
+            p++;
+        } else if (ch == '\n') {
+            fputs("\\n", f);
+            p++;
+        } else if (ch == '\r') {
+            fputs("\\r", f);
+            p++;
+        } else if (ch == '\t') {
+            fputs("\\t", f);
+            p++;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            fprintf(f, "\\u%04x", ch);
+            p++;
+        } else if (ch < 0x80) {
+            fputc(ch, f);
+            p++;
+        } else {
+            /* RFC 3629 4: the well-formed multi-byte sequences. */
+            size_t n = 0;
+            uint32_t cp = 0, min = 0;
+            if (ch >= 0xc2 && ch <= 0xdf) {
+                n = 1; cp = ch & 0x1f; min = 0x80;
+            } else if (ch >= 0xe0 && ch <= 0xef) {
+                n = 2; cp = ch & 0x0f; min = 0x800;
+            } else if (ch >= 0xf0 && ch <= 0xf4) {
+                n = 3; cp = ch & 0x07; min = 0x10000;
+            }
+            size_t k = 0;
+            while (k < n && (p[1 + k] & 0xc0) == 0x80) {
+                cp = (cp << 6) | (p[1 + k] & 0x3f);
+                k++;
+            }
+            if (n == 0 || k != n || cp < min || cp > 0x10ffff ||
+                (cp >= 0xd800 && cp <= 0xdfff)) {
+                fputs("\\ufffd", f);
+                p++;
+            } else {
+                fwrite(p, 1, n + 1, f);
+                p += n + 1;
+            }
+        }
+    }
+    fputc('"', f);
+}
+
+/* A table cell: control characters would garble the terminal; show them as '?'. */
+static void text_safe(FILE *f, const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++)
+        fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, f);
+}
+
+static int on_message(const struct spool_msg_info *m, void *arg)
+{
+    struct queue_list *ql = arg;
+    int64_t age = ql->now - m->received_at;
+
+    if (age < 0)
+        age = 0;
+    if (ql->json) {
+        fputs("{\"id\":", stdout);
+        json_string(stdout, m->id);
+        printf(",\"shard\":%u,\"size\":%" PRIu64 ",\"age\":%" PRId64
+               ",\"received_at\":%" PRId64 ",\"sender\":",
+               m->shard, m->size, age, m->received_at);
+        json_string(stdout, m->sender);
+        fputs(",\"recipients\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            if (i)
+                fputc(',', stdout);
+            json_string(stdout, m->rcpts[i]);
+        }
+        fputs("],\"states\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            if (i)
+                fputc(',', stdout);
+            json_string(stdout, rcpt_state_name(m->rcpt_state ? m->rcpt_state[i]
+                                                              : SPOOL_RCPT_PENDING));
+        }
+        fputs("]}\n", stdout);
+    } else {
+        char size[16], agebuf[24];
+        size_format(m->size, size, sizeof size);
+        age_format(age, agebuf, sizeof agebuf);
+        printf("%-20s %6s %5s %-9s ", m->id, size, agebuf, msg_state(m));
+        if (m->sender == NULL || m->sender[0] == '\0')
+            fputs("<>", stdout);
+        else
+            text_safe(stdout, m->sender);
+        fputc(' ', stdout);
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            if (i)
+                fputc(',', stdout);
+            text_safe(stdout, m->rcpts[i]);
+        }
+        fputc('\n', stdout);
+    }
+    ql->count++;
+    return 0;
+}
+
+/* `queue list [--json]`.  Returns the exit status. */
+static int queue_list(const char *config_dir, int argc, char **argv)
+{
+    struct queue_list ql = { .now = (int64_t)time(NULL) };
+    struct config *cfg = NULL;
+    char err[512] = "";
+    int status = 1;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0) {
+            ql.json = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            queue_usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "ortoo queue list: unknown argument '%s'\n", argv[i]);
+            queue_usage(stderr);
+            return 2;
+        }
+    }
+    if (config_load(config_dir, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "ortoo queue: %s\n", err[0] ? err : "cannot load the configuration");
+        return 1;
+    }
+    if (!ql.json)
+        printf("%-20s %6s %5s %-9s %s %s\n", "ID", "SIZE", "AGE", "STATE", "SENDER",
+               "RECIPIENTS");
+    int rc = spool_scan(cfg->spool, on_message, &ql);
+    if (rc < 0 && rc != -ENOENT) { /* no spool directory yet: an empty queue */
+        fflush(stdout);
+        fprintf(stderr, "ortoo queue: cannot read the spool %s: %s\n", cfg->spool,
+                strerror(-rc));
+        goto out;
+    }
+    if (!ql.json)
+        printf("%zu message%s\n", ql.count, ql.count == 1 ? "" : "s");
+    status = 0;
+out:
+    fflush(stdout);
+    config_free(cfg);
+    return status;
+}
+
+/*
+ * Entry point (see cli.h).  Reads the configuration and the spool, never
+ * writes.  Returns 0, 1 on failure, 2 on a usage error.
+ */
+int cli_queue(const char *config_dir, int argc, char **argv)
+{
+    if (argc < 2) {
+        queue_usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "list") == 0)
+        return queue_list(config_dir, argc - 1, argv + 1);
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
+        queue_usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "show") == 0 || strcmp(argv[1], "flush") == 0 ||
+        strcmp(argv[1], "delete") == 0 || strcmp(argv[1], "bounce") == 0)
+        fprintf(stderr, "ortoo queue: '%s' is not implemented yet\n", argv[1]);
+    else
+        fprintf(stderr, "ortoo queue: unknown command '%s'\n", argv[1]);
+    queue_usage(stderr);
+    return 2;
+}

@@ -1,0 +1,484 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * server.c - `ortoo serve`: the process around the reactors.
+ *
+ * The main thread loads the configuration, the users and the certificates,
+ * binds the listeners (resolving port 0 once so that every reactor listens
+ * on the same port), starts one reactor thread per CPU (pinned), waits for
+ * all of them to be ready, logs the listening addresses and `event=ready`,
+ * tells systemd (READY=1 on $NOTIFY_SOCKET), and then only handles signals:
+ * SIGTERM/SIGINT stop the reactors, SIGHUP reloads the certificates, and a
+ * timer rotates the TLS ticket keys.
+ *
+ * A reactor owns its io_loop, its spool shard and one SO_REUSEPORT socket
+ * per configured listener; the kernel spreads connections between them.
+ * Reactors share nothing mutable on the hot path.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/auth.h"
+#include "core/cli.h"
+#include "core/config.h"
+#include "core/smtp_session.h"
+#include "core/users.h"
+#include "io/log.h"
+#include "io/loop.h"
+#include "io/tls.h"
+#include "spool/spool.h"
+
+#define SERVER_BACKLOG 4096
+
+struct reactor;
+
+/* One listening socket of one reactor. */
+struct listener {
+    struct io_op op;              /* multishot accept */
+    struct io_op retry;           /* timer to re-arm after EMFILE and the like */
+    int fd;                       /* listening socket (owned) */
+    enum listen_role role;
+    struct reactor *reactor;
+};
+
+/* A reactor thread.  Invariant: everything here is touched only by its thread
+ * once it runs, except `ready`/`failed` (before start-up completes). */
+struct reactor {
+    struct smtp_reactor ctx;      /* what sessions see */
+    pthread_t thread;
+    struct listener *listeners;   /* one per configured listener */
+    size_t nlisteners;
+    int cpu;                      /* CPU to pin to, -1: none */
+    struct server *srv;
+};
+
+struct server {
+    struct config *cfg;
+    struct users *users;
+    struct tls_server *tls;
+    struct tls_server *old_tls[8]; /* kept alive: sessions may still use them */
+    size_t nold_tls;
+    struct auth *auth;
+    struct reactor *reactors;
+    unsigned nreactors;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    unsigned nready;              /* reactors that finished start-up */
+    int start_error;              /* first start-up error (-errno) */
+    char start_msg[256];
+};
+
+/* ---- listeners ---- */
+
+static int listen_socket(const struct sockaddr_storage *addr, socklen_t len)
+{
+    int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
+        goto fail;
+    if (addr->ss_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(fd, (const struct sockaddr *)addr, len) < 0)
+        goto fail;
+    if (listen(fd, SERVER_BACKLOG) < 0)
+        goto fail;
+    return fd;
+fail:;
+    int err = -errno;
+    close(fd);
+    return err;
+}
+
+static int addr_port(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
+
+static void addr_set_port(struct sockaddr_storage *a, int port)
+{
+    if (a->ss_family == AF_INET6)
+        ((struct sockaddr_in6 *)a)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)a)->sin_port = htons((uint16_t)port);
+}
+
+static void addr_text(const struct sockaddr_storage *a, char *out, size_t cap)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (a->ss_family == AF_INET6) {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%d", ip, addr_port(a));
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%d", ip, addr_port(a));
+    }
+}
+
+static void on_accept(struct io_op *op, int res, const char *data, unsigned flags);
+
+static void on_accept_retry(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct listener *l = op->owner;
+    if (res < 0)
+        return;
+    if (!io_op_busy(&l->op))
+        io_accept_start(l->reactor->ctx.loop, &l->op, l->fd, on_accept);
+}
+
+static void on_accept(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct listener *l = op->owner;
+    struct smtp_reactor *r = &l->reactor->ctx;
+    if (res >= 0) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        memset(&peer, 0, sizeof(peer));
+        if (getpeername(res, (struct sockaddr *)&peer, &plen) < 0) {
+            close(res); /* already gone */
+        } else {
+            smtp_session_start(r, res, l->role, &peer, plen);
+        }
+    } else if (res != -ECANCELED) {
+        log_warnx("reactor=%u event=accept-error err=%s", r->index, strerror(-res));
+    }
+    if (!(flags & IO_F_MORE) && res != -ECANCELED) {
+        /* The multishot ended (error or backend limit): re-arm, after a pause
+         * when it was an error such as EMFILE, so we do not spin. */
+        if (res < 0)
+            io_timer_start(r->loop, &l->retry, 100, on_accept_retry);
+        else
+            io_accept_start(r->loop, &l->op, l->fd, on_accept);
+    }
+}
+
+/* ---- reactor threads ---- */
+
+static void reactor_report(struct server *srv, int err, const char *msg)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (err < 0 && srv->start_error == 0) {
+        srv->start_error = err;
+        snprintf(srv->start_msg, sizeof(srv->start_msg), "%s", msg);
+    }
+    srv->nready++;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+static void *reactor_main(void *arg)
+{
+    struct reactor *re = arg;
+    struct server *srv = re->srv;
+    const struct config *cfg = srv->cfg;
+    char err[256] = "";
+
+    if (re->cpu >= 0) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(re->cpu, &set);
+        pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+    }
+    re->ctx.loop = io_loop_new(cfg->io, 0);
+    if (re->ctx.loop == NULL) {
+        int e = errno ? -errno : -EINVAL;
+        snprintf(err, sizeof(err), "reactor %u: cannot create the %s event loop: %s",
+                 re->ctx.index, io_backend_name(cfg->io), strerror(-e));
+        reactor_report(srv, e, err);
+        return NULL;
+    }
+    struct spool_params sp = {
+        .batch_max_bytes = 0, .batch_delay_us = cfg->batch_delay_us, .segment_max_bytes = 0};
+    int rc = spool_shard_open(re->ctx.loop, cfg->spool, re->ctx.index, srv->nreactors, &sp,
+                              &re->ctx.spool, err, sizeof(err));
+    if (rc < 0) {
+        reactor_report(srv, rc, err);
+        return NULL;
+    }
+    for (size_t i = 0; i < re->nlisteners; i++) {
+        struct listener *l = &re->listeners[i];
+        io_op_init(&l->op, l);
+        io_op_init(&l->retry, l);
+        rc = io_accept_start(re->ctx.loop, &l->op, l->fd, on_accept);
+        if (rc < 0) {
+            snprintf(err, sizeof(err), "reactor %u: accept: %s", re->ctx.index, strerror(-rc));
+            reactor_report(srv, rc, err);
+            return NULL;
+        }
+    }
+    log_info("reactor=%u event=started io=%s spool_messages=%zu", re->ctx.index,
+             io_backend_name(io_loop_backend(re->ctx.loop)), spool_shard_count(re->ctx.spool));
+    reactor_report(srv, 0, NULL);
+    rc = io_loop_run(re->ctx.loop);
+    if (rc < 0)
+        log_warnx("reactor=%u event=loop-failed err=%s", re->ctx.index, strerror(-rc));
+    return NULL;
+}
+
+/* ---- TLS reload ---- */
+
+struct tls_swap {
+    struct reactor *re;
+    struct tls_server *tls;
+};
+
+static void on_tls_swap(void *arg)
+{
+    struct tls_swap *sw = arg;
+    sw->re->ctx.tls = sw->tls;
+    free(sw);
+}
+
+static void server_reload_tls(struct server *srv)
+{
+    char err[256];
+    struct tls_server *tls = tls_server_new(srv->cfg->cert_dir, srv->cfg->hostname, err, sizeof(err));
+    if (tls == NULL) {
+        log_warnx("event=reload-failed what=tls err=\"%s\" (keeping the current certificates)", err);
+        return;
+    }
+    for (unsigned i = 0; i < srv->nreactors; i++) {
+        struct tls_swap *sw = malloc(sizeof(*sw));
+        if (sw == NULL)
+            continue;
+        sw->re = &srv->reactors[i];
+        sw->tls = tls;
+        if (io_loop_post(srv->reactors[i].ctx.loop, on_tls_swap, sw) < 0)
+            free(sw);
+    }
+    /* Sessions that started under the old context may still be in their
+     * handshake; the old one is freed two reloads later. */
+    if (srv->tls != NULL) {
+        if (srv->nold_tls == sizeof(srv->old_tls) / sizeof(srv->old_tls[0])) {
+            tls_server_free(srv->old_tls[0]);
+            memmove(srv->old_tls, srv->old_tls + 1, sizeof(srv->old_tls) - sizeof(srv->old_tls[0]));
+            srv->nold_tls--;
+        }
+        srv->old_tls[srv->nold_tls++] = srv->tls;
+    }
+    srv->tls = tls;
+    log_info("event=reloaded what=tls certificates=%zu", tls_server_count(tls));
+}
+
+/* ---- systemd ---- */
+
+/* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
+static void notify_systemd(const char *msg)
+{
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (path == NULL || (path[0] != '/' && path[0] != '@'))
+        return;
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    size_t len = strlen(path);
+    if (len >= sizeof(sun.sun_path))
+        return;
+    memcpy(sun.sun_path, path, len);
+    if (sun.sun_path[0] == '@')
+        sun.sun_path[0] = '\0';
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return;
+    sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun,
+           (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
+    close(fd);
+}
+
+/* ---- serve ---- */
+
+static unsigned online_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+int cli_serve(const char *config_dir, int argc, char **argv)
+{
+    char err[512];
+    struct server srv;
+    memset(&srv, 0, sizeof(srv));
+    pthread_mutex_init(&srv.lock, NULL);
+    pthread_cond_init(&srv.cond, NULL);
+
+    if (argc > 1) {
+        fprintf(stderr, "usage: ortoo [-c DIR] serve\n");
+        return 2;
+    }
+    if (config_load(config_dir, &srv.cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        return 1;
+    }
+    struct config *cfg = srv.cfg;
+    if (cfg->log_level != NULL) {
+        enum log_level lvl = LOG_LVL_INFO;
+        if (strcmp(cfg->log_level, "warn") == 0)
+            lvl = LOG_LVL_WARN;
+        else if (strcmp(cfg->log_level, "debug") == 0)
+            lvl = LOG_LVL_DEBUG;
+        if (getenv("ORTOO_DEBUG") == NULL)
+            log_init("ortoo", lvl);
+    }
+    if (users_load(cfg->dir, &srv.users, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        return 1;
+    }
+    bool need_tls = false;
+    for (size_t i = 0; i < cfg->nlistens; i++)
+        if (cfg->listens[i].role != ROLE_SMTP)
+            need_tls = true;
+    srv.tls = tls_server_new(cfg->cert_dir, cfg->hostname, err, sizeof(err));
+    if (srv.tls == NULL) {
+        if (need_tls) {
+            fprintf(stderr, "ortoo: TLS: %s\n", err);
+            return 1;
+        }
+        log_warnx("event=no-tls err=\"%s\" (STARTTLS disabled)", err);
+    }
+    srv.auth = auth_new(cfg->auth_workers, cfg->auth_cache_ttl, cfg->auth_max_failures,
+                        cfg->auth_fail_window);
+    if (srv.auth == NULL) {
+        fprintf(stderr, "ortoo: cannot start the password workers\n");
+        return 1;
+    }
+    auth_set_users(srv.auth, srv.users);
+
+    srv.nreactors = cfg->reactors ? cfg->reactors : online_cpus();
+    srv.reactors = calloc(srv.nreactors, sizeof(*srv.reactors));
+    if (srv.reactors == NULL)
+        fatal("calloc");
+    unsigned ncpu = online_cpus();
+
+    /* Bind: reactor 0 first, resolving port 0, then the others on that port. */
+    for (unsigned i = 0; i < srv.nreactors; i++) {
+        struct reactor *re = &srv.reactors[i];
+        re->srv = &srv;
+        re->cpu = (cfg->reactors == 0 || srv.nreactors <= ncpu) ? (int)(i % ncpu) : -1;
+        re->ctx.index = i;
+        re->ctx.cfg = cfg;
+        re->ctx.users = srv.users;
+        re->ctx.tls = srv.tls;
+        re->ctx.auth = srv.auth;
+        re->nlisteners = cfg->nlistens;
+        re->listeners = calloc(cfg->nlistens, sizeof(*re->listeners));
+        if (re->listeners == NULL)
+            fatal("calloc");
+    }
+    for (size_t j = 0; j < cfg->nlistens; j++) {
+        struct config_listen *cl = &cfg->listens[j];
+        for (unsigned i = 0; i < srv.nreactors; i++) {
+            int fd = listen_socket(&cl->addr, cl->addr_len);
+            if (fd < 0) {
+                fprintf(stderr, "ortoo: cannot listen on %s (%s): %s\n", cl->text,
+                        config_role_name(cl->role), strerror(-fd));
+                return 1;
+            }
+            if (addr_port(&cl->addr) == 0) {
+                struct sockaddr_storage got;
+                socklen_t glen = sizeof(got);
+                if (getsockname(fd, (struct sockaddr *)&got, &glen) == 0)
+                    addr_set_port(&cl->addr, addr_port(&got));
+            }
+            struct listener *l = &srv.reactors[i].listeners[j];
+            l->fd = fd;
+            l->role = cl->role;
+            l->reactor = &srv.reactors[i];
+        }
+    }
+
+    /* Signals go to the main thread only (signalfd); reactors inherit the mask. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0)
+        fatal("signalfd");
+
+    for (unsigned i = 0; i < srv.nreactors; i++) {
+        if (pthread_create(&srv.reactors[i].thread, NULL, reactor_main, &srv.reactors[i]) != 0)
+            fatal("pthread_create");
+    }
+    pthread_mutex_lock(&srv.lock);
+    while (srv.nready < srv.nreactors)
+        pthread_cond_wait(&srv.cond, &srv.lock);
+    pthread_mutex_unlock(&srv.lock);
+    if (srv.start_error < 0) {
+        fprintf(stderr, "ortoo: %s\n", srv.start_msg);
+        _exit(1); /* other reactors may be running: no orderly teardown */
+    }
+    for (size_t j = 0; j < cfg->nlistens; j++) {
+        char text[80];
+        addr_text(&cfg->listens[j].addr, text, sizeof(text));
+        log_info("event=listening role=%s addr=%s reactors=%u", config_role_name(cfg->listens[j].role),
+                 text, srv.nreactors);
+    }
+    log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s", cfg->hostname,
+             srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
+             srv.tls ? "on" : "off", cfg->spool);
+    notify_systemd("READY=1");
+
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+    if (tfd >= 0 && cfg->ticket_rotate > 0) {
+        struct itimerspec its = {.it_interval = {.tv_sec = cfg->ticket_rotate},
+                                 .it_value = {.tv_sec = cfg->ticket_rotate}};
+        timerfd_settime(tfd, 0, &its, NULL);
+    }
+    int status = 0;
+    for (;;) {
+        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = tfd, .events = POLLIN}};
+        if (poll(pfd, tfd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fatal("poll");
+        }
+        if (tfd >= 0 && (pfd[1].revents & POLLIN)) {
+            uint64_t n;
+            if (read(tfd, &n, sizeof(n)) > 0 && srv.tls != NULL)
+                tls_server_rotate_tickets(srv.tls);
+        }
+        if (!(pfd[0].revents & POLLIN))
+            continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof(si)) != sizeof(si))
+            continue;
+        if (si.ssi_signo == SIGHUP) {
+            notify_systemd("RELOADING=1");
+            server_reload_tls(&srv);
+            notify_systemd("READY=1");
+            continue;
+        }
+        if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            log_info("event=stopping signal=%s", si.ssi_signo == SIGTERM ? "TERM" : "INT");
+            notify_systemd("STOPPING=1");
+            break;
+        }
+    }
+    for (unsigned i = 0; i < srv.nreactors; i++)
+        io_loop_stop(srv.reactors[i].ctx.loop);
+    for (unsigned i = 0; i < srv.nreactors; i++)
+        pthread_join(srv.reactors[i].thread, NULL);
+    /* Sessions still open are dropped with the process: everything that was
+     * acknowledged is on disk already (the spool invariant). */
+    log_info("event=stopped");
+    return status;
+}

@@ -1,0 +1,1416 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtp_session.c - the SMTP server session (RFC 5321) on a completion loop.
+ *
+ * One struct smtp_session per accepted connection.  Bytes arrive through a
+ * multishot recv (io_recv_start); under TLS they go through the memory-BIO
+ * layer of io/tls.c first.  Commands are split by the pure parsers of
+ * core/smtp_parse.c and go through a table of check-then-proceed handlers.
+ * Replies are collected in a plaintext buffer and flushed once per batch of
+ * input (RFC 2920 pipelining: replies are sent when the input is drained or
+ * the session has to wait), so a pipelined transaction costs one send.
+ *
+ * Waiting states: WAIT_AUTH (password worker, core/auth.c) and WAIT_SPOOL
+ * (group commit, spool/spool.c).  While parked, the session keeps what the
+ * client pipelined in its input buffer and resumes parsing when the result
+ * comes back.  The 250 after DATA is only written from the spool's commit
+ * callback, i.e. after the batch holding the message was fdatasync'ed: that
+ * is the spool invariant.
+ *
+ * Memory: the input, output and message buffers are allocated on first use
+ * and released when the session idles, so an idle plaintext connection
+ * costs little more than this struct.
+ *
+ * Lifetime: smtp_close() sets CLOSING and cancels the recv and the timer;
+ * the struct is freed only when no op, commit or auth request is in flight
+ * (session_maybe_free, called from every completion).
+ */
+#include "core/smtp_session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/auth.h"
+#include "core/smtp_parse.h"
+#include "core/users.h"
+#include "io/log.h"
+#include "io/loop.h"
+#include "io/tls.h"
+#include "spool/spool.h"
+
+#define SESSION_IN_MAX (256 * 1024)   /* pause reading past this much unparsed input */
+#define SESSION_TLS_CHUNK 16384       /* plaintext read out of TLS per call */
+
+enum smtp_state {
+    ST_CMD = 0,        /* waiting for a command line */
+    ST_TLS_HANDSHAKE,  /* TLS handshake in progress (STARTTLS or implicit) */
+    ST_AUTH_RESP,      /* waiting for a SASL response line (334 sent) */
+    ST_DATA,           /* receiving DATA bytes until CRLF.CRLF */
+    ST_BDAT,           /* receiving a BDAT chunk's bytes */
+    ST_WAIT_AUTH,      /* password verification in flight */
+    ST_WAIT_SPOOL,     /* message handed to the spool, waiting for the sync */
+    ST_CLOSING,        /* closing: no more input is processed */
+};
+
+static const char *const state_names[] = {
+    "CMD", "TLS_HANDSHAKE", "AUTH_RESP", "DATA", "BDAT", "WAIT_AUTH", "WAIT_SPOOL", "CLOSING",
+};
+
+enum sasl_step { SASL_NONE = 0, SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
+
+/* A growable byte buffer.  Invariant: len <= cap; data is NULL iff cap == 0. */
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+/*
+ * One SMTP connection.  Invariants:
+ *  - at most one recv (recv_op) and one send (send_op) in flight;
+ *  - `sending` belongs to the kernel while send_op is busy;
+ *  - state changes only through session_enter();
+ *  - the struct is freed only when closing and nothing is in flight.
+ */
+struct smtp_session {
+    struct smtp_reactor *r;       /* the reactor this session lives on */
+    int fd;                       /* the connection's socket */
+    enum listen_role role;        /* smtp / submission / submissions */
+    enum smtp_state state;        /* see session_enter() */
+    char id[24];                  /* session id for logs */
+    char client_addr[INET6_ADDRSTRLEN]; /* peer IP as text */
+    int client_port;              /* peer port */
+
+    struct io_op recv_op;         /* the multishot recv */
+    struct io_op send_op;         /* the one send in flight */
+    struct io_op timer_op;        /* idle/state timeout */
+    struct spool_commit commit;   /* message being made durable */
+    struct auth_req auth_req;     /* password verification in flight */
+    bool commit_busy;             /* commit submitted, callback not yet run */
+    bool auth_busy;               /* auth request out, callback not yet run */
+    bool recv_paused;             /* recv cancelled for back pressure */
+    bool peer_eof;                /* peer closed its side */
+    uint64_t last_activity;       /* io_loop_now() at the last input */
+
+    struct buf in;                /* plaintext input not yet parsed */
+    struct buf pend;              /* plaintext replies not yet flushed */
+    struct buf out;               /* wire bytes waiting for the send slot */
+    struct buf sending;           /* wire bytes in flight (kernel's) */
+    bool close_after_send;        /* close once out and sending are empty */
+
+    struct tls_conn *tls;         /* TLS layer, NULL in plaintext */
+    bool tls_active;              /* handshake completed */
+
+    bool skip_line;               /* discarding the rest of an overlong line */
+    unsigned errors;              /* bad commands so far */
+
+    /* Greeting / identity. */
+    char *helo;                   /* EHLO/HELO argument (owned) */
+    bool esmtp;                   /* EHLO (not HELO) */
+    bool authed;                  /* AUTH succeeded */
+    char auth_user[SMTP_MAX_ADDR + 1];
+    enum sasl_step sasl;          /* SASL exchange in progress */
+    char sasl_user[SMTP_MAX_ADDR + 1];
+
+    /* Transaction. */
+    bool has_mail;                /* MAIL accepted */
+    char *sender;                 /* reverse-path (owned), "" for <> */
+    char **rcpts;                 /* forward-paths (owned) */
+    size_t nrcpts, rcpts_cap;
+    uint32_t msg_flags;           /* SPOOL_F_* */
+    struct buf msg;               /* the message in wire form */
+    struct smtp_data_scan scan;   /* DATA terminator / BDAT stuffing state */
+    bool too_big;                 /* message exceeded max_message_size */
+    uint64_t bdat_left;           /* bytes left in the current BDAT chunk */
+    bool bdat_last;               /* current chunk is the LAST one */
+    bool bdat_failed;             /* a BDAT chunk was refused: discard until LAST */
+    uint64_t chunk_size;          /* size of the current BDAT chunk */
+    char *received;               /* Received: header for this message (owned) */
+    unsigned nmsgs;               /* messages accepted in this session */
+};
+
+static void session_process(struct smtp_session *s);
+static void session_flush(struct smtp_session *s);
+static void smtp_close(struct smtp_session *s, const char *why);
+static void session_maybe_free(struct smtp_session *s);
+static void on_recv(struct io_op *op, int res, const char *data, unsigned flags);
+
+/* ---- buffers ---- */
+
+static int buf_reserve(struct buf *b, size_t extra)
+{
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + extra)
+        cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (p == NULL)
+        return -ENOMEM;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+static int buf_append(struct buf *b, const void *data, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (buf_reserve(b, len) < 0)
+        return -ENOMEM;
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+static void buf_consume(struct buf *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+static void buf_free(struct buf *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Give memory back when a buffer is empty and large (idle connections stay small). */
+static void buf_shrink(struct buf *b)
+{
+    if (b->len == 0 && b->cap > 0)
+        buf_free(b);
+}
+
+/* ---- state and replies ---- */
+
+/* The only place the state changes (STYLE.md), traced at debug level. */
+static void session_enter(struct smtp_session *s, enum smtp_state st)
+{
+    if (s->state == st)
+        return;
+    log_debug("session=%s state=%s->%s", s->id, state_names[s->state], state_names[st]);
+    s->state = st;
+}
+
+/* Queue one reply line (text without CRLF). */
+static void reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reply(struct smtp_session *s, const char *fmt, ...)
+{
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 3)
+        n = sizeof(line) - 3;
+    line[n++] = '\r';
+    line[n++] = '\n';
+    if (buf_append(&s->pend, line, (size_t)n) < 0)
+        smtp_close(s, "out of memory");
+}
+
+/* A reply to a bad command: counts towards max_errors (RFC 5321 4.5.3.2 spirit). */
+static void reply_error(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reply_error(struct smtp_session *s, const char *fmt, ...)
+{
+    char line[600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    reply(s, "%s", line);
+    s->errors++;
+    if (s->errors >= s->r->cfg->max_errors) {
+        reply(s, "421 4.7.0 %s Too many errors, closing connection", s->r->cfg->hostname);
+        log_info("session=%s event=too-many-errors client=%s", s->id, s->client_addr);
+        s->close_after_send = true;
+        session_enter(s, ST_CLOSING);
+    }
+}
+
+/* ---- output path ---- */
+
+static void on_send(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct smtp_session *s = op->owner;
+    s->sending.len = 0;
+    if (res < 0) {
+        if (res != -ECANCELED)
+            log_debug("session=%s event=send-error err=%d", s->id, res);
+        s->out.len = 0;
+        s->close_after_send = false;
+        smtp_close(s, "send failed");
+        session_maybe_free(s);
+        return;
+    }
+    session_flush(s);
+    session_maybe_free(s);
+}
+
+/* Move pending replies (encrypted under TLS) to the wire and start a send. */
+static void session_flush(struct smtp_session *s)
+{
+    if (s->pend.len > 0) {
+        if (s->tls_active) {
+            if (tls_conn_write(s->tls, s->pend.data, s->pend.len) < 0) {
+                s->pend.len = 0;
+                smtp_close(s, "tls write failed");
+                return;
+            }
+        } else if (buf_append(&s->out, s->pend.data, s->pend.len) < 0) {
+            smtp_close(s, "out of memory");
+            return;
+        }
+        s->pend.len = 0;
+    }
+    if (s->tls != NULL) {
+        size_t n = tls_conn_pending_out(s->tls);
+        if (n > 0) {
+            if (buf_reserve(&s->out, n) < 0) {
+                smtp_close(s, "out of memory");
+                return;
+            }
+            s->out.len += tls_conn_take_out(s->tls, s->out.data + s->out.len, n);
+        }
+    }
+    if (io_op_busy(&s->send_op))
+        return;
+    if (s->out.len == 0) {
+        buf_shrink(&s->sending);
+        buf_shrink(&s->out);
+        buf_shrink(&s->pend);
+        if (s->close_after_send)
+            smtp_close(s, NULL);
+        return;
+    }
+    struct buf tmp = s->sending;
+    s->sending = s->out;
+    s->out = tmp;
+    s->out.len = 0;
+    int rc = io_send(s->r->loop, &s->send_op, s->fd, s->sending.data, s->sending.len, on_send);
+    if (rc < 0) {
+        s->sending.len = 0;
+        smtp_close(s, "send submit failed");
+    }
+}
+
+/* ---- closing ---- */
+
+static void transaction_reset(struct smtp_session *s)
+{
+    free(s->sender);
+    s->sender = NULL;
+    for (size_t i = 0; i < s->nrcpts; i++)
+        free(s->rcpts[i]);
+    s->nrcpts = 0;
+    s->has_mail = false;
+    s->msg_flags = 0;
+    s->msg.len = 0;
+    buf_shrink(&s->msg);
+    s->too_big = false;
+    s->bdat_left = 0;
+    s->bdat_last = false;
+    s->bdat_failed = false;
+    free(s->received);
+    s->received = NULL;
+}
+
+static void session_free(struct smtp_session *s)
+{
+    transaction_reset(s);
+    free(s->rcpts);
+    free(s->helo);
+    buf_free(&s->in);
+    buf_free(&s->pend);
+    buf_free(&s->out);
+    buf_free(&s->sending);
+    buf_free(&s->msg);
+    if (s->tls != NULL)
+        tls_conn_free(s->tls);
+    if (s->fd >= 0)
+        close(s->fd);
+    memset(&s->auth_req, 0, sizeof(s->auth_req)); /* no password copy lingers */
+    s->r->nsessions--;
+    free(s);
+}
+
+/* Free when closing and nothing is in flight (STYLE.md rule 5). */
+static void session_maybe_free(struct smtp_session *s)
+{
+    if (s->state != ST_CLOSING || s->close_after_send)
+        return;
+    if (io_op_busy(&s->recv_op) || io_op_busy(&s->send_op) || io_op_busy(&s->timer_op))
+        return;
+    if (s->commit_busy || s->auth_busy)
+        return;
+    log_debug("session=%s event=closed", s->id);
+    session_free(s);
+}
+
+/*
+ * Close the session.  With close_after_send set, waits for the queued
+ * replies (e.g. a 421) to be sent first.  why: logged at debug, may be NULL.
+ */
+static void smtp_close(struct smtp_session *s, const char *why)
+{
+    if (why != NULL)
+        log_debug("session=%s event=closing why=\"%s\"", s->id, why);
+    session_enter(s, ST_CLOSING);
+    if (s->close_after_send && (s->out.len > 0 || s->pend.len > 0 || io_op_busy(&s->send_op)))
+        return;
+    s->close_after_send = false;
+    if (s->fd >= 0)
+        shutdown(s->fd, SHUT_RDWR); /* makes in-flight recv/send finish */
+    io_cancel(s->r->loop, &s->recv_op);
+    io_cancel(s->r->loop, &s->send_op);
+    io_cancel(s->r->loop, &s->timer_op);
+}
+
+/* ---- timeouts ---- */
+
+static uint64_t state_timeout_ms(const struct smtp_session *s)
+{
+    const struct config *cfg = s->r->cfg;
+    switch (s->state) {
+    case ST_TLS_HANDSHAKE:
+        return (uint64_t)cfg->timeout_tls * 1000;
+    case ST_DATA:
+    case ST_BDAT:
+        return (uint64_t)cfg->timeout_data * 1000;
+    default:
+        return (uint64_t)cfg->timeout_command * 1000;
+    }
+}
+
+static void on_timer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct smtp_session *s = op->owner;
+    if (res < 0 || s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    uint64_t now = io_loop_now(s->r->loop);
+    uint64_t limit = state_timeout_ms(s) * 1000000ull;
+    /* Waiting on our own work (spool, auth) is not the client's idleness. */
+    if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH)
+        s->last_activity = now;
+    if (now - s->last_activity >= limit) {
+        log_info("session=%s event=timeout state=%s client=%s", s->id, state_names[s->state],
+                 s->client_addr);
+        if (s->tls == NULL || s->tls_active)
+            reply(s, "421 4.4.2 %s Timeout, closing connection", s->r->cfg->hostname);
+        s->close_after_send = true;
+        session_enter(s, ST_CLOSING);
+        session_flush(s);
+        session_maybe_free(s);
+        return;
+    }
+    uint64_t left_ms = (limit - (now - s->last_activity)) / 1000000ull + 1;
+    io_timer_start(s->r->loop, &s->timer_op, left_ms, on_timer);
+}
+
+/* ---- TLS ---- */
+
+static int session_tls_begin(struct smtp_session *s)
+{
+    s->tls = tls_conn_new_server(s->r->tls);
+    if (s->tls == NULL)
+        return -ENOMEM;
+    session_enter(s, ST_TLS_HANDSHAKE);
+    return 0;
+}
+
+static void greeting(struct smtp_session *s)
+{
+    reply(s, "220 %s ESMTP ortoo", s->r->cfg->hostname);
+}
+
+/* RFC 3207 4.2: after the handshake the server forgets what it knew. */
+static void on_tls_established(struct smtp_session *s)
+{
+    s->tls_active = true;
+    free(s->helo);
+    s->helo = NULL;
+    s->esmtp = false;
+    s->sasl = SASL_NONE;
+    transaction_reset(s);
+    session_enter(s, ST_CMD);
+    log_debug("session=%s event=tls version=%s cipher=%s resumed=%d sni=%s", s->id,
+              tls_conn_version(s->tls), tls_conn_cipher(s->tls), tls_conn_resumed(s->tls),
+              tls_conn_sni(s->tls) ? tls_conn_sni(s->tls) : "-");
+    if (s->role == ROLE_SUBMISSIONS)
+        greeting(s);
+}
+
+/* Feed ciphertext and pull out plaintext into s->in. */
+static void session_tls_input(struct smtp_session *s, const char *data, size_t len)
+{
+    if (tls_conn_feed(s->tls, data, len) < 0) {
+        smtp_close(s, "tls feed failed");
+        return;
+    }
+    if (s->state == ST_TLS_HANDSHAKE) {
+        int rc = tls_conn_handshake(s->tls);
+        if (rc == TLS_ERR) {
+            log_info("session=%s event=tls-failed client=%s err=\"%s\"", s->id, s->client_addr,
+                     tls_conn_error(s->tls));
+            session_flush(s); /* send the alert, if any */
+            smtp_close(s, "tls handshake failed");
+            return;
+        }
+        if (rc == TLS_AGAIN) {
+            session_flush(s);
+            return;
+        }
+        on_tls_established(s);
+    }
+    for (;;) {
+        if (buf_reserve(&s->in, SESSION_TLS_CHUNK) < 0) {
+            smtp_close(s, "out of memory");
+            return;
+        }
+        ssize_t n = tls_conn_read(s->tls, s->in.data + s->in.len, SESSION_TLS_CHUNK);
+        if (n > 0) {
+            s->in.len += (size_t)n;
+            continue;
+        }
+        if (n == TLS_AGAIN)
+            break;
+        if (n == TLS_CLOSED) {
+            s->peer_eof = true;
+            break;
+        }
+        log_debug("session=%s event=tls-read-error err=\"%s\"", s->id, tls_conn_error(s->tls));
+        smtp_close(s, "tls read failed");
+        return;
+    }
+}
+
+/* ---- receiving ---- */
+
+static void recv_resume(struct smtp_session *s)
+{
+    if (!s->recv_paused || s->state == ST_CLOSING || io_op_busy(&s->recv_op))
+        return;
+    if (s->in.len > SESSION_IN_MAX)
+        return;
+    s->recv_paused = false;
+    if (io_recv_start(s->r->loop, &s->recv_op, s->fd, on_recv) < 0)
+        smtp_close(s, "recv submit failed");
+}
+
+static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct smtp_session *s = op->owner;
+    if (s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    if (res <= 0) {
+        if (res == -ECANCELED && s->recv_paused) {
+            recv_resume(s);
+            return;
+        }
+        /* EOF or error: the client is gone (or half-closed). */
+        if (res < 0 && res != -ECONNRESET)
+            log_debug("session=%s event=recv-error err=%d", s->id, res);
+        s->peer_eof = true;
+        if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH) {
+            /* Keep the session until the spool/auth callback; it closes then. */
+            return;
+        }
+        smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    s->last_activity = io_loop_now(s->r->loop);
+    if (s->tls != NULL) {
+        session_tls_input(s, data, (size_t)res);
+    } else if (buf_append(&s->in, data, (size_t)res) < 0) {
+        smtp_close(s, "out of memory");
+    }
+    if (s->state != ST_CLOSING)
+        session_process(s);
+    session_flush(s);
+    if (s->state != ST_CLOSING && s->in.len > SESSION_IN_MAX && !s->recv_paused &&
+        (flags & IO_F_MORE)) {
+        s->recv_paused = true; /* back pressure: stop reading until parsed */
+        io_cancel(s->r->loop, &s->recv_op);
+    }
+    if (!(flags & IO_F_MORE) && s->state != ST_CLOSING && !s->recv_paused) {
+        /* The backend stopped the multishot (e.g. buffers ran out): re-arm. */
+        if (io_recv_start(s->r->loop, &s->recv_op, s->fd, on_recv) < 0)
+            smtp_close(s, "recv submit failed");
+    }
+    session_maybe_free(s);
+}
+
+/* ---- commands ---- */
+
+static bool is_local_domain(struct smtp_session *s, const struct smtp_addr *a)
+{
+    return users_is_local_domain(s->r->users, a->domain, a->domain_len);
+}
+
+static bool needs_tls_for_auth(const struct smtp_session *s)
+{
+    return !s->tls_active;
+}
+
+static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c, bool esmtp)
+{
+    if (c->arg_len == 0 || c->arg_len > 255) {
+        reply_error(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        return;
+    }
+    free(s->helo);
+    s->helo = strndup(c->arg, c->arg_len);
+    /* Keep only the first word: some clients add junk after the name. */
+    if (s->helo != NULL) {
+        char *sp = strchr(s->helo, ' ');
+        if (sp != NULL)
+            *sp = '\0';
+    }
+    s->esmtp = esmtp;
+    transaction_reset(s); /* RFC 5321 4.1.4: EHLO implies RSET */
+    const struct config *cfg = s->r->cfg;
+    if (!esmtp) {
+        reply(s, "250 %s", cfg->hostname);
+        return;
+    }
+    reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo ? s->helo : "", s->client_addr);
+    reply(s, "250-PIPELINING");
+    reply(s, "250-SIZE %llu", (unsigned long long)cfg->max_message_size);
+    if (!s->tls_active && s->r->tls != NULL)
+        reply(s, "250-STARTTLS");
+    if (s->tls_active && !s->authed)
+        reply(s, "250-AUTH PLAIN LOGIN");
+    reply(s, "250-8BITMIME");
+    reply(s, "250-SMTPUTF8");
+    reply(s, "250-CHUNKING");
+    reply(s, "250 ENHANCEDSTATUSCODES");
+}
+
+static void cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (s->tls != NULL) {
+        reply_error(s, "503 5.5.1 TLS already active");
+        return;
+    }
+    if (s->r->tls == NULL) {
+        reply_error(s, "502 5.5.1 STARTTLS not available");
+        return;
+    }
+    if (c->arg_len != 0) {
+        reply_error(s, "501 5.5.4 Syntax: STARTTLS");
+        return;
+    }
+    reply(s, "220 2.0.0 Ready to start TLS");
+    /* Anything the client pipelined after STARTTLS was sent in plaintext
+     * and must not be executed under TLS (CVE-2011-0411 class). */
+    s->in.len = 0;
+    session_flush(s); /* the 220 goes out in plaintext */
+    if (session_tls_begin(s) < 0)
+        smtp_close(s, "out of memory");
+}
+
+static void sasl_fail(struct smtp_session *s, const char *msg)
+{
+    s->sasl = SASL_NONE;
+    if (s->state == ST_AUTH_RESP)
+        session_enter(s, ST_CMD);
+    reply_error(s, "%s", msg);
+}
+
+static void on_auth_done(struct auth_req *req, bool ok)
+{
+    struct smtp_session *s = req->owner;
+    s->auth_busy = false;
+    if (s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    session_enter(s, ST_CMD);
+    if (ok) {
+        s->authed = true;
+        snprintf(s->auth_user, sizeof(s->auth_user), "%s", req->user);
+        auth_note_success(s->r->auth, s->client_addr);
+        log_info("session=%s event=auth-ok user=%s client=%s", s->id, s->auth_user, s->client_addr);
+        reply(s, "235 2.7.0 Authentication successful");
+    } else {
+        auth_note_failure(s->r->auth, s->client_addr);
+        log_info("session=%s event=auth-failed user=%s client=%s", s->id, req->user,
+                 s->client_addr);
+        reply_error(s, "535 5.7.8 Authentication credentials invalid");
+    }
+    if (s->peer_eof) {
+        smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    session_process(s);
+    session_flush(s);
+    session_maybe_free(s);
+}
+
+static void auth_start_verify(struct smtp_session *s, const char *user, const char *pass,
+                              size_t pass_len)
+{
+    s->sasl = SASL_NONE;
+    session_enter(s, ST_WAIT_AUTH);
+    s->auth_req.owner = s;
+    s->auth_busy = true;
+    if (auth_verify(s->r->auth, &s->auth_req, s->r->loop, user, strlen(user), pass, pass_len,
+                    on_auth_done) < 0) {
+        s->auth_busy = false;
+        session_enter(s, ST_CMD);
+        reply(s, "454 4.7.0 Temporary authentication failure");
+    }
+}
+
+/* Handle a SASL PLAIN response (base64 of authzid\0authcid\0passwd). */
+static void sasl_plain(struct smtp_session *s, const char *b64, size_t len)
+{
+    char user[SMTP_MAX_ADDR + 1], pass[257];
+    size_t pass_len = 0;
+    if (auth_plain_decode(b64, len, user, sizeof(user), pass, sizeof(pass), &pass_len) < 0) {
+        sasl_fail(s, "501 5.5.2 Invalid PLAIN response");
+        return;
+    }
+    auth_start_verify(s, user, pass, pass_len);
+    memset(pass, 0, sizeof(pass));
+}
+
+static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (needs_tls_for_auth(s)) {
+        if (s->role == ROLE_SUBMISSION)
+            reply_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+        else
+            reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return;
+    }
+    if (!s->esmtp) {
+        reply_error(s, "503 5.5.1 Send EHLO first");
+        return;
+    }
+    if (s->authed) {
+        reply_error(s, "503 5.5.1 Already authenticated");
+        return;
+    }
+    if (s->has_mail) {
+        reply_error(s, "503 5.5.1 AUTH not allowed during a mail transaction");
+        return;
+    }
+    if (auth_throttled(s->r->auth, s->client_addr)) {
+        reply(s, "454 4.7.0 Too many authentication failures, try again later");
+        s->errors++;
+        return;
+    }
+    const char *arg = c->arg;
+    size_t len = c->arg_len;
+    size_t mlen = 0;
+    while (mlen < len && arg[mlen] != ' ')
+        mlen++;
+    const char *init = mlen < len ? arg + mlen + 1 : NULL;
+    size_t init_len = init ? len - mlen - 1 : 0;
+    if (mlen == 5 && strncasecmp(arg, "PLAIN", 5) == 0) {
+        if (init != NULL && !(init_len == 1 && init[0] == '=')) {
+            sasl_plain(s, init, init_len);
+            return;
+        }
+        s->sasl = SASL_PLAIN;
+        session_enter(s, ST_AUTH_RESP);
+        reply(s, "334 ");
+        return;
+    }
+    if (mlen == 5 && strncasecmp(arg, "LOGIN", 5) == 0) {
+        if (init != NULL) {
+            long n = auth_b64_decode(init, init_len, s->sasl_user, sizeof(s->sasl_user) - 1);
+            if (n <= 0 || memchr(s->sasl_user, '\0', (size_t)n) != NULL) {
+                sasl_fail(s, "501 5.5.2 Invalid LOGIN response");
+                return;
+            }
+            s->sasl_user[n] = '\0';
+            s->sasl = SASL_LOGIN_PASS;
+            session_enter(s, ST_AUTH_RESP);
+            reply(s, "334 UGFzc3dvcmQ6"); /* "Password:" */
+            return;
+        }
+        s->sasl = SASL_LOGIN_USER;
+        session_enter(s, ST_AUTH_RESP);
+        reply(s, "334 VXNlcm5hbWU6"); /* "Username:" */
+        return;
+    }
+    reply_error(s, "504 5.5.4 Unrecognized authentication type");
+}
+
+/* A line received in ST_AUTH_RESP (RFC 4954 4). */
+static void sasl_response(struct smtp_session *s, const char *line, size_t len)
+{
+    if (len == 1 && line[0] == '*') {
+        sasl_fail(s, "501 5.0.0 Authentication cancelled");
+        return;
+    }
+    switch (s->sasl) {
+    case SASL_PLAIN:
+        sasl_plain(s, line, len);
+        return;
+    case SASL_LOGIN_USER: {
+        long n = auth_b64_decode(line, len, s->sasl_user, sizeof(s->sasl_user) - 1);
+        if (n <= 0 || memchr(s->sasl_user, '\0', (size_t)n) != NULL) {
+            sasl_fail(s, "501 5.5.2 Invalid LOGIN response");
+            return;
+        }
+        s->sasl_user[n] = '\0';
+        s->sasl = SASL_LOGIN_PASS;
+        reply(s, "334 UGFzc3dvcmQ6");
+        return;
+    }
+    case SASL_LOGIN_PASS: {
+        char pass[257];
+        long n = auth_b64_decode(line, len, pass, sizeof(pass) - 1);
+        if (n < 0 || memchr(pass, '\0', (size_t)n) != NULL) {
+            sasl_fail(s, "501 5.5.2 Invalid LOGIN response");
+            return;
+        }
+        pass[n] = '\0';
+        auth_start_verify(s, s->sasl_user, pass, (size_t)n);
+        memset(pass, 0, sizeof(pass));
+        return;
+    }
+    default:
+        sasl_fail(s, "501 5.5.2 Unexpected response");
+    }
+}
+
+/* RFC 4954 / submission roles: MAIL needs AUTH first. */
+static bool must_auth(const struct smtp_session *s)
+{
+    return (s->role == ROLE_SUBMISSION || s->role == ROLE_SUBMISSIONS) && !s->authed;
+}
+
+static bool addr_equal(const char *a, const char *b, size_t blen)
+{
+    /* local part exact, domain case-insensitive */
+    const char *at_a = strrchr(a, '@');
+    const char *at_b = memrchr(b, '@', blen);
+    if (at_a == NULL || at_b == NULL)
+        return false;
+    size_t la = (size_t)(at_a - a), lb = (size_t)(at_b - b);
+    if (la != lb || memcmp(a, b, la) != 0)
+        return false;
+    size_t da = strlen(at_a + 1), db = blen - lb - 1;
+    return da == db && strncasecmp(at_a + 1, at_b + 1, da) == 0;
+}
+
+static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (s->helo == NULL) {
+        reply_error(s, "503 5.5.1 Send EHLO/HELO first");
+        return;
+    }
+    if (s->has_mail) {
+        reply_error(s, "503 5.5.1 Nested MAIL command");
+        return;
+    }
+    if (s->role == ROLE_SUBMISSION && !s->tls_active) {
+        reply_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
+    if (must_auth(s)) {
+        reply_error(s, "530 5.7.0 Authentication required");
+        return;
+    }
+    struct smtp_mail_args m;
+    int rc = smtp_mail_parse(c->arg, c->arg_len, &m);
+    if (rc == SMTP_P_EPARAM) {
+        reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+        return;
+    }
+    if (rc == SMTP_P_EADDR) {
+        reply_error(s, "501 5.1.7 Bad sender address syntax");
+        return;
+    }
+    if (rc != SMTP_P_OK) {
+        reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
+        return;
+    }
+    if (m.body == SMTP_BODY_BINARYMIME) {
+        reply_error(s, "555 5.5.4 BODY=BINARYMIME not supported");
+        return;
+    }
+    if (m.smtputf8 && !s->esmtp) {
+        reply_error(s, "555 5.5.4 SMTPUTF8 requires EHLO");
+        return;
+    }
+    const struct config *cfg = s->r->cfg;
+    if (m.has_size && m.size > cfg->max_message_size) {
+        reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
+                    (unsigned long long)cfg->max_message_size);
+        return;
+    }
+    if (s->authed && !m.addr.is_null && !addr_equal(s->auth_user, m.path, m.path_len)) {
+        reply_error(s, "553 5.7.1 Sender address not owned by user %s", s->auth_user);
+        return;
+    }
+    s->sender = strndup(m.path, m.path_len);
+    if (s->sender == NULL) {
+        reply(s, "452 4.3.0 Out of memory");
+        return;
+    }
+    s->has_mail = true;
+    s->msg_flags = 0;
+    if (m.body == SMTP_BODY_8BITMIME)
+        s->msg_flags |= SPOOL_F_8BITMIME;
+    if (m.smtputf8)
+        s->msg_flags |= SPOOL_F_SMTPUTF8;
+    reply(s, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (!s->has_mail) {
+        reply_error(s, "503 5.5.1 Need MAIL before RCPT");
+        return;
+    }
+    const struct config *cfg = s->r->cfg;
+    if (s->nrcpts >= cfg->max_recipients) {
+        /* RFC 5321 4.5.3.1.10: 452 for too many recipients (not counted as an error). */
+        reply(s, "452 4.5.3 Too many recipients");
+        return;
+    }
+    struct smtp_rcpt_args a;
+    int rc = smtp_rcpt_parse(c->arg, c->arg_len, (s->msg_flags & SPOOL_F_SMTPUTF8) != 0, &a);
+    if (rc == SMTP_P_EPARAM) {
+        reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
+        return;
+    }
+    if (rc == SMTP_P_EADDR) {
+        reply_error(s, "501 5.1.3 Bad recipient address syntax");
+        return;
+    }
+    if (rc != SMTP_P_OK) {
+        reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address> [parameters]");
+        return;
+    }
+    char addr[SMTP_MAX_ADDR + 32];
+    if (a.is_postmaster) {
+        /* RFC 5321 4.5.1: <postmaster> is accepted; it stands for ours. */
+        snprintf(addr, sizeof(addr), "postmaster@%s", cfg->hostname);
+    } else {
+        if (a.path_len >= sizeof(addr)) {
+            reply_error(s, "501 5.1.3 Recipient address too long");
+            return;
+        }
+        memcpy(addr, a.path, a.path_len);
+        addr[a.path_len] = '\0';
+        if (is_local_domain(s, &a.addr)) {
+            if (users_hash(s->r->users, a.path, a.path_len) == NULL) {
+                reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: no such user", addr);
+                return;
+            }
+        } else if (!s->authed) {
+            reply_error(s, "550 5.7.1 <%s>: Relay access denied", addr);
+            return;
+        }
+    }
+    if (s->nrcpts == s->rcpts_cap) {
+        size_t cap = s->rcpts_cap ? s->rcpts_cap * 2 : 4;
+        char **p = realloc(s->rcpts, cap * sizeof(*p));
+        if (p == NULL) {
+            reply(s, "452 4.3.0 Out of memory");
+            return;
+        }
+        s->rcpts = p;
+        s->rcpts_cap = cap;
+    }
+    s->rcpts[s->nrcpts] = strdup(addr);
+    if (s->rcpts[s->nrcpts] == NULL) {
+        reply(s, "452 4.3.0 Out of memory");
+        return;
+    }
+    s->nrcpts++;
+    reply(s, "250 2.1.5 Ok");
+}
+
+/* Build the Received: field for this message (RFC 5321 4.4, RFC 3848). */
+static int make_received(struct smtp_session *s)
+{
+    char date[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+    const char *proto = s->esmtp ? (s->tls_active ? (s->authed ? "ESMTPSA" : "ESMTPS")
+                                                  : (s->authed ? "ESMTPA" : "ESMTP"))
+                                 : "SMTP";
+    if (s->msg_flags & SPOOL_F_SMTPUTF8)
+        proto = s->tls_active ? (s->authed ? "UTF8SMTPSA" : "UTF8SMTPS")
+                              : (s->authed ? "UTF8SMTPA" : "UTF8SMTP");
+    char tlsinfo[160] = "";
+    if (s->tls_active)
+        snprintf(tlsinfo, sizeof(tlsinfo), "\r\n\t(using %s with cipher %s)",
+                 tls_conn_version(s->tls), tls_conn_cipher(s->tls));
+    char forclause[SMTP_MAX_ADDR + 16] = "";
+    if (s->nrcpts == 1)
+        snprintf(forclause, sizeof(forclause), "\r\n\tfor <%s>", s->rcpts[0]);
+    const char *v6 = strchr(s->client_addr, ':') ? "IPv6:" : "";
+    char *hdr = NULL;
+    int n = asprintf(&hdr,
+                     "Received: from %s ([%s%s]:%d)%s\r\n\tby %s (ortoo) with %s id %s.%u%s;\r\n"
+                     "\t%s\r\n",
+                     s->helo ? s->helo : "unknown", v6, s->client_addr, s->client_port, tlsinfo,
+                     s->r->cfg->hostname, proto, s->id, s->nmsgs, forclause, date);
+    if (n < 0)
+        return -ENOMEM;
+    free(s->received);
+    s->received = hdr;
+    return 0;
+}
+
+static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    if (!s->has_mail) {
+        reply_error(s, "503 5.5.1 Need MAIL command");
+        return;
+    }
+    if (s->nrcpts == 0) {
+        reply_error(s, "503 5.5.1 Need RCPT command");
+        return;
+    }
+    if (c->arg_len != 0) {
+        reply_error(s, "501 5.5.4 Syntax: DATA");
+        return;
+    }
+    s->msg.len = 0;
+    s->too_big = false;
+    smtp_data_scan_init(&s->scan);
+    session_enter(s, ST_DATA);
+    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+static void spool_done(struct spool_commit *c, int res);
+
+/* The message is complete: check it and hand it to the spool. */
+static void message_end(struct smtp_session *s)
+{
+    if (s->scan.bad) {
+        reply_error(s, "554 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF");
+        goto reject;
+    }
+    if (s->too_big) {
+        reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
+                    (unsigned long long)s->r->cfg->max_message_size);
+        goto reject;
+    }
+    if (s->scan.long_line) {
+        reply_error(s, "554 5.6.0 Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6)");
+        goto reject;
+    }
+    if (make_received(s) < 0) {
+        reply(s, "451 4.3.0 Out of memory");
+        goto reject;
+    }
+    struct spool_envelope env = {
+        .sender = s->sender,
+        .rcpts = (const char *const *)s->rcpts,
+        .nrcpts = s->nrcpts,
+        .helo = s->helo ? s->helo : "",
+        .client_addr = s->client_addr,
+        .auth_user = s->authed ? s->auth_user : NULL,
+        .received = s->received,
+        .flags = s->msg_flags,
+        .received_at = (int64_t)time(NULL),
+    };
+    struct iovec iov = {.iov_base = s->msg.data, .iov_len = s->msg.len};
+    s->commit.cb = spool_done;
+    s->commit.owner = s;
+    int rc = spool_submit(s->r->spool, &s->commit, &env, &iov, s->msg.len ? 1 : 0);
+    if (rc < 0) {
+        log_warnx("session=%s event=spool-submit-failed err=%d", s->id, rc);
+        reply(s, rc == -ENOSPC ? "452 4.3.1 Insufficient system storage"
+                               : "451 4.3.0 Temporary local problem, try again later");
+        goto reject;
+    }
+    s->commit_busy = true;
+    session_enter(s, ST_WAIT_SPOOL);
+    return;
+reject:
+    transaction_reset(s);
+    if (s->state != ST_CLOSING)
+        session_enter(s, ST_CMD);
+}
+
+static void spool_done(struct spool_commit *c, int res)
+{
+    struct smtp_session *s = c->owner;
+    s->commit_busy = false;
+    if (res == 0) {
+        s->nmsgs++;
+        s->r->accepted++;
+        log_info("msgid=%s session=%s event=queued from=<%s> nrcpt=%zu size=%zu client=%s%s%s",
+                 c->id, s->id, s->sender, s->nrcpts, s->msg.len, s->client_addr,
+                 s->authed ? " user=" : "", s->authed ? s->auth_user : "");
+    } else {
+        log_warnx("session=%s event=spool-failed err=%d", s->id, res);
+    }
+    if (s->state == ST_CLOSING) {
+        /* Connection gone: the message is stored (or not) all the same. */
+        transaction_reset(s);
+        session_maybe_free(s);
+        return;
+    }
+    if (res == 0)
+        reply(s, "250 2.0.0 Ok: queued as %s", c->id);
+    else if (res == -ENOSPC)
+        reply(s, "452 4.3.1 Insufficient system storage");
+    else
+        reply(s, "451 4.3.0 Temporary local problem, try again later");
+    transaction_reset(s);
+    session_enter(s, ST_CMD);
+    if (s->peer_eof) {
+        session_flush(s);
+        smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    session_process(s);
+    session_flush(s);
+    recv_resume(s);
+    session_maybe_free(s);
+}
+
+static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    uint64_t size;
+    bool last;
+    if (smtp_bdat_parse(c->arg, c->arg_len, &size, &last) != SMTP_P_OK) {
+        /* We cannot know how many bytes follow: the stream is lost. */
+        reply(s, "501 5.5.4 Syntax: BDAT size [LAST]; closing connection");
+        s->close_after_send = true;
+        session_enter(s, ST_CLOSING);
+        return;
+    }
+    s->chunk_size = size;
+    s->bdat_left = size;
+    s->bdat_last = last;
+    if (!s->has_mail || s->nrcpts == 0) {
+        /* RFC 3030 2: the chunk is read and discarded. */
+        s->bdat_failed = true;
+        reply_error(s, "503 5.5.1 Need %s command", s->has_mail ? "RCPT" : "MAIL");
+        session_enter(s, ST_BDAT);
+        return;
+    }
+    if (!(s->msg_flags & SPOOL_F_BDAT)) {
+        s->msg_flags |= SPOOL_F_BDAT;
+        s->msg.len = 0;
+        s->too_big = false;
+        smtp_data_scan_init(&s->scan);
+    }
+    session_enter(s, ST_BDAT);
+}
+
+/* A BDAT chunk's bytes are all in: reply, and end the message at LAST. */
+static void bdat_chunk_done(struct smtp_session *s)
+{
+    session_enter(s, ST_CMD);
+    if (s->bdat_failed) {
+        /* The error was already answered; a failed transaction ends at LAST. */
+        if (s->bdat_last) {
+            s->bdat_failed = false;
+            if (s->has_mail)
+                transaction_reset(s);
+        }
+        return;
+    }
+    if (!s->bdat_last) {
+        reply(s, "250 2.0.0 %llu octets received", (unsigned long long)s->chunk_size);
+        return;
+    }
+    message_end(s);
+}
+
+static void cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    transaction_reset(s);
+    reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_noop(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    reply(s, "250 2.0.0 Ok");
+}
+
+static void cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    reply(s, "221 2.0.0 %s closing connection", s->r->cfg->hostname);
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+}
+
+static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    /* RFC 5321 3.5.3: 252 when we will not say. */
+    reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void cmd_expn(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    reply_error(s, "502 5.5.1 EXPN not available");
+}
+
+static void cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
+{
+    reply(s, "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
+    reply(s, "214 2.0.0 HELP STARTTLS AUTH; see RFC 5321");
+}
+
+typedef void (*cmd_fn)(struct smtp_session *s, const struct smtp_cmd *c);
+
+static void cmd_ehlo_ext(struct smtp_session *s, const struct smtp_cmd *c) { cmd_ehlo(s, c, true); }
+static void cmd_helo(struct smtp_session *s, const struct smtp_cmd *c) { cmd_ehlo(s, c, false); }
+
+static const cmd_fn cmd_table[SMTP_V__COUNT] = {
+    [SMTP_V_EHLO] = cmd_ehlo_ext, [SMTP_V_HELO] = cmd_helo,     [SMTP_V_MAIL] = cmd_mail,
+    [SMTP_V_RCPT] = cmd_rcpt,     [SMTP_V_DATA] = cmd_data,     [SMTP_V_BDAT] = cmd_bdat,
+    [SMTP_V_RSET] = cmd_rset,     [SMTP_V_NOOP] = cmd_noop,     [SMTP_V_QUIT] = cmd_quit,
+    [SMTP_V_VRFY] = cmd_vrfy,     [SMTP_V_EXPN] = cmd_expn,     [SMTP_V_HELP] = cmd_help,
+    [SMTP_V_STARTTLS] = cmd_starttls, [SMTP_V_AUTH] = cmd_auth,
+};
+
+static void session_command(struct smtp_session *s, const char *line, size_t len)
+{
+    struct smtp_cmd c;
+    if (memchr(line, '\0', len) != NULL) {
+        reply_error(s, "500 5.5.2 NUL character in command");
+        return;
+    }
+    if (smtp_cmd_parse(line, len, &c) != SMTP_P_OK) {
+        reply_error(s, "501 5.5.4 Syntax error");
+        return;
+    }
+    if (c.verb == SMTP_V_UNKNOWN || cmd_table[c.verb] == NULL) {
+        reply_error(s, "500 5.5.1 Command unrecognized");
+        return;
+    }
+    log_debug("session=%s cmd=%s", s->id, smtp_verb_name(c.verb));
+    cmd_table[c.verb](s, &c);
+}
+
+/* ---- the input loop ---- */
+
+/* Append message bytes, minding the size limit (the rest is counted, not kept). */
+static void msg_append(struct smtp_session *s, const char *data, size_t len)
+{
+    if (s->too_big)
+        return;
+    if (s->msg.len + len > s->r->cfg->max_message_size) {
+        s->too_big = true;
+        s->msg.len = 0;
+        buf_shrink(&s->msg);
+        return;
+    }
+    if (buf_append(&s->msg, data, len) < 0) {
+        s->too_big = true; /* answered as too big: we cannot hold it */
+        s->msg.len = 0;
+    }
+}
+
+/* Consume DATA bytes from in; returns true when the terminator was found. */
+static bool data_input(struct smtp_session *s)
+{
+    size_t msg_len = 0, consumed = 0;
+    int rc = smtp_data_scan(&s->scan, s->in.data, s->in.len, &msg_len, &consumed);
+    if (rc == SMTP_P_DONE) {
+        msg_append(s, s->in.data, msg_len);
+        buf_consume(&s->in, consumed);
+        return true;
+    }
+    msg_append(s, s->in.data, msg_len);
+    s->in.len = 0;
+    return false;
+}
+
+static void bdat_input(struct smtp_session *s)
+{
+    size_t n = s->in.len < s->bdat_left ? s->in.len : (size_t)s->bdat_left;
+    if (!s->bdat_failed && !s->too_big) {
+        if (s->msg.len + 2 * n > s->r->cfg->max_message_size * 2 + 2 &&
+            s->msg.len + n > s->r->cfg->max_message_size) {
+            s->too_big = true;
+            s->msg.len = 0;
+        } else if (buf_reserve(&s->msg, 2 * n) < 0) {
+            s->too_big = true;
+            s->msg.len = 0;
+        } else {
+            s->msg.len += smtp_bdat_stuff(&s->scan, s->in.data, n, s->msg.data + s->msg.len);
+            if (s->msg.len > s->r->cfg->max_message_size) {
+                s->too_big = true;
+                s->msg.len = 0;
+            }
+        }
+    }
+    buf_consume(&s->in, n);
+    s->bdat_left -= n;
+}
+
+/*
+ * Parse and execute what is in s->in until it is drained or the session
+ * has to wait.  Replies accumulate in s->pend; the caller flushes.
+ */
+static void session_process(struct smtp_session *s)
+{
+    for (;;) {
+        switch (s->state) {
+        case ST_CLOSING:
+        case ST_WAIT_AUTH:
+        case ST_WAIT_SPOOL:
+        case ST_TLS_HANDSHAKE:
+            return;
+        case ST_DATA:
+            if (s->in.len == 0)
+                return;
+            if (!data_input(s))
+                return;
+            session_enter(s, ST_CMD);
+            message_end(s);
+            continue;
+        case ST_BDAT:
+            if (s->bdat_left > 0) {
+                if (s->in.len == 0)
+                    return;
+                bdat_input(s);
+                if (s->bdat_left > 0)
+                    return;
+            }
+            bdat_chunk_done(s);
+            continue;
+        case ST_CMD:
+        case ST_AUTH_RESP:
+            break;
+        }
+        if (s->in.len == 0)
+            return;
+        size_t line_len = 0, consumed = 0;
+        if (s->skip_line) {
+            if (smtp_line_skip(s->in.data, s->in.len, &consumed) == SMTP_P_AGAIN) {
+                s->in.len = 0;
+                return;
+            }
+            buf_consume(&s->in, consumed);
+            s->skip_line = false;
+            continue;
+        }
+        int rc = smtp_line_next(s->in.data, s->in.len, SMTP_MAX_CMD_LINE, &line_len, &consumed);
+        if (rc == SMTP_P_AGAIN)
+            return;
+        if (rc == SMTP_P_ETOOLONG) {
+            /* max bytes without an LF: drop them and the rest of the line. */
+            buf_consume(&s->in, consumed);
+            s->skip_line = true;
+            if (s->state == ST_AUTH_RESP)
+                sasl_fail(s, "500 5.5.2 Line too long");
+            else
+                reply_error(s, "500 5.5.2 Line too long");
+            continue;
+        }
+        if (rc == SMTP_P_EBARELF) {
+            buf_consume(&s->in, consumed);
+            reply_error(s, "500 5.5.2 Bare LF in command; lines must end with CRLF");
+            continue;
+        }
+        const char *line = s->in.data;
+        if (s->state == ST_AUTH_RESP)
+            sasl_response(s, line, line_len);
+        else
+            session_command(s, line, line_len);
+        /* STARTTLS emptied the buffer on purpose. */
+        if (s->in.len >= consumed)
+            buf_consume(&s->in, consumed);
+    }
+}
+
+/* ---- start ---- */
+
+void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
+                        const struct sockaddr_storage *peer, socklen_t peer_len)
+{
+    struct smtp_session *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        close(fd);
+        return;
+    }
+    s->r = r;
+    s->fd = fd;
+    s->role = role;
+    r->nsessions++;
+    snprintf(s->id, sizeof(s->id), "%u.%llx", r->index, (unsigned long long)++r->session_seq);
+    if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)peer;
+        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr))
+            inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], s->client_addr, sizeof(s->client_addr));
+        else
+            inet_ntop(AF_INET6, &a6->sin6_addr, s->client_addr, sizeof(s->client_addr));
+        s->client_port = ntohs(a6->sin6_port);
+    } else if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &a4->sin_addr, s->client_addr, sizeof(s->client_addr));
+        s->client_port = ntohs(a4->sin_port);
+    } else {
+        snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
+    }
+    io_op_init(&s->recv_op, s);
+    io_op_init(&s->send_op, s);
+    io_op_init(&s->timer_op, s);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    s->last_activity = io_loop_now(r->loop);
+    log_debug("session=%s event=connect client=%s port=%d role=%s", s->id, s->client_addr,
+              s->client_port, config_role_name(role));
+
+    if (r->nsessions > r->cfg->max_connections) {
+        reply(s, "421 4.3.2 %s Too many connections, try again later", r->cfg->hostname);
+        s->close_after_send = true;
+        session_enter(s, ST_CLOSING);
+        session_flush(s);
+        session_maybe_free(s);
+        return;
+    }
+    if (role == ROLE_SUBMISSIONS) {
+        if (r->tls == NULL || session_tls_begin(s) < 0) {
+            smtp_close(s, "no TLS for implicit TLS listener");
+            session_maybe_free(s);
+            return;
+        }
+    } else {
+        greeting(s);
+    }
+    if (io_recv_start(r->loop, &s->recv_op, fd, on_recv) < 0 ||
+        io_timer_start(r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0) {
+        smtp_close(s, "submit failed");
+        session_maybe_free(s);
+        return;
+    }
+    session_flush(s);
+}

@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * smtp_session.h - the SMTP server side of one connection, on a reactor.
+ *
+ * A session is created for each accepted connection and lives on the
+ * reactor (thread) that accepted it.  It reads through io_recv_start, keeps
+ * one send in flight, parks in WAIT_* states while the password worker or
+ * the spool works, and frees itself only when nothing is in flight.
+ *
+ * struct smtp_reactor is what the server (core/server.c) gives each session:
+ * the reactor's loop, spool shard and the shared read-only configuration.
+ */
+#ifndef ORTOO_SMTP_SESSION_H
+#define ORTOO_SMTP_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/config.h"
+
+struct io_loop;
+struct spool_shard;
+struct tls_server;
+struct auth;
+struct users;
+
+/* Per-reactor context shared by its sessions (owned by core/server.c). */
+struct smtp_reactor {
+    unsigned index;                 /* reactor number, 0..n-1 */
+    struct io_loop *loop;           /* this reactor's loop */
+    struct spool_shard *spool;      /* this reactor's spool shard */
+    const struct config *cfg;       /* immutable configuration */
+    const struct users *users;      /* local domains and users */
+    struct tls_server *tls;         /* server certificates (NULL: no TLS) */
+    struct auth *auth;              /* password verification (shared) */
+    size_t nsessions;               /* live sessions on this reactor */
+    uint64_t session_seq;           /* for session ids */
+    uint64_t accepted;              /* messages queued (stats) */
+};
+
+/*
+ * Start a session on an accepted socket (takes fd; non-blocking).  role is
+ * the listener's role; peer is the client's address.  On failure the fd is
+ * closed.  Never blocks.
+ */
+void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
+                        const struct sockaddr_storage *peer, socklen_t peer_len);
+
+#endif

@@ -1,0 +1,732 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * users.c - local domains and their users (see users.h).
+ *
+ * users_load() walks <config>/domains/: every sub-directory is a local
+ * domain (its name, lowercased, is the domain) and its optional "users" file
+ * holds "address:argon2-string" lines.  The result is an immutable table of
+ * two sorted arrays (domains, users) searched with bsearch(), so lookups need
+ * no lock and a reload simply builds a new table.
+ *
+ * Keys are normalised as "<local part as written>@<domain lowercased>": the
+ * domain is case-insensitive (RFC 5321 2.4), the local part is exact (RFC
+ * 5321 2.4 leaves it to the receiving host; the session handles Postmaster).
+ *
+ * The CLI edits a users file through users_file_set()/users_file_del(), which
+ * keep every other line (comments included) and replace the file atomically:
+ * temp file in the same directory, fsync, rename, fsync of the directory.
+ * The write/fsync/rename calls go through users_sys so tests can inject
+ * failures.
+ */
+#include "core/users.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define USERS_LOCAL_MAX 64    /* RFC 5321 4.5.3.1.1 */
+#define USERS_DOMAIN_MAX 255  /* RFC 5321 4.5.3.1.2 */
+#define USERS_ADDR_MAX (USERS_LOCAL_MAX + 1 + USERS_DOMAIN_MAX)
+#define USERS_HASH_MAX 127    /* crypto_pwhash_STRBYTES - 1 */
+
+/* One user.  key is "local@domain-lowercased"; both strings owned. */
+struct users_entry {
+    char *key;  /* normalised address, unique in the table */
+    char *hash; /* argon2 string as stored in the file */
+};
+
+/*
+ * The loaded table.  Invariants: domains[] holds ndomains distinct lowercase
+ * names sorted by strcmp; users[] holds nusers entries sorted by strcmp on
+ * key with no duplicates; every user's domain is in domains[].  Immutable
+ * after users_load() returns.
+ */
+struct users {
+    char **domains;            /* sorted, lowercase */
+    size_t ndomains;
+    struct users_entry *users; /* sorted by key */
+    size_t nusers;
+};
+
+/* Test seam for the syscalls of the atomic rewrite. */
+static struct {
+    ssize_t (*write)(int fd, const void *buf, size_t len);
+    int (*fsync)(int fd);
+    int (*rename)(const char *from, const char *to);
+} users_sys = {write, fsync, rename};
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* --- Syntax checks. --- */
+
+/* A domain name: dot-separated labels of letters, digits and hyphens, no
+ * label empty, longer than 63 or starting/ending with a hyphen (RFC 1035
+ * 2.3.1, RFC 1123 2.1).  Also what keeps a domain safe as a path element. */
+static bool domain_ok(const char *d, size_t len)
+{
+    size_t label = 0;
+
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)d[i];
+        if (c == '.') {
+            if (label == 0 || d[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        if (!isalnum(c) && c != '-')
+            return false;
+        if (c == '-' && label == 0)
+            return false;
+        if (++label > 63)
+            return false;
+    }
+    return label > 0 && d[len - 1] != '-';
+}
+
+/* A local part we are willing to store: non-empty, <= 64 octets, no control
+ * characters, spaces, ':' (the file's separator) or '@'. */
+static bool local_ok(const char *l, size_t len)
+{
+    if (len == 0 || len > USERS_LOCAL_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)l[i];
+        if (c <= ' ' || c == 0x7f || c == ':' || c == '@')
+            return false;
+    }
+    return true;
+}
+
+/* An argon2 string as crypto_pwhash_str() writes it. */
+static bool hash_ok(const char *h, size_t len)
+{
+    if (len < 8 || len > USERS_HASH_MAX || strncmp(h, "$argon2", 7) != 0)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (c <= ' ' || c >= 0x7f || c == ':')
+            return false;
+    }
+    return true;
+}
+
+/*
+ * Build the normalised key of addr (len bytes) into key[USERS_ADDR_MAX + 1]:
+ * local part exact, domain lowercased; the '@' is the last one.  Returns the
+ * key length, or -1 when addr has no '@' or is too long.
+ */
+static int addr_key(const char *addr, size_t len, char *key)
+{
+    const char *at = memrchr(addr, '@', len);
+    size_t llen, dlen;
+
+    if (at == NULL || len > USERS_ADDR_MAX)
+        return -1;
+    llen = (size_t)(at - addr);
+    dlen = len - llen - 1;
+    memcpy(key, addr, llen + 1);
+    for (size_t i = 0; i < dlen; i++)
+        key[llen + 1 + i] = (char)tolower((unsigned char)at[1 + i]);
+    key[len] = '\0';
+    return (int)len;
+}
+
+/* --- Loading. --- */
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int cmp_entry(const void *a, const void *b)
+{
+    return strcmp(((const struct users_entry *)a)->key, ((const struct users_entry *)b)->key);
+}
+
+/* Trim spaces, tabs, CR and LF at both ends of [*s, *s + *len). */
+static void trim(const char **s, size_t *len)
+{
+    while (*len > 0 && strchr(" \t\r\n", (*s)[0]) != NULL)
+        (*s)++, (*len)--;
+    while (*len > 0 && strchr(" \t\r\n", (*s)[*len - 1]) != NULL)
+        (*len)--;
+}
+
+/*
+ * Split a users-file line into address and hash.  Returns 1 for a user line
+ * (addr/alen and hash/hlen set), 0 for a blank or comment line, -1 when the
+ * line has no ':'.
+ */
+static int line_split(const char *line, size_t len, const char **addr, size_t *alen,
+                      const char **hash, size_t *hlen)
+{
+    const char *colon;
+
+    trim(&line, &len);
+    if (len == 0 || line[0] == '#')
+        return 0;
+    colon = memchr(line, ':', len);
+    if (colon == NULL)
+        return -1;
+    *addr = line;
+    *alen = (size_t)(colon - line);
+    *hash = colon + 1;
+    *hlen = len - *alen - 1;
+    trim(addr, alen);
+    trim(hash, hlen);
+    return 1;
+}
+
+static int push_user(struct users *u, size_t *cap, const char *key, const char *hash,
+                     size_t hlen)
+{
+    struct users_entry *e;
+
+    if (u->nusers == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        e = realloc(u->users, ncap * sizeof(*e));
+        if (e == NULL)
+            return -1;
+        u->users = e;
+        *cap = ncap;
+    }
+    e = &u->users[u->nusers];
+    e->key = strdup(key);
+    e->hash = strndup(hash, hlen);
+    if (e->key == NULL || e->hash == NULL) {
+        free(e->key);
+        free(e->hash);
+        return -1;
+    }
+    u->nusers++;
+    return 0;
+}
+
+/* Load one domain's users file (absent is fine).  Duplicates are detected
+ * after sorting, by users_load(). */
+static int load_file(struct users *u, size_t *cap, const char *path, const char *domain,
+                     char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "re");
+    char *line = NULL;
+    size_t linecap = 0;
+    ssize_t n;
+    unsigned lineno = 0;
+    char key[USERS_ADDR_MAX + 1];
+
+    if (f == NULL) {
+        if (errno == ENOENT)
+            return 0;
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    while ((n = getline(&line, &linecap, f)) >= 0) {
+        const char *addr, *hash, *at;
+        size_t alen, hlen;
+        int r;
+
+        lineno++;
+        r = line_split(line, (size_t)n, &addr, &alen, &hash, &hlen);
+        if (r == 0)
+            continue;
+        if (r < 0) {
+            seterr(err, errlen, "%s:%u: expected address:hash", path, lineno);
+            goto fail;
+        }
+        at = memrchr(addr, '@', alen);
+        if (at == NULL || addr_key(addr, alen, key) < 0 ||
+            !local_ok(addr, (size_t)(at - addr))) {
+            seterr(err, errlen, "%s:%u: invalid address '%.*s'", path, lineno,
+                   (int)(alen > 100 ? 100 : alen), addr);
+            goto fail;
+        }
+        if (strcmp(key + (at - addr) + 1, domain) != 0) {
+            seterr(err, errlen, "%s:%u: address '%.*s' is not in domain %s", path, lineno,
+                   (int)alen, addr, domain);
+            goto fail;
+        }
+        if (!hash_ok(hash, hlen)) {
+            seterr(err, errlen, "%s:%u: '%.*s' is not an argon2 password hash", path,
+                   lineno, (int)alen, addr);
+            goto fail;
+        }
+        if (push_user(u, cap, key, hash, hlen) < 0) {
+            seterr(err, errlen, "%s:%u: out of memory", path, lineno);
+            goto fail;
+        }
+    }
+    if (ferror(f)) {
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        goto fail;
+    }
+    free(line);
+    fclose(f);
+    return 0;
+fail:
+    free(line);
+    fclose(f);
+    return -1;
+}
+
+int users_load(const char *config_dir, struct users **out, char *err, size_t errlen)
+{
+    struct users *u = calloc(1, sizeof(*u));
+    size_t ucap = 0, dcap = 0;
+    char dpath[PATH_MAX], path[PATH_MAX];
+    DIR *dir = NULL;
+    struct dirent *de;
+
+    *out = NULL;
+    if (u == NULL) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    snprintf(dpath, sizeof(dpath), "%s/domains", config_dir);
+    dir = opendir(dpath);
+    if (dir == NULL) {
+        if (errno == ENOENT) /* no local domains: a pure relay */
+            goto done;
+        seterr(err, errlen, "%s: %s", dpath, strerror(errno));
+        goto fail;
+    }
+    while ((errno = 0, de = readdir(dir)) != NULL) {
+        struct stat st;
+        size_t nlen = strlen(de->d_name);
+        char *dom;
+
+        if (de->d_name[0] == '.')
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", dpath, de->d_name) >= (int)sizeof(path)) {
+            seterr(err, errlen, "%s/%s: path too long", dpath, de->d_name);
+            goto fail;
+        }
+        if (stat(path, &st) < 0) {
+            seterr(err, errlen, "%s: %s", path, strerror(errno));
+            goto fail;
+        }
+        if (!S_ISDIR(st.st_mode))
+            continue;
+        if (!domain_ok(de->d_name, nlen)) {
+            seterr(err, errlen, "%s: not a domain name", path);
+            goto fail;
+        }
+        if (u->ndomains == dcap) {
+            size_t ncap = dcap ? dcap * 2 : 8;
+            char **d = realloc(u->domains, ncap * sizeof(*d));
+            if (d == NULL)
+                goto oom;
+            u->domains = d;
+            dcap = ncap;
+        }
+        dom = strdup(de->d_name);
+        if (dom == NULL)
+            goto oom;
+        for (char *p = dom; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        u->domains[u->ndomains++] = dom;
+        if (snprintf(path, sizeof(path), "%s/%s/users", dpath, de->d_name) >=
+            (int)sizeof(path)) {
+            seterr(err, errlen, "%s/%s/users: path too long", dpath, de->d_name);
+            goto fail;
+        }
+        if (load_file(u, &ucap, path, dom, err, errlen) < 0)
+            goto fail;
+    }
+    if (errno != 0) {
+        seterr(err, errlen, "%s: %s", dpath, strerror(errno));
+        goto fail;
+    }
+    if (u->ndomains > 0)
+        qsort(u->domains, u->ndomains, sizeof(*u->domains), cmp_str);
+    for (size_t i = 1; i < u->ndomains; i++) {
+        if (strcmp(u->domains[i - 1], u->domains[i]) == 0) {
+            seterr(err, errlen, "%s: domain %s appears twice (directory names differ "
+                   "only in case)", dpath, u->domains[i]);
+            goto fail;
+        }
+    }
+    if (u->nusers > 0)
+        qsort(u->users, u->nusers, sizeof(*u->users), cmp_entry);
+    for (size_t i = 1; i < u->nusers; i++) {
+        if (strcmp(u->users[i - 1].key, u->users[i].key) == 0) {
+            seterr(err, errlen, "%s: user %s is listed twice", dpath, u->users[i].key);
+            goto fail;
+        }
+    }
+done:
+    if (dir != NULL)
+        closedir(dir);
+    *out = u;
+    return 0;
+oom:
+    seterr(err, errlen, "out of memory");
+fail:
+    if (dir != NULL)
+        closedir(dir);
+    users_free(u);
+    return -1;
+}
+
+void users_free(struct users *u)
+{
+    if (u == NULL)
+        return;
+    for (size_t i = 0; i < u->ndomains; i++)
+        free(u->domains[i]);
+    for (size_t i = 0; i < u->nusers; i++) {
+        free(u->users[i].key);
+        free(u->users[i].hash);
+    }
+    free(u->domains);
+    free(u->users);
+    free(u);
+}
+
+bool users_is_local_domain(const struct users *u, const char *domain, size_t len)
+{
+    char buf[USERS_DOMAIN_MAX + 1];
+    const char *key = buf;
+
+    if (u == NULL || u->ndomains == 0 || len == 0 || len > USERS_DOMAIN_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        buf[i] = (char)tolower((unsigned char)domain[i]);
+    buf[len] = '\0';
+    if (strlen(buf) != len) /* embedded NUL */
+        return false;
+    return bsearch(&key, u->domains, u->ndomains, sizeof(*u->domains), cmp_str) != NULL;
+}
+
+const char *users_hash(const struct users *u, const char *addr, size_t len)
+{
+    char key[USERS_ADDR_MAX + 1];
+    struct users_entry k = {.key = key}, *e;
+
+    if (u == NULL || u->nusers == 0 || addr_key(addr, len, key) < 0 || strlen(key) != len)
+        return NULL;
+    e = bsearch(&k, u->users, u->nusers, sizeof(*u->users), cmp_entry);
+    return e ? e->hash : NULL;
+}
+
+/* --- Editing the users file. --- */
+
+/* A growable byte buffer for the new file contents. */
+struct ubuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int ubuf_add(struct ubuf *b, const char *s, size_t len)
+{
+    if (b->len + len + 1 > b->cap) {
+        size_t ncap = b->cap ? b->cap : 256;
+        while (ncap < b->len + len + 1)
+            ncap *= 2;
+        char *p = realloc(b->p, ncap);
+        if (p == NULL)
+            return -1;
+        b->p = p;
+        b->cap = ncap;
+    }
+    memcpy(b->p + b->len, s, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/*
+ * Check addr and compute the domain directory and users file paths.  key
+ * receives the normalised address (domain lowercased).
+ */
+static int file_paths(const char *config_dir, const char *addr, char *key, char *dir,
+                      char *file, char *err, size_t errlen)
+{
+    size_t len = strlen(addr);
+    const char *at = strrchr(addr, '@');
+    const char *dom;
+
+    if (at == NULL || addr_key(addr, len, key) < 0 || !local_ok(addr, (size_t)(at - addr)) ||
+        !domain_ok(at + 1, strlen(at + 1))) {
+        seterr(err, errlen, "invalid address '%s' (expected local@domain)", addr);
+        return -1;
+    }
+    dom = key + (at - addr) + 1;
+    if (snprintf(dir, PATH_MAX, "%s/domains/%s", config_dir, dom) >= PATH_MAX ||
+        snprintf(file, PATH_MAX, "%s/users", dir) >= PATH_MAX) {
+        seterr(err, errlen, "%s: path too long", config_dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* Read a whole file; *data NULL and 0 returned when it does not exist. */
+static int read_all(const char *path, char **data, size_t *len, struct stat *st,
+                    char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct ubuf b = {0};
+    char chunk[4096];
+    ssize_t n;
+
+    *data = NULL;
+    *len = 0;
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, st) < 0)
+        goto fail;
+    while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            goto fail;
+        }
+        if (ubuf_add(&b, chunk, (size_t)n) < 0)
+            goto fail;
+    }
+    close(fd);
+    if (b.p == NULL && ubuf_add(&b, "", 0) < 0) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    *data = b.p;
+    *len = b.len;
+    return 1;
+fail:
+    seterr(err, errlen, "%s: %s", path, strerror(errno));
+    close(fd);
+    free(b.p);
+    return -1;
+}
+
+/*
+ * Copy old (len bytes) into out, leaving out every user line whose address
+ * normalises to key; when repl is not NULL it takes the place of the first
+ * such line (or is appended).  Returns the number of lines that matched, or
+ * -1 when out of memory.
+ */
+static int rewrite(const char *old, size_t len, const char *key, const char *repl,
+                   struct ubuf *out)
+{
+    const char *p = old, *end = old + len;
+    int matched = 0;
+    char k[USERS_ADDR_MAX + 1];
+
+    if (ubuf_add(out, "", 0) < 0)
+        return -1;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t llen = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        const char *addr, *hash;
+        size_t alen, hlen;
+
+        if (line_split(p, llen, &addr, &alen, &hash, &hlen) == 1 &&
+            addr_key(addr, alen, k) >= 0 && strcmp(k, key) == 0) {
+            if (matched++ == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
+                return -1;
+        } else {
+            if (ubuf_add(out, p, llen) < 0 || ubuf_add(out, "\n", 1) < 0)
+                return -1;
+        }
+        p += llen + (nl ? 1 : 0);
+    }
+    if (matched == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
+        return -1;
+    return matched;
+}
+
+/*
+ * Replace path with data atomically: write a temp file in dir, fsync it,
+ * rename over path, fsync dir.  The new file is mode 0640 and keeps the
+ * owner and group of old (when given and permitted).
+ */
+static int replace_file(const char *dir, const char *path, const char *data, size_t len,
+                        const struct stat *old, char *err, size_t errlen)
+{
+    char tmp[PATH_MAX];
+    const char *what = "write";
+    int fd, dfd = -1;
+    size_t off = 0;
+
+    if (snprintf(tmp, sizeof(tmp), "%s/.users.XXXXXX", dir) >= (int)sizeof(tmp)) {
+        seterr(err, errlen, "%s: path too long", dir);
+        return -1;
+    }
+    fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0) {
+        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    if (fchmod(fd, 0640) < 0) {
+        what = "chmod";
+        goto fail;
+    }
+    if (old != NULL && fchown(fd, old->st_uid, old->st_gid) < 0 && errno != EPERM) {
+        what = "chown";
+        goto fail;
+    }
+    while (off < len) {
+        ssize_t n = users_sys.write(fd, data + off, len - off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            goto fail;
+        }
+        off += (size_t)n;
+    }
+    if (users_sys.fsync(fd) < 0) {
+        what = "fsync";
+        goto fail;
+    }
+    if (close(fd) < 0) {
+        fd = -1;
+        what = "close";
+        goto fail;
+    }
+    fd = -1;
+    if (users_sys.rename(tmp, path) < 0) {
+        what = "rename";
+        goto fail;
+    }
+    /* The rename is durable only once the directory is synced. */
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || users_sys.fsync(dfd) < 0) {
+        seterr(err, errlen, "%s: fsync: %s", dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return -1;
+    }
+    close(dfd);
+    return 0;
+fail:
+    seterr(err, errlen, "%s: %s: %s", path, what, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return -1;
+}
+
+int users_file_set(const char *config_dir, const char *addr, const char *hash, char *err,
+                   size_t errlen)
+{
+    char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX], dpath[PATH_MAX];
+    char line[USERS_ADDR_MAX + USERS_HASH_MAX + 4];
+    char *old = NULL;
+    size_t oldlen;
+    struct stat st;
+    struct ubuf out = {0};
+    int r, ret = -1;
+
+    if (file_paths(config_dir, addr, key, dir, file, err, errlen) < 0)
+        return -1;
+    if (hash == NULL || !hash_ok(hash, strlen(hash))) {
+        seterr(err, errlen, "not an argon2 password hash");
+        return -1;
+    }
+    snprintf(dpath, sizeof(dpath), "%s/domains", config_dir);
+    if (mkdir(dpath, 0755) < 0 && errno != EEXIST) {
+        seterr(err, errlen, "mkdir %s: %s", dpath, strerror(errno));
+        return -1;
+    }
+    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+        seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    r = read_all(file, &old, &oldlen, &st, err, errlen);
+    if (r < 0)
+        return -1;
+    snprintf(line, sizeof(line), "%s:%s\n", key, hash);
+    if (rewrite(old ? old : "", old ? oldlen : 0, key, line, &out) < 0) {
+        seterr(err, errlen, "out of memory");
+        goto fail;
+    }
+    ret = replace_file(dir, file, out.p, out.len, r > 0 ? &st : NULL, err, errlen);
+fail:
+    if (old != NULL)
+        sodium_memzero(old, oldlen);
+    if (out.p != NULL)
+        sodium_memzero(out.p, out.len);
+    free(old);
+    free(out.p);
+    return ret;
+}
+
+int users_file_del(const char *config_dir, const char *addr, char *err, size_t errlen)
+{
+    char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX];
+    char *old = NULL;
+    size_t oldlen;
+    struct stat st;
+    struct ubuf out = {0};
+    int r, ret = -1;
+
+    if (file_paths(config_dir, addr, key, dir, file, err, errlen) < 0)
+        return -1;
+    r = read_all(file, &old, &oldlen, &st, err, errlen);
+    if (r <= 0)
+        return r < 0 ? -1 : 1;
+    r = rewrite(old, oldlen, key, NULL, &out);
+    if (r < 0) {
+        seterr(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (r == 0)
+        ret = 1;
+    else
+        ret = replace_file(dir, file, out.p, out.len, &st, err, errlen);
+fail:
+    sodium_memzero(old, oldlen);
+    if (out.p != NULL)
+        sodium_memzero(out.p, out.len);
+    free(old);
+    free(out.p);
+    return ret;
+}
+
+/* --- Passwords. --- */
+
+int users_hash_password(const char *pw, size_t len, char out[128])
+{
+    if (sodium_init() < 0)
+        return -1;
+    /* libsodium >= 1.0.15: crypto_pwhash_str is argon2id. */
+    return crypto_pwhash_str(out, pw, len, crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                             crypto_pwhash_MEMLIMIT_INTERACTIVE) == 0
+               ? 0
+               : -1;
+}
+
+bool users_verify_password(const char *hash, const char *pw, size_t len)
+{
+    if (hash == NULL || sodium_init() < 0)
+        return false;
+    return crypto_pwhash_str_verify(hash, pw, len) == 0;
+}

@@ -1,0 +1,713 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_tls.c - unit tests for io/tls.c: handshakes pumped in memory between
+ * a server and a client connection, SNI selection, resumption across ticket
+ * key rotations, broken certificate directories and hostile input.
+ *
+ * Certificates are made at test time with the OpenSSL API (no dependency on
+ * core/certgen.c) so that the same file builds against BoringSSL:
+ * `make TLS=boringssl check-tls`.  Two hosts:
+ *   mx.a.test       (the default) SAN DNS:mx.a.test, DNS:*.a.test
+ *   mail.b.example  SAN DNS:mail.b.example
+ * Both certificates are put in a bundle named by SSL_CERT_FILE, so a
+ * verifying client trusts them; which certificate was served is then proved
+ * by the host name check succeeding or failing.
+ */
+#define OPENSSL_API_COMPAT 0x10100000L /* EC_KEY for BoringSSL-compatible keygen */
+
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "io/tls.h"
+
+#define HOST_A "mx.a.test"
+#define HOST_B "mail.b.example"
+
+static char tmpdir[] = "/tmp/ortoo-test-tls-XXXXXX";
+static char certdir[512]; /* tmpdir/certs: the two good hosts */
+
+/* ---- certificate fixtures ------------------------------------------- */
+
+static EVP_PKEY *key_make(void)
+{
+    EC_KEY *ec = EC_KEY_new_by_curve_name(NID_X9_62_prime256v1);
+    EVP_PKEY *pk = EVP_PKEY_new();
+
+    assert_non_null(ec);
+    assert_non_null(pk);
+    assert_int_equal(EC_KEY_generate_key(ec), 1);
+    assert_int_equal(EVP_PKEY_assign_EC_KEY(pk, ec), 1);
+    return pk;
+}
+
+static X509 *cert_make(EVP_PKEY *pk, const char *cn, const char *san)
+{
+    static long serial = 1;
+    X509 *x = X509_new();
+    X509_NAME *name;
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+
+    assert_non_null(x);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), serial++), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 30));
+    assert_int_equal(X509_set_pubkey(x, pk), 1);
+    name = X509_get_subject_name(x);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                                (const unsigned char *)cn, -1, -1, 0),
+                     1);
+    assert_int_equal(X509_set_issuer_name(x, name), 1);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
+    assert_non_null(ext);
+    assert_int_equal(X509_add_ext(x, ext, -1), 1);
+    X509_EXTENSION_free(ext);
+    assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
+    return x;
+}
+
+static void mkdir_p(const char *path)
+{
+    assert_true(mkdir(path, 0700) == 0 || errno == EEXIST);
+}
+
+static void write_cert(const char *path, X509 *x)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, x), 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void write_key(const char *path, EVP_PKEY *pk)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    assert_int_equal(PEM_write_PrivateKey(f, pk, NULL, NULL, 0, NULL, NULL), 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    assert_non_null(f);
+    assert_true(fputs(text, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* base/host/{fullchain.pem,privkey.pem} */
+static void host_write(const char *base, const char *host, X509 *x, EVP_PKEY *pk)
+{
+    char p[1024];
+
+    snprintf(p, sizeof p, "%s/%s", base, host);
+    mkdir_p(p);
+    snprintf(p, sizeof p, "%s/%s/fullchain.pem", base, host);
+    write_cert(p, x);
+    snprintf(p, sizeof p, "%s/%s/privkey.pem", base, host);
+    write_key(p, pk);
+}
+
+static EVP_PKEY *key_a, *key_b;
+static X509 *cert_a, *cert_b;
+
+static int group_setup(void **state)
+{
+    char p[1024];
+    FILE *f;
+
+    if (mkdtemp(tmpdir) == NULL)
+        return -1;
+    snprintf(certdir, sizeof certdir, "%s/certs", tmpdir);
+    mkdir_p(certdir);
+    key_a = key_make();
+    key_b = key_make();
+    cert_a = cert_make(key_a, HOST_A, "DNS:" HOST_A ",DNS:*.a.test");
+    cert_b = cert_make(key_b, HOST_B, "DNS:" HOST_B);
+    host_write(certdir, HOST_A, cert_a, key_a);
+    host_write(certdir, HOST_B, cert_b, key_b);
+    /* Things the loader must ignore. */
+    snprintf(p, sizeof p, "%s/empty-dir", certdir);
+    mkdir_p(p);
+    snprintf(p, sizeof p, "%s/README", certdir);
+    write_text(p, "not a host\n");
+
+    /* Trust both certificates, and nothing from the system. */
+    snprintf(p, sizeof p, "%s/bundle.pem", tmpdir);
+    f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, cert_a), 1);
+    assert_int_equal(PEM_write_X509(f, cert_b), 1);
+    assert_int_equal(fclose(f), 0);
+    setenv("SSL_CERT_FILE", p, 1);
+    setenv("SSL_CERT_DIR", tmpdir, 1);
+    return 0;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+static int group_teardown(void **state)
+{
+    X509_free(cert_a);
+    X509_free(cert_b);
+    EVP_PKEY_free(key_a);
+    EVP_PKEY_free(key_b);
+    return nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- pumping bytes between two connections -------------------------- */
+
+static void transfer(struct tls_conn *from, struct tls_conn *to)
+{
+    unsigned char buf[4096];
+
+    while (tls_conn_pending_out(from) > 0) {
+        size_t n = tls_conn_take_out(from, buf, sizeof buf);
+        assert_true(n > 0);
+        assert_int_equal(tls_conn_feed(to, buf, n), 0);
+    }
+}
+
+/* Run both handshakes to completion; returns TLS_OK or TLS_ERR. */
+static int pump(struct tls_conn *srv, struct tls_conn *cli)
+{
+    int rs = TLS_AGAIN, rc = TLS_AGAIN;
+
+    for (int round = 0; round < 20; round++) {
+        if (rc != TLS_OK)
+            rc = tls_conn_handshake(cli);
+        transfer(cli, srv);
+        if (rs != TLS_OK)
+            rs = tls_conn_handshake(srv);
+        transfer(srv, cli);
+        if (rs == TLS_ERR || rc == TLS_ERR)
+            return TLS_ERR;
+        if (rs == TLS_OK && rc == TLS_OK)
+            return TLS_OK;
+    }
+    fail_msg("handshake did not finish");
+    return TLS_ERR;
+}
+
+/* Let the client take what the server sent after the handshake (TLS 1.3
+ * tickets); no application data is expected. */
+static void client_drain(struct tls_conn *srv, struct tls_conn *cli)
+{
+    unsigned char buf[64];
+
+    transfer(srv, cli);
+    assert_int_equal(tls_conn_read(cli, buf, sizeof buf), TLS_AGAIN);
+    transfer(cli, srv);
+}
+
+/* Read exactly len bytes from `to` after moving ciphertext from `from`. */
+static void recv_all(struct tls_conn *from, struct tls_conn *to, unsigned char *buf, size_t len)
+{
+    size_t got = 0;
+
+    transfer(from, to);
+    while (got < len) {
+        ssize_t r = tls_conn_read(to, buf + got, len - got);
+        assert_true(r > 0);
+        got += (size_t)r;
+    }
+    assert_int_equal(tls_conn_read(to, buf, 1), TLS_AGAIN);
+}
+
+static struct tls_server *server_new(const char *def)
+{
+    char err[256] = "";
+    struct tls_server *s = tls_server_new(certdir, def, err, sizeof err);
+
+    if (s == NULL)
+        fail_msg("tls_server_new: %s", err);
+    assert_int_equal(tls_server_count(s), 2);
+    return s;
+}
+
+static struct tls_client *client_new(bool verify)
+{
+    char err[256] = "";
+    struct tls_client *c = tls_client_new(verify, err, sizeof err);
+
+    if (c == NULL)
+        fail_msg("tls_client_new: %s", err);
+    return c;
+}
+
+/* One connection; returns the handshake result and whether both sides saw
+ * a resumption (asserting they agree). */
+static int connect_once(struct tls_server *s, struct tls_client *c, const char *sni,
+                        bool *resumed, char *errout, size_t errlen)
+{
+    struct tls_conn *srv = tls_conn_new_server(s);
+    struct tls_conn *cli = tls_conn_new_client(c, sni);
+    int r;
+
+    assert_non_null(srv);
+    assert_non_null(cli);
+    r = pump(srv, cli);
+    if (r == TLS_OK) {
+        assert_int_equal(tls_conn_resumed(srv), tls_conn_resumed(cli));
+        if (resumed != NULL)
+            *resumed = tls_conn_resumed(cli);
+        client_drain(srv, cli);
+    } else if (errout != NULL) {
+        snprintf(errout, errlen, "%s", tls_conn_error(cli));
+    }
+    tls_conn_free(srv);
+    tls_conn_free(cli);
+    return r;
+}
+
+/* ---- tests ---------------------------------------------------------- */
+
+static void test_handshake_and_data(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(false);
+    struct tls_conn *srv = tls_conn_new_server(s);
+    struct tls_conn *cli = tls_conn_new_client(c, HOST_A);
+    static unsigned char big[200000], got[200000];
+    unsigned char small[16];
+    ssize_t r;
+
+    assert_non_null(srv);
+    assert_non_null(cli);
+    /* Nothing can be written before the handshake. */
+    assert_int_equal(tls_conn_write(cli, "x", 1), TLS_ERR);
+    tls_conn_free(cli);
+    cli = tls_conn_new_client(c, HOST_A);
+
+    assert_int_equal(pump(srv, cli), TLS_OK);
+    assert_string_equal(tls_conn_version(srv), "TLSv1.3");
+    assert_string_equal(tls_conn_version(cli), "TLSv1.3");
+    assert_string_equal(tls_conn_cipher(srv), tls_conn_cipher(cli));
+    assert_non_null(tls_conn_sni(srv));
+    assert_string_equal(tls_conn_sni(srv), HOST_A);
+    assert_string_equal(tls_conn_sni(cli), HOST_A);
+    assert_false(tls_conn_resumed(srv));
+
+    /* Client to server. */
+    assert_int_equal(tls_conn_write(cli, "EHLO x\r\n", 8), 8);
+    recv_all(cli, srv, small, 8);
+    assert_memory_equal(small, "EHLO x\r\n", 8);
+
+    /* Server to client, many records; the client first meets the tickets. */
+    for (size_t i = 0; i < sizeof big; i++)
+        big[i] = (unsigned char)(i * 7 + 3);
+    assert_int_equal(tls_conn_write(srv, big, sizeof big), (ssize_t)sizeof big);
+    assert_true(tls_conn_pending_out(srv) > sizeof big);
+    recv_all(srv, cli, got, sizeof got);
+    assert_memory_equal(big, got, sizeof big);
+
+    /* close_notify reaches the server as TLS_CLOSED. */
+    tls_conn_shutdown(cli);
+    assert_true(tls_conn_pending_out(cli) > 0);
+    transfer(cli, srv);
+    r = tls_conn_read(srv, small, sizeof small);
+    assert_int_equal(r, TLS_CLOSED);
+
+    tls_conn_free(srv);
+    tls_conn_free(cli);
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+static void test_no_sni_gets_default(void **state)
+{
+    struct tls_server *s = server_new(HOST_B);
+    struct tls_client *c = client_new(false);
+    struct tls_conn *srv = tls_conn_new_server(s);
+    struct tls_conn *cli = tls_conn_new_client(c, NULL);
+
+    assert_int_equal(pump(srv, cli), TLS_OK);
+    assert_null(tls_conn_sni(srv));
+    assert_null(tls_conn_sni(cli));
+    tls_conn_free(srv);
+    tls_conn_free(cli);
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+static void test_sni_selects_certificate(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(true);
+    char err[256];
+
+    /* A verifying client checks the SNI name against the certificate: each
+     * success proves which certificate the server chose. */
+    assert_int_equal(connect_once(s, c, HOST_A, NULL, NULL, 0), TLS_OK);
+    /* Only B's certificate names mail.b.example; case does not matter. */
+    assert_int_equal(connect_once(s, c, "MAIL.B.Example", NULL, NULL, 0), TLS_OK);
+    assert_int_equal(connect_once(s, c, HOST_B, NULL, NULL, 0), TLS_OK);
+    /* Unknown name: the default (A, whose *.a.test covers it). */
+    assert_int_equal(connect_once(s, c, "zzz.a.test", NULL, NULL, 0), TLS_OK);
+    /* A name no certificate covers fails verification. */
+    err[0] = '\0';
+    assert_int_equal(connect_once(s, c, "nothing.invalid", NULL, err, sizeof err), TLS_ERR);
+    assert_non_null(strstr(err, "verify"));
+    tls_server_free(s);
+
+    /* With B as the default, the unknown name gets B, which fails. */
+    s = server_new(HOST_B);
+    assert_int_equal(connect_once(s, c, "zzz.a.test", NULL, NULL, 0), TLS_ERR);
+    assert_int_equal(connect_once(s, c, HOST_A, NULL, NULL, 0), TLS_OK);
+    tls_server_free(s);
+
+    /* An unknown default host falls back to the first (sorted: mail.b...). */
+    s = server_new("nonexistent.example");
+    assert_int_equal(connect_once(s, c, "zzz.a.test", NULL, NULL, 0), TLS_ERR);
+    tls_server_free(s);
+    tls_client_free(c);
+}
+
+static void test_resumption_tls13(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(true);
+    bool resumed = true;
+
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_false(resumed);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_true(resumed);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_true(resumed);
+    /* Another name has no session in the client's cache. */
+    assert_int_equal(connect_once(s, c, HOST_B, &resumed, NULL, 0), TLS_OK);
+    assert_false(resumed);
+    assert_int_equal(connect_once(s, c, HOST_B, &resumed, NULL, 0), TLS_OK);
+    assert_true(resumed);
+    tls_client_free(c);
+
+    /* A ticket from another server (other keys) is not accepted. */
+    c = client_new(false);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    tls_server_free(s);
+    s = server_new(HOST_A);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_false(resumed);
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+static void test_rotation_once_resumes(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(false);
+    bool resumed = true;
+
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_false(resumed);
+    tls_server_rotate_tickets(s);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_true(resumed);
+    /* That connection left a ticket under the new key: two more rotations
+     * since the first ticket, one since this one. */
+    tls_server_rotate_tickets(s);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_true(resumed);
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+static void test_rotation_twice_full_handshake(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(false);
+    bool resumed = true;
+
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_false(resumed);
+    tls_server_rotate_tickets(s);
+    tls_server_rotate_tickets(s);
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_false(resumed);
+    /* ... and the fresh ticket works again. */
+    assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
+    assert_true(resumed);
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+/* A raw TLS 1.2 client on memory BIOs, made directly with the library. */
+struct raw {
+    SSL *ssl;
+    BIO *in, *out;
+};
+
+static void raw_new(struct raw *r, SSL_CTX *ctx, SSL_SESSION *sess)
+{
+    r->ssl = SSL_new(ctx);
+    r->in = BIO_new(BIO_s_mem());
+    r->out = BIO_new(BIO_s_mem());
+    assert_non_null(r->ssl);
+    BIO_set_mem_eof_return(r->in, -1);
+    BIO_set_mem_eof_return(r->out, -1);
+    SSL_set_bio(r->ssl, r->in, r->out);
+    SSL_set_connect_state(r->ssl);
+    assert_int_equal(SSL_set_tlsext_host_name(r->ssl, HOST_A), 1);
+    if (sess != NULL)
+        assert_int_equal(SSL_set_session(r->ssl, sess), 1);
+}
+
+static int raw_pump(struct tls_conn *srv, struct raw *r)
+{
+    unsigned char buf[4096];
+    int rs = TLS_AGAIN, rc = 0;
+
+    for (int round = 0; round < 20; round++) {
+        int n;
+        if (rc != 1) {
+            rc = SSL_do_handshake(r->ssl);
+            if (rc != 1 && SSL_get_error(r->ssl, rc) != SSL_ERROR_WANT_READ)
+                return TLS_ERR;
+        }
+        while ((n = BIO_read(r->out, buf, sizeof buf)) > 0)
+            assert_int_equal(tls_conn_feed(srv, buf, (size_t)n), 0);
+        if (rs != TLS_OK)
+            rs = tls_conn_handshake(srv);
+        if (rs == TLS_ERR)
+            return TLS_ERR;
+        while (tls_conn_pending_out(srv) > 0) {
+            size_t k = tls_conn_take_out(srv, buf, sizeof buf);
+            assert_int_equal(BIO_write(r->in, buf, (int)k), (int)k);
+        }
+        if (rs == TLS_OK && rc == 1)
+            return TLS_OK;
+    }
+    return TLS_ERR;
+}
+
+/* TLS 1.2 resumes by ticket, and by session id through the server cache
+ * when the client does not do tickets. */
+static void test_resumption_tls12(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+
+    for (int no_ticket = 0; no_ticket < 2; no_ticket++) {
+        SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+        SSL_SESSION *sess;
+        struct tls_conn *srv;
+        struct raw r;
+
+        assert_non_null(ctx);
+        assert_int_equal(SSL_CTX_set_max_proto_version(ctx, TLS1_2_VERSION), 1);
+        if (no_ticket)
+            SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+
+        srv = tls_conn_new_server(s);
+        raw_new(&r, ctx, NULL);
+        assert_int_equal(raw_pump(srv, &r), TLS_OK);
+        assert_string_equal(tls_conn_version(srv), "TLSv1.2");
+        assert_false(tls_conn_resumed(srv));
+        sess = SSL_get1_session(r.ssl);
+        assert_non_null(sess);
+        SSL_free(r.ssl);
+        tls_conn_free(srv);
+
+        srv = tls_conn_new_server(s);
+        raw_new(&r, ctx, sess);
+        assert_int_equal(raw_pump(srv, &r), TLS_OK);
+        assert_true(tls_conn_resumed(srv));
+        assert_int_equal(SSL_session_reused(r.ssl), 1);
+        SSL_free(r.ssl);
+        tls_conn_free(srv);
+
+        SSL_SESSION_free(sess);
+        SSL_CTX_free(ctx);
+    }
+    tls_server_free(s);
+}
+
+static void *rotator(void *arg)
+{
+    for (int i = 0; i < 2000; i++)
+        tls_server_rotate_tickets(arg);
+    return NULL;
+}
+
+/* Rotation from another thread while handshakes run: no crash, no race
+ * (meaningful under the sanitizers); every handshake completes. */
+static void test_rotation_concurrent(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(false);
+    pthread_t t;
+
+    assert_int_equal(pthread_create(&t, NULL, rotator, s), 0);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(connect_once(s, c, HOST_A, NULL, NULL, 0), TLS_OK);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+/* Expect tls_server_new(dir) to fail with a message containing want. */
+static void expect_load_error(const char *dir, const char *want)
+{
+    char err[512] = "";
+    struct tls_server *s = tls_server_new(dir, NULL, err, sizeof err);
+
+    if (s != NULL) {
+        tls_server_free(s);
+        fail_msg("%s loaded", dir);
+    }
+    if (strstr(err, want) == NULL)
+        fail_msg("error \"%s\" lacks \"%s\"", err, want);
+}
+
+static void test_broken_cert_dirs(void **state)
+{
+    char base[512], p[1024];
+
+    snprintf(base, sizeof base, "%s/missing", tmpdir);
+    expect_load_error(base, "missing");
+
+    snprintf(base, sizeof base, "%s/none", tmpdir);
+    mkdir_p(base);
+    expect_load_error(base, "no certificate");
+
+    /* Key of another host. */
+    snprintf(base, sizeof base, "%s/mismatch", tmpdir);
+    mkdir_p(base);
+    host_write(base, HOST_A, cert_a, key_b);
+    expect_load_error(base, "privkey.pem");
+
+    /* Garbage certificate. */
+    snprintf(base, sizeof base, "%s/garbage", tmpdir);
+    mkdir_p(base);
+    host_write(base, HOST_A, cert_a, key_a);
+    snprintf(p, sizeof p, "%s/%s/fullchain.pem", base, HOST_A);
+    write_text(p, "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n");
+    expect_load_error(base, "fullchain.pem");
+
+    /* Garbage key. */
+    snprintf(base, sizeof base, "%s/badkey", tmpdir);
+    mkdir_p(base);
+    host_write(base, HOST_A, cert_a, key_a);
+    snprintf(p, sizeof p, "%s/%s/privkey.pem", base, HOST_A);
+    write_text(p, "hello\n");
+    expect_load_error(base, "privkey.pem");
+
+    /* Half a pair. */
+    snprintf(base, sizeof base, "%s/half", tmpdir);
+    mkdir_p(base);
+    host_write(base, HOST_A, cert_a, key_a);
+    snprintf(p, sizeof p, "%s/%s/privkey.pem", base, HOST_A);
+    assert_int_equal(unlink(p), 0);
+    expect_load_error(base, "privkey.pem");
+
+    /* One good host next to a broken one still fails, naming the bad one. */
+    snprintf(base, sizeof base, "%s/mixed", tmpdir);
+    mkdir_p(base);
+    host_write(base, HOST_A, cert_a, key_a);
+    host_write(base, HOST_B, cert_b, key_a);
+    expect_load_error(base, HOST_B);
+}
+
+static void test_garbage_input(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(false);
+    struct tls_conn *srv, *cli;
+    unsigned char junk[4096], buf[64];
+
+    /* A plaintext SMTP command where a ClientHello should be. */
+    srv = tls_conn_new_server(s);
+    assert_int_equal(tls_conn_feed(srv, "EHLO example.org\r\n", 18), 0);
+    assert_int_equal(tls_conn_handshake(srv), TLS_ERR);
+    assert_true(strlen(tls_conn_error(srv)) > 0);
+    assert_string_not_equal(tls_conn_error(srv), "no error");
+    assert_true(tls_conn_read(srv, buf, sizeof buf) == TLS_ERR ||
+                tls_conn_read(srv, buf, sizeof buf) == TLS_AGAIN);
+    tls_conn_free(srv);
+
+    /* Random bytes. */
+    srand(42);
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (unsigned char)rand();
+    srv = tls_conn_new_server(s);
+    assert_int_equal(tls_conn_feed(srv, junk, sizeof junk), 0);
+    assert_int_equal(tls_conn_handshake(srv), TLS_ERR);
+    tls_conn_free(srv);
+
+    /* A record header promising a handshake message, then nothing: wait. */
+    srv = tls_conn_new_server(s);
+    assert_int_equal(tls_conn_feed(srv, "\x16\x03\x01\x00\x40", 5), 0);
+    assert_int_equal(tls_conn_handshake(srv), TLS_AGAIN);
+    tls_conn_free(srv);
+
+    /* The client side meets junk instead of a ServerHello. */
+    cli = tls_conn_new_client(c, HOST_A);
+    assert_int_equal(tls_conn_handshake(cli), TLS_AGAIN);
+    assert_true(tls_conn_pending_out(cli) > 0);
+    assert_int_equal(tls_conn_feed(cli, "220 mx ESMTP\r\n", 14), 0);
+    assert_int_equal(tls_conn_handshake(cli), TLS_ERR);
+    tls_conn_free(cli);
+
+    /* Junk after a good handshake: the read fails, with an alert to send. */
+    srv = tls_conn_new_server(s);
+    cli = tls_conn_new_client(c, HOST_A);
+    assert_int_equal(pump(srv, cli), TLS_OK);
+    client_drain(srv, cli);
+    (void)tls_conn_take_out(srv, junk, sizeof junk);
+    assert_int_equal(tls_conn_feed(srv, "\x17\x03\x03\x00\x20garbagegarbagegarbagegarbage!!!!",
+                                   37),
+                     0);
+    assert_int_equal(tls_conn_read(srv, buf, sizeof buf), TLS_ERR);
+    assert_true(tls_conn_pending_out(srv) > 0);
+    tls_conn_free(srv);
+    tls_conn_free(cli);
+
+    tls_client_free(c);
+    tls_server_free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_handshake_and_data),
+        cmocka_unit_test(test_no_sni_gets_default),
+        cmocka_unit_test(test_sni_selects_certificate),
+        cmocka_unit_test(test_resumption_tls13),
+        cmocka_unit_test(test_rotation_once_resumes),
+        cmocka_unit_test(test_rotation_twice_full_handshake),
+        cmocka_unit_test(test_resumption_tls12),
+        cmocka_unit_test(test_rotation_concurrent),
+        cmocka_unit_test(test_broken_cert_dirs),
+        cmocka_unit_test(test_garbage_input),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
