@@ -46,6 +46,7 @@ include resolver/module.mk
 include core/module.mk
 include tests/unit/module.mk
 include bench/module.mk
+include tests/fuzz/module.mk
 
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 MAIN_OBJS := $(MAIN_SRCS:%.c=$(BUILD)/%.o)
@@ -53,7 +54,7 @@ LIB := $(BUILD)/libortoo.a
 BIN := $(BUILD)/ortoo
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/%)
 
-.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls
+.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins
 all: ortoo
 
 ortoo: $(BIN)
@@ -102,6 +103,8 @@ bench: deps
 	bash bench/run.sh $(if $(QUICK),--quick,)
 
 bench-bins: $(BENCH_BINS:%=$(BUILD)/%)
+
+fuzz: fuzz-run
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

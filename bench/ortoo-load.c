@@ -70,6 +70,7 @@ struct opts {
     double rate;                /* target msgs/s, 0 = as fast as possible */
     char from[256];
     char **domains;             /* recipient domains, round-robin */
+    const char *to;             /* --to: one fixed recipient address, or NULL */
     size_t ndomains;
     unsigned threads;
     double timeout;             /* seconds without any progress before giving up */
@@ -282,6 +283,7 @@ static int conn_flush(struct conn *c)
         ssize_t n;
         if (c->ssl) {
             struct iovec *v = &c->out_iov[c->out_i];
+            ERR_clear_error(); /* SSL_get_error reads the thread's error queue */
             int r = SSL_write(c->ssl, v->iov_base, (int)(v->iov_len > INT_MAX ? INT_MAX : v->iov_len));
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
@@ -344,6 +346,10 @@ static bool quota_take(struct conn *c)
 
 static void send_rcpt(struct conn *c, unsigned i)
 {
+    if (O.to) {
+        out_cmd(c, "RCPT TO:<%s>\r\n", O.to);
+        return;
+    }
     const char *dom = O.domains[(c->seq * O.rcpts + i) % O.ndomains];
     out_cmd(c, "RCPT TO:<u%llu@%s>\r\n", (unsigned long long)((c->seq * O.rcpts + i) % 100000), dom);
 }
@@ -521,6 +527,7 @@ static int tls_begin(struct conn *c)
 
 static void handshake(struct conn *c)
 {
+    ERR_clear_error(); /* SSL_get_error reads the thread's error queue */
     int r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         c->tls_on = true;
@@ -666,6 +673,7 @@ static void conn_readable(struct conn *c)
             continue;
         }
         if (c->ssl) {
+            ERR_clear_error(); /* SSL_get_error reads the thread's error queue */
             int r = SSL_read(c->ssl, c->rbuf + c->rlen, (int)(LOAD_RBUF - c->rlen));
             if (r <= 0) {
                 int e = SSL_get_error(c->ssl, r);
@@ -934,7 +942,8 @@ static void usage(void)
             "  --auth USER:PASS  AUTH PLAIN\n"
             "  --rate R          target messages per second\n"
             "  --from ADDR       envelope sender (load@load.test)\n"
-            "  --to-domain D[,D] recipient domains (bench.test)\n"
+            "  --to-domain D[,D] recipient domains (bench.test): u<N>@D\n"
+            "  --to ADDR         every recipient is ADDR instead\n"
             "  --threads N       threads (1)\n"
             "  --timeout S       give up after S seconds without progress (30)\n"
             "  --idle S          open the connections, EHLO, hold them S seconds, QUIT\n"
@@ -969,7 +978,7 @@ int main(int argc, char **argv)
         { "starttls", 0, 0, 'X' }, { "resume", 0, 0, 'R' }, { "auth", 1, 0, 'a' },
         { "rate", 1, 0, 'q' }, { "from", 1, 0, 'f' }, { "to-domain", 1, 0, 't' },
         { "threads", 1, 0, 'j' }, { "timeout", 1, 0, 'o' }, { "json", 0, 0, 'J' },
-        { "idle", 1, 0, 'i' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "idle", 1, 0, 'i' }, { "to", 1, 0, 'A' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
     };
     const char *domains = "bench.test";
     int ch;
@@ -1007,6 +1016,7 @@ int main(int argc, char **argv)
         case 'j': O.threads = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'o': O.timeout = strtod(optarg, NULL); break;
         case 'J': O.json = true; break;
+        case 'A': O.to = optarg; break;
         case 'i': O.idle = strtod(optarg, NULL); O.duration = O.idle; break;
         default: usage();
         }

@@ -164,12 +164,13 @@ static void on_done(void *arg)
     req->cb(req, req->ok);
 }
 
-/* Post req's completion; retry a while if the loop is out of memory. */
-static int post_done(struct auth_req *req)
+/* Post req's completion.  A worker (may_wait) retries for a while if the
+ * loop is out of memory; the reactor itself never sleeps. */
+static int post_done(struct auth_req *req, bool may_wait)
 {
     for (int tries = 0;; tries++) {
         int r = io_loop_post(req->loop, on_done, req);
-        if (r == 0 || tries >= 1000)
+        if (r == 0 || !may_wait || tries >= 1000)
             return r;
         nanosleep(&(struct timespec){.tv_nsec = 10 * 1000 * 1000}, NULL);
     }
@@ -184,8 +185,16 @@ static void wipe_pass(struct auth_req *req)
 static void verify_one(struct auth *a, struct auth_req *req)
 {
     const char *hash = req->hash ? req->hash : a->dummy_hash;
-    bool match = crypto_pwhash_str_verify(hash, req->pass, req->pass_len) == 0;
+    char buf[crypto_pwhash_STRBYTES] = {0};
+    size_t hlen = strnlen(hash, sizeof(buf));
+    bool match = false;
 
+    /* The prototype takes char[crypto_pwhash_STRBYTES]; table strings are
+     * shorter, so copy into a full-size buffer. */
+    if (hlen < sizeof(buf)) {
+        memcpy(buf, hash, hlen);
+        match = crypto_pwhash_str_verify(buf, req->pass, req->pass_len) == 0;
+    }
     req->ok = req->hash != NULL && match;
     if (req->ok && a->cache_ttl_ms != 0) {
         unsigned char key[crypto_generichash_BYTES];
@@ -194,7 +203,7 @@ static void verify_one(struct auth *a, struct auth_req *req)
         sodium_memzero(key, sizeof(key));
     }
     wipe_pass(req);
-    (void)post_done(req); /* nothing better to do if the loop cannot take it */
+    (void)post_done(req, true); /* nothing better to do if the loop cannot take it */
 }
 
 static void *worker_main(void *arg)
@@ -311,7 +320,7 @@ int auth_verify(struct auth *a, struct auth_req *req, struct io_loop *loop, cons
     /* Over-long or NUL-carrying input cannot name a user: fail, later. */
     if (user_len >= sizeof(req->user) || pass_len >= sizeof(req->pass) ||
         memchr(user, '\0', user_len) != NULL)
-        return post_done(req);
+        return post_done(req, false);
 
     memcpy(req->user, user, user_len);
     req->user[user_len] = '\0';
@@ -328,7 +337,7 @@ int auth_verify(struct auth *a, struct auth_req *req, struct io_loop *loop, cons
         if (hit) {
             wipe_pass(req);
             req->ok = true;
-            return post_done(req);
+            return post_done(req, false);
         }
     }
 

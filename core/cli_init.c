@@ -28,7 +28,11 @@
 
 #include <sodium.h>
 
+#if __has_include("core/certgen.h")
 #include "core/certgen.h"
+#else /* TEMPORARY until core/certgen.h lands */
+int certgen_selfsigned(const char *dir, const char *hostname, char *err, size_t errlen);
+#endif
 #include "core/cli.h"
 #include "core/users.h"
 
@@ -475,8 +479,12 @@ static void summary_print(const struct init_opts *o, const char *absdir, bool ex
     printf("\nThe certificate in %s/certs/%s/ is self-signed: replace fullchain.pem and\n"
            "privkey.pem with real ones (acme.sh --install-cert or certbot) and reload.\n",
            absdir, o->hostname);
-    printf("\nDNS records to publish for %s:\n"
-           "  %s. MX 10 %s.\n"
+    if (o->dev)
+        printf("\nOn a real server (init without --dev), the DNS records to publish for %s:\n",
+               o->domain);
+    else
+        printf("\nDNS records to publish for %s:\n", o->domain);
+    printf("  %s. MX 10 %s.\n"
            "  %s. A <your server's IPv4>\n"
            "  %s. AAAA <your server's IPv6, if it has one>\n"
            "  %s. TXT \"v=spf1 mx -all\"\n"
@@ -484,8 +492,8 @@ static void summary_print(const struct init_opts *o, const char *absdir, bool ex
            "  and a reverse DNS (PTR) record for the server's address naming %s\n"
            "  (set at your hosting provider).\n"
            "DKIM records will come with 'ortoo dkim keygen %s' (not yet available).\n",
-           o->domain, o->domain, o->hostname, o->hostname, o->hostname, o->domain, o->domain,
-           o->domain, o->hostname, o->domain);
+           o->domain, o->hostname, o->hostname, o->hostname, o->domain, o->domain, o->domain,
+           o->hostname, o->domain);
 }
 
 /*

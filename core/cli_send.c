@@ -80,6 +80,7 @@ struct send_conn {
     SSL *ssl;
     char rbuf[4096];
     size_t roff, rlen;
+    bool broken;                   /* a read or write failed or timed out: no QUIT */
 };
 
 /* One server reply: the code and its lines' text (without the code), '\n'-joined. */
@@ -392,6 +393,11 @@ static int conn_write(struct send_conn *c, const char *data, size_t len)
             int chunk = len > INT32_MAX ? INT32_MAX : (int)len;
             int r = SSL_write(c->ssl, data, chunk);
             if (r <= 0) {
+                int e = SSL_get_error(c->ssl, r);
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+                    fprintf(stderr, "ortoo send: write timed out after %d s\n", SEND_TIMEOUT_S);
+                    return -1;
+                }
                 tls_errors_print("TLS write failed");
                 return -1;
             }
@@ -431,12 +437,18 @@ static int conn_fill(struct send_conn *c)
                 int e = SSL_get_error(c->ssl, r);
                 if (e == SSL_ERROR_ZERO_RETURN)
                     return 0;
-                if (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                /* SO_RCVTIMEO expiring shows as EAGAIN, which OpenSSL reports as WANT_READ. */
+                if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ||
+                    (e == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK))) {
                     fprintf(stderr, "ortoo send: no reply within %d s\n", SEND_TIMEOUT_S);
                     return -1;
                 }
                 if (e == SSL_ERROR_SYSCALL && errno == 0)
                     return 0; /* EOF without close_notify */
+                if (e == SSL_ERROR_SYSCALL && ERR_peek_error() == 0) {
+                    fprintf(stderr, "ortoo send: TLS read failed: %s\n", strerror(errno));
+                    return -1;
+                }
                 tls_errors_print("TLS read failed");
                 return -1;
             }
@@ -505,17 +517,21 @@ static int conn_reply(struct send_conn *c, struct send_reply *r)
         r->text.p[0] = '\0';
     for (;;) {
         int n = conn_read_line(c, line, sizeof line);
-        if (n < 0)
+        if (n < 0) {
+            c->broken = true;
             return -1;
+        }
         printf("S: %s\n", line);
         if (n < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' ||
             line[2] < '0' || line[2] > '9' || (n > 3 && line[3] != ' ' && line[3] != '-')) {
             fprintf(stderr, "ortoo send: malformed reply line\n");
+            c->broken = true;
             return -1;
         }
         int code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
         if (r->code != -1 && code != r->code) {
             fprintf(stderr, "ortoo send: reply code changed within a multi-line reply\n");
+            c->broken = true;
             return -1;
         }
         r->code = code;
@@ -524,8 +540,10 @@ static int conn_reply(struct send_conn *c, struct send_reply *r)
             fprintf(stderr, "ortoo send: out of memory\n");
             return -1;
         }
-        if (n == 3 || line[3] == ' ')
+        if (n == 3 || line[3] == ' ') {
+            fflush(stdout); /* keep "S:" lines ahead of any stderr message */
             return code;
+        }
     }
 }
 
@@ -547,6 +565,8 @@ static int conn_cmd(struct send_conn *c, const char *shown, const char *fmt, ...
     fflush(stdout);
     memcpy(line + n, "\r\n", 2);
     int rc = conn_write(c, line, (size_t)n + 2);
+    if (rc < 0)
+        c->broken = true;
     sodium_memzero(line, sizeof line);
     return rc;
 }
@@ -833,7 +853,8 @@ static int dialogue(struct send_conn *c, const struct send_opts *o, const char *
         /* RFC 4954 4: the initial response rides on the command. */
         code = conn_ask(c, &r, "AUTH PLAIN ****", "AUTH PLAIN %s", b64);
         sodium_memzero(b64, sizeof b64);
-        if (code != 235) {
+        /* RFC 4954 says 235; accept any 2xx (Postfix's smtp-sink answers 250). */
+        if (code / 100 != 2) {
             fprintf(stderr, "ortoo send: authentication failed\n");
             goto quit;
         }
@@ -862,8 +883,10 @@ static int dialogue(struct send_conn *c, const struct send_opts *o, const char *
     }
     printf("C: (message: %zu bytes)\nC: .\n", msg->len - 3);
     fflush(stdout);
-    if (conn_write(c, msg->p, msg->len) < 0)
+    if (conn_write(c, msg->p, msg->len) < 0) {
+        c->broken = true;
         goto out;
+    }
     code = conn_reply(c, &r);
     if (code == 250) {
         status = 0;
@@ -876,7 +899,7 @@ static int dialogue(struct send_conn *c, const struct send_opts *o, const char *
         goto out;
 quit:
     /* The message's fate is already decided: QUIT's reply changes nothing. */
-    if (c->fd >= 0)
+    if (c->fd >= 0 && !c->broken)
         (void)conn_ask(c, &r, NULL, "%s", "QUIT");
 out:
     fflush(stdout);

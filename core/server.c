@@ -332,7 +332,7 @@ int cli_serve(const char *config_dir, int argc, char **argv)
             lvl = LOG_LVL_WARN;
         else if (strcmp(cfg->log_level, "debug") == 0)
             lvl = LOG_LVL_DEBUG;
-        if (getenv("ORTOO_DEBUG") == NULL)
+        if (log_get_level() != LOG_LVL_DEBUG) /* -v wins */
             log_init("ortoo", lvl);
     }
     if (users_load(cfg->dir, &srv.users, err, sizeof(err)) < 0) {

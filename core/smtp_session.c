@@ -519,9 +519,40 @@ static void recv_resume(struct smtp_session *s)
         smtp_close(s, "recv submit failed");
 }
 
+static void message_end(struct smtp_session *s);
+static void msg_append(struct smtp_session *s, const char *data, size_t len);
+
+/*
+ * Plaintext bytes from the socket.  In DATA with nothing buffered (the common
+ * case for a message body), the bytes are scanned where the loop put them
+ * and copied once, into the message; everything else goes through s->in.
+ */
+static void session_plain_input(struct smtp_session *s, const char *data, size_t len)
+{
+    if (s->state == ST_DATA && s->in.len == 0) {
+        size_t msg_len = 0, consumed = 0;
+        int rc = smtp_data_scan(&s->scan, data, len, &msg_len, &consumed);
+        msg_append(s, data, msg_len);
+        if (rc != SMTP_P_DONE) {
+            /* A "." or ".\r" at the end may start the terminator: keep it. */
+            if (consumed < len && buf_append(&s->in, data + consumed, len - consumed) < 0)
+                smtp_close(s, "out of memory");
+            return;
+        }
+        session_enter(s, ST_CMD);
+        message_end(s);
+        data += consumed;
+        len -= consumed;
+    }
+    if (buf_append(&s->in, data, len) < 0)
+        smtp_close(s, "out of memory");
+}
+
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct smtp_session *s = op->owner;
+    log_debug("session=%s event=recv res=%d more=%d state=%s", s->id, res,
+              (flags & IO_F_MORE) != 0, state_names[s->state]);
     if (s->state == ST_CLOSING) {
         session_maybe_free(s);
         return;
@@ -544,23 +575,28 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         return;
     }
     s->last_activity = io_loop_now(s->r->loop);
-    if (s->tls != NULL) {
+    if (s->tls != NULL)
         session_tls_input(s, data, (size_t)res);
-    } else if (buf_append(&s->in, data, (size_t)res) < 0) {
-        smtp_close(s, "out of memory");
-    }
+    else
+        session_plain_input(s, data, (size_t)res);
     if (s->state != ST_CLOSING)
         session_process(s);
     session_flush(s);
+    if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
+        s->state != ST_WAIT_AUTH)
+        smtp_close(s, "peer closed");
     if (s->state != ST_CLOSING && s->in.len > SESSION_IN_MAX && !s->recv_paused &&
         (flags & IO_F_MORE)) {
         s->recv_paused = true; /* back pressure: stop reading until parsed */
         io_cancel(s->r->loop, &s->recv_op);
     }
-    if (!(flags & IO_F_MORE) && s->state != ST_CLOSING && !s->recv_paused) {
-        /* The backend stopped the multishot (e.g. buffers ran out): re-arm. */
-        if (io_recv_start(s->r->loop, &s->recv_op, s->fd, on_recv) < 0)
+    if (!(flags & IO_F_MORE) && s->state != ST_CLOSING) {
+        if (s->recv_paused) {
+            recv_resume(s);
+        } else if (io_recv_start(s->r->loop, &s->recv_op, s->fd, on_recv) < 0) {
+            /* The backend stopped the multishot (e.g. buffers ran out): re-armed above. */
             smtp_close(s, "recv submit failed");
+        }
     }
     session_maybe_free(s);
 }
@@ -1148,6 +1184,13 @@ static void bdat_chunk_done(struct smtp_session *s)
         reply(s, "250 2.0.0 %llu octets received", (unsigned long long)s->chunk_size);
         return;
     }
+    /* The stored form is CRLF lines: end an unterminated last line. */
+    if (!s->too_big && s->msg.len > 0) {
+        if (s->msg.data[s->msg.len - 1] == '\r')
+            msg_append(s, "\n", 1);
+        else if (s->msg.data[s->msg.len - 1] != '\n')
+            msg_append(s, "\r\n", 2);
+    }
     message_end(s);
 }
 
@@ -1248,24 +1291,21 @@ static bool data_input(struct smtp_session *s)
         return true;
     }
     msg_append(s, s->in.data, msg_len);
-    s->in.len = 0;
+    buf_consume(&s->in, consumed); /* may keep a possible terminator start */
     return false;
 }
 
 static void bdat_input(struct smtp_session *s)
 {
     size_t n = s->in.len < s->bdat_left ? s->in.len : (size_t)s->bdat_left;
+    uint64_t max = s->r->cfg->max_message_size;
     if (!s->bdat_failed && !s->too_big) {
-        if (s->msg.len + 2 * n > s->r->cfg->max_message_size * 2 + 2 &&
-            s->msg.len + n > s->r->cfg->max_message_size) {
-            s->too_big = true;
-            s->msg.len = 0;
-        } else if (buf_reserve(&s->msg, 2 * n) < 0) {
-            s->too_big = true;
+        if (s->msg.len + n > max || buf_reserve(&s->msg, 2 * n) < 0) {
+            s->too_big = true; /* the rest of the chunks is counted, not kept */
             s->msg.len = 0;
         } else {
             s->msg.len += smtp_bdat_stuff(&s->scan, s->in.data, n, s->msg.data + s->msg.len);
-            if (s->msg.len > s->r->cfg->max_message_size) {
+            if (s->msg.len > max) {
                 s->too_big = true;
                 s->msg.len = 0;
             }

@@ -565,8 +565,8 @@ static int rewrite(const char *old, size_t len, const char *key, const char *rep
 
 /*
  * Replace path with data atomically: write a temp file in dir, fsync it,
- * rename over path, fsync dir.  The new file is mode 0640 and keeps the
- * owner and group of old (when given and permitted).
+ * rename over path, fsync dir.  The new file is mode 0640 and takes the
+ * owner and group in old ((uid_t)-1: unchanged), when permitted.
  */
 static int replace_file(const char *dir, const char *path, const char *data, size_t len,
                         const struct stat *old, char *err, size_t errlen)
@@ -641,7 +641,7 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
     char line[USERS_ADDR_MAX + USERS_HASH_MAX + 4];
     char *old = NULL;
     size_t oldlen;
-    struct stat st;
+    struct stat st, cst;
     struct ubuf out = {0};
     int r, ret = -1;
 
@@ -652,11 +652,21 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
         return -1;
     }
     snprintf(dpath, sizeof(dpath), "%s/domains", config_dir);
-    if (mkdir(dpath, 0755) < 0 && errno != EEXIST) {
+    /* New directories and a new file take the config directory's group, so
+     * that a daemon running as that group can read them. */
+    if (stat(config_dir, &cst) < 0) {
+        seterr(err, errlen, "%s: %s", config_dir, strerror(errno));
+        return -1;
+    }
+    if (mkdir(dpath, 0755) == 0)
+        (void)!chown(dpath, (uid_t)-1, cst.st_gid);
+    else if (errno != EEXIST) {
         seterr(err, errlen, "mkdir %s: %s", dpath, strerror(errno));
         return -1;
     }
-    if (mkdir(dir, 0750) < 0 && errno != EEXIST) {
+    if (mkdir(dir, 0750) == 0)
+        (void)!chown(dir, (uid_t)-1, cst.st_gid);
+    else if (errno != EEXIST) {
         seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
         return -1;
     }
@@ -668,7 +678,11 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
         seterr(err, errlen, "out of memory");
         goto fail;
     }
-    ret = replace_file(dir, file, out.p, out.len, r > 0 ? &st : NULL, err, errlen);
+    if (r == 0) { /* no file yet: root's uid, the config directory's group */
+        st.st_uid = (uid_t)-1;
+        st.st_gid = cst.st_gid;
+    }
+    ret = replace_file(dir, file, out.p, out.len, &st, err, errlen);
 fail:
     if (old != NULL)
         sodium_memzero(old, oldlen);
@@ -726,7 +740,15 @@ int users_hash_password(const char *pw, size_t len, char out[128])
 
 bool users_verify_password(const char *hash, const char *pw, size_t len)
 {
+    char buf[crypto_pwhash_STRBYTES] = {0};
+    size_t hlen;
+
     if (hash == NULL || sodium_init() < 0)
         return false;
-    return crypto_pwhash_str_verify(hash, pw, len) == 0;
+    /* The prototype takes char[crypto_pwhash_STRBYTES]: give it one. */
+    hlen = strnlen(hash, sizeof(buf));
+    if (hlen == sizeof(buf))
+        return false;
+    memcpy(buf, hash, hlen);
+    return crypto_pwhash_str_verify(buf, pw, len) == 0;
 }

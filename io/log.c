@@ -162,3 +162,8 @@ _Noreturn void fatalx(const char *fmt, ...)
     va_end(ap);
     exit(1);
 }
+
+enum log_level log_get_level(void)
+{
+    return (enum log_level)atomic_load(&log_level);
+}

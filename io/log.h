@@ -15,6 +15,8 @@ enum log_level { LOG_LVL_WARN = 0, LOG_LVL_INFO = 1, LOG_LVL_DEBUG = 2 };
 
 /* Set the program name shown on each line and the most verbose level printed. */
 void log_init(const char *progname, enum log_level level);
+/* The level in force. */
+enum log_level log_get_level(void);
 
 /* Warn with ": strerror(errno)" appended. */
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

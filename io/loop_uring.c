@@ -73,7 +73,10 @@ struct uring_be {
     unsigned cq_entries;           /* bound on CQEs handled per turn */
 };
 
-static struct uring_be *be_of(struct io_loop *loop)
+/* Times a multishot recv was re-armed after the buffer ring ran dry. */
+static atomic_ulong ur_enobufs_rearms;
+
+static struct uring_be *ur_of(struct io_loop *loop)
 {
     return loop->be;
 }
@@ -106,7 +109,7 @@ static struct io_uring_sqe *sqe_get(struct uring_be *be, unsigned want)
 /* Prepare the SQE of a single-SQE op (accept, recv, send, poll). */
 static int op_arm(struct io_loop *loop, struct io_op *op)
 {
-    struct io_uring_sqe *sqe = sqe_get(be_of(loop), 1);
+    struct io_uring_sqe *sqe = sqe_get(ur_of(loop), 1);
 
     if (sqe == NULL)
         return -EAGAIN;
@@ -142,7 +145,7 @@ static int op_arm(struct io_loop *loop, struct io_op *op)
  */
 static int write_round(struct io_loop *loop, struct io_op *op)
 {
-    struct uring_be *be = be_of(loop);
+    struct uring_be *be = ur_of(loop);
     const struct iovec *iov = op->iov;
     size_t skip = op->done;
     uint64_t pos = op->off + op->done;
@@ -218,7 +221,7 @@ static int uring_write_sync(struct io_loop *loop, struct io_op *op)
 
 static void cancel_sqe(struct io_loop *loop, struct io_op *op, unsigned tag)
 {
-    struct io_uring_sqe *sqe = sqe_get(be_of(loop), 1);
+    struct io_uring_sqe *sqe = sqe_get(ur_of(loop), 1);
 
     if (sqe == NULL) {
         /* Only before the first run with a full SQ: the op never started. */
@@ -270,7 +273,7 @@ static void recycle_buf(struct uring_be *be, unsigned bid)
 static void on_recv_cqe(struct io_loop *loop, struct io_op *op, int res,
                         unsigned cflags)
 {
-    struct uring_be *be = be_of(loop);
+    struct uring_be *be = ur_of(loop);
 
     if (cflags & IORING_CQE_F_BUFFER) {
         unsigned bid = cflags >> IORING_CQE_BUFFER_SHIFT;
@@ -288,6 +291,7 @@ static void on_recv_cqe(struct io_loop *loop, struct io_op *op, int res,
     if (res == -ENOBUFS && !(cflags & IORING_CQE_F_MORE)) {
         /* The ring ran dry within this batch; every buffer is back by the
          * time the next submit happens, and the data waits in the socket. */
+        atomic_fetch_add_explicit(&ur_enobufs_rearms, 1, memory_order_relaxed);
         rearm(loop, op);
         return;
     }
@@ -383,7 +387,7 @@ static void on_write_cqe(struct io_loop *loop, struct io_op *op, unsigned tag,
         io_loop_finish(loop, op, err);
 }
 
-static void dispatch(struct io_loop *loop, uint64_t ud, int res, unsigned cflags)
+static void ur_dispatch(struct io_loop *loop, uint64_t ud, int res, unsigned cflags)
 {
     struct io_op *op = (struct io_op *)(uintptr_t)(ud & ~(uint64_t)UD_TAG_MASK);
     unsigned tag = (unsigned)(ud & UD_TAG_MASK);
@@ -422,7 +426,7 @@ static int enable_rings(struct uring_be *be)
 
 static int uring_wait(struct io_loop *loop, int64_t timeout_ns)
 {
-    struct uring_be *be = be_of(loop);
+    struct uring_be *be = ur_of(loop);
     struct io_uring_cqe *cqe;
     unsigned handled = 0;
     int ret;
@@ -458,7 +462,7 @@ static int uring_wait(struct io_loop *loop, int64_t timeout_ns)
         handled++;
         if (ud == UD_CANCEL)
             continue;
-        dispatch(loop, ud, res, cflags);
+        ur_dispatch(loop, ud, res, cflags);
     }
     return 0;
 }
@@ -567,7 +571,7 @@ fail:
 
 static void uring_fini(struct io_loop *loop)
 {
-    struct uring_be *be = be_of(loop);
+    struct uring_be *be = ur_of(loop);
 
     if (be == NULL)
         return;

@@ -131,6 +131,7 @@ struct tls_conn {
     struct tls_client *client; /* client mode: borrowed, outlives the conn */
     char *sni;                 /* client mode: name sent, or NULL; owned */
     bool shutdown_sent;        /* close_notify already queued */
+    bool failed;               /* a call returned TLS_ERR */
     char err[TLS_ERR_LEN];     /* last failure */
 };
 
@@ -177,7 +178,8 @@ static int ticket_key_make(struct ticket_key *k)
  * AES-256-CBC then HMAC-SHA256, done by the library with our keys).
  * Returns, per SSL_CTX_set_tlsext_ticket_key_cb: when sealing 1 or -1; when
  * opening 0 (unknown key: full handshake), 1 (current key) or 2 (previous
- * key: the library issues a fresh ticket under the current one).
+ * key, or any TLS 1.3 ticket: the library issues a fresh ticket under the
+ * current key).
  */
 static int on_ticket_key(SSL *ssl, unsigned char *name, unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, HMAC_CTX *hctx, int enc)
@@ -202,6 +204,11 @@ static int on_ticket_key(SSL *ssl, unsigned char *name, unsigned char *iv,
                 break;
             }
         }
+        /* TLS 1.3: always renew.  Clients use a ticket once (RFC 8446
+         * C.4; OpenSSL's client drops it after use) and OpenSSL's server
+         * only sends a new one on a resumed handshake when asked to. */
+        if (ret == 1 && SSL_version(ssl) >= TLS1_3_VERSION)
+            ret = 2;
     }
     pthread_mutex_unlock(&s->lock);
     if (!k.valid)
@@ -226,7 +233,7 @@ void tls_server_rotate_tickets(struct tls_server *s)
     struct ticket_key k;
 
     if (ticket_key_make(&k) < 0) {
-        log_warnx("tls: cannot make a new ticket key; keeping the current one");
+        log_warnx("event=tls-ticket-rotate-failed (keeping the current key)");
         return;
     }
     pthread_mutex_lock(&s->lock);
@@ -306,7 +313,7 @@ static SSL_CTX *host_ctx_new(struct tls_server *s, const char *dir, char *err, s
     }
     leaf = SSL_CTX_get0_certificate(ctx);
     if (leaf != NULL && X509_cmp_current_time(X509_get0_notAfter(leaf)) < 0)
-        log_warnx("tls: certificate %s has expired; serving it anyway", chain);
+        log_warnx("event=tls-cert-expired file=%s (serving it anyway)", chain);
 
     SSL_CTX_set_app_data(ctx, s);
     /* RFC 5077 / RFC 8446 4.6.1 tickets under our rotating keys, and a
@@ -430,7 +437,7 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
         if (i < s->nhosts)
             s->def = i;
         else
-            log_warnx("tls: no certificate for %s under %s; default is %s", default_host,
+            log_warnx("event=tls-no-default-cert host=%s dir=%s default=%s", default_host,
                       cert_dir, s->hosts[0].name);
     }
     SSL_CTX_set_tlsext_servername_callback(s->hosts[s->def].ctx, on_servername);
@@ -646,6 +653,14 @@ void tls_conn_free(struct tls_conn *c)
 {
     if (c == NULL)
         return;
+    /* OpenSSL marks the session of a connection freed without close_notify
+     * as not resumable (both in the server cache and in the client's
+     * session object).  SMTP peers routinely QUIT and close without it;
+     * RFC 5246 7.2.1 no longer requires dropping the session then, so a
+     * connection that completed its handshake and saw no error keeps it.
+     * Fatal alerts have already removed theirs. */
+    if (!c->failed && SSL_is_init_finished(c->ssl))
+        SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl); /* frees in and out */
     free(c->sni);
     free(c);
@@ -659,6 +674,7 @@ int tls_conn_feed(struct tls_conn *c, const void *data, size_t len)
         int n = len > TLS_CHUNK ? TLS_CHUNK : (int)len;
         int w = BIO_write(c->in, p, n);
         if (w != n) {
+            c->failed = true;
             snprintf(c->err, sizeof c->err, "cannot buffer input");
             ERR_clear_error();
             return TLS_ERR;
@@ -685,6 +701,7 @@ static int conn_result(struct tls_conn *c, int r)
         return TLS_CLOSED;
     case SSL_ERROR_SYSCALL:
         if (ERR_peek_error() == 0) {
+            c->failed = true;
             snprintf(c->err, sizeof c->err, "unexpected end of TLS stream");
             return TLS_ERR;
         }
@@ -692,6 +709,7 @@ static int conn_result(struct tls_conn *c, int r)
     default:
         break;
     }
+    c->failed = true;
     vr = SSL_get_verify_result(c->ssl);
     if (c->client != NULL && c->client->verify && vr != X509_V_OK) {
         snprintf(c->err, sizeof c->err, "certificate verify failed: %s",
@@ -703,16 +721,35 @@ static int conn_result(struct tls_conn *c, int r)
     return TLS_ERR;
 }
 
+/* BoringSSL keeps post-handshake messages (TLS 1.3 NewSessionTicket,
+ * KeyUpdate acknowledgements) queued until the next SSL_write; a zero-length
+ * write flushes them (its ssl.h, SSL_key_update), so that they show in
+ * tls_conn_pending_out as they do with OpenSSL. */
+static void conn_flush(struct tls_conn *c)
+{
+#ifdef OPENSSL_IS_BORINGSSL
+    if (!c->shutdown_sent && !c->failed && SSL_is_init_finished(c->ssl)) {
+        (void)SSL_write(c->ssl, "", 0);
+        ERR_clear_error();
+    }
+#else
+    (void)c;
+#endif
+}
+
 int tls_conn_handshake(struct tls_conn *c)
 {
     int r, ret;
 
     ERR_clear_error();
     r = SSL_do_handshake(c->ssl);
-    if (r == 1)
+    if (r == 1) {
+        conn_flush(c);
         return TLS_OK;
+    }
     ret = conn_result(c, r);
     if (ret == TLS_CLOSED) {
+        c->failed = true;
         snprintf(c->err, sizeof c->err, "peer closed during the handshake");
         ret = TLS_ERR;
     }
@@ -727,9 +764,14 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
         return TLS_AGAIN;
     ERR_clear_error();
     r = SSL_read(c->ssl, buf, len > TLS_CHUNK ? TLS_CHUNK : (int)len);
-    if (r > 0)
+    if (r > 0) {
+        conn_flush(c);
         return r;
-    return conn_result(c, r);
+    }
+    r = conn_result(c, r);
+    if (r == TLS_AGAIN)
+        conn_flush(c);
+    return r;
 }
 
 ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
@@ -746,8 +788,10 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
         if (r <= 0) {
             /* The output BIO never blocks: wanting I/O here means the
              * handshake is not finished, which the caller must not do. */
-            if (conn_result(c, r) != TLS_ERR)
+            if (conn_result(c, r) != TLS_ERR) {
+                c->failed = true;
                 snprintf(c->err, sizeof c->err, "write before the handshake completed");
+            }
             return TLS_ERR;
         }
         p += r;

@@ -26,7 +26,8 @@
 struct tls_server;
 struct tls_conn;
 
-enum { TLS_OK = 0, TLS_AGAIN = 1, TLS_ERR = -1, TLS_CLOSED = -2 };
+/* TLS_AGAIN is negative so that it never reads as a byte count. */
+enum { TLS_OK = 0, TLS_ERR = -1, TLS_CLOSED = -2, TLS_AGAIN = -3 };
 
 /*
  * Load every certificate under cert_dir (one subdirectory per hostname).

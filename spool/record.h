@@ -193,7 +193,12 @@ bool jstate_resolve(const struct idmap *jm, const char *id, uint32_t nrcpts, uin
 
 /* --- walking a spool --- */
 
-/* Called for each valid record: shard dir, segment, offset, the record. */
+/*
+ * Called for each valid record: shard dir, segment, offset, the record; and
+ * once at the end of each segment with v NULL and off UINT64_MAX if every
+ * byte of the segment was whole records (after a repair cut), or else the
+ * offset of the bad record.
+ */
 typedef int (*walk_fn)(void *arg, unsigned shard, uint32_t seg, uint64_t off,
                        const struct rec_view *v);
 
@@ -207,6 +212,9 @@ typedef int (*walk_fn)(void *arg, unsigned shard, uint32_t seg, uint64_t off,
  */
 int walk_shard(const char *shard_dir, unsigned shard, bool repair, walk_fn fn, void *arg,
                uint32_t *max_seg);
+
+/* Sorted numbers K of the shard-<K> directories in spool_dir (*ks malloc'ed). */
+int walk_list_shards(const char *spool_dir, unsigned **ks, size_t *n);
 
 /* Parse "shard-<K>" into *k; false if name is not a shard directory. */
 bool walk_shard_name(const char *name, unsigned *k);

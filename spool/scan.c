@@ -45,7 +45,7 @@ static int st_rank(uint8_t st)
     }
 }
 
-/* Merge a new state into *st/*until (see the file comment). */
+/* Merge a new state into st and until (see the file comment). */
 static void st_merge(uint8_t *st, int64_t *until, uint8_t nst, int64_t nuntil)
 {
     if (st_rank(nst) >= st_rank(*st)) {
@@ -270,6 +270,11 @@ static int list_numbers(const char *dir, bool shards, unsigned **out, size_t *n)
     return 0;
 }
 
+int walk_list_shards(const char *spool_dir, unsigned **ks, size_t *n)
+{
+    return list_numbers(spool_dir, true, ks, n);
+}
+
 int jstate_load_all(struct idmap *jm, const char *spool_dir, unsigned repair_index,
                     unsigned nshards)
 {
@@ -303,7 +308,16 @@ int walk_shard(const char *shard_dir, unsigned shard, bool repair, walk_fn fn, v
         uint8_t *buf = NULL;
         size_t len = 0;
         uint64_t off = 0;
-        bool last = i + 1 == nseg;
+        /* Only the last segment written to can have a torn tail; the
+         * fresh segments a restart makes may follow it, empty. */
+        bool last = true;
+        for (size_t j = i + 1; j < nseg && last; j++) {
+            char p2[4096];
+            struct stat st2;
+            snprintf(p2, sizeof p2, "%s/seg-%08u", shard_dir, segs[j]);
+            if (stat(p2, &st2) == 0 && st2.st_size > 0)
+                last = false;
+        }
 
         if (segs[i] > *max_seg)
             *max_seg = segs[i];
@@ -333,14 +347,19 @@ int walk_shard(const char *shard_dir, unsigned shard, bool repair, walk_fn fn, v
                 break;
             off += v.total;
         }
+        bool clean = off == len;
         if (r == 0 && off < len) {
-            if (repair && last)
+            if (repair && last) {
                 r = file_cut(fd, path, off, len);
-            else if (repair)
+                clean = r == 0;
+            } else if (repair) {
                 log_warnx("spool: bad record file=%s offset=%" PRIu64
                           ": the rest of the segment (%zu bytes) is skipped",
                           path, off, len - off);
+            }
         }
+        if (r == 0)
+            r = fn(arg, shard, segs[i], clean ? UINT64_MAX : off, NULL);
         free(buf);
         close(fd);
     }
@@ -366,6 +385,8 @@ static int scan_record(void *arg, unsigned shard, uint32_t seg, uint64_t off,
     enum spool_rcpt_state *est = NULL;
     int r;
 
+    if (!v)
+        return 0; /* end of a segment */
     if (rec_env_decode(v->env, v->env_len, &env) < 0) {
         log_warnx("spool: bad envelope id=%s shard=%u seg=%u", v->id, shard, seg);
         return 0;

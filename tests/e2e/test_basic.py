@@ -191,7 +191,7 @@ def test_bdat(srv):
 
 
 def test_queue_list(srv):
-    body = "x" * 5000 + "\r\n"
+    body = ("x" * 98 + "\r\n") * 50
     msg = message("queue list", body=body, sender="ql@client.test")
     with open_session(srv) as c:
         qid = send_mail(c, "ql@client.test",

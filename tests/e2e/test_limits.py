@@ -106,8 +106,12 @@ def test_bad_sequence(srv):
         c.expect("MAIL FROM:<seq@client.test>", 250)
         c.expect("DATA", 503, "5.5.1")
         c.expect("MAIL FROM:<seq@client.test>", 503, "5.5.1")
-        c.expect("BDAT 0 LAST", 503, "5.5.1")
         c.expect("RSET", 250, "2.0.0")
+    # max_errors is 5: the next errors on a new connection.
+    with open_session(srv) as c:
+        c.expect("BDAT 0 LAST", 503, "5.5.1")
+        c.expect("MAIL FROM:<seq@client.test>", 250)
+        c.expect("BDAT 0 LAST", 503, "5.5.1")
     assert_serving(srv)
 
 

@@ -53,7 +53,7 @@ def test_swaks(srv, case):
     rc, out = run(cmd)
     assert rc == 0, f"swaks exit {rc}:\n{out}"
     if "--auth" in extra:
-        assert re.search(r"<~\s*235 2\.7\.0", out), out
+        assert re.search(r"<~\s+235 2\.7\.0", out), out
     qid = queued_id(out, cmd)
     row = srv.queue_by_id()[qid]
     assert row["sender"] == sender and row["recipients"] == ["bob@example.test"]
@@ -65,7 +65,7 @@ def test_swaks_relay_denied(srv):
            "x@client.test", "--to", "victim@elsewhere.example", "--timeout", "20"]
     rc, out = run(cmd)
     assert rc != 0, out
-    assert re.search(r"<\*\*\s*550 5\.7\.1", out), out
+    assert re.search(r"<[~*]\*+\s+550 5\.7\.1", out), out
 
 
 def test_swaks_auth_wrong_password(srv):
@@ -75,7 +75,7 @@ def test_swaks_auth_wrong_password(srv):
            "--auth-user", ALICE, "--auth-password", "not-it", "--timeout", "20"]
     rc, out = run(cmd)
     assert rc != 0, out
-    assert re.search(r"<\*\*\s*535 5\.7\.8", out), out
+    assert re.search(r"<[~*]\*+\s+535 5\.7\.8", out), out
 
 
 def test_openssl_s_client_batch(srv):
@@ -106,6 +106,14 @@ class SClient:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.out = []
+
+    def sync(self):
+        """Skip what s_client prints of its own EHLO/STARTTLS exchange (it
+        echoes a stray final EHLO line): send HELP and read up to its 214."""
+        self.p.stdin.write("HELP\n")
+        self.p.stdin.flush()
+        while not self.reply().startswith("214 "):
+            pass
 
     def reply(self, timeout=15):
         """Read lines until a final reply line "ddd text"; return it."""
@@ -143,6 +151,7 @@ class SClient:
 def test_openssl_s_client_submission_auth(srv):
     c = SClient(srv.addr("submission"))
     try:
+        c.sync()
         assert c.cmd("EHLO client.test").startswith("250 ")
         plain = __import__("base64").b64encode(
             f"\0{ALICE}\0{USERS[ALICE]}".encode()).decode()

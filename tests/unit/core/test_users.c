@@ -285,6 +285,26 @@ static void test_file_set_del(void **state)
     assert_string_equal(got, want);
     free(got);
 
+    /* A new file and directory take the config directory's group (as root
+     * in this test; skipped otherwise). */
+    if (geteuid() == 0) {
+        assert_int_equal(chown(dir, (uid_t)-1, 4242), 0);
+        assert_int_equal(users_file_set(dir, "g@group.test", hash1, err, sizeof(err)), 0);
+        snprintf(path, sizeof(path), "%s/domains/group.test/users", dir);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_gid, 4242);
+        assert_int_equal(st.st_mode & 07777, 0640);
+        snprintf(path, sizeof(path), "%s/domains/group.test", dir);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_gid, 4242);
+        /* An existing file keeps its group. */
+        snprintf(path, sizeof(path), "%s/domains/group.test/users", dir);
+        assert_int_equal(chown(path, (uid_t)-1, 4343), 0);
+        assert_int_equal(users_file_set(dir, "h@group.test", hash1, err, sizeof(err)), 0);
+        assert_int_equal(stat(path, &st), 0);
+        assert_int_equal(st.st_gid, 4343);
+    }
+
     /* A file without a final newline keeps its last line. */
     snprintf(text, sizeof(text), "# c\nq@last.test:%s", hash1);
     write_file(dir, "domains/last.test/users", text);

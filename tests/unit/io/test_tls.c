@@ -60,15 +60,18 @@ static EVP_PKEY *key_make(void)
     return pk;
 }
 
-static X509 *cert_make(EVP_PKEY *pk, const char *cn, const char *san)
+/* A self-signed certificate for cn with the given DNS names (NULL-ended)
+ * as subjectAltName.  The SAN is built by hand: Debian's BoringSSL lacks
+ * the X509V3_EXT_conf* parsers. */
+static X509 *cert_make(EVP_PKEY *pk, const char *cn, const char *const *dns)
 {
     static long serial = 1;
     X509 *x = X509_new();
     X509_NAME *name;
-    X509V3_CTX v3;
-    X509_EXTENSION *ext;
+    GENERAL_NAMES *gens = GENERAL_NAMES_new();
 
     assert_non_null(x);
+    assert_non_null(gens);
     assert_int_equal(X509_set_version(x, 2), 1);
     assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), serial++), 1);
     assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
@@ -79,11 +82,17 @@ static X509 *cert_make(EVP_PKEY *pk, const char *cn, const char *san)
                                                 (const unsigned char *)cn, -1, -1, 0),
                      1);
     assert_int_equal(X509_set_issuer_name(x, name), 1);
-    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
-    ext = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name, san);
-    assert_non_null(ext);
-    assert_int_equal(X509_add_ext(x, ext, -1), 1);
-    X509_EXTENSION_free(ext);
+    for (size_t i = 0; dns[i] != NULL; i++) {
+        GENERAL_NAME *g = GENERAL_NAME_new();
+        ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+        assert_non_null(g);
+        assert_non_null(ia5);
+        assert_int_equal(ASN1_STRING_set(ia5, dns[i], (int)strlen(dns[i])), 1);
+        GENERAL_NAME_set0_value(g, GEN_DNS, ia5);
+        assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+    }
+    assert_int_equal(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT), 1);
+    GENERAL_NAMES_free(gens);
     assert_true(X509_sign(x, pk, EVP_sha256()) > 0);
     return x;
 }
@@ -147,8 +156,8 @@ static int group_setup(void **state)
     mkdir_p(certdir);
     key_a = key_make();
     key_b = key_make();
-    cert_a = cert_make(key_a, HOST_A, "DNS:" HOST_A ",DNS:*.a.test");
-    cert_b = cert_make(key_b, HOST_B, "DNS:" HOST_B);
+    cert_a = cert_make(key_a, HOST_A, (const char *const[]){HOST_A, "*.a.test", NULL});
+    cert_b = cert_make(key_b, HOST_B, (const char *const[]){HOST_B, NULL});
     host_write(certdir, HOST_A, cert_a, key_a);
     host_write(certdir, HOST_B, cert_b, key_b);
     /* Things the loader must ignore. */
@@ -533,6 +542,7 @@ static void test_resumption_tls12(void **state)
         assert_false(tls_conn_resumed(srv));
         sess = SSL_get1_session(r.ssl);
         assert_non_null(sess);
+        (void)SSL_shutdown(r.ssl); /* else OpenSSL marks sess not resumable */
         SSL_free(r.ssl);
         tls_conn_free(srv);
 
@@ -642,6 +652,7 @@ static void test_garbage_input(void **state)
     struct tls_client *c = client_new(false);
     struct tls_conn *srv, *cli;
     unsigned char junk[4096], buf[64];
+    ssize_t r;
 
     /* A plaintext SMTP command where a ClientHello should be. */
     srv = tls_conn_new_server(s);
@@ -649,8 +660,8 @@ static void test_garbage_input(void **state)
     assert_int_equal(tls_conn_handshake(srv), TLS_ERR);
     assert_true(strlen(tls_conn_error(srv)) > 0);
     assert_string_not_equal(tls_conn_error(srv), "no error");
-    assert_true(tls_conn_read(srv, buf, sizeof buf) == TLS_ERR ||
-                tls_conn_read(srv, buf, sizeof buf) == TLS_AGAIN);
+    r = tls_conn_read(srv, buf, sizeof buf); /* still no crash, no data */
+    assert_true(r == TLS_ERR || r == TLS_AGAIN);
     tls_conn_free(srv);
 
     /* Random bytes. */

@@ -1,0 +1,560 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# bench/run.sh - ortoo's benchmark run (issue 3); `make bench` calls it after
+# building ./ortoo and build/release/bench/{ortoo-load,ortoo-sink}.  It
+# builds nothing itself.
+#
+# Everything runs on loopback, on free ports (bound to port 0 by a one-line
+# Python helper), in a work directory under build/ (the same disk as the
+# repository, for ortoo's spool and Postfix's queue alike):
+#   - ortoo:      ./ortoo -c DIR init bench.test --dev, [listen] and [server]
+#                 rewritten, ./ortoo -c DIR serve   ("not available" if it
+#                 does not build or start);
+#   - Postfix:    a private instance from Debian's package (its own
+#                 config_directory, queue_directory, data_directory), smtpd
+#                 on a free port, relaying bench.test to ortoo-sink;
+#   - smtp-sink:  Postfix's protocol ceiling (no spool).
+# Scenarios: A (accept), E (10,000 idle connections, RSS per connection),
+# F (reactors 1 vs 2), H (callgrind instructions per accepted message), D
+# (TLS handshakes, when ortoo's submissions listener answers), plus a check
+# that ortoo-load drives smtp-sink at least as fast as smtp-source.  B, C, G
+# wait for delivery and DKIM.  Results: build/bench/results.jsonl, logs, and
+# BENCHMARKS.md (plots in bench/plots/ unless --quick).
+#
+# Usage: bash bench/run.sh [--quick]      (QUICK=1 in the environment too)
+set -u
+set -o pipefail
+
+QUICK=${QUICK:-0}
+[[ "${1:-}" == "--quick" ]] && QUICK=1
+[[ "$QUICK" == "" ]] && QUICK=0
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PY=/usr/bin/python3
+LOAD=${ORTOO_LOAD:-$ROOT/build/release/bench/ortoo-load}
+SINK=${ORTOO_SINK:-$ROOT/build/release/bench/ortoo-sink}
+ORTOO=${ORTOO_BIN:-$ROOT/ortoo}
+OUT=$ROOT/build/bench
+WORK=$(mktemp -d "$ROOT/build/bench-work.XXXXXX")
+RESULTS=$OUT/results.jsonl
+MD=$ROOT/BENCHMARKS.md
+PLOTS=$ROOT/bench/plots
+TO=dev@bench.test        # a recipient every target accepts (ortoo: the --dev user)
+CONNS=50
+PIDS=()
+PF=""
+
+mkdir -p "$OUT"
+: >"$RESULTS"
+chmod 755 "$WORK"
+
+log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+cleanup() {
+    local p
+    [[ -n "$PF" ]] && postfix -c "$PF/etc" stop >/dev/null 2>&1
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null
+    done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    "$PY" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'
+}
+
+# wait_port PORT SECONDS: 0 when something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local port=$1 tries=$(($2 * 10)) i
+    for ((i = 0; i < tries; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# stop_pid PID: TERM, wait up to 20 s, then KILL.
+stop_pid() {
+    local pid=$1 i
+    kill "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 200; i++)); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+}
+
+# record SCENARIO TARGET LABEL JSON: one line into results.jsonl.
+record() {
+    "$PY" - "$1" "$2" "$3" "$4" >>"$RESULTS" <<'EOF'
+import json, sys
+sc, target, label, raw = sys.argv[1:5]
+try:
+    d = json.loads(raw)
+except Exception:
+    d = {"error": raw[:200] if raw else "no output"}
+d.update(scenario=sc, target=target, label=label)
+print(json.dumps(d))
+EOF
+}
+
+# load SCENARIO TARGET LABEL PORT ARGS...: run ortoo-load, record its JSON.
+load() {
+    local sc=$1 target=$2 label=$3 port=$4
+    shift 4
+    local out
+    out=$(timeout 600 "$LOAD" --server "127.0.0.1:$port" --to "$TO" --json "$@" 2>>"$OUT/load.err")
+    record "$sc" "$target" "$label" "$out"
+    log "$sc $target $label: $(echo "$out" | "$PY" -c 'import json,sys
+try:
+  d=json.load(sys.stdin); print("%.0f msgs/s  p50 %.2f ms  p99 %.2f ms  ok %d failed %d" % (d["msgs_per_s"], d["latency_ms"]["p50"], d["latency_ms"]["p99"], d["ok"], d["failed"]))
+except Exception: print("no result")')"
+}
+
+# ---- machine and versions ----------------------------------------------------------
+for tool in "$LOAD" "$SINK"; do
+    if [[ ! -x "$tool" ]]; then
+        log "missing $tool (run: make bench, or make build/release/bench/<name>)"
+        exit 1
+    fi
+done
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+CORES=$(nproc)
+KERNEL=$(uname -r)
+DISK=$(df -h "$WORK" | awk 'NR==2 {print $1 " (" $2 ", " $6 ")"}')
+DISKMODEL=$(lsblk -ndo NAME,MODEL,ROTA "$(df "$WORK" | awk 'NR==2 {print $1}')" 2>/dev/null | tr -s ' ')
+PFVER=$(postconf -d -h mail_version 2>/dev/null || echo "not installed")
+ORTOOVER="not built"
+[[ -x "$ORTOO" ]] && ORTOOVER=$("$ORTOO" --version 2>&1 | head -1)
+OPENSSLVER=$(openssl version 2>/dev/null)
+log "machine: $CPU, $CORES cores, kernel $KERNEL, disk $DISK $DISKMODEL"
+
+if ((QUICK)); then
+    N1=2000      # messages with a new connection each
+    N100=5000    # messages with 100 per connection
+else
+    N1=10000
+    N100=20000
+fi
+
+# ---- peers ---------------------------------------------------------------------------
+SINK_PORT=$(free_port)
+"$SINK" --listen "127.0.0.1:$SINK_PORT" --quiet --counts "$WORK/sink.counts" 2>>"$OUT/sink.err" &
+PIDS+=($!)
+wait_port "$SINK_PORT" 5 || { log "ortoo-sink did not start"; exit 1; }
+
+SS_PORT=$(free_port)
+SS_PID=""
+if command -v smtp-sink >/dev/null; then
+    smtp-sink -u nobody "127.0.0.1:$SS_PORT" 1000 >/dev/null 2>>"$OUT/smtp-sink.err" &
+    SS_PID=$!
+    PIDS+=($SS_PID)
+    wait_port "$SS_PORT" 5 || { log "smtp-sink did not start"; SS_PID=""; }
+fi
+
+# Postfix: a private instance; never touches /etc/postfix beyond copying master.cf.
+PF_PORT=""
+start_postfix() {
+    command -v postfix >/dev/null || return 1
+    PF=$WORK/postfix
+    mkdir -p "$PF/etc" "$PF/queue" "$PF/data"
+    chown postfix:postfix "$PF/data"
+    cp /etc/postfix/master.cf "$PF/etc/master.cf"
+    : >"$PF/etc/main.cf"
+    PF_PORT=$(free_port)
+    postconf -c "$PF/etc" -e compatibility_level=3.6 \
+        "queue_directory=$PF/queue" "data_directory=$PF/data" \
+        "maillog_file=$PF/maillog" "maillog_file_prefixes=$PF" \
+        inet_interfaces=127.0.0.1 inet_protocols=ipv4 \
+        myhostname=pf.bench.test mydomain=bench.test myorigin=bench.test 'mydestination=' \
+        relay_domains=bench.test mynetworks=127.0.0.0/8 \
+        "relay_transport=smtp:[127.0.0.1]:$SINK_PORT" "default_transport=smtp:[127.0.0.1]:$SINK_PORT" \
+        'alias_maps=' 'alias_database=' 'local_recipient_maps=' \
+        smtpd_tls_security_level=none smtp_tls_security_level=none \
+        biff=no append_dot_mydomain=no qmgr_clog_warn_time=0 || return 1
+    postconf -c "$PF/etc" -M# smtp/inet
+    postconf -c "$PF/etc" -M "127.0.0.1:$PF_PORT/inet=127.0.0.1:$PF_PORT inet n - n - - smtpd"
+    postconf -c "$PF/etc" -F '*/*/chroot=n'
+    postfix -c "$PF/etc" start >>"$OUT/postfix.err" 2>&1 || return 1
+    wait_port "$PF_PORT" 15
+}
+if ! start_postfix; then
+    log "Postfix: not available (see $OUT/postfix.err)"
+    PF_PORT=""
+fi
+
+# ortoo: a generated config dir; returns 1 ("not available") when it cannot start.
+ORTOO_PID=""
+ORTOO_PORT=""
+ORTOO_SUBS_PORT=""
+ORTOO_DIR=""
+start_ortoo() { # start_ortoo REACTORS [IO] [WRAPPER...]
+    local reactors=$1 io=${2:-auto}
+    shift 2 2>/dev/null || shift $#
+    [[ -x "$ORTOO" ]] || return 1
+    ORTOO_DIR=$WORK/ortoo-$reactors-$io-$RANDOM
+    "$ORTOO" -c "$ORTOO_DIR" init bench.test --dev --hostname localhost >>"$OUT/ortoo.err" 2>&1 || return 1
+    ORTOO_PORT=$(free_port)
+    ORTOO_SUBS_PORT=$(free_port)
+    local sub_port
+    sub_port=$(free_port)
+    mkdir -p "$WORK/spool-$$-$RANDOM"
+    "$PY" - "$ORTOO_DIR/ortoo.conf" "$ORTOO_PORT" "$sub_port" "$ORTOO_SUBS_PORT" \
+        "$ORTOO_DIR/spool" "$reactors" "$io" <<'EOF' || return 1
+import re, sys
+path, smtp, sub, subs, spool, reactors, io = sys.argv[1:8]
+want = {"listen": {"smtp": "127.0.0.1:" + smtp, "submission": "127.0.0.1:" + sub,
+                   "submissions": "127.0.0.1:" + subs},
+        "server": {"spool": spool, "reactors": reactors, "io": io, "log_level": "warn"}}
+out, section, seen = [], None, set()
+def flush(sec):
+    for k, v in want.get(sec, {}).items():
+        if (sec, k) not in seen:
+            out.append("%s = %s" % (k, v))
+for line in open(path).read().splitlines():
+    m = re.match(r"\s*\[(\w+)\]", line)
+    if m:
+        flush(section)
+        section = m.group(1)
+        out.append(line)
+        continue
+    m = re.match(r"\s*(\w+)\s*=", line)
+    if m and section in want and m.group(1) in want[section]:
+        out.append("%s = %s" % (m.group(1), want[section][m.group(1)]))
+        seen.add((section, m.group(1)))
+        continue
+    out.append(line)
+flush(section)
+for sec in want:
+    if not any(l.strip() == "[%s]" % sec for l in out):
+        out.append("[%s]" % sec)
+        flush(sec)
+open(path, "w").write("\n".join(out) + "\n")
+EOF
+    "$@" "$ORTOO" -c "$ORTOO_DIR" serve >>"$OUT/ortoo.err" 2>&1 &
+    ORTOO_PID=$!
+    PIDS+=($ORTOO_PID)
+    local wait_s=15
+    [[ $# -gt 0 ]] && wait_s=60 # under valgrind
+    if ! wait_port "$ORTOO_PORT" "$wait_s" || ! kill -0 "$ORTOO_PID" 2>/dev/null; then
+        stop_pid "$ORTOO_PID"
+        ORTOO_PID=""
+        return 1
+    fi
+    return 0
+}
+stop_ortoo() {
+    [[ -n "$ORTOO_PID" ]] && stop_pid "$ORTOO_PID"
+    ORTOO_PID=""
+}
+
+ORTOO_OK=0
+if start_ortoo auto auto; then
+    ORTOO_OK=1
+    log "ortoo: listening on $ORTOO_PORT ($ORTOOVER)"
+else
+    log "ortoo: not available (see $OUT/ortoo.err)"
+fi
+
+# ---- load generator check: ortoo-load vs smtp-source against smtp-sink ------------------
+if [[ -n "$SS_PID" ]]; then
+    for mode in new reuse; do
+        if [[ $mode == new ]]; then n=$N1; flags=(); pc=1; else n=$N100; flags=(-d); pc=0; fi
+        t0=$(date +%s.%N)
+        timeout 600 smtp-source "${flags[@]}" -s "$CONNS" -m "$n" -l 2048 -f load@load.test -t "$TO" \
+            "127.0.0.1:$SS_PORT" >/dev/null 2>>"$OUT/smtp-source.err"
+        rc=$?
+        t1=$(date +%s.%N)
+        record gen smtp-source "$mode" "$("$PY" -c "
+import json; el=$t1-$t0
+print(json.dumps({'ok': $n if $rc == 0 else 0, 'elapsed_s': el, 'msgs_per_s': ($n / el) if $rc == 0 else 0, 'rc': $rc}))")"
+        log "gen smtp-source $mode: $(tail -1 "$RESULTS" | "$PY" -c 'import json,sys; print("%.0f msgs/s" % json.load(sys.stdin)["msgs_per_s"])')"
+        load gen ortoo-load "$mode" "$SS_PORT" --connections "$CONNS" --messages "$n" --size 2048 --per-conn "$pc"
+    done
+fi
+
+# ---- scenario A: accept ------------------------------------------------------------------
+targets=()
+[[ $ORTOO_OK == 1 ]] && targets+=("ortoo:$ORTOO_PORT")
+[[ -n "$PF_PORT" ]] && targets+=("postfix:$PF_PORT")
+[[ -n "$SS_PID" ]] && targets+=("smtp-sink:$SS_PORT")
+for size in 2048 51200; do
+    for pc in 1 100; do
+        if [[ $pc == 1 ]]; then n=$N1; else n=$N100; fi
+        for tp in "${targets[@]}"; do
+            load A "${tp%%:*}" "size=$size per_conn=$pc" "${tp##*:}" \
+                --connections "$CONNS" --messages "$n" --size "$size" --per-conn "$pc" --pipelining
+        done
+    done
+done
+
+# ---- plots' data: throughput against connections (not in quick mode) -----------------------
+if ((!QUICK)); then
+    for c in 1 10 50 100; do
+        for tp in "${targets[@]}"; do
+            n=$((c * 100))
+            ((n < 2000)) && n=2000
+            load S "${tp%%:*}" "connections=$c" "${tp##*:}" \
+                --connections "$c" --messages "$n" --size 2048 --per-conn 100 --pipelining
+        done
+    done
+fi
+
+# ---- scenario E: 10,000 idle connections ---------------------------------------------------
+E_CONNS=10000
+if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
+    rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+    rss0=$(rss_kb "$ORTOO_PID")
+    "$LOAD" --server "127.0.0.1:$ORTOO_PORT" --connections "$E_CONNS" --idle 20 --json \
+        >"$WORK/e.json" 2>>"$OUT/load.err" &
+    epid=$!
+    PIDS+=($epid)
+    held=0
+    for ((i = 0; i < 150; i++)); do # up to 15 s for the connections to open
+        held=$(ls "/proc/$ORTOO_PID/fd" 2>/dev/null | wc -l)
+        ((held >= E_CONNS)) && break
+        sleep 0.1
+    done
+    sleep 1
+    rss1=$(rss_kb "$ORTOO_PID")
+    fds=$(ls "/proc/$ORTOO_PID/fd" 2>/dev/null | wc -l)
+    wait "$epid"
+    record E ortoo "idle=$E_CONNS" "$("$PY" -c "
+import json
+d = json.load(open('$WORK/e.json')) if open('$WORK/e.json').read().strip() else {}
+d.update(rss_before_kb=${rss0:-0}, rss_held_kb=${rss1:-0}, fds_held=$fds,
+         rss_per_conn_bytes=(${rss1:-0} - ${rss0:-0}) * 1024 / max(1, d.get('held', 0) or $fds))
+print(json.dumps(d))" 2>/dev/null || echo '{}')"
+    log "E: $(tail -1 "$RESULTS")"
+fi
+
+# ---- scenario D: TLS handshakes on ortoo's submissions listener (when it answers) ------------
+if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
+    pw=$(cat "$ORTOO_DIR/dev-password" 2>/dev/null)
+    n=$((QUICK ? 500 : 2000))
+    if [[ -n "$pw" ]] && timeout 5 openssl s_client -connect "127.0.0.1:$ORTOO_SUBS_PORT" </dev/null >/dev/null 2>&1; then
+        for res in full resumed; do
+            flags=()
+            [[ $res == resumed ]] && flags=(--resume)
+            load D ortoo "$res" "$ORTOO_SUBS_PORT" --tls --auth "dev@bench.test:$pw" \
+                --connections 10 --messages "$n" --size 2048 --per-conn 1 --timeout 10 "${flags[@]}"
+        done
+    fi
+fi
+stop_ortoo
+
+# ---- scenario F: reactors = 1 vs 2 ----------------------------------------------------------
+if [[ $ORTOO_OK == 1 ]]; then
+    for r in 1 2; do
+        if start_ortoo "$r" auto; then
+            load F ortoo "reactors=$r" "$ORTOO_PORT" --connections "$CONNS" --messages "$N100" \
+                --size 2048 --per-conn 100 --pipelining
+            stop_ortoo
+        fi
+    done
+fi
+
+# ---- scenario H: callgrind instructions per accepted message -----------------------------------
+if [[ $ORTOO_OK == 1 ]] && command -v valgrind >/dev/null; then
+    # Two runs, N and 3N messages on one connection; (I(3N) - I(N)) / 2N
+    # cancels start-up, shutdown and the connection's own cost.
+    HN=$((QUICK ? 200 : 1000))
+    declare -A IR=()
+    for m in 1 3; do
+        cg=$WORK/callgrind.$m.out
+        if start_ortoo 1 epoll valgrind --tool=callgrind "--callgrind-out-file=$cg" --trace-children=no; then
+            timeout 300 "$LOAD" --server "127.0.0.1:$ORTOO_PORT" --to "$TO" --connections 1 \
+                --messages $((HN * m)) --size 2048 --per-conn 0 --timeout 60 --json >"$WORK/h.$m.json" 2>>"$OUT/load.err"
+            stop_ortoo
+            IR[$m]=$(awk '/^(summary|totals):/ {print $2; exit}' "$cg" 2>/dev/null)
+        fi
+    done
+    if [[ -n "${IR[1]:-}" && -n "${IR[3]:-}" ]]; then
+        record H ortoo "2KB callgrind" "{\"instructions_per_message\": $(((IR[3] - IR[1]) / (2 * HN))), \"ir_n\": ${IR[1]}, \"ir_3n\": ${IR[3]}, \"n\": $HN}"
+        log "H: $(tail -1 "$RESULTS")"
+    fi
+fi
+
+# ---- stop the peers, then write BENCHMARKS.md --------------------------------------------------
+[[ -n "$PF" ]] && postfix -c "$PF/etc" stop >/dev/null 2>&1
+PF=""
+kill -USR1 "${PIDS[0]}" 2>/dev/null
+sleep 0.3
+cp -f "$WORK/sink.counts" "$OUT/sink.counts" 2>/dev/null
+
+CMD="make bench$( ((QUICK)) && echo ' QUICK=1')"
+((QUICK)) || mkdir -p "$PLOTS"
+"$PY" - "$RESULTS" "$MD" "$PLOTS" "$QUICK" <<EOF
+import json, os, subprocess, sys
+results_path, md_path, plots, quick = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "1"
+R = [json.loads(l) for l in open(results_path) if l.strip()]
+def get(sc, target, label):
+    for r in R:
+        if r["scenario"] == sc and r["target"] == target and r["label"] == label:
+            return r
+    return None
+def f(v, fmt="%.0f"):
+    return fmt % v if isinstance(v, (int, float)) else "n/a"
+def ratio(a, b):
+    if a and b and a.get("msgs_per_s") and b.get("msgs_per_s"):
+        return "%.2f×" % (a["msgs_per_s"] / b["msgs_per_s"])
+    return "n/a"
+L = []
+L.append("# ortoo benchmarks\n")
+L.append("Generated by \`bench/run.sh\` (\`$CMD\`) on $(date -u '+%Y-%m-%d %H:%M UTC')%s. Every number below comes"
+         " from one run on one machine, all programs on loopback; the load generator shares"
+         " the CPU with the server under test.\n" % (" — QUICK mode: short runs, noisy numbers" if quick else ""))
+L.append("## Machine and versions\n")
+L.append("| | |\n|---|---|")
+L.append("| CPU | $CPU ($CORES cores) |")
+L.append("| Kernel | $KERNEL |")
+L.append("| Disk (spool and queue) | $DISK $DISKMODEL |")
+L.append("| ortoo | $ORTOOVER |")
+L.append("| Postfix | $PFVER (private instance, relays to ortoo-sink) |")
+L.append("| OpenSSL | $OPENSSLVER |")
+L.append("| Load | ortoo-load, $CONNS connections, --pipelining (used when offered), recipient $TO |\n")
+
+L.append("## Load generator check: ortoo-load vs smtp-source against smtp-sink\n")
+L.append("2 KB messages, $CONNS sessions. smtp-source: \`-s $CONNS -m N -l 2048\` (\`-d\` for reuse); ortoo-load without pipelining.\n")
+L.append("| connections | smtp-source msgs/s | ortoo-load msgs/s | ratio |\n|---|---|---|---|")
+for mode, name in (("new", "new per message"), ("reuse", "reused")):
+    s, o = get("gen", "smtp-source", mode), get("gen", "ortoo-load", mode)
+    L.append("| %s | %s | %s | %s |" % (name, f(s and s.get("msgs_per_s")), f(o and o.get("msgs_per_s")), ratio(o, s)))
+L.append("")
+
+L.append("## A. Accept (durable: a 250 after DATA means stored)\n")
+L.append("$CONNS connections; messages per target: $N1 (1 per connection), $N100 (100 per connection)."
+         " Latency: final dot to reply. Postfix: smtpd → cleanup → queue (fsync), relaying to ortoo-sink meanwhile."
+         " smtp-sink: no storage, the protocol ceiling.\n")
+L.append("| size | msgs/conn | target | msgs/s | MB/s | p50 ms | p99 ms | ortoo/Postfix | ortoo/smtp-sink |")
+L.append("|---|---|---|---|---|---|---|---|---|")
+for size in (2048, 51200):
+    for pc in (1, 100):
+        lab = "size=%d per_conn=%d" % (size, pc)
+        o, p, s = get("A", "ortoo", lab), get("A", "postfix", lab), get("A", "smtp-sink", lab)
+        for name, r in (("ortoo", o), ("Postfix", p), ("smtp-sink", s)):
+            if r is None or "msgs_per_s" not in r:
+                L.append("| %d KB | %d | %s | not available | | | | | |" % (size // 1024, pc, name))
+                continue
+            lat = r["latency_ms"]
+            extra = ("| %s | %s |" % (ratio(o, p), ratio(o, s))) if name == "ortoo" else "| | |"
+            L.append("| %d KB | %d | %s | %.0f | %.1f | %.2f | %.2f %s" % (size // 1024, pc, name, r["msgs_per_s"],
+                     r["mb_per_s"], lat["p50"], lat["p99"], extra))
+L.append("")
+
+if not quick:
+    rows = {}
+    for r in R:
+        if r["scenario"] == "S" and "msgs_per_s" in r:
+            c = int(r["label"].split("=")[1])
+            rows.setdefault(c, {})[r["target"]] = r
+    if rows:
+        tg = ["ortoo", "postfix", "smtp-sink"]
+        with open(os.path.join(plots, "throughput.dat"), "w") as fh:
+            for c in sorted(rows):
+                fh.write("%d %s\n" % (c, " ".join(f(rows[c].get(t, {}).get("msgs_per_s"), "%.1f").replace("n/a", "NaN") for t in tg)))
+        with open(os.path.join(plots, "latency.dat"), "w") as fh:
+            for t in tg:
+                r = get("A", t, "size=2048 per_conn=100")
+                if r and "latency_ms" in r:
+                    l = r["latency_ms"]
+                    fh.write('"%s" %.3f %.3f %.3f %.3f\n' % (t, l["p50"], l["p90"], l["p99"], l["max"]))
+        gp = """set terminal pngcairo size 800,500
+set output '%(d)s/throughput.png'
+set title 'Accept throughput vs connections (2 KB, 100 msgs/conn, pipelining)'
+set xlabel 'connections'; set ylabel 'msgs/s'; set logscale x; set grid; set key left top
+plot '%(d)s/throughput.dat' u 1:2 w lp t 'ortoo', '' u 1:3 w lp t 'Postfix', '' u 1:4 w lp t 'smtp-sink'
+set output '%(d)s/latency.png'
+unset logscale; set logscale y
+set title 'Latency, final dot to 250 (2 KB, 50 connections, 100 msgs/conn)'
+set ylabel 'ms'; set xlabel ''; set style data histograms; set style fill solid 0.8; set boxwidth 0.9
+plot '%(d)s/latency.dat' u 2:xtic(1) t 'p50', '' u 3 t 'p90', '' u 4 t 'p99', '' u 5 t 'max'
+""" % {"d": plots}
+        try:
+            subprocess.run(["gnuplot"], input=gp.encode(), check=True, timeout=60)
+            L.append("## Throughput against connections\n")
+            L.append("![throughput](bench/plots/throughput.png)\n")
+            L.append("![latency](bench/plots/latency.png)\n")
+            L.append("| connections | ortoo | Postfix | smtp-sink |\n|---|---|---|---|")
+            for c in sorted(rows):
+                L.append("| %d | %s |" % (c, " | ".join(f(rows[c].get(t, {}).get("msgs_per_s")) for t in tg)))
+            L.append("")
+        except Exception as e:
+            L.append("(plots failed: %s)\n" % e)
+
+L.append("## B. Relay, C. Signed relay, G. Deferral storm\n")
+L.append("| scenario | status |\n|---|---|")
+L.append("| B. relay accept → spool → deliver to the sink | not yet: needs delivery (issue: delivery) |")
+L.append("| C. signed relay (RSA-2048, Ed25519, both) vs \`openssl speed\` | not yet: needs delivery and DKIM signing |")
+L.append("| G. deferral storm (sink 4xx's 30%% of recipients) | not yet: needs delivery and retries; ortoo-sink rule ready: \`* tempfail=0.3\` |")
+L.append("")
+
+L.append("## D. TLS (465, AUTH PLAIN): full vs resumed handshakes\n")
+full, res = get("D", "ortoo", "full"), get("D", "ortoo", "resumed")
+if full and res and "msgs_per_s" in full:
+    L.append("| handshakes | sessions/s | full | resumed |\n|---|---|---|---|")
+    for n, r in (("full", full), ("resumed", res)):
+        L.append("| %s | %.0f | %s | %s |" % (n, r["msgs_per_s"], r.get("handshakes_full"), r.get("handshakes_resumed")))
+    L.append("\nresumed/full: %s (goal ≥ 4×)\n" % ratio(res, full))
+else:
+    L.append("not available: ortoo's submissions listener did not answer TLS with AUTH in this run.\n")
+
+L.append("## E. Idle connections\n")
+e = get("E", "ortoo", "idle=10000")
+if e and e.get("rss_held_kb"):
+    L.append("| connections held | RSS before | RSS held | per connection |\n|---|---|---|---|")
+    L.append("| %s | %d KiB | %d KiB | %.0f bytes (goal ≤ 16 KiB) |\n" % (e.get("held", e.get("fds_held")), e["rss_before_kb"],
+             e["rss_held_kb"], e["rss_per_conn_bytes"]))
+else:
+    L.append("not available (ortoo did not run).\n")
+
+L.append("## F. Reactors\n")
+f1, f2 = get("F", "ortoo", "reactors=1"), get("F", "ortoo", "reactors=2")
+if f1 and f2 and "msgs_per_s" in f1:
+    L.append("| reactors | msgs/s | p99 ms |\n|---|---|---|")
+    for n, r in (("1", f1), ("2", f2)):
+        L.append("| %s | %.0f | %.2f |" % (n, r["msgs_per_s"], r["latency_ms"]["p99"]))
+    L.append("\n2/1: %s. The load generator runs on the same 2 cores, so this understates scaling.\n" % ratio(f2, f1))
+else:
+    L.append("not available (ortoo did not run).\n")
+
+L.append("## H. Instructions per accepted message (callgrind)\n")
+h = get("H", "ortoo", "2KB callgrind")
+if h:
+    L.append("%s instructions per 2 KB message (reactors = 1, io = epoll, one connection; (I(3N) − I(N)) / 2N with N = %d).\n"
+             % (format(h["instructions_per_message"], ","), h["n"]))
+else:
+    L.append("not available (ortoo did not run under valgrind).\n")
+
+L.append("## Goals (issue 3)\n")
+a_o, a_p, a_s = get("A", "ortoo", "size=2048 per_conn=1"), get("A", "postfix", "size=2048 per_conn=1"), get("A", "smtp-sink", "size=2048 per_conn=1")
+def met(cond):
+    return "n/a" if cond is None else ("met" if cond else "not met")
+def q(a, b, k):
+    return None if not (a and b and a.get("msgs_per_s") and b.get("msgs_per_s")) else a["msgs_per_s"] / b["msgs_per_s"] >= k
+L.append("| goal | result |\n|---|---|")
+L.append("| A: ortoo ≥ 20× Postfix (2 KB, 50 conns) | %s (%s) |" % (met(q(a_o, a_p, 20)), ratio(a_o, a_p)))
+L.append("| A: ortoo ≥ 70%% of smtp-sink | %s (%s) |" % (met(q(a_o, a_s, 0.7)), ratio(a_o, a_s)))
+p99 = a_o["latency_ms"]["p99"] if a_o and "latency_ms" in a_o else None
+L.append("| A: p99 dot → 250 ≤ 10 ms | %s (%s ms) |" % (met(None if p99 is None else p99 <= 10), f(p99, "%.2f")))
+L.append("| D: resumed ≥ 4× full | %s |" % met(q(res, full, 4)))
+L.append("| E: ≤ 16 KiB per idle connection | %s |" % met(None if not (e and e.get("rss_held_kb")) else e["rss_per_conn_bytes"] <= 16384))
+L.append("| F: 2 reactors ≥ 1.6× 1 | %s |" % met(q(f2, f1, 1.6)))
+L.append("| B, C | not yet |")
+L.append("")
+L.append("Raw results (one JSON object per run): \`build/bench/results.jsonl\`; logs in \`build/bench/\`.\n")
+open(md_path, "w").write("\n".join(L))
+EOF
+log "wrote $MD"

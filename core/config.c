@@ -1,0 +1,681 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c - loads ortoo.conf (INI, libinih) into an immutable struct config
+ * (see config.h and docs/config.md).
+ *
+ * The file is read into memory and handed to ini_parse_stream() through a
+ * reader of our own.  The reader counts lines, so that every error names the
+ * exact line (libinih's handler gets no line number), refuses NUL bytes and
+ * lines longer than libinih's buffer (which it would otherwise split into
+ * two lines silently), and sees section headers before libinih does, so that
+ * an unknown section is an error even when it holds no key.  The handler
+ * looks the key up in one table that gives its section, type and limits;
+ * the first error stops the parse.  Defaults are set before parsing; path
+ * defaults, the hostname and the listener check come after.
+ */
+#include "core/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CONFIG_FILE_NAME "ortoo.conf"
+#define CONFIG_FILE_MAX (1u << 20)      /* a config file is small */
+
+enum key_type {
+    KT_HOSTNAME,        /* host name, stored as char * */
+    KT_PATH,            /* path made absolute against the config dir */
+    KT_UINT,            /* unsigned in [min, max] */
+    KT_U64,             /* uint64_t in [min, max] */
+    KT_SIZE,            /* uint64_t with K/M/G suffix, >= min */
+    KT_REACTORS,        /* auto | 1..256 */
+    KT_IO,              /* auto | uring | epoll */
+    KT_LOGLEVEL,        /* warn | info | debug */
+    KT_LISTEN,          /* comma-separated addresses; role in min */
+};
+
+/* One key of ortoo.conf: where it lives and what it accepts. */
+struct key_def {
+    const char *section;
+    const char *name;
+    enum key_type type;
+    size_t off;             /* offset of the field in struct config */
+    uint64_t min, max;
+};
+
+#define F(field) offsetof(struct config, field)
+static const struct key_def keys[] = {
+    {"server", "hostname", KT_HOSTNAME, F(hostname), 0, 0},
+    {"server", "spool", KT_PATH, F(spool), 0, 0},
+    {"server", "reactors", KT_REACTORS, F(reactors), 1, 256},
+    {"server", "io", KT_IO, F(io), 0, 0},
+    {"server", "max_message_size", KT_SIZE, F(max_message_size), 1, 0},
+    {"server", "max_recipients", KT_UINT, F(max_recipients), 1, 1000000},
+    {"server", "max_errors", KT_UINT, F(max_errors), 1, 1000},
+    {"server", "max_connections", KT_UINT, F(max_connections), 1, 1000000},
+    {"server", "timeout_command", KT_UINT, F(timeout_command), 1, 86400},
+    {"server", "timeout_data", KT_UINT, F(timeout_data), 1, 86400},
+    {"server", "timeout_tls", KT_UINT, F(timeout_tls), 1, 3600},
+    {"server", "batch_delay_us", KT_U64, F(batch_delay_us), 0, 1000000},
+    {"server", "log_level", KT_LOGLEVEL, F(log_level), 0, 0},
+    {"listen", "smtp", KT_LISTEN, 0, ROLE_SMTP, 0},
+    {"listen", "submission", KT_LISTEN, 0, ROLE_SUBMISSION, 0},
+    {"listen", "submissions", KT_LISTEN, 0, ROLE_SUBMISSIONS, 0},
+    {"tls", "cert_dir", KT_PATH, F(cert_dir), 0, 0},
+    {"tls", "ticket_rotate", KT_UINT, F(ticket_rotate), 60, 604800},
+    {"auth", "workers", KT_UINT, F(auth_workers), 1, 256},
+    {"auth", "cache_ttl", KT_UINT, F(auth_cache_ttl), 0, 604800},
+    {"auth", "max_failures", KT_UINT, F(auth_max_failures), 1, 1000000},
+    {"auth", "fail_window", KT_UINT, F(auth_fail_window), 1, 604800},
+};
+#undef F
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static const char *const sections[] = {"server", "listen", "tls", "auth"};
+
+/*
+ * State of one load.  Invariants: lineno is the number of the line the
+ * reader handed out last (the one libinih is working on); once failed is
+ * set, err holds the message and the reader returns no more lines.
+ */
+struct loader {
+    struct config *cfg;
+    const char *file;               /* for messages */
+    const char *buf;                /* the file's bytes */
+    size_t len, pos;                /* reader position */
+    int lineno;
+    int fail_line;                  /* line of the recorded error */
+    bool line_indented;             /* current line starts with blank */
+    bool has_prev_key;              /* libinih's prev_name is set: an
+                                       indented line continues that key */
+    bool seen[NKEYS];               /* duplicate detection */
+    int last_key;                   /* key of the previous handler call */
+    bool failed;
+    char *err;
+    size_t errlen;
+};
+
+/* Record the first error, "file:line: message". */
+static void load_fail(struct loader *ld, const char *fmt, ...)
+{
+    if (ld->failed)
+        return;
+    ld->failed = true;
+    ld->fail_line = ld->lineno;
+    int n = snprintf(ld->err, ld->errlen, "%s:%d: ", ld->file, ld->lineno);
+    if (n < 0 || (size_t)n >= ld->errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+}
+
+/* Error without a line: "message" as given (file name included by caller). */
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static bool known_section(const char *s, size_t len)
+{
+    for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
+        if (strlen(sections[i]) == len && memcmp(sections[i], s, len) == 0)
+            return true;
+    return false;
+}
+
+/* ini_reader: hand libinih one whole line at a time (see the file header). */
+static char *config_reader(char *str, int num, void *stream)
+{
+    struct loader *ld = stream;
+
+    if (ld->failed || ld->pos >= ld->len)
+        return NULL;
+    const char *p = ld->buf + ld->pos;
+    size_t rest = ld->len - ld->pos;
+    const char *nl = memchr(p, '\n', rest);
+    size_t n = nl != NULL ? (size_t)(nl - p) + 1 : rest;
+
+    ld->lineno++;
+    ld->pos += n;
+    if (memchr(p, '\0', n) != NULL) {
+        load_fail(ld, "NUL byte in line");
+        return NULL;
+    }
+    /* libinih needs room for "\r\n\0" after the text. */
+    size_t text = n;
+    while (text > 0 && (p[text - 1] == '\n' || p[text - 1] == '\r'))
+        text--;
+    if (num < 4 || text > (size_t)num - 3) {
+        load_fail(ld, "line too long (at most %d characters)", num - 3);
+        return NULL;
+    }
+    memcpy(str, p, n);
+    str[n] = '\0';
+
+    /* Section headers: catch unknown sections even without keys.  libinih
+     * takes an indented line after a key as a continuation, even one that
+     * starts with '[' (such as "[::1]:25"), and only a section header
+     * resets that. */
+    const char *s = str;
+    if (ld->lineno == 1 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+        s += 3;
+    ld->line_indented = (*s == ' ' || *s == '\t');
+    while (*s == ' ' || *s == '\t')
+        s++;
+    if (*s == '[' && !(ld->line_indented && ld->has_prev_key)) {
+        const char *end = strchr(s + 1, ']');
+        ld->has_prev_key = false;
+        if (end != NULL && !known_section(s + 1, (size_t)(end - s - 1))) {
+            load_fail(ld, "unknown section [%.*s]", (int)(end - s - 1), s + 1);
+            return NULL;
+        }
+    }
+    return str;
+}
+
+/* Decimal digits into a uint64; -1 on empty, non-digit or overflow. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (*s == '\0')
+        return -1;
+    for (; *s != '\0'; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *out)
+{
+    char num[32];
+    size_t len = strlen(s);
+    uint64_t mult = 1, v;
+
+    if (len == 0 || len >= sizeof(num))
+        return -1;
+    switch (s[len - 1]) {
+    case 'K': case 'k': mult = 1ull << 10; len--; break;
+    case 'M': case 'm': mult = 1ull << 20; len--; break;
+    case 'G': case 'g': mult = 1ull << 30; len--; break;
+    default: break;
+    }
+    memcpy(num, s, len);
+    num[len] = '\0';
+    if (parse_u64(num, &v) < 0 || v > UINT64_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+int config_parse_addr(const char *s, struct sockaddr_storage *addr, socklen_t *len)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *colon, *h;
+    size_t hl;
+    bool v6 = false;
+    uint64_t port;
+
+    memset(addr, 0, sizeof(*addr));
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        h = s + 1;
+        hl = (size_t)(end - h);
+        colon = end + 1;
+        v6 = true;
+    } else {
+        /* IPv4 literal or empty; an unbracketed IPv6 address has more
+         * than one colon and is refused. */
+        colon = strchr(s, ':');
+        if (colon == NULL || strchr(colon + 1, ':') != NULL)
+            return -1;
+        h = s;
+        hl = (size_t)(colon - s);
+    }
+    if (strlen(colon + 1) > 5 || parse_u64(colon + 1, &port) < 0 || port > 65535)
+        return -1;
+    if (hl >= sizeof(host) || (v6 && hl == 0))
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+
+    if (v6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)addr;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+            return -1;
+        *len = sizeof(*a);
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)addr;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        if (hl == 0)
+            a->sin_addr.s_addr = htonl(INADDR_ANY);   /* ":25" */
+        else if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+            return -1;
+        *len = sizeof(*a);
+    }
+    return 0;
+}
+
+const char *config_role_name(enum listen_role r)
+{
+    switch (r) {
+    case ROLE_SMTP: return "smtp";
+    case ROLE_SUBMISSION: return "submission";
+    case ROLE_SUBMISSIONS: return "submissions";
+    }
+    return "?";
+}
+
+/* A host name for the greeting and HELO: RFC 1123 2.1 labels. */
+static bool hostname_valid(const char *s)
+{
+    size_t len = strlen(s), label = 0;
+
+    if (len == 0 || len > 253)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0 || s[i - 1] == '-')
+                return false;
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   (c == '-' && label > 0)) {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return s[len - 1] != '-' && s[len - 1] != '.';
+}
+
+/* dir + "/" + path unless path is absolute; NULL on ENOMEM. */
+static char *path_join(const char *dir, const char *path)
+{
+    char *out;
+    if (path[0] == '/')
+        return strdup(path);
+    if (asprintf(&out, "%s/%s", dir, path) < 0)
+        return NULL;
+    return out;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+    if (a->ss_family != b->ss_family)
+        return false;
+    if (a->ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+    return x->sin6_port == y->sin6_port &&
+           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+static in_port_t addr_port(const struct sockaddr_storage *a)
+{
+    if (a->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_port;
+    return ((const struct sockaddr_in6 *)a)->sin6_port;
+}
+
+/* Append the comma-separated addresses of value to the listeners. */
+static int listen_add(struct loader *ld, const struct key_def *k, const char *value)
+{
+    struct config *cfg = ld->cfg;
+    const char *p = value;
+
+    if (*p == '\0')
+        return 0;               /* "smtp =": no listener for this role */
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *e = strchr(p, ',');
+        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == 0 && e == NULL && p != value)
+            return 0;           /* a trailing comma, the list goes on below */
+        if (n == 0) {
+            load_fail(ld, "[listen] %s: empty address in list", k->name);
+            return -1;
+        }
+        struct config_listen l = {.role = (enum listen_role)k->min};
+        if (n >= sizeof(l.text)) {
+            load_fail(ld, "[listen] %s: address '%.*s' too long", k->name, (int)n, p);
+            return -1;
+        }
+        memcpy(l.text, p, n);
+        l.text[n] = '\0';
+        if (config_parse_addr(l.text, &l.addr, &l.addr_len) < 0) {
+            load_fail(ld,
+                      "[listen] %s: bad address '%s' (expected IPv4:port, [IPv6]:port "
+                      "or :port, with a literal IP)",
+                      k->name, l.text);
+            return -1;
+        }
+        for (size_t i = 0; i < cfg->nlistens; i++) {
+            if (addr_port(&l.addr) != 0 && same_addr(&l.addr, &cfg->listens[i].addr)) {
+                load_fail(ld, "[listen] %s: address %s already used by %s", k->name, l.text,
+                          config_role_name(cfg->listens[i].role));
+                return -1;
+            }
+        }
+        struct config_listen *nl =
+            realloc(cfg->listens, (cfg->nlistens + 1) * sizeof(*cfg->listens));
+        if (nl == NULL) {
+            load_fail(ld, "out of memory");
+            return -1;
+        }
+        cfg->listens = nl;
+        cfg->listens[cfg->nlistens++] = l;
+        if (e == NULL)
+            return 0;
+        p = e + 1;
+    }
+}
+
+/* Store one value; the key is known and not a duplicate. */
+static int key_set(struct loader *ld, const struct key_def *k, const char *value)
+{
+    char *base = (char *)ld->cfg;
+    uint64_t v = 0;
+
+    switch (k->type) {
+    case KT_HOSTNAME:
+        if (!hostname_valid(value)) {
+            load_fail(ld, "[%s] %s: '%s' is not a valid host name", k->section, k->name,
+                      value);
+            return -1;
+        }
+        if ((*(char **)(base + k->off) = strdup(value)) == NULL)
+            goto nomem;
+        return 0;
+    case KT_PATH:
+        if (*value == '\0') {
+            load_fail(ld, "[%s] %s: empty path", k->section, k->name);
+            return -1;
+        }
+        if ((*(char **)(base + k->off) = path_join(ld->cfg->dir, value)) == NULL)
+            goto nomem;
+        return 0;
+    case KT_UINT:
+    case KT_U64:
+        if (parse_u64(value, &v) < 0 || v < k->min || v > k->max) {
+            load_fail(ld, "[%s] %s: expected a number from %llu to %llu, got '%s'",
+                      k->section, k->name, (unsigned long long)k->min,
+                      (unsigned long long)k->max, value);
+            return -1;
+        }
+        if (k->type == KT_UINT)
+            *(unsigned *)(base + k->off) = (unsigned)v;
+        else
+            *(uint64_t *)(base + k->off) = v;
+        return 0;
+    case KT_SIZE:
+        if (config_parse_size(value, &v) < 0 || v < k->min) {
+            load_fail(ld, "[%s] %s: expected a size such as 1000, 512K, 25M or 1G, got '%s'",
+                      k->section, k->name, value);
+            return -1;
+        }
+        *(uint64_t *)(base + k->off) = v;
+        return 0;
+    case KT_REACTORS:
+        if (strcmp(value, "auto") == 0) {
+            ld->cfg->reactors = 0;
+            return 0;
+        }
+        if (parse_u64(value, &v) < 0 || v < k->min || v > k->max) {
+            load_fail(ld, "[%s] %s: expected auto or a number from 1 to 256, got '%s'",
+                      k->section, k->name, value);
+            return -1;
+        }
+        ld->cfg->reactors = (unsigned)v;
+        return 0;
+    case KT_IO:
+        if (strcmp(value, "auto") == 0) {
+            ld->cfg->io = IO_BACKEND_AUTO;
+        } else if (strcmp(value, "uring") == 0) {
+            ld->cfg->io = IO_BACKEND_URING;
+        } else if (strcmp(value, "epoll") == 0) {
+            ld->cfg->io = IO_BACKEND_EPOLL;
+        } else {
+            load_fail(ld, "[%s] %s: expected auto, uring or epoll, got '%s'", k->section,
+                      k->name, value);
+            return -1;
+        }
+        return 0;
+    case KT_LOGLEVEL:
+        if (strcmp(value, "warn") != 0 && strcmp(value, "info") != 0 &&
+            strcmp(value, "debug") != 0) {
+            load_fail(ld, "[%s] %s: expected warn, info or debug, got '%s'", k->section,
+                      k->name, value);
+            return -1;
+        }
+        if ((ld->cfg->log_level = strdup(value)) == NULL)
+            goto nomem;
+        return 0;
+    case KT_LISTEN:
+        return listen_add(ld, k, value);
+    }
+    return 0;
+nomem:
+    load_fail(ld, "out of memory");
+    return -1;
+}
+
+/* ini_handler: one "name = value" (or an indented continuation line). */
+static int config_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct loader *ld = user;
+    const struct key_def *k = NULL;
+    int idx;
+
+    if (ld->failed)
+        return 0;
+    ld->has_prev_key = true;
+    if (*section == '\0') {
+        load_fail(ld, "'%s' outside of a section ([server], [listen], [tls], [auth])", name);
+        return 0;
+    }
+    for (idx = 0; idx < (int)NKEYS; idx++) {
+        if (strcmp(keys[idx].section, section) == 0 && strcmp(keys[idx].name, name) == 0) {
+            k = &keys[idx];
+            break;
+        }
+    }
+    if (k == NULL) {
+        load_fail(ld, "unknown key '%s' in [%s]", name, section);
+        return 0;
+    }
+    if (ld->seen[idx]) {
+        /* libinih passes an indented line after a key as a continuation of
+         * that key's value (configparser style).  Listen lists may go on
+         * over several lines; anything else is a mistake. */
+        if (ld->line_indented && ld->last_key == idx) {
+            if (k->type == KT_LISTEN)
+                return listen_add(ld, k, value) == 0;
+            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                          "indentation",
+                      name);
+            return 0;
+        }
+        load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+        return 0;
+    }
+    ld->seen[idx] = true;
+    ld->last_key = idx;
+    return key_set(ld, k, value) == 0;
+}
+
+void config_free(struct config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->dir);
+    free(cfg->file);
+    free(cfg->hostname);
+    free(cfg->spool);
+    free(cfg->log_level);
+    free(cfg->listens);
+    free(cfg->cert_dir);
+    free(cfg);
+}
+
+/*
+ * Parse the bytes of a config file.  dir is the absolute config directory,
+ * file the name used in messages.  Borrows buf.  Returns 0 with *out (owned
+ * by the caller) or -1 with err set.
+ */
+static int config_parse_buf(const char *dir, const char *file, const char *buf, size_t len,
+                            struct config **out, char *err, size_t errlen)
+{
+    struct loader ld = {
+        .file = file, .buf = buf, .len = len, .last_key = -1, .err = err, .errlen = errlen,
+    };
+    struct config *cfg = calloc(1, sizeof(*cfg));
+
+    if (cfg == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        return -1;
+    }
+    ld.cfg = cfg;
+    if ((cfg->dir = strdup(dir)) == NULL || (cfg->file = path_join(dir, CONFIG_FILE_NAME)) == NULL)
+        goto nomem;
+    cfg->reactors = 0;
+    cfg->io = IO_BACKEND_AUTO;
+    cfg->max_message_size = 25ull << 20;
+    cfg->max_recipients = 1000;
+    cfg->max_errors = 10;
+    cfg->max_connections = 10000;
+    cfg->timeout_command = 300;
+    cfg->timeout_data = 180;
+    cfg->timeout_tls = 30;
+    cfg->batch_delay_us = 0;
+    cfg->ticket_rotate = 3600;
+    cfg->auth_workers = 2;
+    cfg->auth_cache_ttl = 3600;
+    cfg->auth_max_failures = 5;
+    cfg->auth_fail_window = 300;
+
+    /* libinih goes on after a syntax error (it returns the first error's
+     * line), so a later error of ours may have been recorded: the earlier
+     * line wins. */
+    int rc = ini_parse_stream(config_reader, &ld, config_handler, &ld);
+    if (rc == -2)
+        goto nomem;
+    if (ld.failed && (rc <= 0 || rc >= ld.fail_line))
+        goto fail;
+    if (rc != 0) {
+        set_err(err, errlen, "%s:%d: syntax error (expected [section], key = value or a "
+                             "comment)",
+                file, rc);
+        goto fail;
+    }
+
+    if (cfg->hostname == NULL) {
+        char host[HOST_NAME_MAX + 1] = "";
+        if (gethostname(host, sizeof(host) - 1) < 0)
+            host[0] = '\0';
+        if (!hostname_valid(host)) {
+            set_err(err, errlen,
+                    "%s: the system host name '%s' is not a valid host name: set hostname "
+                    "in [server]",
+                    file, host);
+            goto fail;
+        }
+        if ((cfg->hostname = strdup(host)) == NULL)
+            goto nomem;
+    }
+    if (cfg->spool == NULL && (cfg->spool = path_join(dir, "spool")) == NULL)
+        goto nomem;
+    if (cfg->cert_dir == NULL && (cfg->cert_dir = path_join(dir, "certs")) == NULL)
+        goto nomem;
+    if (cfg->log_level == NULL && (cfg->log_level = strdup("info")) == NULL)
+        goto nomem;
+    if (cfg->nlistens == 0) {
+        set_err(err, errlen,
+                "%s: no listeners: set smtp, submission or submissions in [listen]", file);
+        goto fail;
+    }
+    *out = cfg;
+    return 0;
+nomem:
+    set_err(err, errlen, "%s: out of memory", file);
+fail:
+    config_free(cfg);
+    return -1;
+}
+
+int config_load(const char *dir, struct config **out, char *err, size_t errlen)
+{
+    char *abs = NULL, *file = NULL, *buf = NULL;
+    FILE *f = NULL;
+    int rc = -1;
+
+    *out = NULL;
+    if ((abs = realpath(dir, NULL)) == NULL) {
+        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        goto fail;
+    }
+    if (asprintf(&file, "%s/%s", abs, CONFIG_FILE_NAME) < 0) {
+        file = NULL;
+        set_err(err, errlen, "%s: out of memory", dir);
+        goto fail;
+    }
+    if ((f = fopen(file, "re")) == NULL) {
+        if (errno == ENOENT)
+            set_err(err, errlen, "%s: not found (the config directory must hold %s; see "
+                                 "docs/config.md)",
+                    file, CONFIG_FILE_NAME);
+        else
+            set_err(err, errlen, "%s: %s", file, strerror(errno));
+        goto fail;
+    }
+    if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
+        set_err(err, errlen, "%s: out of memory", file);
+        goto fail;
+    }
+    size_t n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
+    if (ferror(f)) {
+        set_err(err, errlen, "%s: read error", file);
+        goto fail;
+    }
+    if (n > CONFIG_FILE_MAX) {
+        set_err(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
+        goto fail;
+    }
+    rc = config_parse_buf(abs, file, buf, n, out, err, errlen);
+fail:
+    if (f != NULL)
+        fclose(f);
+    free(buf);
+    free(file);
+    free(abs);
+    return rc;
+}

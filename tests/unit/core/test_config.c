@@ -1,0 +1,483 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_config.c - unit tests for core/config.c: writes ortoo.conf files into
+ * a mkdtemp() directory and checks the defaults, every key, relative path
+ * resolution, listen lists (IPv4, IPv6, ":port", continuation lines), and the
+ * exact "file:line: message" of each error; plus config_parse_addr() and
+ * config_parse_size().  Includes the source to reach its statics.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "core/config.c"
+
+static char tmpdir[PATH_MAX];   /* realpath of the test directory */
+static char conf[PATH_MAX + 16];
+
+static void write_conf(const char *text, size_t len)
+{
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+}
+
+static struct config *load_ok(const char *text)
+{
+    struct config *cfg = NULL;
+    char err[512] = "";
+    write_conf(text, strlen(text));
+    if (config_load(tmpdir, &cfg, err, sizeof(err)) != 0)
+        fail_msg("config_load failed: %s", err);
+    assert_non_null(cfg);
+    return cfg;
+}
+
+/* Load text and expect the error "<conf>:<want>" (want starts with the line
+ * number, or ": " for errors without a line). */
+static void load_err_len(const char *text, size_t len, const char *want)
+{
+    struct config *cfg = (struct config *)1;
+    char err[512] = "", exp[2 * PATH_MAX];
+    write_conf(text, len);
+    assert_int_equal(config_load(tmpdir, &cfg, err, sizeof(err)), -1);
+    assert_null(cfg);
+    snprintf(exp, sizeof(exp), "%s%s", conf, want);
+    if (strcmp(err, exp) != 0)
+        fail_msg("\n got: %s\nwant: %s", err, exp);
+}
+
+static void load_err(const char *text, const char *want)
+{
+    load_err_len(text, strlen(text), want);
+}
+
+static int setup(void **state)
+{
+    char tmpl[] = "/tmp/ortoo-test-config.XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    assert_non_null(realpath(tmpl, tmpdir));
+    snprintf(conf, sizeof(conf), "%s/ortoo.conf", tmpdir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(conf);
+    rmdir(tmpdir);
+    return 0;
+}
+
+#define MIN_LISTEN "[listen]\nsmtp = 127.0.0.1:0\n"
+
+static void test_defaults(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    char want[PATH_MAX + 32], host[HOST_NAME_MAX + 1] = "";
+
+    assert_string_equal(cfg->dir, tmpdir);
+    assert_string_equal(cfg->file, conf);
+    gethostname(host, sizeof(host) - 1);
+    assert_string_equal(cfg->hostname, host);
+    snprintf(want, sizeof(want), "%s/spool", tmpdir);
+    assert_string_equal(cfg->spool, want);
+    snprintf(want, sizeof(want), "%s/certs", tmpdir);
+    assert_string_equal(cfg->cert_dir, want);
+    assert_int_equal(cfg->reactors, 0);
+    assert_int_equal(cfg->io, IO_BACKEND_AUTO);
+    assert_true(cfg->max_message_size == 25u * 1024 * 1024);
+    assert_int_equal(cfg->max_recipients, 1000);
+    assert_int_equal(cfg->max_errors, 10);
+    assert_int_equal(cfg->max_connections, 10000);
+    assert_int_equal(cfg->timeout_command, 300);
+    assert_int_equal(cfg->timeout_data, 180);
+    assert_int_equal(cfg->timeout_tls, 30);
+    assert_int_equal(cfg->batch_delay_us, 0);
+    assert_string_equal(cfg->log_level, "info");
+    assert_int_equal(cfg->ticket_rotate, 3600);
+    assert_int_equal(cfg->auth_workers, 2);
+    assert_int_equal(cfg->auth_cache_ttl, 3600);
+    assert_int_equal(cfg->auth_max_failures, 5);
+    assert_int_equal(cfg->auth_fail_window, 300);
+    assert_int_equal(cfg->nlistens, 1);
+    assert_int_equal(cfg->listens[0].role, ROLE_SMTP);
+    assert_string_equal(cfg->listens[0].text, "127.0.0.1:0");
+    config_free(cfg);
+}
+
+static void test_every_key(void **state)
+{
+    struct config *cfg = load_ok("; a comment\n"
+                                 "# another\n"
+                                 "[server]\n"
+                                 "hostname = mx1.example.com\n"
+                                 "spool = /var/spool/ortoo\n"
+                                 "reactors = 4\n"
+                                 "io = epoll\n"
+                                 "max_message_size = 10M\n"
+                                 "max_recipients = 50\n"
+                                 "max_errors = 3\n"
+                                 "max_connections = 200\n"
+                                 "timeout_command = 60\n"
+                                 "timeout_data = 90\n"
+                                 "timeout_tls = 5\n"
+                                 "batch_delay_us = 500   ; inline comment\n"
+                                 "log_level = debug\n"
+                                 "\n"
+                                 "[listen]\n"
+                                 "smtp = 127.0.0.1:2525, [::1]:2525\n"
+                                 "submission = :587\n"
+                                 "submissions = [::]:465\n"
+                                 "[tls]\n"
+                                 "cert_dir = tls\n"
+                                 "ticket_rotate = 600\n"
+                                 "[auth]\n"
+                                 "workers = 8\n"
+                                 "cache_ttl = 0\n"
+                                 "max_failures = 9\n"
+                                 "fail_window = 120\n");
+    char want[PATH_MAX + 32];
+
+    assert_string_equal(cfg->hostname, "mx1.example.com");
+    assert_string_equal(cfg->spool, "/var/spool/ortoo");
+    assert_int_equal(cfg->reactors, 4);
+    assert_int_equal(cfg->io, IO_BACKEND_EPOLL);
+    assert_true(cfg->max_message_size == 10u << 20);
+    assert_int_equal(cfg->max_recipients, 50);
+    assert_int_equal(cfg->max_errors, 3);
+    assert_int_equal(cfg->max_connections, 200);
+    assert_int_equal(cfg->timeout_command, 60);
+    assert_int_equal(cfg->timeout_data, 90);
+    assert_int_equal(cfg->timeout_tls, 5);
+    assert_int_equal(cfg->batch_delay_us, 500);
+    assert_string_equal(cfg->log_level, "debug");
+    snprintf(want, sizeof(want), "%s/tls", tmpdir);
+    assert_string_equal(cfg->cert_dir, want);
+    assert_int_equal(cfg->ticket_rotate, 600);
+    assert_int_equal(cfg->auth_workers, 8);
+    assert_int_equal(cfg->auth_cache_ttl, 0);
+    assert_int_equal(cfg->auth_max_failures, 9);
+    assert_int_equal(cfg->auth_fail_window, 120);
+
+    assert_int_equal(cfg->nlistens, 4);
+    const struct config_listen *l = cfg->listens;
+    assert_int_equal(l[0].role, ROLE_SMTP);
+    assert_string_equal(l[0].text, "127.0.0.1:2525");
+    assert_int_equal(l[0].addr.ss_family, AF_INET);
+    assert_int_equal(l[0].addr_len, sizeof(struct sockaddr_in));
+    const struct sockaddr_in *a4 = (const void *)&l[0].addr;
+    assert_int_equal(ntohs(a4->sin_port), 2525);
+    assert_int_equal(ntohl(a4->sin_addr.s_addr), INADDR_LOOPBACK);
+
+    assert_int_equal(l[1].role, ROLE_SMTP);
+    assert_string_equal(l[1].text, "[::1]:2525");
+    assert_int_equal(l[1].addr.ss_family, AF_INET6);
+    assert_int_equal(l[1].addr_len, sizeof(struct sockaddr_in6));
+    const struct sockaddr_in6 *a6 = (const void *)&l[1].addr;
+    assert_int_equal(ntohs(a6->sin6_port), 2525);
+    assert_memory_equal(&a6->sin6_addr, &in6addr_loopback, sizeof(in6addr_loopback));
+
+    assert_int_equal(l[2].role, ROLE_SUBMISSION);
+    a4 = (const void *)&l[2].addr;
+    assert_int_equal(l[2].addr.ss_family, AF_INET);
+    assert_int_equal(ntohs(a4->sin_port), 587);
+    assert_int_equal(a4->sin_addr.s_addr, htonl(INADDR_ANY));
+
+    assert_int_equal(l[3].role, ROLE_SUBMISSIONS);
+    a6 = (const void *)&l[3].addr;
+    assert_int_equal(l[3].addr.ss_family, AF_INET6);
+    assert_int_equal(ntohs(a6->sin6_port), 465);
+    assert_memory_equal(&a6->sin6_addr, &in6addr_any, sizeof(in6addr_any));
+    config_free(cfg);
+
+    /* Other accepted spellings. */
+    cfg = load_ok("[server]\r\nreactors = auto\r\nio = uring\r\nmax_message_size = 1G\r\n"
+                  "log_level = warn\r\n[listen]\r\nsmtp=127.0.0.1:0\r\n");
+    assert_int_equal(cfg->reactors, 0);
+    assert_int_equal(cfg->io, IO_BACKEND_URING);
+    assert_true(cfg->max_message_size == 1ull << 30);
+    assert_string_equal(cfg->log_level, "warn");
+    config_free(cfg);
+    cfg = load_ok("\xEF\xBB\xBF[server]\nreactors = 256\nio = auto\n" MIN_LISTEN);
+    assert_int_equal(cfg->reactors, 256);
+    config_free(cfg);
+}
+
+static void test_listen_lists(void **state)
+{
+    /* Continuation lines (indented) extend a listen list; port 0 repeats. */
+    struct config *cfg = load_ok("[listen]\n"
+                                 "smtp = 127.0.0.1:0,\n"
+                                 "    [::1]:0, 127.0.0.1:0\n"
+                                 "\t127.0.0.2:25\n"
+                                 "submission =\n"
+                                 "submissions = [::1]:0\n");
+    assert_int_equal(cfg->nlistens, 5);
+    assert_string_equal(cfg->listens[1].text, "[::1]:0");
+    assert_string_equal(cfg->listens[3].text, "127.0.0.2:25");
+    assert_int_equal(cfg->listens[3].role, ROLE_SMTP);
+    assert_int_equal(cfg->listens[4].role, ROLE_SUBMISSIONS);
+    config_free(cfg);
+}
+
+static void test_paths(void **state)
+{
+    char want[PATH_MAX + 32];
+    struct config *cfg = load_ok("[server]\nspool = var/q\n[tls]\ncert_dir = /etc/x\n" MIN_LISTEN);
+    snprintf(want, sizeof(want), "%s/var/q", tmpdir);
+    assert_string_equal(cfg->spool, want);
+    assert_string_equal(cfg->cert_dir, "/etc/x");
+    config_free(cfg);
+
+    /* The directory given relative is made absolute. */
+    char cwd[PATH_MAX], err[512];
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir("/tmp"), 0);
+    const char *rel = tmpdir + strlen("/tmp/");
+    if (strncmp(tmpdir, "/tmp/", 5) == 0) {
+        char dotted[PATH_MAX];
+        snprintf(dotted, sizeof(dotted), "./%s/.", rel);
+        assert_int_equal(config_load(dotted, &cfg, err, sizeof(err)), 0);
+        assert_string_equal(cfg->dir, tmpdir);
+        assert_string_equal(cfg->file, conf);
+        config_free(cfg);
+    }
+    assert_int_equal(chdir(cwd), 0);
+}
+
+static void test_errors(void **state)
+{
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {"[server]\nbogus = 1\n" MIN_LISTEN, ":2: unknown key 'bogus' in [server]"},
+        {MIN_LISTEN "[extra]\n", ":3: unknown section [extra]"},
+        {MIN_LISTEN "[Server]\nhostname = x\n", ":3: unknown section [Server]"},
+        {MIN_LISTEN "[tls]\n  [bad]\n", ":4: unknown section [bad]"},
+        {"[server]\nio = epoll\n\n; c\n  [bad]\n" MIN_LISTEN,
+         ":5: indented line is read as a continuation of 'io'; remove the indentation"},
+        {"hostname = x\n" MIN_LISTEN,
+         ":1: 'hostname' outside of a section ([server], [listen], [tls], [auth])"},
+        {"[server]\nreactors = 2\nreactors = 3\n" MIN_LISTEN,
+         ":3: duplicate key 'reactors' in [server]"},
+        {"[server]\nreactors = 2\n[auth]\n[server]\nreactors = 3\n" MIN_LISTEN,
+         ":5: duplicate key 'reactors' in [server]"},
+        {MIN_LISTEN "smtp = 127.0.0.1:1\n", ":3: duplicate key 'smtp' in [listen]"},
+        {"[server]\nreactors = 0\n" MIN_LISTEN,
+         ":2: [server] reactors: expected auto or a number from 1 to 256, got '0'"},
+        {"[server]\nreactors = 257\n" MIN_LISTEN,
+         ":2: [server] reactors: expected auto or a number from 1 to 256, got '257'"},
+        {"[server]\nreactors = -1\n" MIN_LISTEN,
+         ":2: [server] reactors: expected auto or a number from 1 to 256, got '-1'"},
+        {"[server]\nio = kqueue\n" MIN_LISTEN,
+         ":2: [server] io: expected auto, uring or epoll, got 'kqueue'"},
+        {"[server]\nlog_level = trace\n" MIN_LISTEN,
+         ":2: [server] log_level: expected warn, info or debug, got 'trace'"},
+        {"[server]\n\n\nmax_message_size = 25X\n" MIN_LISTEN,
+         ":4: [server] max_message_size: expected a size such as 1000, 512K, 25M or 1G, "
+         "got '25X'"},
+        {"[server]\nmax_message_size = 0\n" MIN_LISTEN,
+         ":2: [server] max_message_size: expected a size such as 1000, 512K, 25M or 1G, "
+         "got '0'"},
+        {"[server]\nmax_recipients = 0\n" MIN_LISTEN,
+         ":2: [server] max_recipients: expected a number from 1 to 1000000, got '0'"},
+        {"[server]\nmax_errors = 1e3\n" MIN_LISTEN,
+         ":2: [server] max_errors: expected a number from 1 to 1000, got '1e3'"},
+        {"[server]\nmax_connections = 99999999999999999999999\n" MIN_LISTEN,
+         ":2: [server] max_connections: expected a number from 1 to 1000000, got "
+         "'99999999999999999999999'"},
+        {"[server]\ntimeout_command = \n" MIN_LISTEN,
+         ":2: [server] timeout_command: expected a number from 1 to 86400, got ''"},
+        {"[server]\ntimeout_data = 86401\n" MIN_LISTEN,
+         ":2: [server] timeout_data: expected a number from 1 to 86400, got '86401'"},
+        {"[server]\ntimeout_tls = 0\n" MIN_LISTEN,
+         ":2: [server] timeout_tls: expected a number from 1 to 3600, got '0'"},
+        {"[server]\nbatch_delay_us = 1000001\n" MIN_LISTEN,
+         ":2: [server] batch_delay_us: expected a number from 0 to 1000000, got '1000001'"},
+        {"[server]\nhostname = bad_host\n" MIN_LISTEN,
+         ":2: [server] hostname: 'bad_host' is not a valid host name"},
+        {"[server]\nhostname = -a.b\n" MIN_LISTEN,
+         ":2: [server] hostname: '-a.b' is not a valid host name"},
+        {"[server]\nspool =\n" MIN_LISTEN, ":2: [server] spool: empty path"},
+        {"[tls]\nticket_rotate = 59\n" MIN_LISTEN,
+         ":2: [tls] ticket_rotate: expected a number from 60 to 604800, got '59'"},
+        {"[tls]\ncert_dir = \n" MIN_LISTEN, ":2: [tls] cert_dir: empty path"},
+        {"[auth]\nworkers = 0\n" MIN_LISTEN,
+         ":2: [auth] workers: expected a number from 1 to 256, got '0'"},
+        {"[auth]\ncache_ttl = x\n" MIN_LISTEN,
+         ":2: [auth] cache_ttl: expected a number from 0 to 604800, got 'x'"},
+        {"[auth]\nmax_failures = 0\n" MIN_LISTEN,
+         ":2: [auth] max_failures: expected a number from 1 to 1000000, got '0'"},
+        {"[auth]\nfail_window = 0\n" MIN_LISTEN,
+         ":2: [auth] fail_window: expected a number from 1 to 604800, got '0'"},
+        {"[auth]\nauth_workers = 2\n" MIN_LISTEN,
+         ":2: unknown key 'auth_workers' in [auth]"},
+        {"[listen]\nsmtp = localhost:25\n",
+         ":2: [listen] smtp: bad address 'localhost:25' (expected IPv4:port, [IPv6]:port or "
+         ":port, with a literal IP)"},
+        {"[listen]\nsubmission = 127.0.0.1:587, ::1:587\n",
+         ":2: [listen] submission: bad address '::1:587' (expected IPv4:port, [IPv6]:port "
+         "or :port, with a literal IP)"},
+        {"[listen]\nsubmissions = 127.0.0.1\n",
+         ":2: [listen] submissions: bad address '127.0.0.1' (expected IPv4:port, "
+         "[IPv6]:port or :port, with a literal IP)"},
+        {"[listen]\nsmtp = 127.0.0.1:65536\n",
+         ":2: [listen] smtp: bad address '127.0.0.1:65536' (expected IPv4:port, "
+         "[IPv6]:port or :port, with a literal IP)"},
+        {"[listen]\nsmtp = 127.0.0.1:25,,[::1]:25\n",
+         ":2: [listen] smtp: empty address in list"},
+        {"[listen]\nsmtp = , 127.0.0.1:25\n", ":2: [listen] smtp: empty address in list"},
+        {"[listen]\nsmtp = 127.0.0.1:2525\nsubmission = 127.0.0.1:2525\n",
+         ":3: [listen] submission: address 127.0.0.1:2525 already used by smtp"},
+        {"[listen]\nsmtp = 127.0.0.1:25,\n  [::1]:25, nope\n",
+         ":3: [listen] smtp: bad address 'nope' (expected IPv4:port, [IPv6]:port or :port, "
+         "with a literal IP)"},
+        {"[listen]\nsmtp = 127.0.0.1:1234567890123456789012345678901234567890123456789012345"
+         "67890123456789012345\n",
+         ":2: [listen] smtp: address '127.0.0.1:123456789012345678901234567890123456789012345"
+         "678901234567890123456789012345' too long"},
+        /* libinih syntax errors, and the earliest error wins. */
+        {"[server]\nhostname\n" MIN_LISTEN,
+         ":2: syntax error (expected [section], key = value or a comment)"},
+        {"[server\n" MIN_LISTEN, ":1: syntax error (expected [section], key = value or a "
+                                 "comment)"},
+        {"[server]\n\nnot a pair\nbogus = 2\n" MIN_LISTEN,
+         ":3: syntax error (expected [section], key = value or a comment)"},
+        {"[server]\nbogus = 2\nnot a pair\n" MIN_LISTEN, ":2: unknown key 'bogus' in [server]"},
+        /* An indented line continues the previous key. */
+        {"[server]\nhostname = a.example\n  spool = x\n" MIN_LISTEN,
+         ":3: indented line is read as a continuation of 'hostname'; remove the "
+         "indentation"},
+        /* Missing listeners (no line). */
+        {"", ": no listeners: set smtp, submission or submissions in [listen]"},
+        {"[listen]\nsmtp =\n", ": no listeners: set smtp, submission or submissions in "
+                               "[listen]"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        load_err(cases[i].text, cases[i].want);
+}
+
+static void test_errors_raw(void **state)
+{
+    /* NUL byte on line 3. */
+    static const char nul[] = "[server]\nreactors = 2\nio = e\0poll\n" MIN_LISTEN;
+    load_err_len(nul, sizeof(nul) - 1, ":3: NUL byte in line");
+    /* Line too long for libinih's buffer: refused, not split. */
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf), "[server]\n\nhostname = ");
+    memset(buf + n, 'a', 300);
+    strcpy(buf + n + 300, "\n" MIN_LISTEN);
+    char want[64];
+    snprintf(want, sizeof(want), ":3: line too long (at most %d characters)", 200 - 3);
+    load_err(buf, want);
+}
+
+static void test_missing(void **state)
+{
+    struct config *cfg = (struct config *)1;
+    char err[512], want[2 * PATH_MAX];
+
+    unlink(conf);
+    assert_int_equal(config_load(tmpdir, &cfg, err, sizeof(err)), -1);
+    assert_null(cfg);
+    snprintf(want, sizeof(want),
+             "%s: not found (the config directory must hold ortoo.conf; see docs/config.md)",
+             conf);
+    assert_string_equal(err, want);
+
+    assert_int_equal(config_load("/nonexistent-ortoo-dir", &cfg, err, sizeof(err)), -1);
+    assert_string_equal(err, "/nonexistent-ortoo-dir: No such file or directory");
+
+    /* A tiny err buffer is never overrun. */
+    char small[8];
+    assert_int_equal(config_load("/nonexistent-ortoo-dir", &cfg, small, sizeof(small)), -1);
+    assert_string_equal(small, "/nonexi");
+}
+
+static void test_parse_addr(void **state)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+
+    assert_int_equal(config_parse_addr("127.0.0.1:25", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET);
+    assert_int_equal(config_parse_addr(":25", &ss, &len), 0);
+    assert_int_equal(((struct sockaddr_in *)&ss)->sin_addr.s_addr, htonl(INADDR_ANY));
+    assert_int_equal(ntohs(((struct sockaddr_in *)&ss)->sin_port), 25);
+    assert_int_equal(config_parse_addr("[::]:25", &ss, &len), 0);
+    assert_int_equal(ss.ss_family, AF_INET6);
+    assert_int_equal(config_parse_addr("[2001:db8::1]:65535", &ss, &len), 0);
+    assert_int_equal(ntohs(((struct sockaddr_in6 *)&ss)->sin6_port), 65535);
+    assert_int_equal(config_parse_addr("[::ffff:1.2.3.4]:0", &ss, &len), 0);
+    assert_int_equal(config_parse_addr("0.0.0.0:0", &ss, &len), 0);
+
+    static const char *const bad[] = {
+        "", ":", "25", "127.0.0.1", "127.0.0.1:", "127.0.0.1:x", "127.0.0.1:-1",
+        "127.0.0.1:65536", "127.0.0.1:000025", "127.0.0.1:25 ", " 127.0.0.1:25",
+        "localhost:25", "*:25", "::1:25", "[::1]", "[::1]25", "[]:25", "[::1:25",
+        "[127.0.0.1]:25", "[fe80::1%lo]:25", "1.2.3:25", "1.2.3.4.5:25", "[::1]:+1",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (config_parse_addr(bad[i], &ss, &len) != -1)
+            fail_msg("accepted '%s'", bad[i]);
+}
+
+static void test_parse_size(void **state)
+{
+    uint64_t v;
+
+    assert_int_equal(config_parse_size("1000", &v), 0);
+    assert_int_equal(v, 1000);
+    assert_int_equal(config_parse_size("10K", &v), 0);
+    assert_int_equal(v, 10240);
+    assert_int_equal(config_parse_size("25M", &v), 0);
+    assert_int_equal(v, 25u << 20);
+    assert_int_equal(config_parse_size("1G", &v), 0);
+    assert_int_equal(v, 1u << 30);
+    assert_int_equal(config_parse_size("2g", &v), 0);
+    assert_true(v == 2ull << 30);
+    assert_int_equal(config_parse_size("0", &v), 0);
+    assert_int_equal(v, 0);
+    assert_int_equal(config_parse_size("18446744073709551615", &v), 0);
+    assert_true(v == UINT64_MAX);
+    assert_int_equal(config_parse_size("17179869183G", &v), 0);      /* 2^64 - 2^30 */
+    assert_int_equal(config_parse_size("17179869184G", &v), -1);     /* 2^64 */
+    assert_int_equal(config_parse_size("18446744073709551616", &v), -1);
+    static const char *const bad[] = {"", "K", "-1", "+1", "1 M", "1MB", "1T", "1.5M", " 1",
+                                      "1KK", "0x10"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        if (config_parse_size(bad[i], &v) != -1)
+            fail_msg("accepted '%s'", bad[i]);
+}
+
+static void test_role_name(void **state)
+{
+    assert_string_equal(config_role_name(ROLE_SMTP), "smtp");
+    assert_string_equal(config_role_name(ROLE_SUBMISSION), "submission");
+    assert_string_equal(config_role_name(ROLE_SUBMISSIONS), "submissions");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_defaults, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_every_key, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listen_lists, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
+        cmocka_unit_test(test_parse_addr),
+        cmocka_unit_test(test_parse_size),
+        cmocka_unit_test(test_role_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
