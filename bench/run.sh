@@ -312,6 +312,19 @@ if ((!QUICK)); then
     done
 fi
 
+# ---- scenario D: TLS handshakes on ortoo's submissions listener (when it answers) ------------
+if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
+    pw=$(cat "$ORTOO_DIR/dev-password" 2>/dev/null)
+    n=$((QUICK ? 500 : 2000))
+    if [[ -n "$pw" ]] && timeout 5 openssl s_client -connect "127.0.0.1:$ORTOO_SUBS_PORT" </dev/null >/dev/null 2>&1; then
+        for res in full resumed; do
+            flags=()
+            [[ $res == resumed ]] && flags=(--resume)
+            load D ortoo "$res" "$ORTOO_SUBS_PORT" --tls --auth "dev@bench.test:$pw" --from dev@bench.test \
+                --connections 10 --messages "$n" --size 2048 --per-conn 1 --timeout 10 "${flags[@]}"
+        done
+    fi
+fi
 # ---- scenario E: 10,000 idle connections ---------------------------------------------------
 E_CONNS=10000
 if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
@@ -340,19 +353,6 @@ print(json.dumps(d))" 2>/dev/null || echo '{}')"
     log "E: $(tail -1 "$RESULTS")"
 fi
 
-# ---- scenario D: TLS handshakes on ortoo's submissions listener (when it answers) ------------
-if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
-    pw=$(cat "$ORTOO_DIR/dev-password" 2>/dev/null)
-    n=$((QUICK ? 500 : 2000))
-    if [[ -n "$pw" ]] && timeout 5 openssl s_client -connect "127.0.0.1:$ORTOO_SUBS_PORT" </dev/null >/dev/null 2>&1; then
-        for res in full resumed; do
-            flags=()
-            [[ $res == resumed ]] && flags=(--resume)
-            load D ortoo "$res" "$ORTOO_SUBS_PORT" --tls --auth "dev@bench.test:$pw" \
-                --connections 10 --messages "$n" --size 2048 --per-conn 1 --timeout 10 "${flags[@]}"
-        done
-    fi
-fi
 stop_ortoo
 
 # ---- scenario F: reactors = 1 vs 2 ----------------------------------------------------------

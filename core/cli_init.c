@@ -28,11 +28,7 @@
 
 #include <sodium.h>
 
-#if __has_include("core/certgen.h")
 #include "core/certgen.h"
-#else /* TEMPORARY until core/certgen.h lands */
-int certgen_selfsigned(const char *dir, const char *hostname, char *err, size_t errlen);
-#endif
 #include "core/cli.h"
 #include "core/users.h"
 
