@@ -498,7 +498,7 @@ L.append("## B. Relay, C. Signed relay, G. Deferral storm\n")
 L.append("| scenario | status |\n|---|---|")
 L.append("| B. relay accept → spool → deliver to the sink | not yet: needs delivery (issue: delivery) |")
 L.append("| C. signed relay (RSA-2048, Ed25519, both) vs \`openssl speed\` | not yet: needs delivery and DKIM signing |")
-L.append("| G. deferral storm (sink 4xx's 30%% of recipients) | not yet: needs delivery and retries; ortoo-sink rule ready: \`* tempfail=0.3\` |")
+L.append("| G. deferral storm (sink 4xx's 30% of recipients) | not yet: needs delivery and retries; ortoo-sink rule ready: \`* tempfail=0.3\` |")
 L.append("")
 
 L.append("## D. TLS (465, AUTH PLAIN): full vs resumed handshakes\n")

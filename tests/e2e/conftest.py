@@ -464,7 +464,7 @@ def srv(make_server, backend):
     s = make_server(backend, "shared")
     yield s
     rc = s.stop()
-    assert rc == 0, f"{s.name}: exit status {rc} on SIGTERM\n" + s.tail()
+    assert rc == 0, f"{s.name}: exit status {rc} on SIGTERM\n" + s.tail(40)
     assert not s.sanitizer_errors(), "\n".join(s.sanitizer_errors())
 
 
@@ -493,7 +493,7 @@ def fresh(make_server, backend):
             rc = s.stop()
             if rc != 0:
                 problems.append(f"{s.name}: exit status {rc} on SIGTERM\n"
-                                + s.tail())
+                                + s.tail(40))
         problems += s.sanitizer_errors()
     assert not problems, "\n".join(problems)
 

@@ -3,6 +3,7 @@
 TLS, AUTH PLAIN and LOGIN), `openssl s_client -starttls smtp` driven through
 stdin, and ortoo's own `ortoo send`."""
 
+import os
 import re
 import select
 import subprocess
@@ -106,6 +107,7 @@ class SClient:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.out = []
+        self.buf = b""
 
     def sync(self):
         """Skip what s_client prints of its own EHLO/STARTTLS exchange (it
@@ -116,19 +118,24 @@ class SClient:
             pass
 
     def reply(self, timeout=15):
-        """Read lines until a final reply line "ddd text"; return it."""
+        """Read lines until a final reply line "ddd text"; return it.  Reads
+        the pipe unbuffered (select on a buffered file would miss lines)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([self.p.stdout], [], [], 0.5)
-            if not r:
-                continue
-            line = self.p.stdout.readline()
-            if not line:
+        fd = self.p.stdout.fileno()
+        while True:
+            while b"\n" in self.buf:
+                raw, self.buf = self.buf.split(b"\n", 1)
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                self.out.append(line)
+                if re.match(r"^\d{3}( |$)", line):
+                    return line
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
                 break
-            line = line.rstrip("\r\n")
-            self.out.append(line)
-            if re.match(r"^\d{3}( |$)", line):
-                return line
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self.buf += chunk
         raise AssertionError("no reply from s_client:\n" + "\n".join(self.out))
 
     def cmd(self, line):
