@@ -351,6 +351,19 @@ int cli_serve(const char *config_dir, int argc, char **argv)
         }
         log_warnx("event=no-tls err=\"%s\" (STARTTLS disabled)", err);
     }
+    /* Signals go to the main thread only (signalfd).  Blocked before any
+     * thread starts (password workers, reactors), which inherit the mask;
+     * a thread without it would take SIGTERM's default action. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    sigaddset(&mask, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sfd < 0)
+        fatal("signalfd");
     srv.auth = auth_new(cfg->auth_workers, cfg->auth_cache_ttl, cfg->auth_max_failures,
                         cfg->auth_fail_window);
     if (srv.auth == NULL) {
@@ -401,18 +414,6 @@ int cli_serve(const char *config_dir, int argc, char **argv)
             l->reactor = &srv.reactors[i];
         }
     }
-
-    /* Signals go to the main thread only (signalfd); reactors inherit the mask. */
-    sigset_t mask;
-    sigemptyset(&mask);
-    sigaddset(&mask, SIGTERM);
-    sigaddset(&mask, SIGINT);
-    sigaddset(&mask, SIGHUP);
-    sigaddset(&mask, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &mask, NULL);
-    int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
-    if (sfd < 0)
-        fatal("signalfd");
 
     for (unsigned i = 0; i < srv.nreactors; i++) {
         if (pthread_create(&srv.reactors[i].thread, NULL, reactor_main, &srv.reactors[i]) != 0)

@@ -71,6 +71,10 @@ enum io_backend io_loop_backend(const struct io_loop *loop)
 
 uint64_t io_loop_now(struct io_loop *loop)
 {
+    /* Fresh, not the value cached at the top of the turn: completions are
+     * dispatched after the backend's wait, which may have slept for long.
+     * clock_gettime(CLOCK_MONOTONIC) is a vDSO call (tens of ns). */
+    loop->now_ns = mono_now_ns();
     return loop->now_ns;
 }
 
@@ -580,8 +584,7 @@ int io_timer_start(struct io_loop *loop, struct io_op *op, uint64_t ms, io_cb cb
     err = op_begin(op, IO_OP_TIMER, -1, cb);
     if (err < 0)
         return err;
-    if (!loop->running)
-        loop->now_ns = mono_now_ns();
+    loop->now_ns = mono_now_ns(); /* see io_loop_now() */
     if (ms > (UINT64_MAX - loop->now_ns) / 1000000u)
         op->deadline_ns = UINT64_MAX;
     else

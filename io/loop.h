@@ -111,7 +111,7 @@ int io_loop_post(struct io_loop *loop, io_post_fn fn, void *arg);
 /* Install the per-turn idle hook (one per loop; NULL removes it). */
 void io_loop_set_idle(struct io_loop *loop, io_idle_fn fn, void *arg);
 
-/* CLOCK_MONOTONIC now in nanoseconds, cached once per loop turn. */
+/* CLOCK_MONOTONIC now in nanoseconds (read fresh; also refreshes the loop's cache). */
 uint64_t io_loop_now(struct io_loop *loop);
 
 /*

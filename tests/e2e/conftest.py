@@ -45,9 +45,6 @@ BACKENDS = ["uring", "epoll"]
 QUEUED_RE = re.compile(r"^250 2\.0\.0 Ok: queued as ([0-9A-Za-z]{20})$")
 LISTEN_RE = re.compile(r"event=listening\b.*\brole=(\w+)\b.*\baddr=(\S+)")
 
-# Servers whose logs are attached to a failing test's report.
-_live_servers = []
-
 
 def run_ortoo(cfg_dir, *args, input=None, timeout=60, check=True):
     """Run `ortoo -c cfg_dir args...`; return the CompletedProcess."""
@@ -150,7 +147,6 @@ class Server:
             self.kill()
             raise AssertionError(
                 f"{self.name}: no event=ready (exit status {rc})\n" + self.tail())
-        _live_servers.append(self)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
@@ -171,8 +167,6 @@ class Server:
         self.log.append(f"--- {self.name}: exit status {rc} ---")
         self.returncodes.append(rc)
         self.proc = None
-        if self in _live_servers:
-            _live_servers.remove(self)
         return rc
 
     def kill(self):
