@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/auth.h"
@@ -160,7 +161,7 @@ static void on_accept(struct io_op *op, int res, const char *data, unsigned flag
     } else if (res != -ECANCELED) {
         log_warnx("reactor=%u event=accept-error err=%s", r->index, strerror(-res));
     }
-    if (!(flags & IO_F_MORE) && res != -ECANCELED) {
+    if (!(flags & IO_F_MORE) && res != -ECANCELED && !r->stopping) {
         /* The multishot ended (error or backend limit): re-arm, after a pause
          * when it was an error such as EMFILE, so we do not spin. */
         if (res < 0)
@@ -231,6 +232,26 @@ static void *reactor_main(void *arg)
     if (rc < 0)
         log_warnx("reactor=%u event=loop-failed err=%s", re->ctx.index, strerror(-rc));
     return NULL;
+}
+
+/* ---- shutdown ---- */
+
+/* All sessions are gone: stop the loop (this may run inside a spool
+ * callback, so the shard is closed by the main thread after the join). */
+static void on_drained(struct smtp_reactor *r)
+{
+    io_loop_stop(r->loop);
+}
+
+/* Runs on the reactor (posted by the main thread at SIGTERM/SIGINT). */
+static void reactor_shutdown(void *arg)
+{
+    struct reactor *re = arg;
+    for (size_t i = 0; i < re->nlisteners; i++) {
+        io_cancel(re->ctx.loop, &re->listeners[i].op);
+        io_cancel(re->ctx.loop, &re->listeners[i].retry);
+    }
+    smtp_session_close_all(&re->ctx);
 }
 
 /* ---- TLS reload ---- */
@@ -388,6 +409,7 @@ int cli_serve(const char *config_dir, int argc, char **argv)
         re->ctx.users = srv.users;
         re->ctx.tls = srv.tls;
         re->ctx.auth = srv.auth;
+        re->ctx.on_drained = on_drained;
         re->nlisteners = cfg->nlistens;
         re->listeners = calloc(cfg->nlistens, sizeof(*re->listeners));
         if (re->listeners == NULL)
@@ -474,12 +496,48 @@ int cli_serve(const char *config_dir, int argc, char **argv)
             break;
         }
     }
+    /* Graceful: each reactor stops accepting, says 421 to its sessions and
+     * stops its loop when they are gone; after 5 s we stop regardless. */
     for (unsigned i = 0; i < srv.nreactors; i++)
-        io_loop_stop(srv.reactors[i].ctx.loop);
-    for (unsigned i = 0; i < srv.nreactors; i++)
-        pthread_join(srv.reactors[i].thread, NULL);
-    /* Sessions still open are dropped with the process: everything that was
-     * acknowledged is on disk already (the spool invariant). */
+        if (io_loop_post(srv.reactors[i].ctx.loop, reactor_shutdown, &srv.reactors[i]) < 0)
+            io_loop_stop(srv.reactors[i].ctx.loop);
+    bool forced = false;
+    for (unsigned i = 0; i < srv.nreactors; i++) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 5;
+        if (pthread_timedjoin_np(srv.reactors[i].thread, NULL, &ts) != 0) {
+            forced = true;
+            break;
+        }
+    }
+    if (forced) {
+        /* A client that does not read its 421 keeps a session alive.  What
+         * was acknowledged is on disk: leave without the orderly teardown. */
+        log_warnx("event=stopped forced=1 (sessions did not drain within 5 s)");
+        fflush(stderr);
+        _exit(0);
+    }
+    for (unsigned i = 0; i < srv.nreactors; i++) {
+        struct reactor *re = &srv.reactors[i];
+        if (re->ctx.spool != NULL)
+            spool_shard_close(re->ctx.spool);
+        for (size_t j = 0; j < re->nlisteners; j++)
+            close(re->listeners[j].fd);
+        free(re->listeners);
+        io_loop_free(re->ctx.loop);
+    }
+    free(srv.reactors);
+    auth_free(srv.auth);
+    for (size_t i = 0; i < srv.nold_tls; i++)
+        tls_server_free(srv.old_tls[i]);
+    if (srv.tls != NULL)
+        tls_server_free(srv.tls);
+    users_free(srv.users);
+    config_free(srv.cfg);
+    if (tfd >= 0)
+        close(tfd);
+    close(sfd);
     log_info("event=stopped");
     return status;
 }

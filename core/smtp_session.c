@@ -84,6 +84,7 @@ struct buf {
  */
 struct smtp_session {
     struct smtp_reactor *r;       /* the reactor this session lives on */
+    struct smtp_session *prev, *next; /* r->sessions list */
     int fd;                       /* the connection's socket */
     enum listen_role role;        /* smtp / submission / submissions */
     enum smtp_state state;        /* see session_enter() */
@@ -350,8 +351,17 @@ static void session_free(struct smtp_session *s)
     if (s->fd >= 0)
         close(s->fd);
     memset(&s->auth_req, 0, sizeof(s->auth_req)); /* no password copy lingers */
-    s->r->nsessions--;
+    struct smtp_reactor *r = s->r;
+    if (s->prev != NULL)
+        s->prev->next = s->next;
+    else
+        r->sessions = s->next;
+    if (s->next != NULL)
+        s->next->prev = s->prev;
+    r->nsessions--;
     free(s);
+    if (r->stopping && r->nsessions == 0 && r->on_drained != NULL)
+        r->on_drained(r);
 }
 
 /* Free when closing and nothing is in flight (STYLE.md rule 5). */
@@ -384,6 +394,39 @@ static void smtp_close(struct smtp_session *s, const char *why)
     io_cancel(s->r->loop, &s->recv_op);
     io_cancel(s->r->loop, &s->send_op);
     io_cancel(s->r->loop, &s->timer_op);
+}
+
+/* Tell the client we are going away (RFC 5321 3.8) and close. */
+static void session_shutdown(struct smtp_session *s)
+{
+    if (s->state == ST_CLOSING)
+        return;
+    if (s->tls == NULL || s->tls_active)
+        reply(s, "421 4.3.2 %s Service shutting down", s->r->cfg->hostname);
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+    session_flush(s);
+}
+
+void smtp_session_close_all(struct smtp_reactor *r)
+{
+    r->stopping = true;
+    if (r->sessions == NULL) {
+        if (r->on_drained != NULL)
+            r->on_drained(r);
+        return;
+    }
+    struct smtp_session *s = r->sessions;
+    while (s != NULL) {
+        struct smtp_session *next = s->next;
+        /* Sessions waiting on the spool or a password check are closed by
+         * that callback: a synced message still gets its 250. */
+        if (s->state != ST_WAIT_SPOOL && s->state != ST_WAIT_AUTH) {
+            session_shutdown(s);
+            session_maybe_free(s); /* may free s (and call on_drained) */
+        }
+        s = next;
+    }
 }
 
 /* ---- timeouts ---- */
@@ -701,6 +744,11 @@ static void on_auth_done(struct auth_req *req, bool ok)
     }
     if (s->peer_eof) {
         smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    if (s->r->stopping) {
+        session_shutdown(s);
         session_maybe_free(s);
         return;
     }
@@ -1131,6 +1179,11 @@ static void spool_done(struct spool_commit *c, int res)
         session_maybe_free(s);
         return;
     }
+    if (s->r->stopping) {
+        session_shutdown(s);
+        session_maybe_free(s);
+        return;
+    }
     session_process(s);
     session_flush(s);
     recv_resume(s);
@@ -1405,6 +1458,10 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     s->fd = fd;
     s->role = role;
     r->nsessions++;
+    s->next = r->sessions;
+    if (r->sessions != NULL)
+        r->sessions->prev = s;
+    r->sessions = s;
     snprintf(s->id, sizeof(s->id), "%u.%llx", r->index, (unsigned long long)++r->session_seq);
     if (peer->ss_family == AF_INET6) {
         const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)peer;

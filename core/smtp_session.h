@@ -37,6 +37,10 @@ struct smtp_reactor {
     size_t nsessions;               /* live sessions on this reactor */
     uint64_t session_seq;           /* for session ids */
     uint64_t accepted;              /* messages queued (stats) */
+    struct smtp_session *sessions;  /* live sessions (intrusive list) */
+    bool stopping;                  /* shutting down: close sessions when idle */
+    /* Called (on the reactor) when stopping and the last session is gone. */
+    void (*on_drained)(struct smtp_reactor *r);
 };
 
 /*
@@ -46,5 +50,14 @@ struct smtp_reactor {
  */
 void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
                         const struct sockaddr_storage *peer, socklen_t peer_len);
+
+/*
+ * Begin shutdown: every session is told 421 and closed as soon as it is not
+ * waiting on the spool or the password worker (a message being synced still
+ * gets its 250 first).  r->on_drained runs when no session is left (maybe at
+ * once, never inside this call... except when there are no sessions at all,
+ * in which case it runs before return).
+ */
+void smtp_session_close_all(struct smtp_reactor *r);
 
 #endif
