@@ -91,6 +91,7 @@ e2e: $(BIN)
 test: deps
 	$(MAKE) all
 	$(MAKE) unit
+	$(MAKE) TLS=boringssl check-tls
 	$(MAKE) e2e
 
 run: deps

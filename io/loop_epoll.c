@@ -28,6 +28,8 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -339,7 +341,12 @@ static void ep_dispatch(struct io_loop *loop, const struct epoll_event *ev)
 
 /* ---- the write helper thread -------------------------------------------- */
 
-/* pwritev everything, then fdatasync.  Returns the byte count or -errno. */
+/* RWF_DSYNC was refused once (old kernel or file system): fdatasync instead. */
+static atomic_bool no_dsync;
+
+/* pwritev2(RWF_DSYNC) everything (each write durable on return, as
+ * write+fdatasync), or pwritev then fdatasync where RWF_DSYNC is refused.
+ * Returns the byte count or -errno. */
 static int write_sync_now(struct io_op *op)
 {
     struct iovec iov[IOV_MAX];
@@ -351,11 +358,17 @@ static int write_sync_now(struct io_op *op)
 
     memcpy(iov, op->iov, (size_t)cnt * sizeof(*iov));
     while (left > 0) {
-        ssize_t n = pwritev(op->fd, cur, cnt, (off_t)off);
+        bool dsync = !atomic_load(&no_dsync);
+        ssize_t n = dsync ? pwritev2(op->fd, cur, cnt, (off_t)off, RWF_DSYNC)
+                          : pwritev(op->fd, cur, cnt, (off_t)off);
 
         if (n < 0) {
             if (errno == EINTR)
                 continue;
+            if (dsync && errno == EOPNOTSUPP) {
+                atomic_store(&no_dsync, true);
+                continue;
+            }
             return -errno;
         }
         if (n == 0)
@@ -374,6 +387,8 @@ static int write_sync_now(struct io_op *op)
             }
         }
     }
+    if (!atomic_load(&no_dsync) && op->len > 0)
+        return (int)op->len;
     do {
         rc = fdatasync(op->fd);
     } while (rc < 0 && errno == EINTR);

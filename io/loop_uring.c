@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <linux/fs.h>
 
 #include "io/log.h"
 #include "io/loop_internal.h"
@@ -55,6 +56,7 @@ _Static_assert((IO_URING_BUF_COUNT & (IO_URING_BUF_COUNT - 1)) == 0 &&
 #define W_PEND_WRITE 0x1u  /* the write CQE of this round is outstanding */
 #define W_PEND_FSYNC 0x2u  /* the fsync CQE of this round is outstanding */
 #define W_HAS_FSYNC 0x4u   /* this round ends with an fsync */
+#define W_DSYNC 0x8u       /* ... done by the write itself (RWF_DSYNC) */
 /* ... with op->res the round's write result and op->deadline_ns its fsync
  * result (as int64_t), both valid once the pending bits are clear. */
 
@@ -71,6 +73,7 @@ struct uring_be {
     char *bufs;                    /* buffer memory (mmap'd) */
     size_t bufs_size;
     unsigned cq_entries;           /* bound on CQEs handled per turn */
+    bool no_dsync;                 /* RWF_DSYNC refused: link an FSYNC instead */
 };
 
 /* Times a multishot recv was re-armed after the buffer ring ran dry. */
@@ -182,7 +185,13 @@ static int write_round(struct io_loop *loop, struct io_op *op)
         io_uring_prep_writev(sqe, op->fd, &iov[i], (unsigned)(op->iovcnt - i), pos);
     io_uring_sqe_set_data64(sqe, ud_make(op, UD_TAG_OP));
     op->events = W_PEND_WRITE;
-    if (last) {
+    if (last && !be->no_dsync) {
+        /* One SQE instead of WRITEV+FSYNC: RWF_DSYNC makes the write itself
+         * durable, as write+fdatasync would (pwritev2(2)).  Measured here
+         * on ext4: cheaper than the linked fsync, and one CQE less. */
+        sqe->rw_flags = RWF_DSYNC;
+        op->events |= W_HAS_FSYNC | W_DSYNC;
+    } else if (last) {
         sqe->flags |= IOSQE_IO_LINK;
         sqe = io_uring_get_sqe(&be->ring); /* room checked above */
         io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
@@ -363,6 +372,15 @@ static void on_write_cqe(struct io_loop *loop, struct io_op *op, unsigned tag,
     wres = op->res;
     fres = (int)(int64_t)op->deadline_ns;
     had_fsync = op->events & W_HAS_FSYNC;
+    if ((op->events & W_DSYNC) && wres == -EOPNOTSUPP && !ur_of(loop)->no_dsync) {
+        /* Old kernel or file system without RWF_DSYNC: fall back for good. */
+        ur_of(loop)->no_dsync = true;
+        op->events = 0;
+        err = write_round(loop, op);
+        if (err < 0)
+            io_loop_finish(loop, op, err);
+        return;
+    }
     op->events = 0;
     if (wres < 0) {
         io_loop_finish(loop, op, wres);
