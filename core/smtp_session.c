@@ -613,6 +613,7 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
             /* Keep the session until the spool/auth callback; it closes then. */
             return;
         }
+        s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
         session_maybe_free(s);
         return;
@@ -626,8 +627,10 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         session_process(s);
     session_flush(s);
     if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
-        s->state != ST_WAIT_AUTH)
+        s->state != ST_WAIT_AUTH) {
+        s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
+    }
     if (s->state != ST_CLOSING && s->in.len > SESSION_IN_MAX && !s->recv_paused &&
         (flags & IO_F_MORE)) {
         s->recv_paused = true; /* back pressure: stop reading until parsed */
@@ -640,6 +643,29 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
             /* The backend stopped the multishot (e.g. buffers ran out): re-armed above. */
             smtp_close(s, "recv submit failed");
         }
+    }
+    session_maybe_free(s);
+}
+
+/*
+ * A WAIT_* state is over (its reply is queued): go on with what the client
+ * pipelined meanwhile, unless it left or the server is stopping.
+ */
+static void session_resume(struct smtp_session *s)
+{
+    if (s->r->stopping) {
+        session_shutdown(s);
+        session_maybe_free(s);
+        return;
+    }
+    session_process(s);
+    session_flush(s);
+    if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
+        s->state != ST_WAIT_AUTH) {
+        s->close_after_send = true; /* replies to what it sent still go out */
+        smtp_close(s, "peer closed");
+    } else {
+        recv_resume(s);
     }
     session_maybe_free(s);
 }
@@ -742,19 +768,7 @@ static void on_auth_done(struct auth_req *req, bool ok)
                  s->client_addr);
         reply_error(s, "535 5.7.8 Authentication credentials invalid");
     }
-    if (s->peer_eof) {
-        smtp_close(s, "peer closed");
-        session_maybe_free(s);
-        return;
-    }
-    if (s->r->stopping) {
-        session_shutdown(s);
-        session_maybe_free(s);
-        return;
-    }
-    session_process(s);
-    session_flush(s);
-    session_maybe_free(s);
+    session_resume(s);
 }
 
 static void auth_start_verify(struct smtp_session *s, const char *user, const char *pass,
@@ -1173,21 +1187,7 @@ static void spool_done(struct spool_commit *c, int res)
         reply(s, "451 4.3.0 Temporary local problem, try again later");
     transaction_reset(s);
     session_enter(s, ST_CMD);
-    if (s->peer_eof) {
-        session_flush(s);
-        smtp_close(s, "peer closed");
-        session_maybe_free(s);
-        return;
-    }
-    if (s->r->stopping) {
-        session_shutdown(s);
-        session_maybe_free(s);
-        return;
-    }
-    session_process(s);
-    session_flush(s);
-    recv_resume(s);
-    session_maybe_free(s);
+    session_resume(s);
 }
 
 static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)

@@ -505,3 +505,31 @@ def pytest_runtest_makereport(item, call):
             if isinstance(v, Server) and id(v) not in seen:
                 seen.add(id(v))
                 rep.sections.append((f"ortoo stderr {v.name} (tail)", v.tail(80)))
+
+
+# ---- log helpers (used by test_ops.py and test_tls_more.py) --------------
+
+def run_log(srv):
+    """The stderr lines of the server's current (or last) run only."""
+    marker = f"--- {srv.name}: start ---"
+    log = list(srv.log)
+    for i in range(len(log) - 1, -1, -1):
+        if log[i] == marker:
+            return log[i + 1:]
+    return log
+
+
+def wait_log(srv, pattern, start=0, timeout=10):
+    """Wait for a line matching the regex `pattern` among srv.log[start:];
+    return the re.Match.  Fails with the log's tail after `timeout` s."""
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while True:
+        for line in list(srv.log[start:]):
+            m = rx.search(line)
+            if m:
+                return m
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{srv.name}: no log line matching "
+                                 f"{pattern!r} within {timeout}s\n" + srv.tail(40))
+        time.sleep(0.02)
