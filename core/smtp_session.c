@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/maillog.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "io/log.h"
@@ -1025,10 +1026,12 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         addr[a.path_len] = '\0';
         if (is_local_domain(s, &a.addr)) {
             if (users_hash(s->r->users, a.path, a.path_len) == NULL) {
+                maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1", "no-such-user");
                 reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: no such user", addr);
                 return;
             }
         } else if (!s->authed) {
+            maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.7.1", "relay-denied");
             reply_error(s, "550 5.7.1 <%s>: Relay access denied", addr);
             return;
         }
@@ -1114,15 +1117,18 @@ static void spool_done(struct spool_commit *c, int res);
 static void message_end(struct smtp_session *s)
 {
     if (s->scan.bad) {
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, "554 5.6.0", "bare-lf-or-cr");
         reply_error(s, "554 5.6.0 Message contains bare LF or bare CR; lines must end with CRLF");
         goto reject;
     }
     if (s->too_big) {
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, "552 5.3.4", "too-big");
         reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
                     (unsigned long long)s->r->cfg->max_message_size);
         goto reject;
     }
     if (s->scan.long_line) {
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, "554 5.6.0", "line-too-long");
         reply_error(s, "554 5.6.0 Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6)");
         goto reject;
     }
@@ -1167,9 +1173,8 @@ static void spool_done(struct spool_commit *c, int res)
     if (res == 0) {
         s->nmsgs++;
         s->r->accepted++;
-        log_info("msgid=%s session=%s event=queued from=<%s> nrcpt=%zu size=%zu client=%s%s%s",
-                 c->id, s->id, s->sender, s->nrcpts, s->msg.len, s->client_addr,
-                 s->authed ? " user=" : "", s->authed ? s->auth_user : "");
+        maillog_queued(c->id, s->id, s->client_addr, s->sender, s->nrcpts, s->msg.len,
+                       s->authed ? s->auth_user : NULL);
     } else {
         log_warnx("session=%s event=spool-failed err=%d", s->id, res);
     }

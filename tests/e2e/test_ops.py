@@ -12,7 +12,6 @@ the M add up to every message in the spool, whatever N was when they came."""
 
 import re
 import signal
-import socket
 import time
 
 from conftest import (QUEUED_RE, Raw, assert_serving, check, message,

@@ -7,6 +7,7 @@ Which certificate a server presented is checked by comparing the DER the
 client received (getpeercert(binary_form=True)) with the first certificate
 of <cert_dir>/<host>/fullchain.pem."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ import warnings
 import pytest
 
 from conftest import (HOSTNAME, QUEUED_RE, USERS, Raw, assert_serving,
-                      message, open_session, plain_token, run_log, send_mail,
+                      message, open_session, plain_token, send_mail,
                       wait_log)
 
 OTHER = "other.example.test"
@@ -106,7 +107,6 @@ def served_der(srv, role, sni=HOSTNAME, ctx=None):
 
 
 def fp(der):
-    import hashlib
     return hashlib.sha256(der).hexdigest()[:16]
 
 
@@ -214,16 +214,9 @@ def test_sighup_many_reloads_during_handshake(fresh, tmp_path):
 
 # ---- SNI ------------------------------------------------------------------
 
-@pytest.fixture
-def sni_server(fresh, tmp_path):
-    # Two host directories before start: the default (hostname) and OTHER.
-    s = fresh("sni", start=False) if False else None
-    return s
-
-
 def test_sni(fresh, tmp_path):
-    s = fresh("sni")
-    s.stop()
+    # Two host directories before start: the default (hostname) and OTHER.
+    s = fresh("sni", start=False)
     install_cert(s, OTHER, *new_cert_files(tmp_path, OTHER))
     s.start()
     default = file_der(s, HOSTNAME)
