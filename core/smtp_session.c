@@ -518,7 +518,8 @@ static void session_tls_input(struct smtp_session *s, const char *data, size_t l
         if (rc == TLS_ERR) {
             log_info("session=%s event=tls-failed client=%s err=\"%s\"", s->id, s->client_addr,
                      tls_conn_error(s->tls));
-            session_flush(s); /* send the alert, if any */
+            session_flush(s); /* the alert goes out before the close */
+            s->close_after_send = true;
             smtp_close(s, "tls handshake failed");
             return;
         }
