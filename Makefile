@@ -105,7 +105,9 @@ bench: deps
 
 bench-bins: $(BENCH_BINS:%=$(BUILD)/%)
 
-fuzz: fuzz-run
+fuzz:
+	@bash .ci/deps fuzz
+	$(MAKE) fuzz-run
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -10,7 +10,19 @@
  * advertises PIPELINING, MAIL, every RCPT and DATA leave in one write
  * (RFC 2920 3.1: DATA is the last command of the group).  TLS is OpenSSL on
  * the socket (SSL_set_fd), implicit (--tls) or upgraded (--starttls), with
- * TLS 1.3 session resumption on request (--resume).
+ * TLS 1.3 session resumption on request (--resume).  With --no-mail a
+ * session is greeting, EHLO (STARTTLS and EHLO again), AUTH when asked, then
+ * QUIT: --messages counts sessions, and the latency is connect to 221.
+ *
+ * Resumption: each thread keeps a pool of the tickets it received and uses
+ * each one once (RFC 8446 C.4: clients SHOULD NOT reuse a ticket), falling
+ * back to the newest ticket when the pool is empty (more connections than
+ * tickets in flight).  A connection that closes cleanly is marked shut down
+ * before SSL_free, and an EOF without close_notify is not treated as fatal
+ * (SSL_OP_IGNORE_UNEXPECTED_EOF): otherwise OpenSSL marks the connection's
+ * session, which is the last ticket it received, not resumable, and the next
+ * connection silently does a full handshake.  Many SMTP servers (ortoo
+ * included, so far) close after 221 without close_notify.
  *
  * The message is built once and shared by every connection (never copied):
  * each send is a writev of a small per-connection command buffer and a
@@ -53,6 +65,7 @@
 #define LOAD_CBUF 4096          /* command buffer per connection */
 #define LOAD_HBUCKETS 4096      /* histogram buckets (covers 2^56 ns) */
 #define LOAD_MAX_THREADS 64
+#define LOAD_TICKETS 256        /* TLS tickets kept per thread (--resume) */
 
 /* ---- options ------------------------------------------------------------ */
 
@@ -66,6 +79,7 @@ struct opts {
     unsigned rcpts;             /* recipients per message */
     unsigned per_conn;          /* messages per connection, 0 = unlimited */
     bool pipelining, tls, starttls, resume, json, quiet;
+    bool no_mail;               /* sessions without a transaction */
     char *auth_plain;           /* base64 of "\0user\0pass", or NULL */
     double rate;                /* target msgs/s, 0 = as fast as possible */
     char from[256];
@@ -191,6 +205,8 @@ struct conn {
     unsigned rcpt_ok;           /* recipients accepted in this transaction */
     bool mail_ok;
     uint64_t t_dot;             /* ns when the final dot left */
+    uint64_t t_open;            /* ns when connect() was called */
+    bool counted;               /* --no-mail: this session took a quota unit */
     uint64_t seq;               /* transaction number, for recipient names */
     bool opened_once;           /* --idle: each connection is opened once */
     struct iovec out_iov[3];
@@ -214,12 +230,17 @@ struct thread {
     /* results */
     uint64_t ok, fail, bytes, conns_opened, conn_errors, connect_fail, dropped;
     uint64_t hs_full, hs_resumed, held;
+    uint64_t tickets_rcvd, tickets_reused;
+    /* --resume: unused tickets (a stack, each used once), and the newest one,
+     * reused only when the stack is empty.  Each entry holds one reference. */
+    SSL_SESSION *tickets[LOAD_TICKETS];
+    unsigned ntickets;
+    SSL_SESSION *last_ticket;
     uint64_t codes[600];
     double last_done;
     struct hist lat;
 };
 
-static __thread SSL_SESSION *t_session; /* last ticket, per thread (--resume) */
 static struct thread g_threads[LOAD_MAX_THREADS];
 
 static void conn_start(struct conn *c);
@@ -236,11 +257,22 @@ static void ep_set(struct conn *c, bool want_out)
     }
 }
 
+/* A ticket arrived (TLS 1.3 NewSessionTicket): push it on the thread's pool. */
 static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
 {
-    if (t_session)
-        SSL_SESSION_free(t_session);
-    t_session = sess;
+    struct conn *c = SSL_get_app_data(ssl);
+    struct thread *t = c->t;
+    t->tickets_rcvd++;
+    if (t->ntickets == LOAD_TICKETS) {
+        SSL_SESSION_free(t->tickets[0]); /* drop the oldest */
+        memmove(t->tickets, t->tickets + 1, (LOAD_TICKETS - 1) * sizeof(*t->tickets));
+        t->ntickets--;
+    }
+    t->tickets[t->ntickets++] = sess;
+    if (t->last_ticket)
+        SSL_SESSION_free(t->last_ticket);
+    SSL_SESSION_up_ref(sess);
+    t->last_ticket = sess;
     return 1; /* we keep the reference */
 }
 
@@ -370,6 +402,15 @@ static void park(struct conn *c)
 static void trans_begin(struct conn *c)
 {
     struct thread *t = c->t;
+    if (O.no_mail) {
+        /* one session = one quota unit; counted when QUIT is answered */
+        c->counted = c->msgs_on_conn == 0 && c->state != C_HOLD && quota_take(c);
+        c->state = C_QUIT;
+        out_cmd(c, "QUIT\r\n");
+        if (out_send(c, false) < 0)
+            conn_close(c, true);
+        return;
+    }
     if ((O.per_conn && c->msgs_on_conn >= O.per_conn) || atomic_load(&g_stop)) {
         c->state = C_QUIT;
         out_cmd(c, "QUIT\r\n");
@@ -414,7 +455,7 @@ static void trans_end(struct conn *c, int code)
     uint64_t now = now_ns();
     if (code >= 200 && code < 300) {
         t->ok++;
-        t->bytes += g_msg_len;
+        t->bytes += O.no_mail ? 0 : g_msg_len;
         hist_add(&t->lat, now - c->t_dot);
     } else {
         t->fail++;
@@ -519,8 +560,18 @@ static int tls_begin(struct conn *c)
         return -1;
     SSL_set_fd(c->ssl, c->fd);
     SSL_set_connect_state(c->ssl);
-    if (O.resume && t_session)
-        SSL_set_session(c->ssl, t_session);
+    SSL_set_app_data(c->ssl, c);
+    if (O.resume) {
+        struct thread *t = c->t;
+        if (t->ntickets > 0) {
+            SSL_SESSION *s = t->tickets[--t->ntickets];
+            SSL_set_session(c->ssl, s); /* takes its own reference */
+            SSL_SESSION_free(s);
+        } else if (t->last_ticket) {
+            SSL_set_session(c->ssl, t->last_ticket);
+            t->tickets_reused++;
+        }
+    }
     c->state = C_HANDSHAKE;
     return 0;
 }
@@ -607,6 +658,11 @@ static void on_reply(struct conn *c, int code)
         trans_begin(c);
         return;
     case C_QUIT:
+        if (O.no_mail && c->counted) {
+            c->t_dot = c->t_open; /* session latency: connect to 221 */
+            trans_end(c, code);
+            c->counted = false;
+        }
         /* wait for the server to close first: its side keeps TIME_WAIT */
         c->state = C_DRAIN;
         return;
@@ -752,6 +808,9 @@ static void conn_close(struct conn *c, bool error)
             t->dropped++;
     }
     if (c->ssl) {
+        /* A clean end keeps the session (and the ticket it holds) resumable. */
+        if (!error && SSL_is_init_finished(c->ssl))
+            SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
         SSL_free(c->ssl);
         c->ssl = NULL;
     }
@@ -768,6 +827,8 @@ static void conn_start(struct conn *c)
     c->out_i = c->out_n = 0;
     c->tls_on = c->can_pipe = c->can_starttls = c->dot_pending = false;
     c->msgs_on_conn = 0;
+    c->counted = false;
+    c->t_open = now_ns();
     c->fd = socket(g_addr->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         t->connect_fail++;
@@ -865,10 +926,11 @@ static void *thread_main(void *arg)
     }
     for (unsigned i = 0; i < t->nconns; i++)
         conn_close(&t->conns[i], false);
-    if (t_session) {
-        SSL_SESSION_free(t_session);
-        t_session = NULL;
-    }
+    while (t->ntickets > 0)
+        SSL_SESSION_free(t->tickets[--t->ntickets]);
+    if (t->last_ticket)
+        SSL_SESSION_free(t->last_ticket);
+    t->last_ticket = NULL;
     return NULL;
 }
 
@@ -938,7 +1000,9 @@ static void usage(void)
             "  --per-conn N      messages per connection (0 = unlimited)\n"
             "  --pipelining      MAIL+RCPT+DATA in one write when offered\n"
             "  --tls | --starttls   implicit TLS, or STARTTLS\n"
-            "  --resume          TLS session resumption\n"
+            "  --resume          TLS session resumption (each ticket used once)\n"
+            "  --no-mail         sessions only: EHLO, [STARTTLS, EHLO], [AUTH], QUIT;\n"
+            "                    --messages counts sessions\n"
             "  --auth USER:PASS  AUTH PLAIN\n"
             "  --rate R          target messages per second\n"
             "  --from ADDR       envelope sender (load@load.test)\n"
@@ -978,7 +1042,8 @@ int main(int argc, char **argv)
         { "starttls", 0, 0, 'X' }, { "resume", 0, 0, 'R' }, { "auth", 1, 0, 'a' },
         { "rate", 1, 0, 'q' }, { "from", 1, 0, 'f' }, { "to-domain", 1, 0, 't' },
         { "threads", 1, 0, 'j' }, { "timeout", 1, 0, 'o' }, { "json", 0, 0, 'J' },
-        { "idle", 1, 0, 'i' }, { "to", 1, 0, 'A' }, { "help", 0, 0, 'h' }, { 0, 0, 0, 0 },
+        { "idle", 1, 0, 'i' }, { "to", 1, 0, 'A' }, { "help", 0, 0, 'h' },
+        { "no-mail", 0, 0, 'N' }, { 0, 0, 0, 0 },
     };
     const char *domains = "bench.test";
     int ch;
@@ -996,6 +1061,7 @@ int main(int argc, char **argv)
         case 'T': O.tls = true; break;
         case 'X': O.starttls = true; break;
         case 'R': O.resume = true; break;
+        case 'N': O.no_mail = true; break;
         case 'a': {
             const char *c = strchr(optarg, ':');
             if (!c)
@@ -1052,6 +1118,9 @@ int main(int argc, char **argv)
         g_ssl_ctx = SSL_CTX_new(TLS_client_method());
         SSL_CTX_set_verify(g_ssl_ctx, SSL_VERIFY_NONE, NULL); /* a benchmark, loopback only */
         SSL_CTX_set_mode(g_ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* A peer closing after 221 without close_notify is an ordinary end,
+         * not a fatal error that would spoil the session (see the top). */
+        SSL_CTX_set_options(g_ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
         if (O.resume) {
             SSL_CTX_set_session_cache_mode(g_ssl_ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
             SSL_CTX_sess_set_new_cb(g_ssl_ctx, new_session_cb);
@@ -1087,6 +1156,7 @@ int main(int argc, char **argv)
         s->conns_opened += t->conns_opened; s->conn_errors += t->conn_errors;
         s->connect_fail += t->connect_fail; s->dropped += t->dropped;
         s->hs_full += t->hs_full; s->hs_resumed += t->hs_resumed; s->held += t->held;
+        s->tickets_rcvd += t->tickets_rcvd; s->tickets_reused += t->tickets_reused;
         for (int k = 0; k < 600; k++)
             s->codes[k] += t->codes[k];
         for (int k = 0; k < LOAD_HBUCKETS; k++)
@@ -1098,6 +1168,10 @@ int main(int argc, char **argv)
         if (t->last_done > last)
             last = t->last_done;
     }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu_user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    double cpu_sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
     double el = last > g_t0 ? last - g_t0 : t_end - g_t0;
     double mps = el > 0 ? (double)s->ok / el : 0, mbs = el > 0 ? (double)s->bytes / el / 1e6 : 0;
     double p50 = (double)hist_pct(&s->lat, 50) / 1e6, p90 = (double)hist_pct(&s->lat, 90) / 1e6,
@@ -1109,7 +1183,8 @@ int main(int argc, char **argv)
                "\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f},"
                "\"connections_opened\":%llu,\"connection_errors\":%llu,\"connect_failures\":%llu,"
                "\"dropped_in_transaction\":%llu,\"handshakes_full\":%llu,\"handshakes_resumed\":%llu,"
-               "\"held\":%llu,\"aborted\":%s,\"codes\":{",
+               "\"held\":%llu,\"aborted\":%s,\"mode\":\"%s\",\"tickets_received\":%llu,"
+               "\"tickets_reused\":%llu,\"cpu_user_s\":%.3f,\"cpu_sys_s\":%.3f,\"codes\":{",
                O.host, O.port, O.connections, g_msg_len, O.rcpts, O.per_conn,
                O.pipelining ? "true" : "false", O.tls ? "implicit" : O.starttls ? "starttls" : "none",
                O.resume ? "true" : "false", O.auth_plain ? "true" : "false", O.threads, el,
@@ -1118,7 +1193,9 @@ int main(int argc, char **argv)
                (unsigned long long)s->conns_opened, (unsigned long long)s->conn_errors,
                (unsigned long long)s->connect_fail, (unsigned long long)s->dropped,
                (unsigned long long)s->hs_full, (unsigned long long)s->hs_resumed,
-               (unsigned long long)s->held, atomic_load(&g_abort) ? "true" : "false");
+               (unsigned long long)s->held, atomic_load(&g_abort) ? "true" : "false",
+               O.no_mail ? "sessions" : "messages", (unsigned long long)s->tickets_rcvd,
+               (unsigned long long)s->tickets_reused, cpu_user, cpu_sys);
         bool first = true;
         for (int k = 100; k < 600; k++)
             if (s->codes[k]) {
@@ -1130,16 +1207,19 @@ int main(int argc, char **argv)
         printf("server %s:%s  connections %u  size %zu  rcpts %u  per-conn %u%s%s\n", O.host, O.port,
                O.connections, g_msg_len, O.rcpts, O.per_conn, O.pipelining ? "  pipelining" : "",
                O.tls ? "  tls" : O.starttls ? "  starttls" : "");
-        printf("messages ok %llu  failed %llu  in %.3f s\n", (unsigned long long)s->ok,
+        printf("%s ok %llu  failed %llu  in %.3f s\n", O.no_mail ? "sessions" : "messages",
+               (unsigned long long)s->ok,
                (unsigned long long)s->fail, el);
-        printf("throughput %.1f msgs/s  %.2f MB/s\n", mps, mbs);
+        printf("throughput %.1f %s/s  %.2f MB/s\n", mps, O.no_mail ? "sessions" : "msgs", mbs);
         printf("latency dot->reply ms  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f\n", p50, p90, p99, mx);
         printf("connections opened %llu  errors %llu  connect failures %llu  dropped mid-transaction %llu\n",
                (unsigned long long)s->conns_opened, (unsigned long long)s->conn_errors,
                (unsigned long long)s->connect_fail, (unsigned long long)s->dropped);
         if (O.tls || O.starttls)
-            printf("tls handshakes full %llu  resumed %llu\n", (unsigned long long)s->hs_full,
-                   (unsigned long long)s->hs_resumed);
+            printf("tls handshakes full %llu  resumed %llu  tickets received %llu  reused %llu\n",
+                   (unsigned long long)s->hs_full, (unsigned long long)s->hs_resumed,
+                   (unsigned long long)s->tickets_rcvd, (unsigned long long)s->tickets_reused);
+        printf("cpu (this process) user %.3f s  sys %.3f s\n", cpu_user, cpu_sys);
         if (O.idle > 0)
             printf("idle connections held %llu\n", (unsigned long long)s->held);
         printf("replies:");

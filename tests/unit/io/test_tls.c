@@ -430,6 +430,109 @@ static void test_resumption_tls13(void **state)
     tls_server_free(s);
 }
 
+/* ---- tickets seen by a plain library client --------------------------- */
+
+static int tickets_seen; /* NewSessionTicket messages the raw client got */
+static SSL_SESSION *ticket_last;
+
+static int on_raw_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    tickets_seen++;
+    if (ticket_last != NULL)
+        SSL_SESSION_free(ticket_last);
+    ticket_last = sess;
+    return 1;
+}
+
+/* Move the ciphertext a raw SSL wrote into its out BIO to a tls_conn. */
+static void raw_to_conn(BIO *out, struct tls_conn *to)
+{
+    unsigned char buf[16384];
+    int n;
+
+    while ((n = BIO_read(out, buf, sizeof buf)) > 0)
+        assert_int_equal(tls_conn_feed(to, buf, (size_t)n), 0);
+}
+
+static void conn_to_raw(struct tls_conn *from, BIO *in)
+{
+    unsigned char buf[16384];
+
+    while (tls_conn_pending_out(from) > 0) {
+        size_t n = tls_conn_take_out(from, buf, sizeof buf);
+        assert_true(n > 0);
+        assert_int_equal(BIO_write(in, buf, (int)n), (int)n);
+    }
+}
+
+/* One connection of a raw library client (offering sess when not NULL) to
+ * a tls_conn server; returns the tickets it received, sets *resumed. */
+static int raw_connect(struct tls_server *s, SSL_CTX *ctx, SSL_SESSION *sess, bool *resumed)
+{
+    struct tls_conn *srv = tls_conn_new_server(s);
+    SSL *ssl = SSL_new(ctx);
+    BIO *in = BIO_new(BIO_s_mem()), *out = BIO_new(BIO_s_mem());
+    int before = tickets_seen, rs = TLS_AGAIN, rc = 0;
+    unsigned char buf[64];
+
+    assert_non_null(srv);
+    assert_non_null(ssl);
+    BIO_set_mem_eof_return(in, -1);
+    SSL_set_bio(ssl, in, out);
+    SSL_set_connect_state(ssl);
+    SSL_set_tlsext_host_name(ssl, HOST_A);
+    if (sess != NULL)
+        assert_int_equal(SSL_set_session(ssl, sess), 1);
+    for (int round = 0; round < 10 && (rc != 1 || rs != TLS_OK); round++) {
+        if (rc != 1)
+            rc = SSL_do_handshake(ssl);
+        raw_to_conn(out, srv);
+        if (rs != TLS_OK)
+            rs = tls_conn_handshake(srv);
+        assert_int_not_equal(rs, TLS_ERR);
+        conn_to_raw(srv, in);
+    }
+    assert_int_equal(rc, 1);
+    assert_int_equal(rs, TLS_OK);
+    assert_true(SSL_read(ssl, buf, sizeof buf) <= 0); /* takes in the tickets */
+    *resumed = SSL_session_reused(ssl) == 1;
+    assert_int_equal(tls_conn_resumed(srv), *resumed);
+    SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+    SSL_free(ssl);
+    tls_conn_free(srv);
+    return tickets_seen - before;
+}
+
+/* One TLS 1.3 ticket after a full handshake (not the libraries' default
+ * two), and a fresh one after every resumption, each resumable. */
+static void test_ticket_count(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    bool resumed = true;
+
+    assert_non_null(ctx);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, on_raw_ticket);
+    tickets_seen = 0;
+    assert_int_equal(raw_connect(s, ctx, NULL, &resumed), 1);
+    assert_false(resumed);
+    for (int i = 0; i < 3; i++) {
+        SSL_SESSION *t = ticket_last;
+        ticket_last = NULL;
+        assert_non_null(t);
+        assert_int_equal(raw_connect(s, ctx, t, &resumed), 1);
+        assert_true(resumed);
+        SSL_SESSION_free(t);
+    }
+    if (ticket_last != NULL)
+        SSL_SESSION_free(ticket_last);
+    ticket_last = NULL;
+    SSL_CTX_free(ctx);
+    tls_server_free(s);
+}
+
 static void test_rotation_once_resumes(void **state)
 {
     struct tls_server *s = server_new(HOST_A);
@@ -712,6 +815,7 @@ int main(void)
         cmocka_unit_test(test_no_sni_gets_default),
         cmocka_unit_test(test_sni_selects_certificate),
         cmocka_unit_test(test_resumption_tls13),
+        cmocka_unit_test(test_ticket_count),
         cmocka_unit_test(test_rotation_once_resumes),
         cmocka_unit_test(test_rotation_twice_full_handshake),
         cmocka_unit_test(test_resumption_tls12),
