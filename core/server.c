@@ -71,8 +71,6 @@ struct server {
     struct config *cfg;
     struct users *users;
     struct tls_server *tls;
-    struct tls_server *old_tls[8]; /* kept alive: sessions may still use them */
-    size_t nold_tls;
     struct auth *auth;
     struct reactor *reactors;
     unsigned nreactors;
@@ -261,10 +259,15 @@ struct tls_swap {
     struct tls_server *tls;
 };
 
+/* On the reactor: take the new context, drop our reference to the old one
+ * (connections made from it keep theirs). */
 static void on_tls_swap(void *arg)
 {
     struct tls_swap *sw = arg;
+    struct tls_server *old = sw->re->ctx.tls;
     sw->re->ctx.tls = sw->tls;
+    if (old != NULL)
+        tls_server_free(old);
     free(sw);
 }
 
@@ -281,20 +284,17 @@ static void server_reload_tls(struct server *srv)
         if (sw == NULL)
             continue;
         sw->re = &srv->reactors[i];
-        sw->tls = tls;
-        if (io_loop_post(srv->reactors[i].ctx.loop, on_tls_swap, sw) < 0)
+        sw->tls = tls_server_ref(tls);
+        if (io_loop_post(srv->reactors[i].ctx.loop, on_tls_swap, sw) < 0) {
+            tls_server_free(sw->tls);
             free(sw);
+        }
     }
     /* Sessions that started under the old context may still be in their
-     * handshake; the old one is freed two reloads later. */
-    if (srv->tls != NULL) {
-        if (srv->nold_tls == sizeof(srv->old_tls) / sizeof(srv->old_tls[0])) {
-            tls_server_free(srv->old_tls[0]);
-            memmove(srv->old_tls, srv->old_tls + 1, sizeof(srv->old_tls) - sizeof(srv->old_tls[0]));
-            srv->nold_tls--;
-        }
-        srv->old_tls[srv->nold_tls++] = srv->tls;
-    }
+     * handshake (its SNI and ticket callbacks use it): it is freed when the
+     * last connection made from it is freed (tls.c counts references). */
+    if (srv->tls != NULL)
+        tls_server_free(srv->tls);
     srv->tls = tls;
     log_info("event=reloaded what=tls certificates=%zu", tls_server_count(tls));
 }
@@ -407,7 +407,7 @@ int cli_serve(const char *config_dir, int argc, char **argv)
         re->ctx.index = i;
         re->ctx.cfg = cfg;
         re->ctx.users = srv.users;
-        re->ctx.tls = srv.tls;
+        re->ctx.tls = srv.tls ? tls_server_ref(srv.tls) : NULL;
         re->ctx.auth = srv.auth;
         re->ctx.on_drained = on_drained;
         re->nlisteners = cfg->nlistens;
@@ -524,13 +524,13 @@ int cli_serve(const char *config_dir, int argc, char **argv)
             spool_shard_close(re->ctx.spool);
         for (size_t j = 0; j < re->nlisteners; j++)
             close(re->listeners[j].fd);
+        if (re->ctx.tls != NULL)
+            tls_server_free(re->ctx.tls);
         free(re->listeners);
         io_loop_free(re->ctx.loop);
     }
     free(srv.reactors);
     auth_free(srv.auth);
-    for (size_t i = 0; i < srv.nold_tls; i++)
-        tls_server_free(srv.old_tls[i]);
     if (srv.tls != NULL)
         tls_server_free(srv.tls);
     users_free(srv.users);

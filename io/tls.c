@@ -38,6 +38,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,7 @@ struct tls_server {
     pthread_mutex_t lock;   /* guards keys and cur */
     struct ticket_key keys[2];
     unsigned cur; /* index of the current key in keys */
+    atomic_uint refs; /* owners + connections made from it (tls_server_ref) */
 };
 
 /* A remembered client session for one server name. */
@@ -130,6 +132,7 @@ struct tls_conn {
     BIO *in;                   /* ciphertext from the peer, owned by ssl */
     BIO *out;                  /* ciphertext to send, owned by ssl */
     struct tls_client *client; /* client mode: borrowed, outlives the conn */
+    struct tls_server *server; /* server mode: one reference held */
     char *sni;                 /* client mode: name sent, or NULL; owned */
     bool shutdown_sent;        /* close_notify already queued */
     bool failed;               /* a call returned TLS_ERR */
@@ -376,6 +379,7 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
         return NULL;
     }
     pthread_mutex_init(&s->lock, NULL);
+    atomic_init(&s->refs, 1);
     if (ticket_key_make(&s->keys[0]) < 0) {
         err_set(err, errlen, "cannot make a session ticket key");
         goto fail;
@@ -465,9 +469,19 @@ fail:
     return NULL;
 }
 
+struct tls_server *tls_server_ref(struct tls_server *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+    return s;
+}
+
 void tls_server_free(struct tls_server *s)
 {
     if (s == NULL)
+        return;
+    /* The SNI and ticket callbacks of connections made from s use it until
+     * the connection is freed: the last reference frees. */
+    if (atomic_fetch_sub(&s->refs, 1) != 1)
         return;
     for (size_t i = 0; i < s->nhosts; i++) {
         SSL_CTX_free(s->hosts[i].ctx);
@@ -609,8 +623,10 @@ struct tls_conn *tls_conn_new_server(struct tls_server *s)
 {
     struct tls_conn *c = conn_new(s->hosts[s->def].ctx);
 
-    if (c != NULL)
+    if (c != NULL) {
         SSL_set_accept_state(c->ssl);
+        c->server = tls_server_ref(s);
+    }
     return c;
 }
 
@@ -676,6 +692,8 @@ void tls_conn_free(struct tls_conn *c)
     if (!c->failed && SSL_is_init_finished(c->ssl))
         SSL_set_shutdown(c->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     SSL_free(c->ssl); /* frees in and out */
+    if (c->server != NULL)
+        tls_server_free(c->server); /* after SSL_free: its callbacks are done */
     free(c->sni);
     free(c);
 }

@@ -38,6 +38,10 @@ enum { TLS_OK = 0, TLS_ERR = -1, TLS_CLOSED = -2, TLS_AGAIN = -3 };
  */
 struct tls_server *tls_server_new(const char *cert_dir, const char *default_host,
                                   char *err, size_t errlen);
+/* Reference counting: tls_server_new returns one reference, every server
+ * connection holds one until tls_conn_free, tls_server_ref adds one and
+ * tls_server_free drops one (the last frees).  Thread-safe. */
+struct tls_server *tls_server_ref(struct tls_server *s);
 void tls_server_free(struct tls_server *s);
 /* Generate a new ticket key; the previous one stays valid for decryption.
  * Thread-safe. */

@@ -808,6 +808,27 @@ static void test_garbage_input(void **state)
     tls_server_free(s);
 }
 
+/* A connection keeps its server context alive after the owner drops it (a
+ * reload while a handshake is pending): the SNI and ticket callbacks must
+ * not touch freed memory (ASan checks this). */
+static void test_server_outlives_owner(void **state)
+{
+    struct tls_server *s = server_new(HOST_A);
+    struct tls_client *c = client_new(true);
+    struct tls_conn *srv = tls_conn_new_server(s);
+    struct tls_conn *cli = tls_conn_new_client(c, HOST_B);
+
+    assert_non_null(srv);
+    assert_non_null(cli);
+    assert_ptr_equal(tls_server_ref(s), s); /* a second owner ... */
+    tls_server_free(s);                     /* ... and both drop theirs */
+    tls_server_free(s);
+    assert_int_equal(pump(srv, cli), TLS_OK); /* SNI picks B from the freed-by-owner s */
+    tls_conn_free(srv);                       /* the last reference: frees s */
+    tls_conn_free(cli);
+    tls_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -822,6 +843,7 @@ int main(void)
         cmocka_unit_test(test_rotation_concurrent),
         cmocka_unit_test(test_broken_cert_dirs),
         cmocka_unit_test(test_garbage_input),
+        cmocka_unit_test(test_server_outlives_owner),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
