@@ -1267,6 +1267,12 @@ static void cmd_noop(struct smtp_session *s, const struct smtp_cmd *c)
 static void cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
 {
     reply(s, "221 2.0.0 %s closing connection", s->r->cfg->hostname);
+    if (s->tls_active) {
+        /* RFC 8446 6.1: close_notify after the last reply (and clients keep
+         * their session ticket usable). */
+        session_flush(s);
+        tls_conn_shutdown(s->tls);
+    }
     s->close_after_send = true;
     session_enter(s, ST_CLOSING);
 }
