@@ -15,5 +15,11 @@ int cli_init(const char *config_dir, int argc, char **argv);    /* core/cli_init
 int cli_user(const char *config_dir, int argc, char **argv);    /* core/cli_user.c */
 int cli_send(const char *config_dir, int argc, char **argv);    /* core/cli_send.c */
 int cli_queue(const char *config_dir, int argc, char **argv);   /* core/cli_queue.c */
+int cli_reload(const char *config_dir, int argc, char **argv);  /* core/server.c */
+
+/* The running server's pid file: <spool>/ortoo.pid (the spool is the one
+ * directory the daemon may write, also under systemd's ProtectSystem). */
+#define CLI_PID_FILE "ortoo.pid"
+
 
 #endif

@@ -35,6 +35,7 @@ static const struct subcommand subcommands[] = {
     { "user",  cli_user,  "manage users: user add|del|list|check" },
     { "send",  cli_send,  "send a test message: send --server HOST:PORT --from F --to T" },
     { "queue", cli_queue, "inspect the queue: queue list [--json]" },
+    { "reload", cli_reload, "reload certificates and users in the running server" },
 };
 
 static void usage(FILE *f)

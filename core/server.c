@@ -7,8 +7,9 @@
  * on the same port), starts one reactor thread per CPU (pinned), waits for
  * all of them to be ready, logs the listening addresses and `event=ready`,
  * tells systemd (READY=1 on $NOTIFY_SOCKET), and then only handles signals:
- * SIGTERM/SIGINT stop the reactors, SIGHUP reloads the certificates, and a
- * timer rotates the TLS ticket keys.
+ * SIGTERM/SIGINT stop the reactors gracefully, SIGHUP reloads the
+ * certificates and the users (other settings need a restart), and a timer
+ * rotates the TLS ticket keys.
  *
  * A reactor owns its io_loop, its spool shard and one SO_REUSEPORT socket
  * per configured listener; the kernel spreads connections between them.
@@ -72,6 +73,8 @@ struct server {
     struct users *users;
     struct tls_server *tls;
     struct auth *auth;
+    struct users **old_users;     /* replaced tables, freed at exit (see reload) */
+    size_t nold_users;
     struct reactor *reactors;
     unsigned nreactors;
     pthread_mutex_t lock;
@@ -299,6 +302,56 @@ static void server_reload_tls(struct server *srv)
     log_info("event=reloaded what=tls certificates=%zu", tls_server_count(tls));
 }
 
+/* ---- users reload ---- */
+
+struct users_swap {
+    struct reactor *re;
+    const struct users *users;
+};
+
+static void on_users_swap(void *arg)
+{
+    struct users_swap *sw = arg;
+    sw->re->ctx.users = sw->users;
+    free(sw);
+}
+
+/*
+ * Reload domains/ (users added or removed with `ortoo user`).  The new table
+ * goes to each reactor by message and to the password workers; the old one
+ * stays allocated until exit, because a verification in flight may still
+ * read a hash string from it (a table is a few KB; a reload is rare).
+ */
+static void server_reload_users(struct server *srv)
+{
+    char err[512];
+    struct users *u = NULL;
+    if (users_load(srv->cfg->dir, &u, err, sizeof(err)) < 0) {
+        log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users)", err);
+        return;
+    }
+    struct users **old = realloc(srv->old_users, (srv->nold_users + 1) * sizeof(*old));
+    if (old == NULL) {
+        users_free(u);
+        log_warnx("event=reload-failed what=users err=\"out of memory\"");
+        return;
+    }
+    srv->old_users = old;
+    for (unsigned i = 0; i < srv->nreactors; i++) {
+        struct users_swap *sw = malloc(sizeof(*sw));
+        if (sw == NULL)
+            continue;
+        sw->re = &srv->reactors[i];
+        sw->users = u;
+        if (io_loop_post(srv->reactors[i].ctx.loop, on_users_swap, sw) < 0)
+            free(sw);
+    }
+    auth_set_users(srv->auth, u);
+    srv->old_users[srv->nold_users++] = srv->users;
+    srv->users = u;
+    log_info("event=reloaded what=users");
+}
+
 /* ---- systemd ---- */
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET. */
@@ -320,6 +373,68 @@ static void notify_systemd(const char *msg)
     sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sun,
            (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len));
     close(fd);
+}
+
+/* ---- pid file and `ortoo reload` ---- */
+
+/* Write our pid (atomically: temp file + rename) for `ortoo reload`. */
+static void write_pid_file(const char *path)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL) {
+        log_warn("event=pid-file path=%s", tmp);
+        return;
+    }
+    fprintf(f, "%ld\n", (long)getpid());
+    if (fclose(f) != 0 || rename(tmp, path) != 0) {
+        log_warn("event=pid-file path=%s", path);
+        unlink(tmp);
+    }
+}
+
+int cli_reload(const char *config_dir, int argc, char **argv)
+{
+    char err[512];
+    struct config *cfg = NULL;
+    if (argc > 1) {
+        fprintf(stderr, "usage: ortoo [-c DIR] reload\n");
+        return 2;
+    }
+    if (config_load(config_dir, &cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        return 1;
+    }
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", cfg->spool, CLI_PID_FILE);
+    config_free(cfg);
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
+        fprintf(stderr, "ortoo: no running server for %s (cannot read %s)\n", config_dir, path);
+        if (f != NULL)
+            fclose(f);
+        return 1;
+    }
+    fclose(f);
+    /* A stale pid file could name another process: check it is ortoo. */
+    char comm_path[64], comm[64] = "";
+    snprintf(comm_path, sizeof(comm_path), "/proc/%ld/comm", pid);
+    FILE *c = fopen(comm_path, "r");
+    if (c == NULL || fgets(comm, sizeof(comm), c) == NULL || strncmp(comm, "ortoo", 5) != 0) {
+        fprintf(stderr, "ortoo: process %ld from %s is not a running ortoo\n", pid, path);
+        if (c != NULL)
+            fclose(c);
+        return 1;
+    }
+    fclose(c);
+    if (kill((pid_t)pid, SIGHUP) < 0) {
+        fprintf(stderr, "ortoo: cannot signal process %ld: %s\n", pid, strerror(errno));
+        return 1;
+    }
+    printf("reload requested (pid %ld): certificates and users\n", pid);
+    return 0;
 }
 
 /* ---- serve ---- */
@@ -458,6 +573,9 @@ int cli_serve(const char *config_dir, int argc, char **argv)
     log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s", cfg->hostname,
              srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
              srv.tls ? "on" : "off", cfg->spool);
+    char pidpath[4096];
+    snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, CLI_PID_FILE);
+    write_pid_file(pidpath);
     notify_systemd("READY=1");
 
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
@@ -487,6 +605,7 @@ int cli_serve(const char *config_dir, int argc, char **argv)
         if (si.ssi_signo == SIGHUP) {
             notify_systemd("RELOADING=1");
             server_reload_tls(&srv);
+            server_reload_users(&srv);
             notify_systemd("READY=1");
             continue;
         }
@@ -534,10 +653,14 @@ int cli_serve(const char *config_dir, int argc, char **argv)
     if (srv.tls != NULL)
         tls_server_free(srv.tls);
     users_free(srv.users);
+    for (size_t i = 0; i < srv.nold_users; i++)
+        users_free(srv.old_users[i]);
+    free(srv.old_users);
     config_free(srv.cfg);
     if (tfd >= 0)
         close(tfd);
     close(sfd);
+    unlink(pidpath);
     log_info("event=stopped");
     return status;
 }

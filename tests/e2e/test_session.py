@@ -69,3 +69,37 @@ def test_bdat_pipelined_big_chunks(srv):
     listed = {m["id"]: m for m in srv.queue()}
     for mid in ids:
         assert listed[mid]["size"] >= 2 * len(chunk), listed[mid]
+
+
+def test_sighup_reloads_users(fresh):
+    """A user added with `ortoo user add` while the server runs is known after
+    SIGHUP (RCPT accepted, AUTH works); a removed one is gone after `ortoo
+    reload`; `ortoo reload` without a running server is a clear error."""
+    import signal
+    from conftest import open_session, wait_log
+
+    s = fresh("hupusers")
+    carol = f"carol@{DOMAIN}"
+    s.cli("user", "add", carol, "--password-stdin", input="carol-pw-3\n")
+    with open_session(s, "smtp") as c:
+        c.expect("MAIL FROM:<x@client.test>", 250)
+        c.expect(f"RCPT TO:<{carol}>", 550, "5.1.1")
+    start = len(s.log)
+    s.proc.send_signal(signal.SIGHUP)
+    wait_log(s, r"event=reloaded what=users", start)
+    with open_session(s, "smtp") as c:
+        c.expect("MAIL FROM:<x@client.test>", 250)
+        c.expect(f"RCPT TO:<{carol}>", 250, "2.1.5")
+    with open_session(s, "submissions", auth=(carol, "carol-pw-3")) as c:
+        c.expect(f"MAIL FROM:<{carol}>", 250)
+    s.cli("user", "del", carol)
+    start = len(s.log)
+    r = s.cli("reload")  # `ortoo reload`: the pid file in the spool, then SIGHUP
+    assert f"pid {s.proc.pid}" in r.stdout, r.stdout
+    wait_log(s, r"event=reloaded what=users", start)
+    with open_session(s, "smtp") as c:
+        c.expect("MAIL FROM:<x@client.test>", 250)
+        c.expect(f"RCPT TO:<{carol}>", 550, "5.1.1")
+    s.stop()
+    r = s.cli("reload", check=False)
+    assert r.returncode == 1 and "no running server" in r.stderr, (r.returncode, r.stderr)
