@@ -801,9 +801,38 @@ int smtp_data_scan(struct smtp_data_scan *s, const char *buf, size_t len, size_t
                    size_t *consumed)
 {
     size_t dot = 0;     /* index of the line-start '.' while in DOT/DOTCR */
+    size_t next_cr = SIZE_MAX, next_lf = SIZE_MAX; /* next CR/LF at or after i;
+                                                       SIZE_MAX: not searched yet */
 
     assert(s->state != DS_END);
     for (size_t i = 0; i < len; i++) {
+        if (s->state == DS_TEXT) {
+            /* Fast path for the middle of a line (most of a message): skip
+             * to the next CR or LF, found with memchr (SIMD in glibc), and
+             * count the run in one go; the CR/LF themselves still go through
+             * the state machine, so the result is exactly the byte loop's.
+             * The next CR and LF positions are remembered and searched again
+             * only once passed, so the searches cover the buffer once
+             * (linear even for input made of CRs or of LFs).  Before: ~14
+             * instructions per byte, half of an accepted message's cost. */
+            if (next_cr == SIZE_MAX || next_cr < i) {
+                const char *q = memchr(buf + i, '\r', len - i);
+                next_cr = q != NULL ? (size_t)(q - buf) : len;
+            }
+            if (next_lf == SIZE_MAX || next_lf < i) {
+                const char *q = memchr(buf + i, '\n', len - i);
+                next_lf = q != NULL ? (size_t)(q - buf) : len;
+            }
+            size_t stop = next_cr < next_lf ? next_cr : next_lf;
+            if (stop > i) {
+                s->line_len += stop - i;
+                if (s->line_len > SMTP_MAX_TEXT_LINE)
+                    s->long_line = true;
+                i = stop;
+                if (i == len)
+                    break;
+            }
+        }
         unsigned char c = (unsigned char)buf[i];
         line_count(s);
         switch (s->state) {

@@ -192,8 +192,18 @@ static void buf_free(struct buf *b)
     b->len = b->cap = 0;
 }
 
-/* Give memory back when a buffer is empty and large (idle connections stay small). */
+/* Give memory back when a buffer is empty and larger than a transaction's
+ * replies need: small buffers are kept between messages (no malloc/free per
+ * reply); idle ones are released by the session timer (buf_release). */
+#define BUF_KEEP 4096
 static void buf_shrink(struct buf *b)
+{
+    if (b->len == 0 && b->cap > BUF_KEEP)
+        buf_free(b);
+}
+
+/* Release an empty buffer whatever its size (idle sessions). */
+static void buf_release(struct buf *b)
 {
     if (b->len == 0 && b->cap > 0)
         buf_free(b);
@@ -215,6 +225,18 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void reply(struct smtp_session *s, const char *fmt, ...)
 {
+    if (strchr(fmt, '%') == NULL) {
+        /* Constant replies (most of a transaction's) skip vsnprintf. */
+        size_t n = strlen(fmt);
+        if (buf_reserve(&s->pend, n + 2) < 0) {
+            smtp_close(s, "out of memory");
+            return;
+        }
+        memcpy(s->pend.data + s->pend.len, fmt, n);
+        memcpy(s->pend.data + s->pend.len + n, "\r\n", 2);
+        s->pend.len += n + 2;
+        return;
+    }
     char line[600];
     va_list ap;
     va_start(ap, fmt);
@@ -468,6 +490,14 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
         session_flush(s);
         session_maybe_free(s);
         return;
+    }
+    if (s->state == ST_CMD && !io_op_busy(&s->send_op)) {
+        /* An idle session keeps no buffers (scenario E: memory per connection). */
+        buf_release(&s->in);
+        buf_release(&s->pend);
+        buf_release(&s->out);
+        buf_release(&s->sending);
+        buf_release(&s->msg);
     }
     uint64_t left_ms = (limit - (now - s->last_activity)) / 1000000ull + 1;
     io_timer_start(s->r->loop, &s->timer_op, left_ms, on_timer);
