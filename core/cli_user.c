@@ -46,29 +46,6 @@ static int usage(const char *why)
     return 2;
 }
 
-/* RFC 1035 2.3.1 labels: letters, digits, inner hyphens; 1..63 each. */
-static bool domain_ok(const char *d)
-{
-    size_t len = strlen(d), label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)d[i];
-        if (c == '.') {
-            if (label == 0 || d[i - 1] == '-')
-                return false;
-            label = 0;
-        } else if (isalnum(c) || (c == '-' && label > 0)) {
-            if (++label > 63)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return label > 0 && d[len - 1] != '-';
-}
-
 /* local@domain with a dot-atom local part (RFC 5322 3.2.3 atext, plus UTF-8
  * octets as RFC 6531 allows), at most 64 octets (RFC 5321 4.5.3.1.1). */
 static bool addr_ok(const char *a)
@@ -88,7 +65,7 @@ static bool addr_ok(const char *a)
         if (!isalnum(c) && c < 0x80 && strchr(".!#$%&'*+-/=?^_`{|}~", c) == NULL)
             return false;
     }
-    return domain_ok(at + 1);
+    return users_domain_valid(at + 1, strlen(at + 1));
 }
 
 /*
@@ -350,7 +327,7 @@ static int cmd_list(const char *config_dir, const char *domain)
     int ret = 1;
 
     if (domain != NULL) {
-        if (!domain_ok(domain)) {
+        if (!users_domain_valid(domain, strlen(domain))) {
             fprintf(stderr, "ortoo user list: invalid domain %s\n", domain);
             return 2;
         }

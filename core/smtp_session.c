@@ -954,6 +954,32 @@ static bool addr_equal(const char *a, const char *b, size_t blen)
     return da == db && strncasecmp(at_a + 1, at_b + 1, da) == 0;
 }
 
+/*
+ * Answer a failed MAIL (is_mail) or RCPT argument parse: unknown parameter
+ * 555 5.5.4 (RFC 5321 4.1.1.11), bad address 501 5.1.7 / 5.1.3 (RFC 3463),
+ * other syntax 501 5.5.4.  Returns true when rc was an error (answered).
+ */
+static bool reply_parse_error(struct smtp_session *s, int rc, bool is_mail)
+{
+    const char *verb = is_mail ? "MAIL" : "RCPT";
+    switch (rc) {
+    case SMTP_P_OK:
+        return false;
+    case SMTP_P_EPARAM:
+        reply_error(s, "555 5.5.4 Unsupported %s parameter", verb);
+        break;
+    case SMTP_P_EADDR:
+        reply_error(s, is_mail ? "501 5.1.7 Bad sender address syntax"
+                               : "501 5.1.3 Bad recipient address syntax");
+        break;
+    default:
+        reply_error(s, "501 5.5.4 Syntax: %s %s:<address> [parameters]", verb,
+                    is_mail ? "FROM" : "TO");
+        break;
+    }
+    return true;
+}
+
 static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
     if (s->helo == NULL) {
@@ -973,19 +999,8 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
         return;
     }
     struct smtp_mail_args m;
-    int rc = smtp_mail_parse(c->arg, c->arg_len, &m);
-    if (rc == SMTP_P_EPARAM) {
-        reply_error(s, "555 5.5.4 Unsupported MAIL parameter");
+    if (reply_parse_error(s, smtp_mail_parse(c->arg, c->arg_len, &m), true))
         return;
-    }
-    if (rc == SMTP_P_EADDR) {
-        reply_error(s, "501 5.1.7 Bad sender address syntax");
-        return;
-    }
-    if (rc != SMTP_P_OK) {
-        reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address> [parameters]");
-        return;
-    }
     if (m.body == SMTP_BODY_BINARYMIME) {
         reply_error(s, "555 5.5.4 BODY=BINARYMIME not supported");
         return;
@@ -1031,19 +1046,9 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         return;
     }
     struct smtp_rcpt_args a;
-    int rc = smtp_rcpt_parse(c->arg, c->arg_len, (s->msg_flags & SPOOL_F_SMTPUTF8) != 0, &a);
-    if (rc == SMTP_P_EPARAM) {
-        reply_error(s, "555 5.5.4 Unsupported RCPT parameter");
+    bool utf8 = (s->msg_flags & SPOOL_F_SMTPUTF8) != 0;
+    if (reply_parse_error(s, smtp_rcpt_parse(c->arg, c->arg_len, utf8, &a), false))
         return;
-    }
-    if (rc == SMTP_P_EADDR) {
-        reply_error(s, "501 5.1.3 Bad recipient address syntax");
-        return;
-    }
-    if (rc != SMTP_P_OK) {
-        reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address> [parameters]");
-        return;
-    }
     char addr[SMTP_MAX_ADDR + 32];
     if (a.is_postmaster) {
         /* RFC 5321 4.5.1: <postmaster> is accepted; it stands for ours. */

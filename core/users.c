@@ -84,7 +84,7 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
 /* A domain name: dot-separated labels of letters, digits and hyphens, no
  * label empty, longer than 63 or starting/ending with a hyphen (RFC 1035
  * 2.3.1, RFC 1123 2.1).  Also what keeps a domain safe as a path element. */
-static bool domain_ok(const char *d, size_t len)
+bool users_domain_valid(const char *d, size_t len)
 {
     size_t label = 0;
 
@@ -331,7 +331,7 @@ int users_load(const char *config_dir, struct users **out, char *err, size_t err
         }
         if (!S_ISDIR(st.st_mode))
             continue;
-        if (!domain_ok(de->d_name, nlen)) {
+        if (!users_domain_valid(de->d_name, nlen)) {
             seterr(err, errlen, "%s: not a domain name", path);
             goto fail;
         }
@@ -471,7 +471,7 @@ static int file_paths(const char *config_dir, const char *addr, char *key, char 
     const char *dom;
 
     if (at == NULL || addr_key(addr, len, key) < 0 || !local_ok(addr, (size_t)(at - addr)) ||
-        !domain_ok(at + 1, strlen(at + 1))) {
+        !users_domain_valid(at + 1, strlen(at + 1))) {
         seterr(err, errlen, "invalid address '%s' (expected local@domain)", addr);
         return -1;
     }

@@ -20,6 +20,11 @@ struct users;
 int users_load(const char *config_dir, struct users **out, char *err, size_t errlen);
 void users_free(struct users *u);
 
+/* True if d (len bytes) is a syntactically valid domain name: labels of
+ * letters, digits and inner hyphens, 1..63 octets each, <= 253 in all (RFC
+ * 1035 2.3.1, RFC 1123 2.1); also what keeps it safe as a path element. */
+bool users_domain_valid(const char *d, size_t len);
+
 /* True if domain (len bytes) is one of ours. */
 bool users_is_local_domain(const struct users *u, const char *domain, size_t len);
 
