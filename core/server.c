@@ -255,101 +255,95 @@ static void reactor_shutdown(void *arg)
     smtp_session_close_all(&re->ctx);
 }
 
-/* ---- TLS reload ---- */
+/* ---- reload (SIGHUP) ---- */
 
-struct tls_swap {
+/* What a reactor takes at a reload; NULL fields stay as they are. */
+struct reactor_swap {
     struct reactor *re;
-    struct tls_server *tls;
+    struct tls_server *tls;       /* one reference, handed to the reactor */
+    const struct users *users;    /* owned by the server */
 };
 
-/* On the reactor: take the new context, drop our reference to the old one
- * (connections made from it keep theirs). */
-static void on_tls_swap(void *arg)
+/* On the reactor, between events: take the new context and table.  Our
+ * reference to the old TLS context is dropped; connections made from it keep
+ * theirs (tls.c counts references), so a pending handshake is safe. */
+static void on_reactor_swap(void *arg)
 {
-    struct tls_swap *sw = arg;
-    struct tls_server *old = sw->re->ctx.tls;
-    sw->re->ctx.tls = sw->tls;
-    if (old != NULL)
-        tls_server_free(old);
+    struct reactor_swap *sw = arg;
+    if (sw->tls != NULL) {
+        struct tls_server *old = sw->re->ctx.tls;
+        sw->re->ctx.tls = sw->tls;
+        if (old != NULL)
+            tls_server_free(old);
+    }
+    if (sw->users != NULL)
+        sw->re->ctx.users = sw->users;
     free(sw);
 }
 
-static void server_reload_tls(struct server *srv)
+/* Load the certificates again; NULL (logged) when they are unusable. */
+static struct tls_server *reload_tls(struct server *srv)
 {
     char err[256];
     struct tls_server *tls = tls_server_new(srv->cfg->cert_dir, srv->cfg->hostname, err, sizeof(err));
-    if (tls == NULL) {
+    if (tls == NULL)
         log_warnx("event=reload-failed what=tls err=\"%s\" (keeping the current certificates)", err);
-        return;
-    }
-    for (unsigned i = 0; i < srv->nreactors; i++) {
-        struct tls_swap *sw = malloc(sizeof(*sw));
-        if (sw == NULL)
-            continue;
-        sw->re = &srv->reactors[i];
-        sw->tls = tls_server_ref(tls);
-        if (io_loop_post(srv->reactors[i].ctx.loop, on_tls_swap, sw) < 0) {
-            tls_server_free(sw->tls);
-            free(sw);
-        }
-    }
-    /* Sessions that started under the old context may still be in their
-     * handshake (its SNI and ticket callbacks use it): it is freed when the
-     * last connection made from it is freed (tls.c counts references). */
-    if (srv->tls != NULL)
-        tls_server_free(srv->tls);
-    srv->tls = tls;
-    log_info("event=reloaded what=tls certificates=%zu", tls_server_count(tls));
-}
-
-/* ---- users reload ---- */
-
-struct users_swap {
-    struct reactor *re;
-    const struct users *users;
-};
-
-static void on_users_swap(void *arg)
-{
-    struct users_swap *sw = arg;
-    sw->re->ctx.users = sw->users;
-    free(sw);
+    else
+        log_info("event=reloaded what=tls certificates=%zu", tls_server_count(tls));
+    return tls;
 }
 
 /*
- * Reload domains/ (users added or removed with `ortoo user`).  The new table
- * goes to each reactor by message and to the password workers; the old one
- * stays allocated until exit, because a verification in flight may still
- * read a hash string from it (a table is a few KB; a reload is rare).
+ * Load domains/ again (users added or removed with `ortoo user`); NULL
+ * (logged) on failure.  The replaced table stays allocated until exit,
+ * because a password verification in flight may still read a hash string
+ * from it (a table is a few KB; a reload is rare).
  */
-static void server_reload_users(struct server *srv)
+static struct users *reload_users(struct server *srv)
 {
     char err[512];
     struct users *u = NULL;
-    if (users_load(srv->cfg->dir, &u, err, sizeof(err)) < 0) {
-        log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users)", err);
-        return;
-    }
     struct users **old = realloc(srv->old_users, (srv->nold_users + 1) * sizeof(*old));
     if (old == NULL) {
-        users_free(u);
         log_warnx("event=reload-failed what=users err=\"out of memory\"");
-        return;
+        return NULL;
     }
     srv->old_users = old;
-    for (unsigned i = 0; i < srv->nreactors; i++) {
-        struct users_swap *sw = malloc(sizeof(*sw));
-        if (sw == NULL)
-            continue;
-        sw->re = &srv->reactors[i];
-        sw->users = u;
-        if (io_loop_post(srv->reactors[i].ctx.loop, on_users_swap, sw) < 0)
-            free(sw);
+    if (users_load(srv->cfg->dir, &u, err, sizeof(err)) < 0) {
+        log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users)", err);
+        return NULL;
     }
-    auth_set_users(srv->auth, u);
-    srv->old_users[srv->nold_users++] = srv->users;
-    srv->users = u;
     log_info("event=reloaded what=users");
+    return u;
+}
+
+/* SIGHUP: certificates and users; other settings need a restart. */
+static void server_reload(struct server *srv)
+{
+    struct tls_server *tls = reload_tls(srv);
+    struct users *users = reload_users(srv);
+    if (tls == NULL && users == NULL)
+        return;
+    for (unsigned i = 0; i < srv->nreactors; i++) {
+        struct reactor_swap *sw = malloc(sizeof(*sw));
+        if (sw == NULL)
+            fatal("malloc"); /* a reactor left on the old state would be worse */
+        sw->re = &srv->reactors[i];
+        sw->tls = tls != NULL ? tls_server_ref(tls) : NULL;
+        sw->users = users;
+        if (io_loop_post(srv->reactors[i].ctx.loop, on_reactor_swap, sw) < 0)
+            fatal("io_loop_post");
+    }
+    if (tls != NULL) {
+        if (srv->tls != NULL)
+            tls_server_free(srv->tls);
+        srv->tls = tls;
+    }
+    if (users != NULL) {
+        auth_set_users(srv->auth, users);
+        srv->old_users[srv->nold_users++] = srv->users;
+        srv->users = users;
+    }
 }
 
 /* ---- systemd ---- */
@@ -604,8 +598,7 @@ int cli_serve(const char *config_dir, int argc, char **argv)
             continue;
         if (si.ssi_signo == SIGHUP) {
             notify_systemd("RELOADING=1");
-            server_reload_tls(&srv);
-            server_reload_users(&srv);
+            server_reload(&srv);
             notify_systemd("READY=1");
             continue;
         }

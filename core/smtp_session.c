@@ -194,18 +194,11 @@ static void buf_free(struct buf *b)
 
 /* Give memory back when a buffer is empty and larger than a transaction's
  * replies need: small buffers are kept between messages (no malloc/free per
- * reply); idle ones are released by the session timer (buf_release). */
+ * reply); they go with the session. */
 #define BUF_KEEP 4096
 static void buf_shrink(struct buf *b)
 {
     if (b->len == 0 && b->cap > BUF_KEEP)
-        buf_free(b);
-}
-
-/* Release an empty buffer whatever its size (idle sessions). */
-static void buf_release(struct buf *b)
-{
-    if (b->len == 0 && b->cap > 0)
         buf_free(b);
 }
 
@@ -227,14 +220,8 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
 {
     if (strchr(fmt, '%') == NULL) {
         /* Constant replies (most of a transaction's) skip vsnprintf. */
-        size_t n = strlen(fmt);
-        if (buf_reserve(&s->pend, n + 2) < 0) {
+        if (buf_append(&s->pend, fmt, strlen(fmt)) < 0 || buf_append(&s->pend, "\r\n", 2) < 0)
             smtp_close(s, "out of memory");
-            return;
-        }
-        memcpy(s->pend.data + s->pend.len, fmt, n);
-        memcpy(s->pend.data + s->pend.len + n, "\r\n", 2);
-        s->pend.len += n + 2;
         return;
     }
     char line[600];
@@ -491,14 +478,6 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
         session_maybe_free(s);
         return;
     }
-    if (s->state == ST_CMD && !io_op_busy(&s->send_op)) {
-        /* An idle session keeps no buffers (scenario E: memory per connection). */
-        buf_release(&s->in);
-        buf_release(&s->pend);
-        buf_release(&s->out);
-        buf_release(&s->sending);
-        buf_release(&s->msg);
-    }
     uint64_t left_ms = (limit - (now - s->last_activity)) / 1000000ull + 1;
     io_timer_start(s->r->loop, &s->timer_op, left_ms, on_timer);
 }
@@ -595,6 +574,7 @@ static void recv_resume(struct smtp_session *s)
 }
 
 static void message_end(struct smtp_session *s);
+static bool data_feed(struct smtp_session *s, const char *data, size_t len, size_t *consumed);
 static void msg_append(struct smtp_session *s, const char *data, size_t len);
 
 /*
@@ -605,19 +585,14 @@ static void msg_append(struct smtp_session *s, const char *data, size_t len);
 static void session_plain_input(struct smtp_session *s, const char *data, size_t len)
 {
     if (s->state == ST_DATA && s->in.len == 0) {
-        size_t msg_len = 0, consumed = 0;
-        int rc = smtp_data_scan(&s->scan, data, len, &msg_len, &consumed);
-        msg_append(s, data, msg_len);
-        if (rc != SMTP_P_DONE) {
-            /* A "." or ".\r" at the end may start the terminator: keep it. */
-            if (consumed < len && buf_append(&s->in, data + consumed, len - consumed) < 0)
-                smtp_close(s, "out of memory");
-            return;
+        size_t consumed = 0;
+        bool done = data_feed(s, data, len, &consumed);
+        data += consumed; /* what is left: the next commands, or a "." / ".\r" */
+        len -= consumed;  /* that may start the terminator (kept in s->in) */
+        if (done) {
+            session_enter(s, ST_CMD);
+            message_end(s);
         }
-        session_enter(s, ST_CMD);
-        message_end(s);
-        data += consumed;
-        len -= consumed;
     }
     if (buf_append(&s->in, data, len) < 0)
         smtp_close(s, "out of memory");
@@ -703,16 +678,6 @@ static void session_resume(struct smtp_session *s)
 }
 
 /* ---- commands ---- */
-
-static bool is_local_domain(struct smtp_session *s, const struct smtp_addr *a)
-{
-    return users_is_local_domain(s->r->users, a->domain, a->domain_len);
-}
-
-static bool needs_tls_for_auth(const struct smtp_session *s)
-{
-    return !s->tls_active;
-}
 
 static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c, bool esmtp)
 {
@@ -833,7 +798,7 @@ static void sasl_plain(struct smtp_session *s, const char *b64, size_t len)
 
 static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
 {
-    if (needs_tls_for_auth(s)) {
+    if (!s->tls_active) {
         if (s->role == ROLE_SUBMISSION)
             reply_error(s, "530 5.7.0 Must issue a STARTTLS command first");
         else
@@ -940,20 +905,6 @@ static bool must_auth(const struct smtp_session *s)
     return (s->role == ROLE_SUBMISSION || s->role == ROLE_SUBMISSIONS) && !s->authed;
 }
 
-static bool addr_equal(const char *a, const char *b, size_t blen)
-{
-    /* local part exact, domain case-insensitive */
-    const char *at_a = strrchr(a, '@');
-    const char *at_b = memrchr(b, '@', blen);
-    if (at_a == NULL || at_b == NULL)
-        return false;
-    size_t la = (size_t)(at_a - a), lb = (size_t)(at_b - b);
-    if (la != lb || memcmp(a, b, la) != 0)
-        return false;
-    size_t da = strlen(at_a + 1), db = blen - lb - 1;
-    return da == db && strncasecmp(at_a + 1, at_b + 1, da) == 0;
-}
-
 /*
  * Answer a failed MAIL (is_mail) or RCPT argument parse: unknown parameter
  * 555 5.5.4 (RFC 5321 4.1.1.11), bad address 501 5.1.7 / 5.1.3 (RFC 3463),
@@ -1015,7 +966,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
                     (unsigned long long)cfg->max_message_size);
         return;
     }
-    if (s->authed && !m.addr.is_null && !addr_equal(s->auth_user, m.path, m.path_len)) {
+    if (s->authed && !m.addr.is_null && !users_addr_equal(s->auth_user, strlen(s->auth_user), m.path, m.path_len)) {
         reply_error(s, "553 5.7.1 Sender address not owned by user %s", s->auth_user);
         return;
     }
@@ -1060,7 +1011,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         }
         memcpy(addr, a.path, a.path_len);
         addr[a.path_len] = '\0';
-        if (is_local_domain(s, &a.addr)) {
+        if (users_is_local_domain(s->r->users, a.addr.domain, a.addr.domain_len)) {
             if (users_hash(s->r->users, a.path, a.path_len) == NULL) {
                 maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1", "no-such-user");
                 reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: no such user", addr);
@@ -1380,19 +1331,26 @@ static void msg_append(struct smtp_session *s, const char *data, size_t len)
     }
 }
 
+/*
+ * Scan DATA bytes and append the message part; *consumed tells how many
+ * bytes were used (a trailing "." or ".\r" that may start the terminator is
+ * not).  Returns true when the terminator was found (and consumed).
+ */
+static bool data_feed(struct smtp_session *s, const char *data, size_t len, size_t *consumed)
+{
+    size_t msg_len = 0;
+    int rc = smtp_data_scan(&s->scan, data, len, &msg_len, consumed);
+    msg_append(s, data, msg_len);
+    return rc == SMTP_P_DONE;
+}
+
 /* Consume DATA bytes from in; returns true when the terminator was found. */
 static bool data_input(struct smtp_session *s)
 {
-    size_t msg_len = 0, consumed = 0;
-    int rc = smtp_data_scan(&s->scan, s->in.data, s->in.len, &msg_len, &consumed);
-    if (rc == SMTP_P_DONE) {
-        msg_append(s, s->in.data, msg_len);
-        buf_consume(&s->in, consumed);
-        return true;
-    }
-    msg_append(s, s->in.data, msg_len);
+    size_t consumed = 0;
+    bool done = data_feed(s, s->in.data, s->in.len, &consumed);
     buf_consume(&s->in, consumed); /* may keep a possible terminator start */
-    return false;
+    return done;
 }
 
 static void bdat_input(struct smtp_session *s)

@@ -156,6 +156,13 @@ static int addr_key(const char *addr, size_t len, char *key)
     return (int)len;
 }
 
+bool users_addr_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    char ka[USERS_ADDR_MAX + 1], kb[USERS_ADDR_MAX + 1];
+    int la = addr_key(a, alen, ka), lb = addr_key(b, blen, kb);
+    return la >= 0 && la == lb && memcmp(ka, kb, (size_t)la) == 0;
+}
+
 /* --- Loading. --- */
 
 static int cmp_str(const void *a, const void *b)

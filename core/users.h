@@ -25,6 +25,10 @@ void users_free(struct users *u);
  * 1035 2.3.1, RFC 1123 2.1); also what keeps it safe as a path element. */
 bool users_domain_valid(const char *d, size_t len);
 
+/* True if a and b name the same mailbox by the table's rule: local part
+ * exact, domain case-insensitive. */
+bool users_addr_equal(const char *a, size_t alen, const char *b, size_t blen);
+
 /* True if domain (len bytes) is one of ours. */
 bool users_is_local_domain(const struct users *u, const char *domain, size_t len);
 
