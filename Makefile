@@ -10,6 +10,8 @@
 #   make TLS=boringssl check-tls   the TLS layer and its unit test on BoringSSL
 #   make bench            benchmarks (QUICK=1 for a short run)
 
+.DEFAULT_GOAL := all
+
 MODE ?= release
 TLS ?= openssl
 BUILD := build/$(MODE)
@@ -44,6 +46,7 @@ include spool/module.mk
 include dkim/module.mk
 include resolver/module.mk
 include core/module.mk
+include cli/module.mk
 include tests/unit/module.mk
 include bench/module.mk
 include tests/fuzz/module.mk

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * server.c - `ortoo serve`: the process around the reactors.
+ * server.c - the daemon (`ortoo serve`): the process around the reactors.
  *
  * The main thread loads the configuration, the users and the certificates,
  * binds the listeners (resolving port 0 once so that every reactor listens
@@ -35,8 +35,8 @@
 #include <unistd.h>
 
 #include "core/auth.h"
-#include "core/cli.h"
 #include "core/config.h"
+#include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
 #include "io/log.h"
@@ -388,49 +388,6 @@ static void write_pid_file(const char *path)
     }
 }
 
-int cli_reload(const char *config_dir, int argc, char **argv)
-{
-    char err[512];
-    struct config *cfg = NULL;
-    if (argc > 1) {
-        fprintf(stderr, "usage: ortoo [-c DIR] reload\n");
-        return 2;
-    }
-    if (config_load(config_dir, &cfg, err, sizeof(err)) < 0) {
-        fprintf(stderr, "ortoo: %s\n", err);
-        return 1;
-    }
-    char path[4096];
-    snprintf(path, sizeof(path), "%s/%s", cfg->spool, CLI_PID_FILE);
-    config_free(cfg);
-    FILE *f = fopen(path, "r");
-    long pid = 0;
-    if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-        fprintf(stderr, "ortoo: no running server for %s (cannot read %s)\n", config_dir, path);
-        if (f != NULL)
-            fclose(f);
-        return 1;
-    }
-    fclose(f);
-    /* A stale pid file could name another process: check it is ortoo. */
-    char comm_path[64], comm[64] = "";
-    snprintf(comm_path, sizeof(comm_path), "/proc/%ld/comm", pid);
-    FILE *c = fopen(comm_path, "r");
-    if (c == NULL || fgets(comm, sizeof(comm), c) == NULL || strncmp(comm, "ortoo", 5) != 0) {
-        fprintf(stderr, "ortoo: process %ld from %s is not a running ortoo\n", pid, path);
-        if (c != NULL)
-            fclose(c);
-        return 1;
-    }
-    fclose(c);
-    if (kill((pid_t)pid, SIGHUP) < 0) {
-        fprintf(stderr, "ortoo: cannot signal process %ld: %s\n", pid, strerror(errno));
-        return 1;
-    }
-    printf("reload requested (pid %ld): certificates and users\n", pid);
-    return 0;
-}
-
 /* ---- serve ---- */
 
 static unsigned online_cpus(void)
@@ -439,7 +396,7 @@ static unsigned online_cpus(void)
     return n > 0 ? (unsigned)n : 1;
 }
 
-int cli_serve(const char *config_dir, int argc, char **argv)
+int server_run(const char *config_dir)
 {
     char err[512];
     struct server srv;
@@ -447,10 +404,6 @@ int cli_serve(const char *config_dir, int argc, char **argv)
     pthread_mutex_init(&srv.lock, NULL);
     pthread_cond_init(&srv.cond, NULL);
 
-    if (argc > 1) {
-        fprintf(stderr, "usage: ortoo [-c DIR] serve\n");
-        return 2;
-    }
     if (config_load(config_dir, &srv.cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
@@ -568,7 +521,7 @@ int cli_serve(const char *config_dir, int argc, char **argv)
              srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
              srv.tls ? "on" : "off", cfg->spool);
     char pidpath[4096];
-    snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, CLI_PID_FILE);
+    snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, SERVER_PID_FILE);
     write_pid_file(pidpath);
     notify_systemd("READY=1");
 

@@ -2,7 +2,7 @@
 /*
  * test_users.c - unit tests for core/users.c (loading, lookups, the atomic
  * rewrite of a users file with injected failures, argon2id hashing) and for
- * the `ortoo user` CLI (core/cli_user.c) driven through cli_user() with
+ * the `ortoo user` CLI (cli/cli_user.c) driven through cli_user() with
  * --password-stdin on a pipe.  Includes users.c to reach its syscall seam.
  */
 #include <stdarg.h>
@@ -14,7 +14,7 @@
 #include <ftw.h>
 #include <glob.h>
 
-#include "core/cli.h"
+#include "cli/cli.h"
 #include "core/users.c"
 
 static char hash1[128]; /* hash of "secret1", made once */

@@ -5,7 +5,7 @@
  * Parses the global options that come before the subcommand (-c DIR, -v,
  * -h/--help, --version), picks the configuration directory (-c, else
  * $ORTOO_CONFIG, else /etc/ortoo), sets up logging, and hands the rest of
- * argv to one of the cli_* functions declared in core/cli.h.  Each of them
+ * argv to one of the cli_* functions declared in cli/cli.h.  Each of them
  * returns the process exit status.  Invoked under the name "sendmail" the
  * binary will one day take sendmail's flags; for now it says so and fails.
  */
@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/cli.h"
+#include "cli/cli.h"
 #include "io/log.h"
 
 #ifndef ORTOO_VERSION

@@ -17,7 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/cli.h"
+#include "cli/cli.h"
 #include "core/config.h"
 #include "spool/spool.h"
 

@@ -29,7 +29,7 @@
 #include <sodium.h>
 
 #include "core/certgen.h"
-#include "core/cli.h"
+#include "cli/cli.h"
 #include "core/users.h"
 
 #define INIT_DIR_MODE 0750

@@ -37,7 +37,7 @@
 #include <openssl/x509v3.h>
 #include <sodium.h>
 
-#include "core/cli.h"
+#include "cli/cli.h"
 
 #define SEND_TIMEOUT_S 30
 #define SEND_LINE_MAX 2048            /* longer reply lines are cut (RFC 5321 4.5.3.1.5: 512) */

@@ -13,7 +13,7 @@
  * held a password is wiped before it is released.  Exit status: 0 ok,
  * 1 failure (including "password WRONG" and "no such user"), 2 usage error.
  */
-#include "core/cli.h"
+#include "cli/cli.h"
 
 #include <ctype.h>
 #include <dirent.h>

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_cli_send.c - unit tests of `ortoo send` (core/cli_send.c, included to
+ * test_cli_send.c - unit tests of `ortoo send` (cli/cli_send.c, included to
  * reach its statics): server address parsing, DATA content normalisation
  * and dot-stuffing, AUTH PLAIN encoding, EHLO keyword search, and the whole
  * dialogue against a scripted server thread on a socketpair.
@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "core/cli_send.c"
+#include "cli/cli_send.c"
 
 static void test_parse_server(void **state)
 {
