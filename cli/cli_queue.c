@@ -197,7 +197,29 @@ static int on_message(const struct spool_msg_info *m, void *arg)
             json_string(stdout, rcpt_state_name(m->rcpt_state ? m->rcpt_state[i]
                                                               : SPOOL_RCPT_PENDING));
         }
-        fputs("]}\n", stdout);
+        /* RFC 3461 parameters as stored: ret "FULL"/"HDRS"/null, envid and
+         * orcpt as given (xtext), notify as the SPOOL_NOTIFY_* bits. */
+        fputs("],\"dsn\":{\"ret\":", stdout);
+        fputs(m->dsn_ret == SPOOL_RET_FULL ? "\"FULL\"" : m->dsn_ret == SPOOL_RET_HDRS
+                                                                ? "\"HDRS\"" : "null", stdout);
+        fputs(",\"envid\":", stdout);
+        if (m->dsn_envid)
+            json_string(stdout, m->dsn_envid);
+        else
+            fputs("null", stdout);
+        fputs(",\"notify\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            printf("%s%u", i ? "," : "", m->dsn_notify ? m->dsn_notify[i] : 0u);
+        fputs("],\"orcpt\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            if (i)
+                fputc(',', stdout);
+            if (m->dsn_orcpt && m->dsn_orcpt[i])
+                json_string(stdout, m->dsn_orcpt[i]);
+            else
+                fputs("null", stdout);
+        }
+        fputs("]}}\n", stdout);
     } else {
         char size[16], agebuf[24];
         size_format(m->size, size, sizeof size);

@@ -129,6 +129,10 @@ struct smtp_session {
     char *sender;                 /* reverse-path (owned), "" for <> */
     char **rcpts;                 /* forward-paths (owned) */
     size_t nrcpts, rcpts_cap;
+    uint8_t *rcpt_notify;         /* per rcpt SPOOL_NOTIFY_* (rcpts_cap entries) */
+    char **rcpt_orcpt;            /* per rcpt ORCPT= as given or NULL (owned) */
+    uint8_t dsn_ret;              /* MAIL RET= (enum spool_dsn_ret) */
+    char *dsn_envid;              /* MAIL ENVID= as given, or NULL (owned) */
     uint32_t msg_flags;           /* SPOOL_F_* */
     struct buf msg;               /* the message in wire form */
     struct smtp_data_scan scan;   /* DATA terminator / BDAT stuffing state */
@@ -331,9 +335,14 @@ static void transaction_reset(struct smtp_session *s)
 {
     free(s->sender);
     s->sender = NULL;
-    for (size_t i = 0; i < s->nrcpts; i++)
+    for (size_t i = 0; i < s->nrcpts; i++) {
         free(s->rcpts[i]);
+        free(s->rcpt_orcpt[i]);
+    }
     s->nrcpts = 0;
+    free(s->dsn_envid);
+    s->dsn_envid = NULL;
+    s->dsn_ret = SPOOL_RET_NONE;
     s->has_mail = false;
     s->msg_flags = 0;
     s->msg.len = 0;
@@ -350,6 +359,8 @@ static void session_free(struct smtp_session *s)
 {
     transaction_reset(s);
     free(s->rcpts);
+    free(s->rcpt_notify);
+    free(s->rcpt_orcpt);
     free(s->helo);
     buf_free(&s->in);
     buf_free(&s->pend);
@@ -975,6 +986,15 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
         reply(s, "452 4.3.0 Out of memory");
         return;
     }
+    /* RFC 3461 4.3, 4.4: kept for the DSNs of this message. */
+    if (m.envid_len && (s->dsn_envid = strndup(m.envid, m.envid_len)) == NULL) {
+        free(s->sender);
+        s->sender = NULL;
+        reply(s, "452 4.3.0 Out of memory");
+        return;
+    }
+    s->dsn_ret = m.ret_len == 0 ? SPOOL_RET_NONE
+                 : (m.ret[0] == 'F' || m.ret[0] == 'f') ? SPOOL_RET_FULL : SPOOL_RET_HDRS;
     s->has_mail = true;
     s->msg_flags = 0;
     if (m.body == SMTP_BODY_8BITMIME)
@@ -1026,15 +1046,26 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
     if (s->nrcpts == s->rcpts_cap) {
         size_t cap = s->rcpts_cap ? s->rcpts_cap * 2 : 4;
         char **p = realloc(s->rcpts, cap * sizeof(*p));
-        if (p == NULL) {
+        if (p != NULL)
+            s->rcpts = p;
+        char **o = p ? realloc(s->rcpt_orcpt, cap * sizeof(*o)) : NULL;
+        if (o != NULL)
+            s->rcpt_orcpt = o;
+        uint8_t *nf = o ? realloc(s->rcpt_notify, cap) : NULL;
+        if (nf == NULL) {
             reply(s, "452 4.3.0 Out of memory");
             return;
         }
-        s->rcpts = p;
+        s->rcpt_notify = nf;
         s->rcpts_cap = cap;
     }
     s->rcpts[s->nrcpts] = strdup(addr);
-    if (s->rcpts[s->nrcpts] == NULL) {
+    /* RFC 3461 4.1, 4.2: NOTIFY and ORCPT go with the recipient. */
+    s->rcpt_orcpt[s->nrcpts] = a.orcpt_len ? strndup(a.orcpt, a.orcpt_len) : NULL;
+    s->rcpt_notify[s->nrcpts] = spool_notify_parse(a.notify, a.notify_len);
+    if (s->rcpts[s->nrcpts] == NULL || (a.orcpt_len && s->rcpt_orcpt[s->nrcpts] == NULL)) {
+        free(s->rcpts[s->nrcpts]);
+        free(s->rcpt_orcpt[s->nrcpts]);
         reply(s, "452 4.3.0 Out of memory");
         return;
     }
@@ -1130,9 +1161,13 @@ static void message_end(struct smtp_session *s)
         .helo = s->helo ? s->helo : "",
         .client_addr = s->client_addr,
         .auth_user = s->authed ? s->auth_user : NULL,
-        .received = s->received,
+        .headers = s->received,
         .flags = s->msg_flags,
         .received_at = (int64_t)time(NULL),
+        .dsn_ret = s->dsn_ret,
+        .dsn_envid = s->dsn_envid,
+        .dsn_notify = s->rcpt_notify,
+        .dsn_orcpt = (const char *const *)s->rcpt_orcpt,
     };
     struct iovec iov = {.iov_base = s->msg.data, .iov_len = s->msg.len};
     s->commit.cb = spool_done;

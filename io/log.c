@@ -116,6 +116,17 @@ void log_warnx(const char *fmt, ...)
     errno = saved;
 }
 
+void log_errx(const char *fmt, ...)
+{
+    int saved = errno;
+    va_list ap;
+
+    va_start(ap, fmt);
+    log_vline("error", -1, fmt, ap);
+    va_end(ap);
+    errno = saved;
+}
+
 void log_info(const char *fmt, ...)
 {
     int saved = errno;

@@ -22,6 +22,8 @@ enum log_level log_get_level(void);
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Warn without errno. */
 void log_warnx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* An error that needs a person (data quarantined, state lost); never filtered. */
+void log_errx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Log with errno and exit(1). */

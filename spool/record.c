@@ -92,26 +92,6 @@ uint32_t crc32c(uint32_t crc, const void *buf, size_t len)
     return have_hw ? crc32c_hw(crc, buf, len) : crc32c_sw(crc, buf, len);
 }
 
-/* ------------------------------------------------------ little-endian I/O */
-
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-static uint32_t get32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) { return get32(p) | (uint64_t)get32(p + 4) << 32; }
-
 /* ------------------------------------------------------------ message ids */
 
 static const char b62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -147,55 +127,155 @@ bool rec_id_valid(const char *id)
     return true;
 }
 
+bool rec_id_ok(const char *id)
+{
+    return id && strnlen(id, SPOOL_ID_LEN + 1) == SPOOL_ID_LEN && rec_id_valid(id);
+}
+
+/* ------------------------------------------------------------- reply text */
+
+size_t rec_reply_escape(char *out, size_t cap, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t max = cap - 1 < SPOOL_REPLY_MAX ? cap - 1 : SPOOL_REPLY_MAX, n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc[4];
+        size_t k;
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+            esc[0] = (char)ch;
+            k = 1;
+        } else if (ch == '\\' || ch == '\r' || ch == '\n' || ch == '\t') {
+            esc[0] = '\\';
+            esc[1] = ch == '\\' ? '\\' : ch == '\r' ? 'r' : ch == '\n' ? 'n' : 't';
+            k = 2;
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[ch >> 4];
+            esc[3] = hex[ch & 15];
+            k = 4;
+        }
+        if (n + k > max)
+            break;
+        memcpy(out + n, esc, k);
+        n += k;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+/* -------------------------------------------------------- DSN parameters */
+
+static bool word_ieq(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    if (alen != blen)
+        return false;
+    for (size_t i = 0; i < alen; i++) {
+        char c = a[i];
+        if (c >= 'a' && c <= 'z')
+            c = (char)(c - 32);
+        if (c != b[i])
+            return false;
+    }
+    return true;
+}
+
+uint8_t spool_notify_parse(const char *s, size_t len)
+{
+    uint8_t f = 0;
+    size_t i = 0;
+
+    if (!s)
+        return 0;
+    while (i < len) {
+        size_t j = i;
+        while (j < len && s[j] != ',')
+            j++;
+        if (word_ieq(s + i, j - i, "NEVER"))
+            f |= SPOOL_NOTIFY_NEVER;
+        else if (word_ieq(s + i, j - i, "SUCCESS"))
+            f |= SPOOL_NOTIFY_SUCCESS;
+        else if (word_ieq(s + i, j - i, "FAILURE"))
+            f |= SPOOL_NOTIFY_FAILURE;
+        else if (word_ieq(s + i, j - i, "DELAY"))
+            f |= SPOOL_NOTIFY_DELAY;
+        i = j + 1;
+    }
+    return f;
+}
+
 /* --------------------------------------------------------------- envelope */
 
 static size_t str_size(const char *s) { return 4 + (s ? strlen(s) + 1 : 0); }
 
-size_t rec_env_size(const struct spool_envelope *env)
+size_t rec_env_size(const struct rec_env_in *in)
 {
-    size_t n = REC_ENV_FIXED;
+    const struct spool_envelope *env = in->env;
+    size_t n = REC_ENV2_FIXED;
 
-    if (!env->sender || env->nrcpts > UINT32_MAX / 8 || (env->nrcpts && !env->rcpts))
+    if (!env->sender || env->nrcpts > UINT32_MAX / 8 || (env->nrcpts && !env->rcpts) ||
+        in->nbounce > UINT32_MAX / 8 || (in->nbounce && !in->bounce_idx) ||
+        env->dsn_ret > SPOOL_RET_HDRS)
+        return 0;
+    if ((in->bounce_of && !rec_id_ok(in->bounce_of)) || (in->nbounce && !in->bounce_of))
         return 0;
     n += str_size(env->sender) + str_size(env->helo) + str_size(env->client_addr) +
-         str_size(env->auth_user) + str_size(env->received);
+         str_size(env->auth_user) + str_size(env->headers ? env->headers : "") +
+         str_size(env->dsn_envid) + str_size(in->bounce_of);
     for (size_t i = 0; i < env->nrcpts; i++) {
         if (!env->rcpts[i])
             return 0;
-        n += str_size(env->rcpts[i]);
+        n += str_size(env->rcpts[i]) + 1 +
+             str_size(env->dsn_orcpt ? env->dsn_orcpt[i] : NULL);
         if (n > UINT32_MAX)
             return 0;
     }
+    n += 4 * in->nbounce;
     return n > UINT32_MAX ? 0 : n;
 }
 
 static uint8_t *str_put(uint8_t *p, const char *s)
 {
     if (!s) {
-        put32(p, REC_STR_NULL);
+        rec_put32(p, REC_STR_NULL);
         return p + 4;
     }
     size_t len = strlen(s);
-    put32(p, (uint32_t)len);
+    rec_put32(p, (uint32_t)len);
     memcpy(p + 4, s, len + 1);
     return p + 4 + len + 1;
 }
 
-void rec_env_encode(const struct spool_envelope *env, uint8_t *out)
+void rec_env_encode(const struct rec_env_in *in, uint8_t *out)
 {
+    const struct spool_envelope *env = in->env;
     uint8_t *p = out;
 
-    put32(p, (uint32_t)env->nrcpts);
-    put32(p + 4, env->flags);
-    put64(p + 8, (uint64_t)env->received_at);
-    p += REC_ENV_FIXED;
+    rec_put32(p, (uint32_t)env->nrcpts);
+    rec_put32(p + 4, env->flags);
+    rec_put64(p + 8, (uint64_t)env->received_at);
+    p[16] = env->dsn_ret;
+    p[17] = 0;
+    rec_put16(p + 18, 0);
+    rec_put32(p + 20, (uint32_t)in->nbounce);
+    p += REC_ENV2_FIXED;
     p = str_put(p, env->sender);
     p = str_put(p, env->helo);
     p = str_put(p, env->client_addr);
     p = str_put(p, env->auth_user);
-    p = str_put(p, env->received);
-    for (size_t i = 0; i < env->nrcpts; i++)
+    p = str_put(p, env->headers ? env->headers : "");
+    p = str_put(p, env->dsn_envid);
+    p = str_put(p, in->bounce_of);
+    for (size_t i = 0; i < env->nrcpts; i++) {
         p = str_put(p, env->rcpts[i]);
+        *p++ = env->dsn_notify ? env->dsn_notify[i] : 0;
+        p = str_put(p, env->dsn_orcpt ? env->dsn_orcpt[i] : NULL);
+    }
+    for (size_t i = 0; i < in->nbounce; i++, p += 4)
+        rec_put32(p, in->bounce_idx[i]);
 }
 
 /* Read one string at *pos; 0 or -EBADMSG.  Never reads past len. */
@@ -203,7 +283,7 @@ static int str_get(const uint8_t *buf, size_t len, size_t *pos, const char **out
 {
     if (len - *pos < 4)
         return -EBADMSG;
-    uint32_t n = get32(buf + *pos);
+    uint32_t n = rec_get32(buf + *pos);
     *pos += 4;
     if (n == REC_STR_NULL) {
         *out = NULL;
@@ -216,56 +296,88 @@ static int str_get(const uint8_t *buf, size_t len, size_t *pos, const char **out
     return 0;
 }
 
-int rec_env_nrcpts(const uint8_t *buf, size_t len, uint32_t *nrcpts)
+int rec_env_peek(const uint8_t *buf, size_t len, uint16_t version, uint32_t *nrcpts,
+                 int64_t *received_at)
 {
-    if (len < REC_ENV_FIXED)
+    size_t fixed = version == 1 ? REC_ENV_FIXED : REC_ENV2_FIXED;
+
+    if ((version != 1 && version != 2) || len < fixed)
         return -EBADMSG;
-    *nrcpts = get32(buf);
-    /* every recipient takes at least 5 bytes */
-    if (*nrcpts > (len - REC_ENV_FIXED) / 5)
+    *nrcpts = rec_get32(buf);
+    *received_at = (int64_t)rec_get64(buf + 8);
+    /* every recipient takes at least 5 bytes (9 in version 2) */
+    if (*nrcpts > (len - fixed) / (version == 1 ? 5 : 9))
         return -EBADMSG;
     return 0;
 }
 
-int rec_env_decode(const uint8_t *buf, size_t len, struct rec_env *out)
+int rec_env_decode(const uint8_t *buf, size_t len, uint16_t version, struct rec_env *out)
 {
-    uint32_t n;
-    size_t pos = REC_ENV_FIXED;
+    uint32_t n, nb = 0;
+    size_t pos;
     int r;
 
     memset(out, 0, sizeof *out);
-    if ((r = rec_env_nrcpts(buf, len, &n)) < 0)
+    if ((r = rec_env_peek(buf, len, version, &n, &out->received_at)) < 0)
         return r;
-    out->flags = get32(buf + 4);
-    out->received_at = (int64_t)get64(buf + 8);
+    out->version = version;
+    out->flags = rec_get32(buf + 4);
+    if (version == 2) {
+        out->dsn_ret = buf[16];
+        nb = rec_get32(buf + 20);
+        if (out->dsn_ret > SPOOL_RET_HDRS || buf[17] || rec_get16(buf + 18) ||
+            nb > (len - REC_ENV2_FIXED) / 4)
+            return -EBADMSG;
+    }
+    /* one allocation: rcpts and orcpt pointers, bounce indexes, notify bytes */
+    size_t nn = n ? n : 1;
+    size_t sz = 2 * nn * sizeof(char *) + (size_t)nb * sizeof(uint32_t) + nn;
+    char *mem = calloc(1, sz);
+    if (!mem)
+        return -ENOMEM;
+    out->mem = mem;
+    out->rcpts = (const char **)mem;
+    out->dsn_orcpt = (const char **)(mem + nn * sizeof(char *));
+    out->bounce_idx = (uint32_t *)(mem + 2 * nn * sizeof(char *));
+    out->dsn_notify = (uint8_t *)(mem + 2 * nn * sizeof(char *) + (size_t)nb * sizeof(uint32_t));
+    out->nrcpts = n;
+    out->nbounce = nb;
+
+    pos = version == 1 ? REC_ENV_FIXED : REC_ENV2_FIXED;
     if ((r = str_get(buf, len, &pos, &out->sender)) < 0 ||
         (r = str_get(buf, len, &pos, &out->helo)) < 0 ||
         (r = str_get(buf, len, &pos, &out->client_addr)) < 0 ||
         (r = str_get(buf, len, &pos, &out->auth_user)) < 0 ||
-        (r = str_get(buf, len, &pos, &out->received)) < 0)
+        (r = str_get(buf, len, &pos, &out->headers)) < 0)
         goto fail;
-    if (!out->sender) {
-        r = -EBADMSG;
+    if (version == 2 && ((r = str_get(buf, len, &pos, &out->dsn_envid)) < 0 ||
+                         (r = str_get(buf, len, &pos, &out->bounce_of)) < 0))
         goto fail;
-    }
-    out->rcpts = calloc(n ? n : 1, sizeof *out->rcpts);
-    if (!out->rcpts) {
-        r = -ENOMEM;
+    r = -EBADMSG;
+    if (!out->sender || (out->bounce_of && !rec_id_ok(out->bounce_of)) ||
+        (nb && !out->bounce_of))
         goto fail;
-    }
-    out->nrcpts = n;
+    if (!out->headers)
+        out->headers = "";
     for (uint32_t i = 0; i < n; i++) {
         if ((r = str_get(buf, len, &pos, &out->rcpts[i])) < 0)
             goto fail;
-        if (!out->rcpts[i]) {
-            r = -EBADMSG;
+        r = -EBADMSG;
+        if (!out->rcpts[i])
             goto fail;
+        if (version == 2) {
+            if (pos >= len)
+                goto fail;
+            out->dsn_notify[i] = buf[pos++];
+            if ((r = str_get(buf, len, &pos, &out->dsn_orcpt[i])) < 0)
+                goto fail;
         }
     }
-    if (pos != len) {
-        r = -EBADMSG;
+    r = -EBADMSG;
+    if (len - pos != (size_t)nb * 4)
         goto fail;
-    }
+    for (uint32_t i = 0; i < nb; i++, pos += 4)
+        out->bounce_idx[i] = rec_get32(buf + pos);
     return 0;
 fail:
     rec_env_free(out);
@@ -274,101 +386,228 @@ fail:
 
 void rec_env_free(struct rec_env *e)
 {
-    free(e->rcpts);
+    free(e->mem);
     memset(e, 0, sizeof *e);
 }
 
 /* ---------------------------------------------------------------- records */
 
-void rec_hdr_build(uint8_t *hdr, const char *id, const uint8_t *env, uint32_t env_len,
-                   const struct iovec *data, int iovcnt, uint64_t data_len)
+static uint64_t rec_tag(const uint8_t *key, const uint8_t *hdr)
 {
-    memset(hdr, 0, REC_HDR_LEN);
-    put32(hdr, REC_MAGIC);
-    put16(hdr + 4, REC_VERSION);
-    put32(hdr + 8, env_len);
-    put64(hdr + 12, data_len);
+    uint8_t out[crypto_shorthash_BYTES];
+
+    crypto_shorthash(out, hdr, 48, key);
+    return rec_get64(out);
+}
+
+void rec_hdr_build(uint8_t *hdr, const uint8_t *key, const char *id, const uint8_t *env,
+                   uint32_t env_len, const struct iovec *data, int iovcnt, uint64_t data_len)
+{
+    memset(hdr, 0, REC2_HDR_LEN);
+    rec_put32(hdr, REC_MAGIC);
+    rec_put16(hdr + 4, REC_VERSION);
+    rec_put32(hdr + 8, env_len);
+    rec_put64(hdr + 12, data_len);
     memcpy(hdr + 20, id, SPOOL_ID_LEN);
     uint32_t hc = crc32c(0, hdr, 40);
-    put32(hdr + 40, hc);
+    rec_put32(hdr + 40, hc);
     uint32_t bc = crc32c(hc, env, env_len);
     for (int i = 0; i < iovcnt; i++)
         bc = crc32c(bc, data[i].iov_base, data[i].iov_len);
-    put32(hdr + 44, bc);
+    rec_put32(hdr + 44, bc);
+    rec_put64(hdr + 48, rec_tag(key, hdr));
 }
 
-int rec_parse(const uint8_t *buf, size_t avail, struct rec_view *v)
+int rec_parse_hdr(const uint8_t *buf, size_t avail, struct rec_view *v)
 {
-    if (avail < REC_HDR_LEN) {
-        /* a short header is torn only if what is there could be a header */
-        size_t n = avail < 4 ? avail : 4;
-        uint8_t m[4];
-        put32(m, REC_MAGIC);
-        return memcmp(buf, m, n) == 0 ? -EAGAIN : -EBADMSG;
-    }
-    if (get32(buf) != REC_MAGIC || get16(buf + 4) != REC_VERSION || get16(buf + 6) != 0)
+    if (avail < REC_HDR_LEN)
+        return -EBADMSG;
+    uint16_t ver = rec_get16(buf + 4);
+    uint32_t hl = rec_hdr_len(ver);
+    if (rec_get32(buf) != REC_MAGIC || hl == 0 || rec_get16(buf + 6) != 0 || avail < hl)
         return -EBADMSG;
     uint32_t hc = crc32c(0, buf, 40);
-    if (get32(buf + 40) != hc)
+    if (rec_get32(buf + 40) != hc || !rec_id_valid((const char *)buf + 20))
         return -EBADMSG;
-    if (!rec_id_valid((const char *)buf + 20))
-        return -EBADMSG;
-    uint32_t env_len = get32(buf + 8);
-    uint64_t data_len = get64(buf + 12);
+    uint32_t env_len = rec_get32(buf + 8);
+    uint64_t data_len = rec_get64(buf + 12);
     if (data_len > (UINT64_MAX >> 2))
         return -EBADMSG;
     uint64_t body = (uint64_t)env_len + data_len;
-    uint64_t total = REC_HDR_LEN + body + rec_pad(REC_HDR_LEN + body);
-    if (total > avail)
-        return -EAGAIN;
-    const uint8_t *env = buf + REC_HDR_LEN;
-    uint32_t bc = crc32c(hc, env, env_len);
-    bc = crc32c(bc, env + env_len, (size_t)data_len);
-    if (get32(buf + 44) != bc)
-        return -EBADMSG;
-    for (uint64_t i = REC_HDR_LEN + body; i < total; i++)
-        if (buf[i] != 0)
-            return -EBADMSG;
     memcpy(v->id, buf + 20, SPOOL_ID_LEN);
     v->id[SPOOL_ID_LEN] = '\0';
-    v->env = env;
+    v->version = ver;
+    v->hdr_len = hl;
+    v->env = buf + hl;
     v->env_len = env_len;
-    v->data = env + env_len;
+    v->data = buf + hl + env_len;
     v->data_len = data_len;
-    v->total = total;
+    v->total = hl + body + rec_pad(hl + body);
+    v->tag_ok = false;
+    return 0;
+}
+
+int rec_parse(const uint8_t *buf, size_t avail, const uint8_t *key, struct rec_view *v)
+{
+    if (avail < REC_HDR_MAX) {
+        /* a short header is torn only if what is there could be a header */
+        size_t n = avail < 4 ? avail : 4;
+        uint8_t m[4];
+        rec_put32(m, REC_MAGIC);
+        if (memcmp(buf, m, n) != 0)
+            return -EBADMSG;
+        if (avail < 6)
+            return -EAGAIN;
+        uint32_t hl = rec_hdr_len(rec_get16(buf + 4));
+        if (hl == 0)
+            return -EBADMSG;
+        if (avail < hl)
+            return -EAGAIN;
+    }
+    struct rec_view h;
+    if (rec_parse_hdr(buf, avail, &h) < 0)
+        return -EBADMSG;
+    if (h.total > avail)
+        return -EAGAIN;
+    uint32_t bc = crc32c(rec_get32(buf + 40), h.env, h.env_len);
+    bc = crc32c(bc, h.data, (size_t)h.data_len);
+    if (rec_get32(buf + 44) != bc)
+        return -EBADMSG;
+    for (uint64_t i = h.hdr_len + h.env_len + h.data_len; i < h.total; i++)
+        if (buf[i] != 0)
+            return -EBADMSG;
+    if (h.version == 2 && key)
+        h.tag_ok = rec_get64(buf + 48) == rec_tag(key, buf);
+    *v = h;
     return 0;
 }
 
 /* ---------------------------------------------------------------- journal */
 
-void jrn_encode(uint8_t out[JRN_ENTRY_LEN], const struct jrn_entry *e)
+size_t jrn_size(const struct jrn_entry *e)
 {
-    memset(out, 0, JRN_ENTRY_LEN);
-    put32(out, JRN_MAGIC);
-    out[4] = e->state;
-    put32(out + 8, (uint32_t)e->rcpt_idx);
-    put64(out + 16, (uint64_t)e->until);
-    memcpy(out + 24, e->id, SPOOL_ID_LEN);
-    put32(out + 44, crc32c(0, out, 44));
+    size_t n = JRN2_FIXED + e->reply_len + 4;
+    return n + rec_pad(n);
 }
 
-int jrn_decode(const uint8_t *buf, size_t avail, struct jrn_entry *e)
+void jrn_encode(uint8_t *out, const struct jrn_entry *e)
+{
+    size_t len = jrn_size(e);
+
+    memset(out, 0, len);
+    rec_put32(out, JRN2_MAGIC);
+    rec_put16(out + 4, (uint16_t)len);
+    out[6] = e->type;
+    out[7] = e->state;
+    memcpy(out + 8, e->id, SPOOL_ID_LEN);
+    rec_put32(out + 28, (uint32_t)e->rcpt_idx);
+    rec_put32(out + 36, e->mflags);
+    rec_put64(out + 40, (uint64_t)e->next_at);
+    rec_put64(out + 48, (uint64_t)e->last_at);
+    rec_put16(out + 56, e->reply_len);
+    if (e->reply_len)
+        memcpy(out + JRN2_FIXED, e->reply, e->reply_len);
+    rec_put32(out + len - 4, crc32c(0, out, len - 4));
+}
+
+static int jrn1_decode(const uint8_t *buf, size_t avail, struct jrn_entry *e)
 {
     if (avail < JRN_ENTRY_LEN)
         return -EAGAIN;
-    if (get32(buf) != JRN_MAGIC || get32(buf + 44) != crc32c(0, buf, 44))
+    if (rec_get32(buf + 44) != crc32c(0, buf, 44))
         return -EBADMSG;
-    if (buf[5] || buf[6] || buf[7] || get32(buf + 12) != 0)
+    if (buf[5] || buf[6] || buf[7] || rec_get32(buf + 12) != 0)
         return -EBADMSG;
+    memset(e, 0, sizeof *e);
     e->state = buf[4];
-    e->rcpt_idx = (int32_t)get32(buf + 8);
-    e->until = (int64_t)get64(buf + 16);
-    if (e->state > JRN_DELETED || e->rcpt_idx < -1 || !rec_id_valid((const char *)buf + 24))
+    e->rcpt_idx = (int32_t)rec_get32(buf + 8);
+    e->next_at = (int64_t)rec_get64(buf + 16);
+    if (e->state > JRN_DELETED || e->state == JRN_PENDING || e->rcpt_idx < -1 ||
+        !rec_id_valid((const char *)buf + 24))
         return -EBADMSG;
     if (e->state == JRN_DELETED && e->rcpt_idx != -1)
         return -EBADMSG;
+    e->type = e->state == JRN_DELETED ? JRN_T_DELETE : JRN_T_STATE;
     memcpy(e->id, buf + 24, SPOOL_ID_LEN);
     e->id[SPOOL_ID_LEN] = '\0';
+    return 0;
+}
+
+int jrn_decode(const uint8_t *buf, size_t avail, struct jrn_entry *e, size_t *len)
+{
+    uint8_t m[4];
+    size_t n = avail < 4 ? avail : 4;
+
+    rec_put32(m, JRN2_MAGIC);
+    if (avail >= 4 && rec_get32(buf) == JRN_MAGIC) {
+        *len = JRN_ENTRY_LEN;
+        return jrn1_decode(buf, avail, e);
+    }
+    if (memcmp(buf, m, n) != 0)
+        return -EBADMSG;
+    if (avail < 6)
+        return -EAGAIN;
+    size_t l = rec_get16(buf + 4);
+    if (l < JRN2_MIN || l > JRN2_MAX || l % 8)
+        return -EBADMSG;
+    if (avail < l)
+        return -EAGAIN;
+    if (rec_get32(buf + l - 4) != crc32c(0, buf, l - 4))
+        return -EBADMSG;
+    memset(e, 0, sizeof *e);
+    e->type = buf[6];
+    e->state = buf[7];
+    memcpy(e->id, buf + 8, SPOOL_ID_LEN);
+    e->id[SPOOL_ID_LEN] = '\0';
+    e->rcpt_idx = (int32_t)rec_get32(buf + 28);
+    e->mflags = rec_get32(buf + 36);
+    e->next_at = (int64_t)rec_get64(buf + 40);
+    e->last_at = (int64_t)rec_get64(buf + 48);
+    e->reply_len = rec_get16(buf + 56);
+    e->reply = (const char *)buf + JRN2_FIXED;
+    if (!rec_id_valid(e->id) || e->rcpt_idx < -1 || rec_get32(buf + 32) != 0 ||
+        rec_get16(buf + 58) != 0 || e->reply_len > SPOOL_REPLY_MAX ||
+        JRN2_FIXED + (size_t)e->reply_len + 4 > l)
+        return -EBADMSG;
+    for (size_t i = 0; i < e->reply_len; i++)
+        if (e->reply[i] < 0x20 || e->reply[i] > 0x7e)
+            return -EBADMSG;
+    switch (e->type) {
+    case JRN_T_STATE:
+    case JRN_T_ATTEMPT:
+        if (e->state != JRN_DELIVERED && e->state != JRN_DEFERRED && e->state != JRN_FAILED)
+            return -EBADMSG;
+        break;
+    case JRN_T_DELETE:
+        if (e->rcpt_idx != -1)
+            return -EBADMSG;
+        break;
+    case JRN_T_MFLAGS:
+        break;
+    default:
+        return -EBADMSG;
+    }
+    if (e->type != JRN_T_ATTEMPT && e->reply_len)
+        return -EBADMSG;
+    *len = l;
+    return 0;
+}
+
+/* ------------------------------------------------------------------- key */
+
+void key_encode(uint8_t out[KEY_FILE_LEN], const uint8_t key[REC_KEY_LEN])
+{
+    rec_put32(out, KEY_MAGIC);
+    memcpy(out + 4, key, REC_KEY_LEN);
+    rec_put32(out + 4 + REC_KEY_LEN, crc32c(0, out, 4 + REC_KEY_LEN));
+}
+
+int key_decode(const uint8_t *buf, size_t len, uint8_t key[REC_KEY_LEN])
+{
+    if (len != KEY_FILE_LEN || rec_get32(buf) != KEY_MAGIC ||
+        rec_get32(buf + 4 + REC_KEY_LEN) != crc32c(0, buf, 4 + REC_KEY_LEN))
+        return -EBADMSG;
+    memcpy(key, buf + 4, REC_KEY_LEN);
     return 0;
 }
 
@@ -442,4 +681,15 @@ void idmap_clear(struct idmap *m, void (*fn)(struct idmap_node *n))
     }
     free(m->b);
     memset(m, 0, sizeof *m);
+}
+
+int idmap_each(const struct idmap *m, int (*fn)(struct idmap_node *n, void *arg), void *arg)
+{
+    for (size_t i = 0; i < m->nb; i++)
+        for (struct idmap_node *x = m->b[i]; x; x = x->next) {
+            int r = fn(x, arg);
+            if (r)
+                return r;
+        }
+    return 0;
 }

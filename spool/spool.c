@@ -1,42 +1,49 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * spool.c - a reactor's spool shard: group commit of message records into
- * append-only segment files and of state changes into the journal, the
- * in-memory index of live messages, and recovery at start-up.
+ * append-only segment files and of state changes into journals, the index
+ * of live messages, marks and attempts, bounces, and opening (recovery).
  *
- * Group commit.  Each append-only file (the current segment, the journal)
- * is an `appender` with two batches: the open one, which spool_submit() and
- * spool_mark() add to, and at most one in flight.  Closing the open batch
- * writes all its iovecs at the file's end with io_write_sync (write +
- * fdatasync; split in IOV_MAX pieces, all in flight together) and only when
- * every piece completed do the callbacks run, all with the same result.
- * While a batch is in flight, new commits gather in the next one: under load
- * one fdatasync covers everything that arrived during the previous one.
- * A segment batch closes when it holds batch_max_bytes, at the loop's idle
- * hook (batch_delay_us = 0) or when the batch timer fires (> 0).  The
- * journal closes at the idle hook.  A segment whose messages are all final
- * (journal) is deleted, at once or at the next recovery.
+ * Group commit.  Each append-only file (a directory's current segment, its
+ * journal) is an `appender` with two batches: the open one, which
+ * spool_submit() and the marks add to, and at most one in flight.  Closing
+ * the open batch writes all its iovecs at the file's end with io_write_sync
+ * (write + fdatasync; split in IOV_MAX pieces, all in flight together) and
+ * only when every piece completed do the callbacks run, all with the same
+ * result.  While a batch is in flight, new commits gather in the next one:
+ * under load one fdatasync covers everything that arrived during the
+ * previous one.  A segment batch closes when it holds batch_max_bytes, at
+ * the loop's idle hook (batch_delay_us = 0) or when the batch timer fires
+ * (> 0).  A journal closes at the idle hook.
  *
  * Failure.  If any piece fails, every commit of the batch gets the error,
- * the file is cut back to where the batch began (ftruncate, best effort) and
- * the append offset stays there, so the next batch overwrites whatever the
- * failed one left: the file up to the append offset always holds whole,
- * acknowledged records, and anything beyond is a torn tail for recovery.
+ * the file is cut back to where the batch began (off the loop thread; the
+ * appender holds its next batch until the cut is done) and the append offset
+ * stays there, so the next batch overwrites whatever the failed one left: the
+ * file up to the append offset always holds whole, acknowledged records.
  * After an error other than ENOSPC the segment is not trusted further (an
- * fsync error may have dropped pages) and a new one is started.
+ * fsync error may have dropped pages) and the next one is started.
  *
- * Durability of names.  A new segment or shard directory is created with
- * O_EXCL and its directory fsync'ed before anything in it is written, so a
- * record acknowledged in a new file cannot vanish with the file's name.
- * Rotation does this synchronously (once per segment_max_bytes).
+ * Segments.  A segment is deleted (by the helper thread, maint.c) once no
+ * live message is located in it and nothing pins it: an open view, a
+ * journal entry that made one of its messages final and is not durable yet
+ * (so that recovery never finds a snapshot or journal naming a message whose
+ * record is gone), or a bounce whose FAILED marks are not journaled yet.
  *
- * Recovery (spool_shard_open) replays every journal, walks the segments of
- * every owned shard directory (K % nshards == index), cuts torn tails and
- * rebuilds the index; new records always go to a fresh segment.
+ * Bounces.  spool_submit_bounce writes one record that is both the DSN
+ * message and the FAILED marks of the recipients it reports on: when it is
+ * durable the marks are applied in memory and journaled (the record stays
+ * pinned until they are durable, so the effect survives the bounce's own
+ * delivery); recovery applies the marks of every valid bounce record.
+ *
+ * Recovery (spool_shard_open) loads every owned directory (load.c), builds
+ * the index and the due heap, writes a first checkpoint, and logs a report;
+ * new records always go to a fresh segment.
  */
-#include "spool/spool.h"
+#include "spool/shard.h"
 
 #include <assert.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -49,7 +56,6 @@
 #include <unistd.h>
 
 #include "io/log.h"
-#include "spool/record.h"
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024
@@ -59,118 +65,23 @@
 
 #define SPOOL_DEF_BATCH_MAX (1u << 20)
 #define SPOOL_DEF_SEGMENT_MAX (64ull << 20)
+#define SPOOL_DEF_CKPT_BYTES (4ull << 20)
+#define SPOOL_DEF_COMPACT_AGE 60
+#define SPOOL_DEF_COMPACT_PCT 50
+#define SPOOL_DEF_COMPACT_TURN (1u << 20)
 
 /*
  * Test seam: when set, every io_write_sync completion result goes through
  * it (tests turn a success into -ENOSPC or -EIO after the bytes were
  * written, the worst case for cleanup).
  */
-static int (*spool_write_res_hook)(int fd, int res);
+int (*spool_write_res_hook)(int fd, int res);
 /* io_write_sync calls made by this process (for the group-commit test). */
-static uint64_t spool_nwrites;
-
-/* A live message in the index. */
-struct smsg {
-    struct idmap_node node; /* id */
-    unsigned shard;         /* shard directory K holding the record */
-    uint32_t seg;           /* segment number */
-    uint64_t off, len;      /* record offset and padded length */
-    uint32_t nrcpts;
-    uint8_t *st;            /* per-recipient spool_rcpt_state */
-    int64_t *until;         /* per-recipient DEFERRED until */
-};
-
-/*
- * Live messages of one segment, so that a segment whose messages are all
- * final can be deleted.  Only `clean` segments (every byte whole records,
- * every record indexed) are ever deleted: a segment with an unreadable part
- * or a record that could not be indexed stays for a person to look at.
- */
-struct segcnt {
-    unsigned shard;         /* shard directory K */
-    uint32_t seg;
-    uint32_t live;          /* messages of it in the index */
-    bool clean;
-};
-
-/* One commit in a batch. */
-struct bent {
-    struct spool_commit *c; /* NULL for a mark without callback */
-    uint64_t rel;           /* record offset from the batch start */
-    uint64_t len;           /* padded record length */
-    uint32_t nrcpts;
-};
-
-/*
- * A batch of appends.  Invariants: iov[i] points into buf when
- * boff[i] != SIZE_MAX (fixed up when the batch starts, since buf moves while
- * it grows); bytes is the sum of all iov lengths and a multiple of 8 for
- * segments; ops has one entry at least (for the failure path) and grows
- * to one per piece when the batch starts.
- */
-struct batch {
-    struct appender *app;
-    uint8_t *buf;           /* owned bytes: headers, envelopes, padding, entries */
-    size_t blen, bcap;
-    struct iovec *iov;
-    size_t *boff;           /* per iov: offset in buf, or SIZE_MAX (caller data) */
-    int niov, iovcap;
-    struct bent *ent;
-    size_t nent, entcap;
-    uint64_t bytes;
-    struct io_op *ops;      /* one per IOV_MAX piece while in flight */
-    uint64_t *opexp;        /* bytes each piece must report */
-    int opcap, pending;     /* pieces allocated, pieces still in flight */
-    int err;                /* first error of the pieces */
-    uint64_t base;          /* file offset of the batch */
-    uint32_t seg;           /* segment written to */
-};
-
-/* An append-only file with group commit (see the file comment). */
-struct appender {
-    struct spool_shard *sh;
-    bool is_seg;            /* the segment (else the journal) */
-    int fd;
-    uint64_t end;           /* append offset: everything before is durable */
-    struct batch b[2];
-    struct batch *open;     /* collecting */
-    struct batch *fly;      /* written now, or NULL */
-};
-
-struct spool_shard {
-    struct io_loop *loop;
-    char *spool_dir;
-    int dirfd;                 /* shard-<index> */
-    unsigned index, nshards;
-    struct spool_params p;
-    struct appender seg;       /* current segment */
-    uint32_t seg_no;
-    struct appender jrn;       /* journal of shard-<index> */
-    struct idmap idx;          /* live messages (struct smsg) */
-    uint64_t seq;              /* for message ids */
-    struct io_op *timer;       /* batch timer; heap: may outlive the shard */
-    bool timer_due;            /* the timer fired while a batch was in flight */
-    bool idle_set;             /* the loop's idle hook is ours */
-    struct segcnt *segs;       /* per segment of the owned shards */
-    size_t nsegs, segscap;
-};
-
-static void batch_start(struct appender *a);
+uint64_t spool_nwrites;
 
 /* ------------------------------------------------------------- helpers */
 
-static void smsg_free(struct smsg *m)
-{
-    free(m->st);
-    free(m->until);
-    free(m);
-}
-
-static void smsg_free_node(struct idmap_node *n) { smsg_free((struct smsg *)n); }
-
-static bool st_final(uint8_t st) { return st == SPOOL_RCPT_DELIVERED || st == SPOOL_RCPT_FAILED; }
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
+int grow(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
@@ -185,8 +96,113 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
     return 0;
 }
 
+bool st_final(uint8_t st) { return st == SPOOL_RCPT_DELIVERED || st == SPOOL_RCPT_FAILED; }
+
+struct smsg *smsg_new(uint32_t nrcpts)
+{
+    struct smsg *m = calloc(1, sizeof *m + (size_t)nrcpts * sizeof m->r[0]);
+
+    if (m) {
+        m->nrcpts = nrcpts;
+        m->heap_idx = SPOOL_HEAP_NONE;
+    }
+    return m;
+}
+
+void smsg_free(struct smsg *m)
+{
+    if (!m)
+        return;
+    for (uint32_t i = 0; i < m->nrcpts; i++)
+        free(m->r[i].reply);
+    free(m);
+}
+
+static void smsg_free_node(struct idmap_node *n) { smsg_free((struct smsg *)n); }
+
+/* --------------------------------------------------------- segment counts */
+
+struct segcnt *segcnt_get(struct sdir *d, uint32_t seg, bool create)
+{
+    for (size_t i = d->nsegs; i-- > 0;) /* recent segments are at the end */
+        if (d->segs[i]->seg == seg)
+            return d->segs[i];
+    if (!create || grow((void **)&d->segs, &d->segscap, d->nsegs + 1, sizeof *d->segs) < 0)
+        return NULL;
+    struct segcnt *sc = calloc(1, sizeof *sc);
+    if (!sc)
+        return NULL;
+    sc->dir = d;
+    sc->seg = seg;
+    sc->fd = -1;
+    sc->born = (int64_t)time(NULL);
+    d->segs[d->nsegs++] = sc;
+    return sc;
+}
+
+void seg_detach(struct smsg *m)
+{
+    struct segcnt *sc = m->sc;
+
+    if (!sc)
+        return;
+    if (m->sprev)
+        m->sprev->snext = m->snext;
+    else
+        sc->head = m->snext;
+    if (m->snext)
+        m->snext->sprev = m->sprev;
+    m->sprev = m->snext = NULL;
+    sc->live--;
+    sc->live_bytes -= m->len;
+    m->sc = NULL;
+    segcnt_maybe_reap(sc);
+}
+
+void seg_attach(struct smsg *m, struct segcnt *sc)
+{
+    if (m->sc == sc)
+        return;
+    seg_detach(m);
+    m->sc = sc;
+    m->seg = sc->seg;
+    m->sprev = NULL;
+    m->snext = sc->head;
+    if (sc->head)
+        sc->head->sprev = m;
+    sc->head = m;
+    sc->live++;
+    sc->live_bytes += m->len;
+}
+
+void segcnt_maybe_reap(struct segcnt *sc)
+{
+    if (sc->live || sc->pins || !sc->clean || sc->current || sc->reaping ||
+        sc->dir->sh->closing)
+        return;
+    maint_reap(sc);
+}
+
+void segcnt_unpin(struct segcnt *sc)
+{
+    assert(sc->pins > 0);
+    sc->pins--;
+    segcnt_maybe_reap(sc);
+}
+
+void index_drop(struct spool_shard *sh, struct smsg *m)
+{
+    idmap_del(&sh->idx, &m->node);
+    if (m->heap_idx != SPOOL_HEAP_NONE)
+        heap_remove(sh, m);
+    seg_detach(m);
+    smsg_free(m);
+}
+
+/* ------------------------------------------------------------ batching */
+
 /* Make room for nbuf more bytes, niov more iovecs and one more entry. */
-static int batch_reserve(struct batch *b, size_t nbuf, int niov)
+int batch_reserve(struct batch *b, size_t nbuf, int niov)
 {
     size_t icap = (size_t)b->iovcap, ocap = (size_t)b->opcap;
 
@@ -214,7 +230,7 @@ static int batch_reserve(struct batch *b, size_t nbuf, int niov)
 }
 
 /* Append len owned bytes (room reserved); returns their offset in buf. */
-static size_t batch_put_own(struct batch *b, size_t len)
+size_t batch_put_own(struct batch *b, size_t len)
 {
     size_t off = b->blen;
     int last = b->niov - 1;
@@ -230,7 +246,7 @@ static size_t batch_put_own(struct batch *b, size_t len)
     return off;
 }
 
-static void batch_put_ext(struct batch *b, const struct iovec *v)
+void batch_put_ext(struct batch *b, const struct iovec *v)
 {
     b->iov[b->niov] = *v;
     b->boff[b->niov++] = SIZE_MAX;
@@ -245,10 +261,13 @@ static void batch_reset(struct batch *b)
     b->bytes = 0;
     b->err = 0;
     b->pending = 0;
+    b->sc = NULL;
 }
 
 static void batch_free(struct batch *b)
 {
+    for (size_t i = 0; i < b->nent; i++)
+        free(b->ent[i].fx);
     free(b->buf);
     free(b->iov);
     free(b->boff);
@@ -258,96 +277,16 @@ static void batch_free(struct batch *b)
     memset(b, 0, sizeof *b);
 }
 
-static void appender_init(struct appender *a, struct spool_shard *sh, bool is_seg)
+static void appender_init(struct appender *a, struct sdir *d, bool is_seg)
 {
     memset(a, 0, sizeof *a);
-    a->sh = sh;
+    a->dir = d;
     a->is_seg = is_seg;
     a->fd = -1;
     a->b[0].app = a;
     a->b[1].app = a;
     a->open = &a->b[0];
 }
-
-/* --------------------------------------------------------------- files */
-
-static struct segcnt *segcnt_get(struct spool_shard *sh, unsigned shard, uint32_t seg,
-                                 bool create)
-{
-    for (size_t i = sh->nsegs; i-- > 0;) /* recent segments are at the end */
-        if (sh->segs[i].seg == seg && sh->segs[i].shard == shard)
-            return &sh->segs[i];
-    if (!create || grow((void **)&sh->segs, &sh->segscap, sh->nsegs + 1, sizeof *sh->segs) < 0)
-        return NULL;
-    struct segcnt *sc = &sh->segs[sh->nsegs++];
-    *sc = (struct segcnt){shard, seg, 0, false};
-    return sc;
-}
-
-/*
- * Delete the segment of sc if nothing in it is live any more (and it is not
- * the one being written).  The unlink blocks briefly; it happens once per
- * segment.  A crash before the journal entries that made its messages final
- * are durable loses nothing that was still to be delivered.
- */
-static void segcnt_reap(struct spool_shard *sh, struct segcnt *sc)
-{
-    char path[4096];
-
-    if (sc->live || !sc->clean || (sc->shard == sh->index && sc->seg == sh->seg_no))
-        return;
-    snprintf(path, sizeof path, "%s/shard-%u/seg-%08" PRIu32, sh->spool_dir, sc->shard, sc->seg);
-    if (unlink(path) < 0 && errno != ENOENT) {
-        log_warn("spool: unlink %s", path);
-        sc->clean = false; /* do not try again */
-        return;
-    }
-    log_debug("spool: shard=%u removed %s", sh->index, path);
-    *sc = sh->segs[--sh->nsegs];
-}
-
-static void segcnt_drop(struct spool_shard *sh, unsigned shard, uint32_t seg)
-{
-    struct segcnt *sc = segcnt_get(sh, shard, seg, false);
-
-    if (sc && sc->live > 0 && --sc->live == 0)
-        segcnt_reap(sh, sc);
-}
-
-/*
- * Create segment seg_no+1 and make its name durable (blocks: rotation only).
- * On success the appender writes to it from offset 0.
- */
-static int seg_rotate(struct spool_shard *sh)
-{
-    char name[32];
-    uint32_t next = sh->seg_no + 1;
-    int fd;
-
-    snprintf(name, sizeof name, "seg-%08" PRIu32, next);
-    fd = openat(sh->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -errno;
-    if (fsync(sh->dirfd) < 0) {
-        int r = -errno;
-        close(fd);
-        unlinkat(sh->dirfd, name, 0);
-        return r;
-    }
-    if (sh->seg.fd >= 0)
-        close(sh->seg.fd);
-    sh->seg.fd = fd;
-    sh->seg.end = 0;
-    uint32_t old = sh->seg_no;
-    sh->seg_no = next;
-    struct segcnt *sc = segcnt_get(sh, sh->index, old, false);
-    if (sc)
-        segcnt_reap(sh, sc);
-    log_debug("spool: shard=%u segment=%s", sh->index, name);
-    return 0;
-}
-
-/* ------------------------------------------------------------ batching */
 
 static void on_timer(struct io_op *op, int res, const char *data, unsigned flags)
 {
@@ -360,8 +299,11 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
     if (res < 0)
         return;
     sh->timer_due = true;
-    if (!sh->seg.fly && sh->seg.open->nent)
-        batch_start(&sh->seg);
+    for (size_t i = 0; i < sh->ndirs; i++) {
+        struct appender *a = &sh->dirs[i]->seg;
+        if (!a->fly && !a->hold && a->open->nent)
+            batch_start(a);
+    }
 }
 
 static void timer_arm(struct spool_shard *sh)
@@ -373,45 +315,122 @@ static void timer_arm(struct spool_shard *sh)
         sh->timer_due = true; /* no timer: close at the next chance */
 }
 
+/* Append the journal entry e to d's open journal batch; the segments in
+ * unpin (NULL entries allowed) are pinned until it is durable. */
+static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_entry *e,
+                      struct segcnt *unpin)
+{
+    struct batch *b = d->jrn.open;
+    size_t n = jrn_size(e);
+    int r;
+
+    if ((r = batch_reserve(b, n, 1)) < 0)
+        return r;
+    uint64_t rel = b->bytes;
+    jrn_encode(b->buf + batch_put_own(b, n), e);
+    if (c) {
+        memcpy(c->id, e->id, SPOOL_ID_LEN + 1);
+        c->next = NULL;
+    }
+    b->ent[b->nent++] = (struct bent){.kind = BE_MARK, .c = c, .rel = rel, .len = n,
+                                      .from = unpin};
+    if (unpin)
+        unpin->pins++;
+    d->jrn_bytes += n;
+    return 0;
+}
+
+/* A bounce record is durable: fail the recipients it names and journal it. */
+static void bounce_apply(struct spool_shard *sh, const struct bounce_fx *fx, struct segcnt *bsc)
+{
+    struct smsg *o = (struct smsg *)idmap_get(&sh->idx, fx->orig);
+
+    if (!o)
+        return; /* gone meanwhile (deleted): the record says it all */
+    for (size_t i = 0; i < fx->n; i++) {
+        struct srcpt *r = &o->r[fx->idx[i]];
+        struct jrn_entry e = {.type = JRN_T_STATE, .state = SPOOL_RCPT_FAILED,
+                              .rcpt_idx = (int32_t)fx->idx[i]};
+        r->bouncing = false;
+        if (st_final(r->st))
+            continue;
+        r->st = SPOOL_RCPT_FAILED;
+        memcpy(e.id, fx->orig, SPOOL_ID_LEN + 1);
+        /* The bounce record keeps the effect until this entry is durable;
+         * without room for the entry it stays pinned until restart. */
+        if (jrn_append(o->dir, NULL, &e, bsc) < 0) {
+            log_warnx("spool: id=%s out of memory journaling a bounce: kept by its record",
+                      fx->orig);
+            bsc->pins++;
+        }
+    }
+    if (!smsg_live(o)) {
+        /* o's record goes once the last FAILED entry is durable. */
+        struct batch *jb = o->dir->jrn.open;
+        if (jb->nent && !jb->ent[jb->nent - 1].from) {
+            jb->ent[jb->nent - 1].from = o->sc;
+            o->sc->pins++;
+        } else if (o->sc) {
+            o->sc->pins++; /* no entry to tie it to: kept until restart */
+        }
+        index_drop(sh, o);
+    } else {
+        heap_update(sh, o);
+    }
+}
+
 /* Index the records of a durable segment batch. */
 static void batch_index(struct spool_shard *sh, struct batch *b)
 {
-    struct segcnt *sc = segcnt_get(sh, sh->index, b->seg, true);
+    struct sdir *d = b->app->dir;
+    struct segcnt *sc = b->sc;
 
-    if (sc && sc->live == 0 && b->base == 0)
-        sc->clean = true;
     for (size_t i = 0; i < b->nent; i++) {
         struct bent *e = &b->ent[i];
-        struct smsg *m = calloc(1, sizeof *m);
-        if (m) {
-            m->st = calloc(e->nrcpts, 1);
-            m->until = calloc(e->nrcpts, sizeof *m->until);
-        }
-        if (!m || !m->st || !m->until) {
-            log_warnx("spool: id=%s out of memory indexing: found again at restart",
-                      e->c->id);
-            if (m)
-                smsg_free(m);
-            if (sc)
-                sc->clean = false; /* never delete it under this message */
+        if (e->kind != BE_RECORD)
+            continue;
+        struct smsg *m = smsg_new(e->nrcpts);
+        if (m)
+            memcpy(m->node.id, e->id, SPOOL_ID_LEN + 1);
+        if (!m || idmap_put(&sh->idx, &m->node) < 0) {
+            /* The record is durable; recovery finds it.  A snapshot would
+             * forget it: none is taken until then. */
+            log_warnx("spool: id=%s out of memory indexing: found again at restart", e->id);
+            smsg_free(m);
+            sc->clean = false;
+            d->no_ckpt++;
             continue;
         }
-        memcpy(m->node.id, e->c->id, SPOOL_ID_LEN + 1);
-        m->shard = sh->index;
-        m->seg = b->seg;
+        m->dir = d;
         m->off = b->base + e->rel;
         m->len = e->len;
-        m->nrcpts = e->nrcpts;
-        if (idmap_put(&sh->idx, &m->node) < 0) {
-            log_warnx("spool: id=%s out of memory indexing: found again at restart",
-                      e->c->id);
-            smsg_free(m);
-            if (sc)
-                sc->clean = false;
-            continue;
+        m->size = e->size;
+        m->received_at = e->received_at;
+        seg_attach(m, sc);
+        heap_add(sh, m);
+        sh->ready_new = true;
+        if (e->fx) {
+            bounce_apply(sh, e->fx, sc);
+            free(e->fx);
+            e->fx = NULL;
         }
-        if (sc)
-            sc->live++;
+    }
+}
+
+/* A failed segment batch: undo what its entries announced. */
+static void batch_unwind(struct spool_shard *sh, struct batch *b)
+{
+    for (size_t i = 0; i < b->nent; i++) {
+        struct bent *e = &b->ent[i];
+        if (e->kind == BE_RECORD && e->fx) {
+            struct smsg *o = (struct smsg *)idmap_get(&sh->idx, e->fx->orig);
+            for (size_t k = 0; o && k < e->fx->n; k++)
+                o->r[e->fx->idx[k]].bouncing = false;
+            if (o)
+                heap_update(sh, o);
+            free(e->fx);
+            e->fx = NULL;
+        }
     }
 }
 
@@ -419,26 +438,42 @@ static void batch_index(struct spool_shard *sh, struct batch *b)
 static void batch_done(struct batch *b)
 {
     struct appender *a = b->app;
-    struct spool_shard *sh = a->sh;
+    struct sdir *d = a->dir;
+    struct spool_shard *sh = d->sh;
     struct spool_commit *head = NULL, **tail = &head;
     int err = b->err;
 
     assert(a->fly == b);
     if (err == 0) {
         a->end = b->base + b->bytes;
-        if (a->is_seg)
+        if (a->is_seg) {
+            b->sc->size = a->end;
             batch_index(sh, b);
+            maint_copies_done(sh, b, 0);
+        } else {
+            for (size_t i = 0; i < b->nent; i++)
+                if (b->ent[i].from)
+                    segcnt_unpin(b->ent[i].from);
+        }
     } else {
         log_warnx("spool: shard=%u %s write failed offset=%" PRIu64 " bytes=%" PRIu64
                   " commits=%zu error=\"%s\"",
-                  sh->index, a->is_seg ? "segment" : "journal", b->base, b->bytes, b->nent,
+                  d->k, a->is_seg ? "segment" : "journal", b->base, b->bytes, b->nent,
                   strerror(-err));
-        /* Cut what the failed batch may have left; the next batch overwrites
-         * from b->base anyway. */
-        if (ftruncate(a->fd, (off_t)b->base) < 0)
-            log_warn("spool: shard=%u truncate after failed write", sh->index);
-        if (a->is_seg && err != -ENOSPC && seg_rotate(sh) < 0)
-            log_warn("spool: shard=%u new segment after write error", sh->index);
+        if (a->is_seg) {
+            batch_unwind(sh, b);
+            maint_copies_done(sh, b, err);
+        } else {
+            /* Entries that made messages final are not durable: their
+             * segments stay (pinned) and no segment is reaped before a
+             * snapshot has the state. */
+            d->jrn_failed = true;
+        }
+        /* Cut what the failed batch may have left; the next batch
+         * overwrites from b->base anyway (and waits for the cut). */
+        maint_truncate(a, b->base);
+        if (a->is_seg && err != -ENOSPC && maint_rotate(d) < 0)
+            log_warnx("spool: shard=%u no new segment after a write error yet", d->k);
     }
     for (size_t i = 0; i < b->nent; i++) {
         struct spool_commit *c = b->ent[i].c;
@@ -457,7 +492,14 @@ static void batch_done(struct batch *b)
         c->next = NULL;
         c->cb(c, err);
     }
-    if (a->fly || !a->open->nent)
+    if (sh->ready_new) {
+        sh->ready_new = false;
+        if (sh->ready_fn)
+            sh->ready_fn(sh, sh->ready_arg);
+    }
+    if (!a->is_seg)
+        maint_journal_grew(d);
+    if (a->fly || a->hold || !a->open->nent)
         return;
     if (a->open->bytes >= sh->p.batch_max_bytes || (a->is_seg && sh->timer_due))
         batch_start(a);
@@ -485,22 +527,36 @@ static void on_start_failed(struct io_op *op, int res, const char *data, unsigne
     batch_done(op->owner);
 }
 
-/* Close the open batch of a (nothing in flight) and write it. */
-static void batch_start(struct appender *a)
+/* Pieces of at most SPOOL_IOV_MAX iovecs and SPOOL_PIECE_MAX bytes
+ * (io_write_sync reports an int) starting at iovec i: their count. */
+static int piece_len(const struct batch *b, int i, uint64_t *len)
 {
-    struct spool_shard *sh = a->sh;
+    int cnt = 0;
+
+    *len = 0;
+    while (i + cnt < b->niov && cnt < SPOOL_IOV_MAX &&
+           (cnt == 0 || *len + b->iov[i + cnt].iov_len <= SPOOL_PIECE_MAX))
+        *len += b->iov[i + cnt++].iov_len;
+    return cnt;
+}
+
+/* Close the open batch of a (nothing in flight) and write it. */
+void batch_start(struct appender *a)
+{
+    struct sdir *d = a->dir;
+    struct spool_shard *sh = d->sh;
     struct batch *b = a->open;
-    uint64_t off;
+    uint64_t off, len;
     int r;
 
-    assert(!a->fly && b->nent);
+    assert(!a->fly && !a->hold && b->nent);
     if (a->is_seg) {
         sh->timer_due = false;
         if (a->end > 0 && a->end + b->bytes > sh->p.segment_max_bytes &&
-            (r = seg_rotate(sh)) < 0)
-            log_warnx("spool: shard=%u rotate: %s (segment keeps growing)", sh->index,
+            (r = maint_rotate(d)) < 0 && r != -EAGAIN)
+            log_warnx("spool: shard=%u rotate: %s (segment keeps growing)", d->k,
                       strerror(-r));
-        b->seg = sh->seg_no;
+        b->sc = d->cur;
     }
     a->fly = b;
     a->open = b == &a->b[0] ? &a->b[1] : &a->b[0];
@@ -510,18 +566,9 @@ static void batch_start(struct appender *a)
     for (int i = 0; i < b->niov; i++)
         if (b->boff[i] != SIZE_MAX)
             b->iov[i].iov_base = b->buf + b->boff[i];
-    /* Pieces of at most SPOOL_IOV_MAX iovecs and SPOOL_PIECE_MAX bytes
-     * (io_write_sync reports an int); all go out at once. */
     int npieces = 0;
-    for (int i = 0; i < b->niov;) {
-        int cnt = 0;
-        uint64_t len = 0;
-        while (i + cnt < b->niov && cnt < SPOOL_IOV_MAX &&
-               (cnt == 0 || len + b->iov[i + cnt].iov_len <= SPOOL_PIECE_MAX))
-            len += b->iov[i + cnt++].iov_len;
-        i += cnt;
-        npieces++;
-    }
+    for (int i = 0; i < b->niov; npieces++)
+        i += piece_len(b, i, &len);
     size_t c1 = (size_t)b->opcap, c2 = (size_t)b->opcap;
     if (grow((void **)&b->ops, &c1, (size_t)npieces, sizeof *b->ops) < 0 ||
         grow((void **)&b->opexp, &c2, (size_t)npieces, sizeof *b->opexp) < 0)
@@ -529,11 +576,7 @@ static void batch_start(struct appender *a)
     b->opcap = (int)(c1 < c2 ? c1 : c2);
     off = b->base;
     for (int i = 0, k = 0; i < b->niov && b->err == 0; k++) {
-        int cnt = 0;
-        uint64_t len = 0;
-        while (i + cnt < b->niov && cnt < SPOOL_IOV_MAX &&
-               (cnt == 0 || len + b->iov[i + cnt].iov_len <= SPOOL_PIECE_MAX))
-            len += b->iov[i + cnt++].iov_len;
+        int cnt = piece_len(b, i, &len);
         io_op_init(&b->ops[k], b);
         b->opexp[k] = len;
         r = io_write_sync(sh->loop, &b->ops[k], a->fd, b->iov + i, cnt, off, on_write);
@@ -547,6 +590,8 @@ static void batch_start(struct appender *a)
         i += cnt;
     }
     if (b->pending == 0) { /* nothing went out: fail on the next turn */
+        if (b->err == 0)
+            b->err = -EIO;
         io_op_init(&b->ops[0], b);
         r = io_defer(sh->loop, &b->ops[0], on_start_failed);
         assert(r == 0);
@@ -558,62 +603,154 @@ static void on_idle(void *arg)
 {
     struct spool_shard *sh = arg;
 
-    if (!sh->seg.fly && sh->seg.open->nent && (sh->p.batch_delay_us == 0 || sh->timer_due))
-        batch_start(&sh->seg);
-    if (!sh->jrn.fly && sh->jrn.open->nent)
-        batch_start(&sh->jrn);
+    for (size_t i = 0; i < sh->ndirs; i++) {
+        struct sdir *d = sh->dirs[i];
+        if (!d->seg.fly && !d->seg.hold && d->seg.open->nent &&
+            (sh->p.batch_delay_us == 0 || sh->timer_due))
+            batch_start(&d->seg);
+        if (!d->jrn.fly && !d->jrn.hold && d->jrn.open->nent)
+            batch_start(&d->jrn);
+    }
+    maint_turn(sh);
 }
 
 /* ------------------------------------------------------------ submitting */
 
-int spool_submit(struct spool_shard *sh, struct spool_commit *c,
-                 const struct spool_envelope *env, const struct iovec *data, int iovcnt)
+static int submit_record(struct sdir *d, struct spool_commit *c, const struct rec_env_in *in,
+                         const struct iovec *data, int iovcnt, struct bounce_fx *fx)
 {
-    struct batch *b = sh->seg.open;
+    struct spool_shard *sh = d->sh;
+    struct batch *b = d->seg.open;
+    const struct spool_envelope *env = in->env;
     uint64_t data_len = 0;
     size_t env_len;
     int r;
 
-    if (iovcnt < 0 || (iovcnt > 0 && !data) || !c || !c->cb || env->nrcpts == 0)
+    if (iovcnt < 0 || (iovcnt > 0 && !data) || !c || !c->cb || env->nrcpts == 0 ||
+        env->nrcpts > UINT32_MAX / 64)
         return -EINVAL;
-    env_len = rec_env_size(env);
+    env_len = rec_env_size(in);
     if (env_len == 0)
         return -EINVAL;
     for (int i = 0; i < iovcnt; i++)
         data_len += data[i].iov_len;
-    if ((r = batch_reserve(b, REC_HDR_LEN + env_len + REC_ALIGN, iovcnt + 2)) < 0)
+    if ((r = batch_reserve(b, REC2_HDR_LEN + env_len + REC_ALIGN, iovcnt + 2)) < 0)
         return r;
 
     rec_id_make(c->id, (int64_t)time(NULL), sh->index, sh->seq++);
     uint64_t rel = b->bytes;
-    size_t hoff = batch_put_own(b, REC_HDR_LEN + env_len);
+    size_t hoff = batch_put_own(b, REC2_HDR_LEN + env_len);
     uint8_t *hdr = b->buf + hoff;
-    rec_env_encode(env, hdr + REC_HDR_LEN);
-    rec_hdr_build(hdr, c->id, hdr + REC_HDR_LEN, (uint32_t)env_len, data, iovcnt, data_len);
+    rec_env_encode(in, hdr + REC2_HDR_LEN);
+    rec_hdr_build(hdr, d->key, c->id, hdr + REC2_HDR_LEN, (uint32_t)env_len, data, iovcnt,
+                  data_len);
     for (int i = 0; i < iovcnt; i++)
         if (data[i].iov_len)
             batch_put_ext(b, &data[i]);
-    size_t pad = rec_pad(REC_HDR_LEN + env_len + data_len);
+    size_t pad = rec_pad(REC2_HDR_LEN + env_len + data_len);
     if (pad)
         memset(b->buf + batch_put_own(b, pad), 0, pad);
     c->next = NULL;
-    b->ent[b->nent++] = (struct bent){c, rel, b->bytes - rel, (uint32_t)env->nrcpts};
+    struct bent *e = &b->ent[b->nent++];
+    *e = (struct bent){.kind = BE_RECORD, .c = c, .rel = rel, .len = b->bytes - rel,
+                       .nrcpts = (uint32_t)env->nrcpts, .size = data_len,
+                       .received_at = env->received_at, .fx = fx};
+    memcpy(e->id, c->id, SPOOL_ID_LEN + 1);
 
-    if (b->bytes >= sh->p.batch_max_bytes && !sh->seg.fly)
-        batch_start(&sh->seg);
+    if (b->bytes >= sh->p.batch_max_bytes && !d->seg.fly && !d->seg.hold)
+        batch_start(&d->seg);
     else if (b->nent == 1)
         timer_arm(sh);
+    return 0;
+}
+
+int spool_submit(struct spool_shard *sh, struct spool_commit *c,
+                 const struct spool_envelope *env, const struct iovec *data, int iovcnt)
+{
+    struct rec_env_in in = {.env = env};
+
+    return submit_record(sh->dirs[0], c, &in, data, iovcnt, NULL);
+}
+
+int spool_submit_bounce(struct spool_shard *sh, struct spool_commit *c, const char *orig_id,
+                        const uint32_t *rcpt_idx, size_t n, const struct spool_envelope *env,
+                        const struct iovec *data, int iovcnt)
+{
+    struct smsg *o;
+    struct bounce_fx *fx;
+    int r;
+
+    if (!rec_id_ok(orig_id) || n == 0 || !rcpt_idx)
+        return -EINVAL;
+    o = (struct smsg *)idmap_get(&sh->idx, orig_id);
+    if (!o)
+        return -ENOENT;
+    for (size_t i = 0; i < n; i++) {
+        if (rcpt_idx[i] >= o->nrcpts)
+            return -EINVAL;
+        for (size_t j = 0; j < i; j++)
+            if (rcpt_idx[j] == rcpt_idx[i])
+                return -EINVAL;
+        if (st_final(o->r[rcpt_idx[i]].st) || o->r[rcpt_idx[i]].bouncing)
+            return -EALREADY;
+    }
+    fx = malloc(sizeof *fx + n * sizeof fx->idx[0]);
+    if (!fx)
+        return -ENOMEM;
+    memcpy(fx->orig, orig_id, SPOOL_ID_LEN + 1);
+    fx->n = n;
+    memcpy(fx->idx, rcpt_idx, n * sizeof fx->idx[0]);
+    struct rec_env_in in = {.env = env, .bounce_of = orig_id, .bounce_idx = rcpt_idx,
+                            .nbounce = n};
+    if ((r = submit_record(o->dir, c, &in, data, iovcnt, fx)) < 0) {
+        free(fx);
+        return r;
+    }
+    for (size_t i = 0; i < n; i++)
+        o->r[rcpt_idx[i]].bouncing = true;
+    heap_update(sh, o);
+    return 0;
+}
+
+size_t spool_shard_count(const struct spool_shard *sh) { return sh->idx.n; }
+
+/* ----------------------------------------------------------------- marks */
+
+/*
+ * Journal e for message m (and apply it): the common tail of spool_mark,
+ * spool_attempt and spool_msg_flags.  A message that becomes final leaves the
+ * index; its segment stays pinned until the entry is durable.
+ */
+static int mark_commit(struct spool_shard *sh, struct spool_commit *c, struct smsg *m,
+                       const struct jrn_entry *e)
+{
+    struct sdir *d = m->dir;
+    int r;
+
+    if (c && !c->cb)
+        return -EINVAL;
+    if ((r = jrn_append(d, c, e, NULL)) < 0)
+        return r;
+    smsg_apply(m, e);
+    if (m->deleted || !smsg_live(m)) {
+        struct bent *be = &d->jrn.open->ent[d->jrn.open->nent - 1];
+        if (m->sc) {
+            be->from = m->sc;
+            m->sc->pins++;
+        }
+        index_drop(sh, m);
+    } else if (!m->out) {
+        heap_update(sh, m);
+    }
     return 0;
 }
 
 int spool_mark(struct spool_shard *sh, struct spool_commit *c, const char *id, int rcpt_idx,
                enum spool_rcpt_state st, int64_t until)
 {
-    struct batch *b = sh->jrn.open;
     struct smsg *m;
-    int r;
 
-    if (!id || strlen(id) != SPOOL_ID_LEN || !rec_id_valid(id))
+    if (!rec_id_ok(id))
         return -EINVAL;
     if (st == SPOOL_RCPT_PENDING || st > SPOOL_RCPT_DELETED || rcpt_idx < -1 ||
         (st == SPOOL_RCPT_DELETED && rcpt_idx != -1) || (c && !c->cb))
@@ -623,98 +760,83 @@ int spool_mark(struct spool_shard *sh, struct spool_commit *c, const char *id, i
         return -ENOENT;
     if (rcpt_idx >= 0 && (uint32_t)rcpt_idx >= m->nrcpts)
         return -EINVAL;
-    if ((r = batch_reserve(b, JRN_ENTRY_LEN, 1)) < 0)
-        return r;
-
-    struct jrn_entry e = {.rcpt_idx = rcpt_idx, .state = (uint8_t)st, .until = until};
+    struct jrn_entry e = {.type = st == SPOOL_RCPT_DELETED ? JRN_T_DELETE : JRN_T_STATE,
+                          .state = (uint8_t)st, .rcpt_idx = rcpt_idx, .next_at = until};
     memcpy(e.id, id, SPOOL_ID_LEN + 1);
-    uint64_t rel = b->bytes;
-    jrn_encode(b->buf + batch_put_own(b, JRN_ENTRY_LEN), &e);
-    if (c) {
-        memcpy(c->id, id, SPOOL_ID_LEN + 1);
-        c->next = NULL;
-    }
-    b->ent[b->nent++] = (struct bent){c, rel, JRN_ENTRY_LEN, 0};
-
-    /* The same precedence as the replay (scan.c): a final state sticks. */
-    bool live = false;
-    for (uint32_t i = 0; i < m->nrcpts; i++) {
-        if ((rcpt_idx < 0 || (uint32_t)rcpt_idx == i) && st != SPOOL_RCPT_DELETED &&
-            !st_final(m->st[i])) {
-            m->st[i] = (uint8_t)st;
-            m->until[i] = until;
-        }
-        if (!st_final(m->st[i]))
-            live = true;
-    }
-    if (st == SPOOL_RCPT_DELETED || !live) {
-        idmap_del(&sh->idx, &m->node);
-        segcnt_drop(sh, m->shard, m->seg);
-        smsg_free(m);
-    }
-    return 0;
+    return mark_commit(sh, c, m, &e);
 }
 
-size_t spool_shard_count(const struct spool_shard *sh) { return sh->idx.n; }
-
-/* ------------------------------------------------------------- recovery */
-
-struct recover_ctx {
-    struct spool_shard *sh;
-    struct idmap jm;
-};
-
-static int recover_record(void *arg, unsigned shard, uint32_t seg, uint64_t off,
-                          const struct rec_view *v)
+int spool_attempt(struct spool_shard *sh, struct spool_commit *c, const char *id,
+                  int rcpt_idx, const struct spool_attempt *a)
 {
-    struct recover_ctx *rc = arg;
-    struct spool_shard *sh = rc->sh;
-    struct segcnt *sc = segcnt_get(sh, shard, seg, true);
-    uint32_t n;
+    char reply[SPOOL_REPLY_MAX + 1];
     struct smsg *m;
 
-    if (!sc)
-        return -ENOMEM;
-    if (!v) { /* end of the segment */
-        sc->clean = off == UINT64_MAX;
-        return 0;
-    }
-
-    if (rec_env_nrcpts(v->env, v->env_len, &n) < 0 || n == 0) {
-        log_warnx("spool: bad envelope id=%s shard=%u seg=%" PRIu32, v->id, shard, seg);
-        return 0;
-    }
-    if (idmap_get(&sh->idx, v->id)) {
-        log_warnx("spool: duplicate id=%s shard=%u seg=%" PRIu32 " offset=%" PRIu64
-                  " (kept the first)", v->id, shard, seg, off);
-        return 0;
-    }
-    m = calloc(1, sizeof *m);
+    if (!rec_id_ok(id) || !a || rcpt_idx < -1 || (c && !c->cb))
+        return -EINVAL;
+    if (a->state != SPOOL_RCPT_DELIVERED && a->state != SPOOL_RCPT_DEFERRED &&
+        a->state != SPOOL_RCPT_FAILED)
+        return -EINVAL;
+    m = (struct smsg *)idmap_get(&sh->idx, id);
     if (!m)
-        return -ENOMEM;
-    m->st = malloc(n);
-    m->until = malloc(n * sizeof *m->until);
-    if (!m->st || !m->until) {
-        smsg_free(m);
-        return -ENOMEM;
+        return -ENOENT;
+    if (rcpt_idx >= 0 && (uint32_t)rcpt_idx >= m->nrcpts)
+        return -EINVAL;
+    if (rcpt_idx >= 0 && st_final(m->r[rcpt_idx].st))
+        return -EALREADY;
+    struct jrn_entry e = {.type = JRN_T_ATTEMPT, .state = (uint8_t)a->state,
+                          .rcpt_idx = rcpt_idx, .next_at = a->next_at,
+                          .last_at = a->at ? a->at : (int64_t)time(NULL)};
+    memcpy(e.id, id, SPOOL_ID_LEN + 1);
+    if (a->reply) {
+        e.reply_len = (uint16_t)rec_reply_escape(reply, sizeof reply, a->reply, a->reply_len);
+        e.reply = reply;
     }
-    if (!jstate_resolve(&rc->jm, v->id, n, m->st, m->until)) {
-        smsg_free(m);
-        return 0;
-    }
-    memcpy(m->node.id, v->id, SPOOL_ID_LEN + 1);
-    m->shard = shard;
-    m->seg = seg;
-    m->off = off;
-    m->len = v->total;
-    m->nrcpts = n;
-    if (idmap_put(&sh->idx, &m->node) < 0) {
-        smsg_free(m);
-        return -ENOMEM;
-    }
-    sc->live++;
-    return 0;
+    return mark_commit(sh, c, m, &e);
 }
+
+int spool_msg_flags(struct spool_shard *sh, struct spool_commit *c, const char *id,
+                    uint32_t flags)
+{
+    struct smsg *m;
+
+    if (!rec_id_ok(id) || (c && !c->cb))
+        return -EINVAL;
+    m = (struct smsg *)idmap_get(&sh->idx, id);
+    if (!m)
+        return -ENOENT;
+    struct jrn_entry e = {.type = JRN_T_MFLAGS, .rcpt_idx = -1, .mflags = flags};
+    memcpy(e.id, id, SPOOL_ID_LEN + 1);
+    return mark_commit(sh, c, m, &e);
+}
+
+/* ---------------------------------------------------------------- ready */
+
+static void on_ready(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct spool_shard *sh = op->owner;
+
+    if (!sh) {
+        free(op);
+        return;
+    }
+    if (res == 0 && sh->ready_fn)
+        sh->ready_fn(sh, sh->ready_arg);
+}
+
+void ready_kick(struct spool_shard *sh)
+{
+    if (!io_op_busy(sh->ready_op))
+        io_defer(sh->loop, sh->ready_op, on_ready);
+}
+
+void spool_set_ready_cb(struct spool_shard *sh, spool_ready_cb fn, void *arg)
+{
+    sh->ready_fn = fn;
+    sh->ready_arg = arg;
+}
+
+/* ------------------------------------------------------------- opening */
 
 /* mkdir path if missing; *created tells whether it was made now. */
 static int dir_make(const char *path, bool *created)
@@ -737,16 +859,175 @@ static int dir_sync(const char *path)
     return r;
 }
 
+static void sdir_free(struct sdir *d)
+{
+    if (!d)
+        return;
+    for (int i = 0; i < 2; i++) {
+        batch_free(&d->seg.b[i]);
+        batch_free(&d->jrn.b[i]);
+        batch_free(&d->jold.b[i]);
+    }
+    for (size_t i = 0; i < d->nsegs; i++) {
+        if (d->segs[i]->fd >= 0)
+            close(d->segs[i]->fd);
+        free(d->segs[i]);
+    }
+    free(d->segs);
+    if (d->spare_fd >= 0)
+        close(d->spare_fd);
+    if (d->jrn_fd >= 0)
+        close(d->jrn_fd);
+    if (d->jold_fd >= 0)
+        close(d->jold_fd);
+    if (d->dirfd >= 0)
+        close(d->dirfd);
+    free(d);
+}
+
+/*
+ * Remove an adopted directory that holds nothing live: our files in it,
+ * then the directory (left in place if anything else is there).
+ */
+static void dir_retire(struct sdir *d, const char *path)
+{
+    DIR *dir = fdopendir(dup(d->dirfd));
+    struct dirent *de;
+
+    if (!dir)
+        return;
+    while ((de = readdir(dir))) {
+        const char *n = de->d_name;
+        if (strncmp(n, "seg-", 4) == 0 || strncmp(n, "journal", 7) == 0 ||
+            strcmp(n, "snapshot") == 0 || strcmp(n, "snapshot.tmp") == 0 ||
+            strcmp(n, "key") == 0)
+            unlinkat(d->dirfd, n, 0);
+    }
+    closedir(dir);
+    if (rmdir(path) == 0)
+        log_info("spool: shard=%u event=retired dir=%s", d->sh->index, path);
+}
+
+/*
+ * Open directory k: load it, move its messages into the index and attach
+ * them to their segments.  An adopted directory with nothing live in it and
+ * nothing unreadable is removed instead.
+ */
+static int sdir_open(struct spool_shard *sh, unsigned k, struct load_stats *st,
+                     const char **what)
+{
+    char path[4096];
+    struct ldir ld = {0};
+    struct sdir *d = calloc(1, sizeof *d);
+    int r;
+
+    if (!d)
+        return -ENOMEM;
+    d->sh = sh;
+    d->k = k;
+    d->dirfd = d->spare_fd = d->jrn_fd = d->jold_fd = -1;
+    appender_init(&d->seg, d, true);
+    appender_init(&d->jrn, d, false);
+    appender_init(&d->jold, d, false);
+    snprintf(path, sizeof path, "%s/shard-%u", sh->spool_dir, k);
+    *what = "open shard directory";
+    d->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d->dirfd < 0) {
+        r = -errno;
+        goto fail;
+    }
+    *what = "read the directory key";
+    if ((r = key_load(d->dirfd, true, d->key)) < 0)
+        goto fail;
+    d->has_key = true;
+    *what = "recover";
+    if ((r = load_dir(sh->spool_dir, k, d->dirfd, d->key, true, &ld, st)) < 0)
+        goto fail;
+    d->seg_no = ld.max_seg;
+    d->jrn_gen = ld.max_gen;
+    d->snap_bytes = ld.snap_size;
+
+    /* Segments, then the messages into them and the index. */
+    *what = "index";
+    for (size_t i = 0; i < ld.nsegs; i++) {
+        struct segcnt *sc = segcnt_get(d, ld.segs[i].seg, true);
+        if (!sc) {
+            r = -ENOMEM;
+            goto fail;
+        }
+        sc->size = ld.segs[i].size;
+        sc->clean = ld.segs[i].clean;
+    }
+    for (size_t i = 0; i < ld.idx.nb; i++) {
+        struct idmap_node *x = ld.idx.b[i], *next;
+        for (; x; x = next) {
+            struct smsg *m = (struct smsg *)x;
+            next = x->next;
+            struct segcnt *sc = segcnt_get(d, m->seg, true);
+            if (!sc || idmap_get(&sh->idx, m->node.id) || idmap_put(&sh->idx, &m->node) < 0) {
+                if (sc && idmap_get(&sh->idx, m->node.id))
+                    log_warnx("spool: duplicate id=%s shard=%u (kept the first)", m->node.id,
+                              k);
+                smsg_free(m);
+                continue;
+            }
+            m->dir = d;
+            seg_attach(m, sc);
+            heap_add(sh, m);
+        }
+        ld.idx.b[i] = NULL;
+    }
+    ld.idx.n = 0;
+    /* Descriptors for views of segments with live messages. */
+    for (size_t i = 0; i < d->nsegs; i++) {
+        struct segcnt *sc = d->segs[i];
+        char name[32];
+        if (!sc->live)
+            continue;
+        snprintf(name, sizeof name, "seg-%08" PRIu32, sc->seg);
+        sc->fd = openat(d->dirfd, name, O_RDONLY | O_CLOEXEC);
+        if (sc->fd < 0) {
+            r = -errno;
+            *what = "open a segment";
+            goto fail;
+        }
+    }
+    ldir_free(&ld);
+    if (k != sh->index) {
+        bool empty = true;
+        for (size_t i = 0; i < d->nsegs && empty; i++)
+            empty = d->segs[i]->live == 0 && d->segs[i]->clean;
+        if (empty) {
+            dir_retire(d, path);
+            sdir_free(d);
+            return 0;
+        }
+    }
+    if (grow((void **)&sh->dirs, &sh->dirscap, sh->ndirs + 1, sizeof *sh->dirs) < 0) {
+        r = -ENOMEM;
+        goto fail_noload;
+    }
+    sh->dirs[sh->ndirs++] = d;
+    return 0;
+fail:
+    ldir_free(&ld);
+fail_noload:
+    sdir_free(d);
+    return r;
+}
+
 int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index,
                      unsigned nshards, const struct spool_params *params,
                      struct spool_shard **out, char *err, size_t errlen)
 {
     struct spool_shard *sh = NULL;
-    struct recover_ctx rc = {0};
+    struct load_stats st = {0};
     char path[4096];
     const char *what = "";
     bool created;
     unsigned *ks = NULL;
+    size_t nks = 0;
+    uint64_t t0 = io_loop_now(loop);
     int r;
 
     *out = NULL;
@@ -756,13 +1037,14 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
         goto fail;
     }
     sh = calloc(1, sizeof *sh);
-    if (!sh || !(sh->spool_dir = strdup(spool_dir)) || !(sh->timer = calloc(1, sizeof *sh->timer))) {
+    if (!sh || !(sh->spool_dir = strdup(spool_dir)) ||
+        !(sh->timer = calloc(1, sizeof *sh->timer)) ||
+        !(sh->ready_op = calloc(1, sizeof *sh->ready_op))) {
         r = -ENOMEM;
         what = "out of memory";
         goto fail;
     }
     sh->loop = loop;
-    sh->dirfd = -1;
     sh->index = index;
     sh->nshards = nshards;
     if (params)
@@ -771,9 +1053,16 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
         sh->p.batch_max_bytes = SPOOL_DEF_BATCH_MAX;
     if (!sh->p.segment_max_bytes)
         sh->p.segment_max_bytes = SPOOL_DEF_SEGMENT_MAX;
+    if (!sh->p.checkpoint_bytes)
+        sh->p.checkpoint_bytes = SPOOL_DEF_CKPT_BYTES;
+    if (!sh->p.compact_min_age)
+        sh->p.compact_min_age = SPOOL_DEF_COMPACT_AGE;
+    if (!sh->p.compact_live_pct)
+        sh->p.compact_live_pct = SPOOL_DEF_COMPACT_PCT;
+    if (!sh->p.compact_turn_bytes)
+        sh->p.compact_turn_bytes = SPOOL_DEF_COMPACT_TURN;
     io_op_init(sh->timer, sh);
-    appender_init(&sh->seg, sh, true);
-    appender_init(&sh->jrn, sh, false);
+    io_op_init(sh->ready_op, sh);
 
     /* The directories, durable before anything is acknowledged in them. */
     what = "create spool directory";
@@ -785,76 +1074,86 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
         goto fail;
     if (created && (r = dir_sync(spool_dir)) < 0)
         goto fail;
-    sh->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (sh->dirfd < 0) {
-        r = -errno;
+    what = "start the helper thread";
+    if ((r = maint_start(sh)) < 0)
         goto fail;
-    }
 
-    /* Recovery: journals first, then the records of every owned shard. */
-    rc.sh = sh;
-    what = "replay journals";
-    if ((r = jstate_load_all(&rc.jm, spool_dir, index, nshards)) < 0)
-        goto fail;
+    /* Recovery: our own directory first (dirs[0]), then adopted ones. */
     what = "list shard directories";
-    size_t nks = 0;
     if ((r = walk_list_shards(spool_dir, &ks, &nks)) < 0)
         goto fail;
-    what = "recover segments";
+    if ((r = sdir_open(sh, index, &st, &what)) < 0)
+        goto fail;
     for (size_t i = 0; i < nks; i++) {
-        uint32_t max = 0;
-        if (ks[i] % nshards != index)
+        if (ks[i] % nshards != index || ks[i] == index)
             continue;
-        snprintf(path, sizeof path, "%s/shard-%u", spool_dir, ks[i]);
-        if ((r = walk_shard(path, ks[i], true, recover_record, &rc, &max)) < 0)
+        if ((r = sdir_open(sh, ks[i], &st, &what)) < 0)
             goto fail;
-        if (ks[i] == index)
-            sh->seg_no = max;
     }
-    jstate_free_all(&rc.jm);
 
-    /* The journal and a fresh segment. */
-    what = "open journal";
-    int jfd = openat(sh->dirfd, "journal", O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-    if (jfd < 0) {
-        r = -errno;
-        goto fail;
+    /* A checkpoint of what was recovered, a fresh journal and segment. */
+    for (size_t i = 0; i < sh->ndirs; i++) {
+        struct sdir *d = sh->dirs[i];
+        what = "checkpoint";
+        if ((r = maint_checkpoint_now(d)) < 0)
+            goto fail;
+        what = "create segment";
+        if ((r = maint_rotate(d)) < 0)
+            goto fail;
+        for (size_t j = d->nsegs; j-- > 0;) /* segments with nothing live left */
+            segcnt_maybe_reap(d->segs[j]);
     }
-    sh->jrn.fd = jfd;
-    struct stat stt;
-    if (fstat(jfd, &stt) < 0) {
-        r = -errno;
-        goto fail;
-    }
-    sh->jrn.end = (uint64_t)stt.st_size - (uint64_t)stt.st_size % JRN_ENTRY_LEN;
-    what = "create segment";
-    if ((r = seg_rotate(sh)) < 0) /* fsyncs the directory: covers the journal too */
-        goto fail;
-    for (size_t i = sh->nsegs; i-- > 0;) /* segments with nothing live left */
-        segcnt_reap(sh, &sh->segs[i]);
     io_loop_set_idle(loop, on_idle, sh);
     sh->idle_set = true;
-    log_info("spool: shard=%u of=%u dir=%s messages=%zu segment=%" PRIu32, index, nshards,
-             spool_dir, sh->idx.n, sh->seg_no);
+    st.live = sh->idx.n;
+    uint64_t ms = (io_loop_now(loop) - t0) / 1000000u;
+    if (st.regions || st.jrn_skipped || st.lost)
+        log_warnx("spool: shard=%u event=recovered dirs=%zu records=%" PRIu64
+                  " snapshot_messages=%" PRIu64 " live=%" PRIu64 " quarantined_bytes=%" PRIu64
+                  " bad_regions=%" PRIu64 " torn_bytes=%" PRIu64 " journal_entries=%" PRIu64
+                  " journal_skipped=%" PRIu64 " lost=%" PRIu64 " ms=%" PRIu64,
+                  index, sh->ndirs, st.records, st.snap_msgs, st.live, st.quarantined,
+                  st.regions, st.torn, st.jrn_entries, st.jrn_skipped, st.lost, ms);
+    else
+        log_info("spool: shard=%u event=recovered dirs=%zu records=%" PRIu64
+                 " snapshot_messages=%" PRIu64 " live=%" PRIu64 " quarantined_bytes=0"
+                 " bad_regions=0 torn_bytes=%" PRIu64 " journal_entries=%" PRIu64
+                 " journal_skipped=0 lost=0 ms=%" PRIu64,
+                 index, sh->ndirs, st.records, st.snap_msgs, st.live, st.torn,
+                 st.jrn_entries, ms);
     *out = sh;
     free(ks);
     return 0;
 fail:
     snprintf(err, errlen, "spool %s: %s: %s", spool_dir, what, strerror(-r));
-    jstate_free_all(&rc.jm);
     free(ks);
     if (sh)
         spool_shard_close(sh);
     return r;
 }
 
+bool spool_shard_idle(const struct spool_shard *sh)
+{
+    for (size_t i = 0; i < sh->ndirs; i++) {
+        const struct sdir *d = sh->dirs[i];
+        if (d->seg.fly || d->jrn.fly || d->jold.fly || d->seg.open->nent ||
+            d->jrn.open->nent || d->jold.open->nent)
+            return false;
+    }
+    return maint_idle(sh);
+}
+
 void spool_shard_close(struct spool_shard *sh)
 {
     if (!sh)
         return;
-    assert(!sh->seg.fly && !sh->jrn.fly && !sh->seg.open->nent && !sh->jrn.open->nent);
+    sh->closing = true;
+    assert(sh->nviews == 0);
+    for (size_t i = 0; i < sh->ndirs; i++)
+        assert(!sh->dirs[i]->seg.fly && !sh->dirs[i]->jrn.fly && !sh->dirs[i]->jold.fly);
     if (sh->idle_set)
         io_loop_set_idle(sh->loop, NULL, NULL);
+    maint_stop(sh);
     if (sh->timer) {
         if (io_op_busy(sh->timer)) {
             sh->timer->owner = NULL; /* on_timer frees it */
@@ -863,18 +1162,19 @@ void spool_shard_close(struct spool_shard *sh)
             free(sh->timer);
         }
     }
-    for (int i = 0; i < 2; i++) {
-        batch_free(&sh->seg.b[i]);
-        batch_free(&sh->jrn.b[i]);
+    if (sh->ready_op) {
+        if (io_op_busy(sh->ready_op)) {
+            sh->ready_op->owner = NULL; /* on_ready frees it */
+            io_cancel(sh->loop, sh->ready_op);
+        } else {
+            free(sh->ready_op);
+        }
     }
-    if (sh->seg.fd >= 0)
-        close(sh->seg.fd);
-    if (sh->jrn.fd >= 0)
-        close(sh->jrn.fd);
-    if (sh->dirfd >= 0)
-        close(sh->dirfd);
+    for (size_t i = 0; i < sh->ndirs; i++)
+        sdir_free(sh->dirs[i]);
+    free(sh->dirs);
     idmap_clear(&sh->idx, smsg_free_node);
-    free(sh->segs);
+    free(sh->heap);
     free(sh->spool_dir);
     free(sh);
 }

@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "tests/unit/spool/v1.h"
+
 /* The backend of the test running now (each test runs on both). */
 static enum io_backend cur_backend;
 
@@ -44,6 +46,7 @@ struct env {
     struct io_loop *loop;
     struct spool_shard *sh;
     int want, got;
+    int idle_turns;
 };
 
 static struct env *cur; /* for callbacks */
@@ -66,9 +69,14 @@ static int setup(void **state)
     return 0;
 }
 
+static void run_idle(struct env *e);
+
 static int teardown(void **state)
 {
     struct env *e = *state;
+    spool_write_res_hook = NULL;
+    if (e->sh && !spool_shard_idle(e->sh))
+        run_idle(e); /* a test failed half-way */
     if (e->sh)
         spool_shard_close(e->sh);
     if (e->loop)
@@ -96,8 +104,12 @@ static void shard_open(struct env *e, unsigned index, unsigned nshards,
         fail_msg("spool_shard_open: %s", err);
 }
 
+static void run_idle(struct env *e);
+
 static void shard_close(struct env *e)
 {
+    if (!spool_shard_idle(e->sh))
+        run_idle(e);
     spool_shard_close(e->sh);
     e->sh = NULL;
 }
@@ -119,6 +131,26 @@ static void run_for(struct env *e, int n)
     if (n > 0)
         assert_int_equal(io_loop_run(e->loop), 0);
     assert_int_equal(e->got, e->want);
+}
+
+static void on_idle_check(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct env *e = op->owner;
+    if (spool_shard_idle(e->sh) || ++e->idle_turns > 20000) /* 20 s */
+        io_loop_stop(e->loop);
+    else
+        io_timer_start(e->loop, op, 1, on_idle_check);
+}
+
+/* Run the loop until the shard has nothing of its own in flight. */
+static void run_idle(struct env *e)
+{
+    struct io_op op;
+    io_op_init(&op, e);
+    e->idle_turns = 0;
+    assert_int_equal(io_defer(e->loop, &op, on_idle_check), 0);
+    assert_int_equal(io_loop_run(e->loop), 0);
+    assert_true(spool_shard_idle(e->sh));
 }
 
 static struct tmsg *msgs_new(int n, int seed)
@@ -177,7 +209,7 @@ static void submit_raw(struct spool_shard *sh, struct tmsg *m)
 {
     struct spool_envelope env = {.sender = "sender@example.com", .rcpts = m->rcpts,
                                  .nrcpts = m->nrcpts, .helo = "client.example",
-                                 .client_addr = "127.0.0.1", .received = "",
+                                 .client_addr = "127.0.0.1", .headers = "",
                                  .received_at = 1735689600};
     if (spool_submit(sh, &m->c, &env, m->iov, m->iovcnt) != 0)
         _exit(6);
@@ -192,7 +224,7 @@ static void submit(struct env *e, struct tmsg *m)
         .helo = "client.example",
         .client_addr = "127.0.0.1",
         .auth_user = (m->len % 2) ? "alice" : NULL,
-        .received = "Received: from client.example\r\n",
+        .headers = "Received: from client.example\r\n",
         .flags = SPOOL_F_8BITMIME,
         .received_at = 1735689600 + (int64_t)m->len,
     };
@@ -231,7 +263,7 @@ static int check_msg(const struct spool_msg_info *mi, void *arg)
             assert_string_equal(mi->auth_user, "alice");
         else
             assert_null(mi->auth_user);
-        assert_string_equal(mi->received, "Received: from client.example\r\n");
+        assert_string_equal(mi->headers, "Received: from client.example\r\n");
         assert_int_equal(mi->flags, SPOOL_F_8BITMIME);
         assert_int_equal(mi->received_at, 1735689600 + (int64_t)m->len);
         assert_int_equal(mi->size, m->len);
@@ -289,6 +321,33 @@ static int count_segments(struct env *e, unsigned k)
         n += strncmp(de->d_name, "seg-", 4) == 0;
     closedir(d);
     return n;
+}
+
+/* Path of the newest non-empty journal of shard k. */
+static void journal_path(struct env *e, unsigned k, char *out, size_t len)
+{
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/shard-%u", e->dir, k);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    unsigned long best = 0;
+    bool found = false;
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        unsigned long n;
+        struct stat st;
+        char p[512];
+        if (sscanf(de->d_name, "journal-%lu", &n) != 1)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        if (stat(p, &st) == 0 && st.st_size > 0 && (!found || n > best)) {
+            best = n;
+            found = true;
+        }
+    }
+    closedir(d);
+    assert_true(found);
+    assert_true((size_t)snprintf(out, len, "%.128s/journal-%08lu", dir, best) < len);
 }
 
 static off_t file_size(const char *p)
@@ -417,10 +476,10 @@ static void test_bad_record_older_segment(void **state)
     struct rec_view v;
     uint8_t *all = malloc((size_t)file_size(seg));
     assert_int_equal(pread(fd, all, (size_t)file_size(seg), 0), file_size(seg));
-    assert_int_equal(rec_parse(all, (size_t)file_size(seg), &v), 0);
+    assert_int_equal(rec_parse(all, (size_t)file_size(seg), NULL, &v), 0);
     off_t second = (off_t)v.total;
     uint8_t x = 0xff;
-    assert_int_equal(pwrite(fd, &x, 1, second + REC_HDR_LEN + 3), 1);
+    assert_int_equal(pwrite(fd, &x, 1, second + REC2_HDR_LEN + 3), 1);
     close(fd);
     free(all);
     off_t size = file_size(seg);
@@ -526,7 +585,7 @@ static void test_many_iovecs(void **state)
                                  .nrcpts = m->nrcpts, .helo = "client.example",
                                  .client_addr = "127.0.0.1",
                                  .auth_user = (m->len % 2) ? "alice" : NULL,
-                                 .received = "Received: from client.example\r\n",
+                                 .headers = "Received: from client.example\r\n",
                                  .flags = SPOOL_F_8BITMIME,
                                  .received_at = 1735689600 + (int64_t)m->len};
     assert_int_equal(spool_submit(e->sh, &m->c, &env, iov, NIOV), 0);
@@ -689,28 +748,27 @@ static void test_journal(void **state)
     assert_int_equal(spool_shard_count(e->sh), 2);
     struct smsg *m = (struct smsg *)idmap_get(&e->sh->idx, ms[1].c.id);
     assert_non_null(m);
-    assert_int_equal(m->st[0], SPOOL_RCPT_DELIVERED);
-    assert_int_equal(m->st[1], SPOOL_RCPT_DEFERRED);
-    assert_int_equal(m->until[1], 4242);
+    assert_int_equal(m->r[0].st, SPOOL_RCPT_DELIVERED);
+    assert_int_equal(m->r[1].st, SPOOL_RCPT_DEFERRED);
+    assert_int_equal(m->r[1].next_at, 4242);
     /* the last recipient fails: the message is final */
     assert_int_equal(spool_mark(e->sh, &mk[4].c, ms[1].c.id, 1, SPOOL_RCPT_FAILED, 0), 0);
     assert_int_equal(spool_shard_count(e->sh), 1);
     run_for(e, 1);
     shard_close(e);
 
-    /* a torn journal tail is cut, the entries before it kept */
-    char jp[128];
-    snprintf(jp, sizeof jp, "%s/shard-0/journal", e->dir);
+    /* a torn journal tail is skipped (never cut: no journal is appended to
+     * after a restart), the entries before it kept */
+    char jp[512];
+    journal_path(e, 0, jp, sizeof jp);
     off_t js = file_size(jp);
-    assert_int_equal(js % JRN_ENTRY_LEN, 0);
-    assert_int_equal(js, 5 * JRN_ENTRY_LEN);
     int fd = open(jp, O_WRONLY | O_APPEND);
-    assert_int_equal(write(fd, "OSJ1 torn entry", 15), 15);
+    assert_int_equal(write(fd, "OSJ2 torn entry", 15), 15);
     close(fd);
     shard_open(e, 0, 1, NULL);
     assert_int_equal(spool_shard_count(e->sh), 1);
-    assert_int_equal(file_size(jp), js);
-    /* and new entries after it replay */
+    assert_int_equal(file_size(jp), js + 15);
+    /* and new entries, in a newer journal, replay after it */
     assert_int_equal(spool_mark(e->sh, &mk[5].c, ms[3].c.id, 0, SPOOL_RCPT_DELIVERED, 0), 0);
     run_for(e, 1);
     shard_close(e);
@@ -750,10 +808,13 @@ static void test_segment_reap(void **state)
     }
     assert_true(seg_exists(e, 1) && seg_exists(e, 2) && seg_exists(e, 3));
     assert_int_equal(spool_mark(e->sh, &mk[0].c, ms[0].c.id, -1, SPOOL_RCPT_DELETED, 0), 0);
-    assert_false(seg_exists(e, 1)); /* all final: gone */
+    /* all final, but the delete is not durable yet: the record stays */
+    assert_true(seg_exists(e, 1));
     assert_int_equal(spool_mark(e->sh, &mk[1].c, ms[2].c.id, -1, SPOOL_RCPT_FAILED, 0), 0);
-    assert_true(seg_exists(e, 3)); /* still being written to */
     run_for(e, 2);
+    run_idle(e);
+    assert_false(seg_exists(e, 1)); /* gone once the journal entry is */
+    assert_true(seg_exists(e, 3)); /* still being written to */
     shard_close(e);
     shard_open(e, 0, 1, &p);
     assert_int_equal(spool_shard_count(e->sh), 1);
@@ -902,6 +963,584 @@ static void test_kill9(void **state)
     free(buf);
 }
 
+
+/* ------------------------------------------------- the delivery API */
+
+static void mk_init(struct tmsg *mk, int n)
+{
+    for (int i = 0; i < n; i++) {
+        memset(&mk[i], 0, sizeof mk[i]);
+        mk[i].c.cb = on_commit;
+        mk[i].c.owner = &mk[i];
+    }
+}
+
+/* One message with DSN parameters and prepended headers. */
+static const char *dsn_rc[] = {"a@example.org", "b@example.net", "c@example.com"};
+static const uint8_t dsn_nf[] = {SPOOL_NOTIFY_SUCCESS | SPOOL_NOTIFY_FAILURE, 0,
+                                 SPOOL_NOTIFY_NEVER};
+static const char *dsn_oc[] = {"rfc822;a@example.org", NULL, "rfc822;C@EXAMPLE.COM"};
+
+static struct spool_envelope dsn_env(void)
+{
+    return (struct spool_envelope){
+        .sender = "s@example.com", .rcpts = dsn_rc, .nrcpts = 3, .helo = "h.example",
+        .client_addr = "127.0.0.1",
+        .headers = "Received: from h.example\r\nDKIM-Signature: v=1; d=x\r\n",
+        .flags = SPOOL_F_SMTPUTF8, .received_at = 1735689600, .dsn_ret = SPOOL_RET_FULL,
+        .dsn_envid = "ENV+2B1", .dsn_notify = dsn_nf, .dsn_orcpt = dsn_oc};
+}
+
+static void submit_dsn(struct env *e, struct tmsg *m, char *data, size_t len)
+{
+    struct spool_envelope env = dsn_env();
+    for (size_t i = 0; i < len; i++)
+        data[i] = (char)('a' + i % 26);
+    memcpy(data + len - 2, "\r\n", 2);
+    m->iov[0] = (struct iovec){data, len};
+    m->c.cb = on_commit;
+    m->c.owner = m;
+    m->done = false;
+    assert_int_equal(spool_submit(e->sh, &m->c, &env, m->iov, 1), 0);
+}
+
+static void check_view(struct env *e, const char *id, const char *data, size_t len)
+{
+    struct spool_msg_view v;
+    assert_int_equal(spool_msg_open(e->sh, id, &v), 0);
+    assert_string_equal(v.id, id);
+    assert_int_equal(v.shard, 0);
+    assert_string_equal(v.sender, "s@example.com");
+    assert_int_equal(v.nrcpts, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_string_equal(v.rcpts[i], dsn_rc[i]);
+        assert_int_equal(v.dsn_notify[i], dsn_nf[i]);
+        if (dsn_oc[i])
+            assert_string_equal(v.dsn_orcpt[i], dsn_oc[i]);
+        else
+            assert_null(v.dsn_orcpt[i]);
+    }
+    assert_string_equal(v.headers, "Received: from h.example\r\nDKIM-Signature: v=1; d=x\r\n");
+    assert_int_equal(v.headers_len, strlen(v.headers));
+    assert_int_equal(v.flags, SPOOL_F_SMTPUTF8);
+    assert_int_equal(v.received_at, 1735689600);
+    assert_int_equal(v.dsn_ret, SPOOL_RET_FULL);
+    assert_string_equal(v.dsn_envid, "ENV+2B1");
+    assert_null(v.bounce_of);
+    assert_int_equal(v.size, len);
+    assert_memory_equal(v.data, data, len);
+    /* the same bytes through the fd, for sendfile/splice */
+    char *buf = malloc(len);
+    assert_int_equal(pread(v.fd, buf, len, (off_t)v.data_off), (ssize_t)len);
+    assert_memory_equal(buf, data, len);
+    free(buf);
+    spool_msg_close(e->sh, &v);
+}
+
+static void test_view_dsn(void **state)
+{
+    struct env *e = *state;
+    enum { LEN = 20000 };
+    char *data = malloc(LEN);
+    struct tmsg m = {0};
+    struct spool_msg_view v;
+
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    submit_dsn(e, &m, data, LEN);
+    run_for(e, 1);
+    assert_int_equal(m.res, 0);
+    check_view(e, m.c.id, data, LEN);
+    assert_int_equal(spool_msg_open(e->sh, "AAAAAAAAAAAAAAAAAAAA", &v), -ENOENT);
+    assert_int_equal(spool_msg_open(e->sh, "bad", &v), -ENOENT);
+    /* two views of one message at once */
+    struct spool_msg_view v2;
+    assert_int_equal(spool_msg_open(e->sh, m.c.id, &v), 0);
+    assert_int_equal(spool_msg_open(e->sh, m.c.id, &v2), 0);
+    assert_int_equal(v.rcpt[1].state, SPOOL_RCPT_PENDING);
+    assert_int_equal(v.rcpt[1].attempts, 0);
+    assert_null(v.rcpt[1].reply);
+    spool_msg_close(e->sh, &v2);
+    spool_msg_close(e->sh, &v);
+    shard_close(e);
+    /* and after a restart */
+    shard_open(e, 0, 1, NULL);
+    check_view(e, m.c.id, data, LEN);
+    shard_close(e);
+    free(data);
+}
+
+static void test_view_pins(void **state)
+{
+    struct env *e = *state;
+    struct spool_params p = {.segment_max_bytes = 1024};
+    struct tmsg *ms = msgs_new(2, 30), mk[1];
+    struct spool_msg_view v;
+
+    mk_init(mk, 1);
+    loop_new_cur(e);
+    shard_open(e, 0, 1, &p);
+    for (int i = 0; i < 2; i++) { /* one segment each: the first is not current */
+        submit(e, &ms[i]);
+        run_for(e, 1);
+    }
+    assert_true(seg_exists(e, 1) && seg_exists(e, 2));
+    assert_int_equal(spool_msg_open(e->sh, ms[0].c.id, &v), 0);
+    assert_int_equal(spool_mark(e->sh, &mk[0].c, ms[0].c.id, -1, SPOOL_RCPT_DELIVERED, 0), 0);
+    assert_int_equal(spool_shard_count(e->sh), 1);
+    assert_int_equal(spool_msg_open(e->sh, ms[0].c.id, &(struct spool_msg_view){0}), -ENOENT);
+    run_for(e, 1);
+    run_idle(e);
+    assert_true(seg_exists(e, 1)); /* the view pins it */
+    assert_memory_equal(v.data, ms[0].data, ms[0].len);
+    spool_msg_close(e->sh, &v);
+    run_idle(e);
+    assert_false(seg_exists(e, 1));
+    shard_close(e);
+    msgs_free(ms, 2);
+}
+
+static void test_attempts(void **state)
+{
+    struct env *e = *state;
+    struct tmsg m = {0}, mk[6];
+    char *data = malloc(3000);
+    const int64_t T = 1800000000;
+    struct spool_rcpt_info ri;
+
+    mk_init(mk, 6);
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    submit_dsn(e, &m, data, 3000);
+    run_for(e, 1);
+    const char *id = m.c.id;
+    struct spool_attempt a = {.state = SPOOL_RCPT_DEFERRED, .next_at = T + 600, .at = T,
+                              .reply = "451 4.7.1 try\r\nlater \x01", .reply_len = 22};
+    assert_int_equal(spool_attempt(e->sh, &mk[0].c, id, 0, &a), 0);
+    a = (struct spool_attempt){.state = SPOOL_RCPT_DEFERRED, .next_at = T + 1200,
+                               .at = T + 600, .reply = "452 full", .reply_len = 8};
+    assert_int_equal(spool_attempt(e->sh, &mk[1].c, id, 0, &a), 0);
+    a = (struct spool_attempt){.state = SPOOL_RCPT_DELIVERED, .at = T + 650,
+                               .reply = "250 ok", .reply_len = 6};
+    assert_int_equal(spool_attempt(e->sh, &mk[2].c, id, 1, &a), 0);
+    assert_int_equal(spool_attempt(e->sh, NULL, id, 1, &a), -EALREADY);
+    a = (struct spool_attempt){.state = SPOOL_RCPT_DEFERRED, .next_at = T + 900,
+                               .at = T + 700};
+    assert_int_equal(spool_attempt(e->sh, &mk[3].c, id, -1, &a), 0); /* 0 and 2 */
+    assert_int_equal(spool_msg_flags(e->sh, &mk[4].c, id, SPOOL_MF_DELAY_WARNED), 0);
+    a.state = SPOOL_RCPT_PENDING;
+    assert_int_equal(spool_attempt(e->sh, NULL, id, 0, &a), -EINVAL);
+    a.state = SPOOL_RCPT_DEFERRED;
+    assert_int_equal(spool_attempt(e->sh, NULL, id, 3, &a), -EINVAL);
+    assert_int_equal(spool_attempt(e->sh, NULL, "AAAAAAAAAAAAAAAAAAAA", 0, &a), -ENOENT);
+    assert_int_equal(spool_msg_flags(e->sh, NULL, "AAAAAAAAAAAAAAAAAAAA", 1), -ENOENT);
+    run_for(e, 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(mk[i].res, 0);
+
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(spool_rcpt_get(e->sh, id, 0, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_DEFERRED);
+        assert_int_equal(ri.attempts, 3);
+        assert_int_equal(ri.last_at, T + 700);
+        assert_int_equal(ri.next_at, T + 900);
+        assert_null(ri.reply); /* the last attempt gave none */
+        assert_int_equal(spool_rcpt_get(e->sh, id, 1, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_DELIVERED);
+        assert_int_equal(ri.attempts, 1);
+        assert_int_equal(ri.last_at, T + 650);
+        assert_string_equal(ri.reply, "250 ok");
+        assert_int_equal(spool_rcpt_get(e->sh, id, 2, &ri), 0);
+        assert_int_equal(ri.attempts, 1);
+        assert_int_equal(ri.state, SPOOL_RCPT_DEFERRED);
+        assert_int_equal(spool_rcpt_get(e->sh, id, 3, &ri), -EINVAL);
+        struct spool_msg_view v;
+        assert_int_equal(spool_msg_open(e->sh, id, &v), 0);
+        assert_int_equal(v.msg_flags, SPOOL_MF_DELAY_WARNED);
+        assert_int_equal(v.rcpt[0].attempts, 3);
+        spool_msg_close(e->sh, &v);
+        shard_close(e);
+        shard_open(e, 0, 1, NULL); /* the same after recovery */
+    }
+    /* the escaped reply of an earlier attempt, as stored */
+    a = (struct spool_attempt){.state = SPOOL_RCPT_DEFERRED, .next_at = T + 2000,
+                               .at = T + 1000, .reply = "451 4.7.1 try\r\nlater \x01",
+                               .reply_len = 22};
+    assert_int_equal(spool_attempt(e->sh, &mk[5].c, id, 2, &a), 0);
+    run_for(e, 1);
+    shard_close(e);
+    shard_open(e, 0, 1, NULL);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 2, &ri), 0);
+    assert_string_equal(ri.reply, "451 4.7.1 try\\r\\nlater \\x01");
+    assert_int_equal(ri.attempts, 2);
+    shard_close(e);
+    free(data);
+}
+
+static int ready_calls;
+static bool ready_stop;
+static void on_ready_cb(struct spool_shard *sh, void *arg)
+{
+    struct env *e = arg;
+    ready_calls++;
+    if (ready_stop)
+        io_loop_stop(e->loop);
+}
+
+static void test_due(void **state)
+{
+    struct env *e = *state;
+    enum { N = 5 };
+    struct tmsg *ms = msgs_new(N, 31), mk[2];
+    char id[SPOOL_ID_LEN + 1];
+    int64_t now = 1800000000;
+
+    mk_init(mk, 2);
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    ready_calls = 0;
+    ready_stop = false;
+    spool_set_ready_cb(e->sh, on_ready_cb, e);
+    assert_int_equal(spool_due_earliest(e->sh), INT64_MAX);
+    assert_int_equal(spool_due_next(e->sh, now, id), 0);
+    for (int i = 0; i < N; i++)
+        submit(e, &ms[i]);
+    run_for(e, N);
+    assert_int_equal(ready_calls, 1); /* once for the batch */
+    assert_int_equal(spool_due_earliest(e->sh), 0);
+    for (int i = 0; i < N; i++) { /* oldest first: ids sort by time and sequence */
+        assert_int_equal(spool_due_next(e->sh, now, id), 1);
+        assert_string_equal(id, ms[i].c.id);
+    }
+    assert_int_equal(spool_due_next(e->sh, now, id), 0); /* all checked out */
+    assert_int_equal(spool_due_earliest(e->sh), INT64_MAX);
+
+    struct spool_attempt a = {.state = SPOOL_RCPT_DEFERRED, .next_at = now + 100, .at = now};
+    assert_int_equal(spool_attempt(e->sh, NULL, ms[0].c.id, -1, &a), 0);
+    spool_due_release(e->sh, ms[0].c.id);
+    assert_int_equal(spool_due_earliest(e->sh), now + 100);
+    assert_int_equal(spool_due_next(e->sh, now, id), 0);
+    spool_due_release(e->sh, ms[1].c.id); /* untouched: due again at once */
+    spool_due_release(e->sh, ms[1].c.id); /* twice: no-op */
+    assert_int_equal(spool_due_next(e->sh, now, id), 1);
+    assert_string_equal(id, ms[1].c.id);
+    assert_int_equal(spool_mark(e->sh, &mk[0].c, ms[2].c.id, -1, SPOOL_RCPT_DELIVERED, 0), 0);
+    spool_due_release(e->sh, ms[2].c.id); /* left the index: no-op */
+    assert_int_equal(spool_shard_count(e->sh), N - 1);
+    spool_due_release(e->sh, ms[3].c.id);
+    spool_due_release(e->sh, ms[4].c.id);
+    spool_due_release(e->sh, ms[1].c.id);
+    assert_int_equal(spool_due_next(e->sh, now + 100, id), 1);
+    assert_string_equal(id, ms[1].c.id);
+    assert_int_equal(spool_due_next(e->sh, now + 100, id), 1);
+    assert_string_equal(id, ms[3].c.id);
+    assert_int_equal(spool_due_next(e->sh, now + 100, id), 1);
+    assert_string_equal(id, ms[4].c.id);
+    assert_int_equal(spool_due_next(e->sh, now + 99, id), 0);
+    assert_int_equal(spool_due_next(e->sh, now + 100, id), 1);
+    assert_string_equal(id, ms[0].c.id);
+    for (int i = 0; i < N; i++)
+        spool_due_release(e->sh, ms[i].c.id);
+    run_for(e, 1);
+
+    /* a restart keys the heap from the recovered states */
+    shard_close(e);
+    shard_open(e, 0, 1, NULL);
+    spool_set_ready_cb(e->sh, on_ready_cb, e);
+    assert_int_equal(spool_due_earliest(e->sh), 0);
+    int got = 0;
+    while (spool_due_next(e->sh, now, id) == 1) {
+        assert_string_not_equal(id, ms[0].c.id);
+        got++;
+    }
+    assert_int_equal(got, 3);
+    assert_int_equal(spool_due_earliest(e->sh), now + 100);
+
+    /* queue flush: everything due now, and the scheduler is woken */
+    ready_calls = 0;
+    ready_stop = true;
+    assert_int_equal(spool_reschedule(e->sh, NULL, now), 4);
+    assert_int_equal(ready_calls, 0); /* never inside the call */
+    assert_int_equal(io_loop_run(e->loop), 0);
+    assert_int_equal(ready_calls, 1);
+    assert_int_equal(spool_due_earliest(e->sh), now);
+    assert_int_equal(spool_due_next(e->sh, now, id), 1);
+    assert_string_equal(id, ms[0].c.id);
+    assert_int_equal(spool_reschedule(e->sh, "AAAAAAAAAAAAAAAAAAAA", now), -ENOENT);
+    spool_due_release(e->sh, ms[0].c.id);
+    assert_int_equal(spool_reschedule(e->sh, ms[0].c.id, now + 5000), 1);
+    assert_int_equal(io_loop_run(e->loop), 0);
+    assert_int_equal(spool_due_earliest(e->sh), now + 5000);
+    ready_stop = false;
+    shard_close(e);
+    msgs_free(ms, N);
+}
+
+static void test_due_adopted(void **state)
+{
+    struct env *e = *state;
+    struct tmsg *a = msgs_new(2, 32), *b = msgs_new(3, 33);
+    char id[SPOOL_ID_LEN + 1];
+
+    loop_new_cur(e);
+    shard_open(e, 1, 2, NULL);
+    for (int i = 0; i < 3; i++)
+        submit(e, &b[i]);
+    run_for(e, 3);
+    shard_close(e);
+    shard_open(e, 0, 1, NULL); /* adopts shard-1 */
+    for (int i = 0; i < 2; i++)
+        submit(e, &a[i]);
+    run_for(e, 2);
+    int n = 0, from1 = 0;
+    while (spool_due_next(e->sh, 1800000000, id) == 1) {
+        n++;
+        for (int i = 0; i < 3; i++)
+            from1 += strcmp(id, b[i].c.id) == 0;
+        struct spool_msg_view v;
+        assert_int_equal(spool_msg_open(e->sh, id, &v), 0);
+        assert_int_equal(v.shard, from1 && strcmp(id, b[0].c.id) == 0 ? 1 : v.shard);
+        spool_msg_close(e->sh, &v);
+    }
+    assert_int_equal(n, 5);
+    assert_int_equal(from1, 3);
+    shard_close(e);
+    msgs_free(a, 2);
+    msgs_free(b, 3);
+}
+
+static void bounce_env(struct spool_envelope *env, struct iovec *iov)
+{
+    static const char *brc[] = {"s@example.com"};
+    *env = (struct spool_envelope){.sender = "", .rcpts = brc, .nrcpts = 1,
+                                   .helo = "", .client_addr = "", .headers = "",
+                                   .received_at = 1735689700};
+    *iov = (struct iovec){"Subject: Undelivered Mail\r\n\r\nsorry\r\n", 37};
+}
+
+static void test_bounce(void **state)
+{
+    struct env *e = *state;
+    struct tmsg m = {0}, bm[3], mk[3];
+    char *data = malloc(2000);
+    struct spool_envelope benv;
+    struct iovec biov;
+    struct spool_rcpt_info ri;
+    uint32_t idx[2] = {2, 0};
+
+    mk_init(bm, 3);
+    mk_init(mk, 3);
+    bounce_env(&benv, &biov);
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    submit_dsn(e, &m, data, 2000);
+    run_for(e, 1);
+    const char *id = m.c.id;
+
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[0].c, "AAAAAAAAAAAAAAAAAAAA", idx, 2,
+                                         &benv, &biov, 1), -ENOENT);
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[0].c, id, idx, 0, &benv, &biov, 1),
+                     -EINVAL);
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[0].c, id, (uint32_t[]){3}, 1, &benv,
+                                         &biov, 1), -EINVAL);
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[0].c, id, (uint32_t[]){1, 1}, 2, &benv,
+                                         &biov, 1), -EINVAL);
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[0].c, id, idx, 2, &benv, &biov, 1), 0);
+    /* until durable: shown as failed, not bounced twice, not due for them */
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[1].c, id, (uint32_t[]){0}, 1, &benv,
+                                         &biov, 1), -EALREADY);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 0, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_FAILED);
+    run_for(e, 1);
+    assert_int_equal(bm[0].res, 0);
+    const char *bid = bm[0].c.id;
+    assert_int_equal(spool_shard_count(e->sh), 2);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 0, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_FAILED);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 1, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 2, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_FAILED);
+    struct spool_msg_view v;
+    assert_int_equal(spool_msg_open(e->sh, bid, &v), 0);
+    assert_string_equal(v.bounce_of, id);
+    assert_int_equal(v.bounce_nrcpts, 2);
+    assert_int_equal(v.bounce_rcpts[0], 2);
+    assert_int_equal(v.bounce_rcpts[1], 0);
+    assert_string_equal(v.sender, "");
+    assert_memory_equal(v.data, biov.iov_base, biov.iov_len);
+    spool_msg_close(e->sh, &v);
+    run_idle(e);
+    shard_close(e);
+
+    /* The record alone carries the failure: without any journal the
+     * recipients are still failed after a restart. */
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/shard-0", e->dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strncmp(de->d_name, "journal", 7) == 0)
+            assert_int_equal(unlinkat(dirfd(d), de->d_name, 0), 0);
+    closedir(d);
+    shard_open(e, 0, 1, NULL);
+    assert_int_equal(spool_shard_count(e->sh), 2);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 0, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_FAILED);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 1, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 2, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_FAILED);
+
+    /* A failed write: no bounce, no failure, and it can be tried again. */
+    spool_write_res_hook = fail_hook;
+    fail_writes = 1;
+    fail_err = -EIO;
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[1].c, id, (uint32_t[]){1}, 1, &benv,
+                                         &biov, 1), 0);
+    run_for(e, 1);
+    spool_write_res_hook = NULL;
+    assert_int_equal(bm[1].res, -EIO);
+    assert_int_equal(spool_rcpt_get(e->sh, id, 1, &ri), 0);
+    assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+    assert_int_equal(spool_shard_count(e->sh), 2);
+    /* Bouncing the last recipient ends the original. */
+    assert_int_equal(spool_submit_bounce(e->sh, &bm[2].c, id, (uint32_t[]){1}, 1, &benv,
+                                         &biov, 1), 0);
+    run_for(e, 1);
+    assert_int_equal(bm[2].res, 0);
+    assert_int_equal(spool_shard_count(e->sh), 2); /* two bounces */
+    assert_int_equal(spool_msg_open(e->sh, id, &v), -ENOENT);
+    /* the bounces are delivered: nothing is left, even after a restart */
+    assert_int_equal(spool_mark(e->sh, &mk[0].c, bid, 0, SPOOL_RCPT_DELIVERED, 0), 0);
+    assert_int_equal(spool_mark(e->sh, &mk[1].c, bm[2].c.id, 0, SPOOL_RCPT_DELIVERED, 0), 0);
+    run_for(e, 2);
+    assert_int_equal(spool_shard_count(e->sh), 0);
+    shard_close(e);
+    shard_open(e, 0, 1, NULL);
+    assert_int_equal(spool_shard_count(e->sh), 0);
+    shard_close(e);
+    free(data);
+}
+
+struct each_exp {
+    int n, out;
+    char ids[8][SPOOL_ID_LEN + 1];
+};
+
+static int each_cb(const struct spool_msg_info *mi, void *arg)
+{
+    struct each_exp *x = arg;
+    assert_null(mi->data);
+    assert_string_equal(mi->sender, "sender@example.com");
+    assert_true(mi->nrcpts >= 1);
+    assert_int_equal(mi->rcpt_state[0], SPOOL_RCPT_PENDING);
+    assert_int_equal(mi->rcpt[0].attempts, 0);
+    memcpy(x->ids[x->n++], mi->id, SPOOL_ID_LEN + 1);
+    x->out += mi->checked_out;
+    return 0;
+}
+
+static void test_foreach(void **state)
+{
+    struct env *e = *state;
+    struct tmsg *ms = msgs_new(4, 34);
+    char id[SPOOL_ID_LEN + 1];
+    struct each_exp x = {0};
+
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    for (int i = 0; i < 4; i++)
+        submit(e, &ms[i]);
+    run_for(e, 4);
+    assert_int_equal(spool_due_next(e->sh, 0, id), 1);
+    assert_int_equal(spool_foreach(e->sh, each_cb, &x), 0);
+    assert_int_equal(x.n, 4);
+    assert_int_equal(x.out, 1);
+    for (int i = 0; i < 4; i++) {
+        bool found = false;
+        for (int k = 0; k < 4; k++)
+            found |= strcmp(x.ids[k], ms[i].c.id) == 0;
+        assert_true(found);
+    }
+    spool_due_release(e->sh, id);
+    shard_close(e);
+    msgs_free(ms, 4);
+}
+
+static void write_file(const char *path, const void *buf, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0640);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    close(fd);
+}
+
+/* A spool written by the version-1 formats is read, marks and all. */
+static void test_v1_compat(void **state)
+{
+    struct env *e = *state;
+    const char *r1[] = {"one@example.org"}, *r2[] = {"a@example.org", "b@example.org"};
+    const char *ids[3] = {"V1AAAAAAAAAAAAAAAAAA", "V1BBBBBBBBBBBBBBBBBB",
+                          "V1CCCCCCCCCCCCCCCCCC"};
+    char path[256];
+    size_t t[3], tot = 0;
+    uint8_t *rec[3];
+    struct spool_rcpt_info ri;
+
+    rec[0] = v1_record(ids[0], "x@example.com", r1, 1, "Received: a\r\n", "A\r\n", &t[0]);
+    rec[1] = v1_record(ids[1], "y@example.com", r2, 2, "Received: b\r\n", "Bee\r\n", &t[1]);
+    rec[2] = v1_record(ids[2], "z@example.com", r1, 1, "Received: c\r\n", "C\r\n", &t[2]);
+    uint8_t *seg = malloc(t[0] + t[1] + t[2]);
+    for (int i = 0; i < 3; i++) {
+        memcpy(seg + tot, rec[i], t[i]);
+        tot += t[i];
+        free(rec[i]);
+    }
+    snprintf(path, sizeof path, "%s/shard-0", e->dir);
+    assert_int_equal(mkdir(path, 0750), 0);
+    snprintf(path, sizeof path, "%s/shard-0/seg-00000001", e->dir);
+    write_file(path, seg, tot);
+    free(seg);
+    uint8_t j[3 * JRN_ENTRY_LEN];
+    v1_entry(j, ids[0], 0, JRN_DELIVERED, 0);
+    v1_entry(j + JRN_ENTRY_LEN, ids[1], 1, JRN_DEFERRED, 77);
+    v1_entry(j + 2 * JRN_ENTRY_LEN, ids[2], -1, JRN_DELETED, 0);
+    snprintf(path, sizeof path, "%s/shard-0/journal", e->dir);
+    write_file(path, j, sizeof j);
+
+    loop_new_cur(e);
+    for (int round = 0; round < 2; round++) {
+        shard_open(e, 0, 1, NULL);
+        assert_int_equal(spool_shard_count(e->sh), 1);
+        assert_int_equal(spool_rcpt_get(e->sh, ids[1], 0, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+        assert_int_equal(spool_rcpt_get(e->sh, ids[1], 1, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_DEFERRED);
+        assert_int_equal(ri.next_at, 77);
+        struct spool_msg_view v;
+        assert_int_equal(spool_msg_open(e->sh, ids[1], &v), 0);
+        assert_string_equal(v.headers, "Received: b\r\n");
+        assert_string_equal(v.sender, "y@example.com");
+        assert_int_equal(v.size, 5);
+        assert_memory_equal(v.data, "Bee\r\n", 5);
+        assert_int_equal(v.dsn_notify[1], 0);
+        spool_msg_close(e->sh, &v);
+        shard_close(e);
+    }
+    /* new marks on a version-1 record */
+    struct tmsg mk[1];
+    mk_init(mk, 1);
+    shard_open(e, 0, 1, NULL);
+    assert_int_equal(spool_mark(e->sh, &mk[0].c, ids[1], -1, SPOOL_RCPT_FAILED, 0), 0);
+    run_for(e, 1);
+    shard_close(e);
+    shard_open(e, 0, 1, NULL);
+    assert_int_equal(spool_shard_count(e->sh), 0);
+    shard_close(e);
+}
+
+
 /* Run every test with the loop backend in its prestate. */
 #define BOTH(t)                                                                         \
     static void t##_uring(void **s) { cur_backend = IO_BACKEND_URING; t(s); }           \
@@ -919,6 +1558,14 @@ BOTH(test_journal_error)
 BOTH(test_submit_recover)
 BOTH(test_segment_reap)
 BOTH(test_kill9)
+BOTH(test_view_dsn)
+BOTH(test_view_pins)
+BOTH(test_attempts)
+BOTH(test_due)
+BOTH(test_due_adopted)
+BOTH(test_bounce)
+BOTH(test_foreach)
+BOTH(test_v1_compat)
 
 #define T(t) cmocka_unit_test_setup_teardown(t##_uring, setup, teardown), \
              cmocka_unit_test_setup_teardown(t##_epoll, setup, teardown)
@@ -926,6 +1573,8 @@ BOTH(test_kill9)
 int main(void)
 {
     log_init("test_spool", LOG_LVL_WARN);
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
     const struct CMUnitTest tests[] = {
         T(test_submit_recover),
         T(test_torn_tail),
@@ -940,6 +1589,14 @@ int main(void)
         T(test_journal_error),
         T(test_segment_reap),
         T(test_kill9),
+        T(test_view_dsn),
+        T(test_view_pins),
+        T(test_attempts),
+        T(test_due),
+        T(test_due_adopted),
+        T(test_bounce),
+        T(test_foreach),
+        T(test_v1_compat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

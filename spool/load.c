@@ -1,0 +1,675 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * load.c - reading a shard directory from disk: its key, the records of its
+ * segments, its journals replayed in order onto the messages, the effects of
+ * bounce records; and spool_scan(), the read-only listing the CLI uses while
+ * the daemon runs.
+ *
+ * Recovery (spool_shard_open in spool.c) loads with repair on: the torn tail
+ * of the last segment is cut.  spool_scan never modifies anything and reads
+ * files with pread (not mmap), so a daemon cutting a file under it cannot
+ * fault it (SIGBUS).
+ *
+ * A directory is self-contained: its journals speak only of the records in
+ * its own segments (entries for other ids, which journals written before
+ * directories were self-contained may hold, are ignored).  Replay is in
+ * journal order, a final state (DELIVERED, FAILED) is never changed again,
+ * and DELETE drops the message whatever came before.
+ */
+#include "spool/shard.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "io/log.h"
+
+/* ------------------------------------------------------------- helpers */
+
+/* Read a whole file into a malloc'ed buffer; *len gets its length. */
+static int file_read_all(int fd, uint8_t **out, size_t *len)
+{
+    struct stat stt;
+    uint8_t *buf;
+    size_t got = 0;
+
+    if (fstat(fd, &stt) < 0)
+        return -errno;
+    buf = malloc(stt.st_size ? (size_t)stt.st_size : 1);
+    if (!buf)
+        return -ENOMEM;
+    while (got < (size_t)stt.st_size) {
+        ssize_t n = pread(fd, buf + got, (size_t)stt.st_size - got, (off_t)got);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int r = -errno;
+            free(buf);
+            return r;
+        }
+        if (n == 0)
+            break; /* shrank under us: use what we have */
+        got += (size_t)n;
+    }
+    *out = buf;
+    *len = got;
+    return 0;
+}
+
+bool walk_shard_name(const char *name, unsigned *k)
+{
+    char *end;
+
+    if (strncmp(name, "shard-", 6) != 0 || name[6] < '0' || name[6] > '9')
+        return false;
+    errno = 0;
+    unsigned long v = strtoul(name + 6, &end, 10);
+    if (*end || errno || v > 65535)
+        return false;
+    *k = (unsigned)v;
+    return true;
+}
+
+/* "<prefix><digits>" -> *v; false otherwise. */
+static bool name_num(const char *name, const char *prefix, uint64_t max, uint64_t *v)
+{
+    size_t pl = strlen(prefix);
+    char *end;
+
+    if (strncmp(name, prefix, pl) != 0 || name[pl] < '0' || name[pl] > '9')
+        return false;
+    errno = 0;
+    unsigned long long x = strtoull(name + pl, &end, 10);
+    if (*end || errno || x > max)
+        return false;
+    *v = x;
+    return true;
+}
+
+static void sort_u64(uint64_t *v, size_t n)
+{
+    for (size_t i = 1; i < n; i++) /* insertion sort: directories hold few entries */
+        for (size_t j = i; j > 0 && v[j - 1] > v[j]; j--) {
+            uint64_t t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+}
+
+int walk_list_shards(const char *spool_dir, unsigned **ks, size_t *n)
+{
+    DIR *d = opendir(spool_dir);
+    struct dirent *de;
+    uint64_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+
+    *ks = NULL;
+    *n = 0;
+    if (!d)
+        return -errno;
+    while ((de = readdir(d))) {
+        unsigned k;
+        if (!walk_shard_name(de->d_name, &k))
+            continue;
+        if (grow((void **)&v, &cap, cnt + 1, sizeof *v) < 0) {
+            free(v);
+            closedir(d);
+            return -ENOMEM;
+        }
+        v[cnt++] = k;
+    }
+    closedir(d);
+    sort_u64(v, cnt);
+    unsigned *out = malloc((cnt ? cnt : 1) * sizeof *out);
+    if (!out) {
+        free(v);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < cnt; i++)
+        out[i] = (unsigned)v[i];
+    free(v);
+    *ks = out;
+    *n = cnt;
+    return 0;
+}
+
+/* The files of a shard directory. */
+struct dlist {
+    uint64_t *segs;         /* segment numbers, sorted */
+    size_t nsegs, segscap;
+    uint64_t *gens;         /* journal generations, sorted (0: "journal") */
+    size_t ngens, gcap;
+};
+
+static int dir_list(int dirfd, struct dlist *l)
+{
+    DIR *d = fdopendir(dup(dirfd));
+    struct dirent *de;
+    int r = 0;
+
+    memset(l, 0, sizeof *l);
+    if (!d)
+        return -errno;
+    while ((de = readdir(d)) && r == 0) {
+        uint64_t v;
+        if (name_num(de->d_name, "seg-", UINT32_MAX, &v)) {
+            if ((r = grow((void **)&l->segs, &l->segscap, l->nsegs + 1, sizeof *l->segs)) == 0)
+                l->segs[l->nsegs++] = v;
+        } else if (strcmp(de->d_name, "journal") == 0 ||
+                   name_num(de->d_name, "journal-", UINT64_MAX / 2, &v)) {
+            if (de->d_name[7] == '\0')
+                v = 0;
+            if ((r = grow((void **)&l->gens, &l->gcap, l->ngens + 1, sizeof *l->gens)) == 0)
+                l->gens[l->ngens++] = v;
+        }
+    }
+    closedir(d);
+    sort_u64(l->segs, l->nsegs);
+    sort_u64(l->gens, l->ngens);
+    return r;
+}
+
+static void dlist_free(struct dlist *l)
+{
+    free(l->segs);
+    free(l->gens);
+}
+
+/* ----------------------------------------------------------------- key */
+
+int key_load(int dirfd, bool create, uint8_t key[REC_KEY_LEN])
+{
+    uint8_t buf[KEY_FILE_LEN + 1];
+    int fd = openat(dirfd, "key", O_RDONLY | O_CLOEXEC);
+    int r;
+
+    if (fd >= 0) {
+        ssize_t n = pread(fd, buf, sizeof buf, 0);
+        close(fd);
+        if (n >= 0 && key_decode(buf, (size_t)n, key) == 0)
+            return 0;
+        if (!create)
+            return -EBADMSG;
+        /* A new key: records found by resynchronising under the old one
+         * are quarantined instead of trusted (see record.h). */
+        log_errx("spool: bad directory key file: replaced (kept as key.bad)");
+        renameat(dirfd, "key", dirfd, "key.bad");
+    } else if (errno != ENOENT || !create) {
+        return -errno;
+    }
+    randombytes_buf(key, REC_KEY_LEN);
+    key_encode(buf, key);
+    fd = openat(dirfd, "key.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    r = 0;
+    if (pwrite(fd, buf, KEY_FILE_LEN, 0) != KEY_FILE_LEN)
+        r = errno ? -errno : -EIO;
+    else if (fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r == 0 && renameat(dirfd, "key.tmp", dirfd, "key") < 0)
+        r = -errno;
+    if (r == 0 && fsync(dirfd) < 0)
+        r = -errno;
+    return r;
+}
+
+/* --------------------------------------------------------- applying state */
+
+bool smsg_live(const struct smsg *m)
+{
+    if (m->deleted)
+        return false;
+    for (uint32_t i = 0; i < m->nrcpts; i++)
+        if (!st_final(m->r[i].st))
+            return true;
+    return false;
+}
+
+void smsg_apply(struct smsg *m, const struct jrn_entry *e)
+{
+    switch (e->type) {
+    case JRN_T_DELETE:
+        m->deleted = true;
+        return;
+    case JRN_T_MFLAGS:
+        m->mflags |= e->mflags;
+        return;
+    default:
+        break;
+    }
+    for (uint32_t i = 0; i < m->nrcpts; i++) {
+        struct srcpt *r = &m->r[i];
+        if ((e->rcpt_idx >= 0 && (uint32_t)e->rcpt_idx != i) || st_final(r->st))
+            continue;
+        r->st = e->state;
+        r->next_at = e->next_at;
+        if (e->type == JRN_T_ATTEMPT) {
+            r->attempts++;
+            r->last_at = e->last_at;
+            free(r->reply);
+            r->reply = NULL;
+            if (e->reply_len && (r->reply = malloc((size_t)e->reply_len + 1))) {
+                memcpy(r->reply, e->reply, e->reply_len);
+                r->reply[e->reply_len] = '\0';
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------- loading */
+
+/* A bounce record's effect, met while walking. */
+struct lfx {
+    char orig[SPOOL_ID_LEN + 1];
+    uint32_t *idx;
+    size_t n;
+};
+
+struct lctx {
+    const char *spool_dir;
+    unsigned k;
+    int dirfd;
+    const uint8_t *key;
+    bool repair;
+    struct ldir *ld;
+    struct load_stats *st;
+    struct lfx *fx;
+    size_t nfx, fxcap;
+};
+
+static struct lseg *lseg_add(struct ldir *ld, uint32_t seg)
+{
+    if (grow((void **)&ld->segs, &ld->segscap, ld->nsegs + 1, sizeof *ld->segs) < 0)
+        return NULL;
+    struct lseg *s = &ld->segs[ld->nsegs++];
+    *s = (struct lseg){.seg = seg, .clean = true};
+    if (seg > ld->max_seg)
+        ld->max_seg = seg;
+    return s;
+}
+
+/* A valid record at (seg, off). */
+static int record_found(struct lctx *lc, uint32_t seg, uint64_t off, const struct rec_view *v)
+{
+    struct ldir *ld = lc->ld;
+    struct smsg *m;
+    uint32_t n;
+    int64_t ra;
+
+    lc->st->records++;
+    if (rec_env_peek(v->env, v->env_len, v->version, &n, &ra) < 0 || n == 0) {
+        log_warnx("spool: bad envelope id=%s shard=%u seg=%" PRIu32, v->id, lc->k, seg);
+        return 1; /* not indexed: the segment must stay */
+    }
+    m = (struct smsg *)idmap_get(&ld->idx, v->id);
+    if (m) {
+        /* A copy (compaction writes records forward): the later one wins,
+         * both hold the same bytes. */
+        m->seg = seg;
+        m->off = off;
+        m->len = v->total;
+        return 0;
+    }
+    m = smsg_new(n);
+    if (!m)
+        return -ENOMEM;
+    memcpy(m->node.id, v->id, SPOOL_ID_LEN + 1);
+    m->seg = seg;
+    m->off = off;
+    m->len = v->total;
+    m->size = v->data_len;
+    m->received_at = ra;
+    if (idmap_put(&ld->idx, &m->node) < 0) {
+        smsg_free(m);
+        return -ENOMEM;
+    }
+    if (v->version == 2 && rec_get32(v->env + 20) != 0) {
+        /* a bounce: remember which recipients it failed */
+        struct rec_env env;
+        if (rec_env_decode(v->env, v->env_len, v->version, &env) == 0 && env.bounce_of) {
+            struct lfx *f;
+            if (grow((void **)&lc->fx, &lc->fxcap, lc->nfx + 1, sizeof *lc->fx) < 0 ||
+                !(lc->fx[lc->nfx].idx = malloc(env.nbounce * sizeof(uint32_t)))) {
+                rec_env_free(&env);
+                return -ENOMEM;
+            }
+            f = &lc->fx[lc->nfx++];
+            memcpy(f->orig, env.bounce_of, SPOOL_ID_LEN + 1);
+            memcpy(f->idx, env.bounce_idx, env.nbounce * sizeof(uint32_t));
+            f->n = env.nbounce;
+        }
+        rec_env_free(&env);
+    }
+    return 0;
+}
+
+/* Cut a file at off and make the cut durable (recovery only). */
+static int file_cut(int fd, const char *name, unsigned k, uint64_t off, uint64_t size)
+{
+    log_warnx("spool: torn tail shard=%u file=%s offset=%" PRIu64 " cut=%" PRIu64 " bytes", k,
+              name, off, size - off);
+    if (ftruncate(fd, (off_t)off) < 0 || fsync(fd) < 0) {
+        int r = -errno;
+        log_warn("spool: truncate shard-%u/%s", k, name);
+        return r;
+    }
+    return 0;
+}
+
+/* Walk one segment file from offset `from`.  last: no later segment has
+ * bytes (so a bad tail may be a torn write). */
+static int walk_segment(struct lctx *lc, uint32_t seg, uint64_t from, bool last)
+{
+    char name[32];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    uint64_t off = from;
+    bool clean = true;
+    int fd, r;
+
+    snprintf(name, sizeof name, "seg-%08" PRIu32, seg);
+    fd = openat(lc->dirfd, name, (lc->repair ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno; /* removed by the daemon meanwhile */
+    if ((r = file_read_all(fd, &buf, &len)) < 0)
+        goto out;
+    if (len == 0 && lc->repair) {
+        unlinkat(lc->dirfd, name, 0);
+        goto out;
+    }
+    struct lseg *ls = lseg_add(lc->ld, seg);
+    if (!ls) {
+        r = -ENOMEM;
+        goto out;
+    }
+    while (off < len) {
+        struct rec_view v;
+        if (rec_parse(buf + off, len - off, lc->key, &v) < 0)
+            break;
+        if ((r = record_found(lc, seg, off, &v)) < 0)
+            goto out;
+        if (r > 0)
+            clean = false;
+        r = 0;
+        off += v.total;
+    }
+    ls->size = off;
+    if (off < len) {
+        if (lc->repair && last) {
+            lc->st->torn += len - off;
+            r = file_cut(fd, name, lc->k, off, len);
+        } else {
+            clean = false;
+            if (lc->repair)
+                log_warnx("spool: bad record shard=%u file=%s offset=%" PRIu64
+                          ": the rest of the segment (%zu bytes) is skipped",
+                          lc->k, name, off, len - off);
+        }
+    } else {
+        ls->size = len;
+    }
+    ls->clean = clean;
+out:
+    free(buf);
+    close(fd);
+    return r;
+}
+
+/* Replay journal generation gen onto the loaded messages. */
+static int replay_journal(struct lctx *lc, uint64_t gen)
+{
+    char name[40];
+    uint8_t *buf = NULL;
+    size_t len = 0, off = 0;
+    int fd, r;
+
+    if (gen == 0)
+        snprintf(name, sizeof name, "journal");
+    else
+        snprintf(name, sizeof name, "journal-%08" PRIu64, gen);
+    fd = openat(lc->dirfd, name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if ((r = file_read_all(fd, &buf, &len)) < 0)
+        goto out;
+    while (off < len) {
+        struct jrn_entry e;
+        size_t el;
+        if (jrn_decode(buf + off, len - off, &e, &el) < 0)
+            break;
+        struct smsg *m = (struct smsg *)idmap_get(&lc->ld->idx, e.id);
+        if (m)
+            smsg_apply(m, &e);
+        lc->st->jrn_entries++;
+        off += el;
+    }
+    if (off < len)
+        log_debug("spool: shard=%u journal %s: stop at %zu of %zu", lc->k, name, off, len);
+out:
+    free(buf);
+    close(fd);
+    return r;
+}
+
+/* Drop the messages that are not live any more. */
+static void drop_dead(struct ldir *ld)
+{
+    for (size_t i = 0; i < ld->idx.nb; i++) {
+        struct idmap_node **pp = &ld->idx.b[i];
+        while (*pp) {
+            struct smsg *m = (struct smsg *)*pp;
+            if (smsg_live(m)) {
+                pp = &(*pp)->next;
+                continue;
+            }
+            *pp = m->node.next;
+            ld->idx.n--;
+            smsg_free(m);
+        }
+    }
+}
+
+void ldir_free(struct ldir *d)
+{
+    for (size_t i = 0; i < d->idx.nb; i++) {
+        struct idmap_node *x = d->idx.b[i], *next;
+        for (; x; x = next) {
+            next = x->next;
+            smsg_free((struct smsg *)x);
+        }
+    }
+    free(d->idx.b);
+    free(d->segs);
+    memset(d, 0, sizeof *d);
+}
+
+int load_dir(const char *spool_dir, unsigned k, int dirfd, const uint8_t *key, bool repair,
+             struct ldir *out, struct load_stats *st)
+{
+    struct lctx lc = {.spool_dir = spool_dir, .k = k, .dirfd = dirfd, .key = key,
+                      .repair = repair, .ld = out, .st = st};
+    struct dlist dl;
+    int r;
+
+    memset(out, 0, sizeof *out);
+    out->k = k;
+    if ((r = dir_list(dirfd, &dl)) < 0)
+        return r;
+    for (size_t i = 0; i < dl.nsegs && r == 0; i++) {
+        /* Only the last segment written to can have a torn tail; the fresh
+         * segments a restart makes may follow it, empty. */
+        bool last = true;
+        for (size_t j = i + 1; j < dl.nsegs && last; j++) {
+            char p2[32];
+            struct stat st2;
+            snprintf(p2, sizeof p2, "seg-%08" PRIu64, dl.segs[j]);
+            if (fstatat(dirfd, p2, &st2, 0) == 0 && st2.st_size > 0)
+                last = false;
+        }
+        r = walk_segment(&lc, (uint32_t)dl.segs[i], 0, last);
+        if (dl.segs[i] > out->max_seg)
+            out->max_seg = (uint32_t)dl.segs[i];
+    }
+    for (size_t i = 0; i < dl.ngens && r == 0; i++) {
+        r = replay_journal(&lc, dl.gens[i]);
+        if (dl.gens[i] > out->max_gen)
+            out->max_gen = dl.gens[i];
+    }
+    for (size_t i = 0; i < lc.nfx; i++) {
+        struct smsg *m = (struct smsg *)idmap_get(&out->idx, lc.fx[i].orig);
+        for (size_t j = 0; m && j < lc.fx[i].n; j++)
+            if (lc.fx[i].idx[j] < m->nrcpts)
+                m->r[lc.fx[i].idx[j]].st = SPOOL_RCPT_FAILED;
+        free(lc.fx[i].idx);
+    }
+    free(lc.fx);
+    dlist_free(&dl);
+    if (r < 0) {
+        ldir_free(out);
+        return r;
+    }
+    drop_dead(out);
+    return 0;
+}
+
+/* ------------------------------------------------------------ spool_scan */
+
+static int cmp_loc(const void *a, const void *b)
+{
+    const struct smsg *x = *(struct smsg *const *)a, *y = *(struct smsg *const *)b;
+    if (x->seg != y->seg)
+        return x->seg < y->seg ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Read every live message of a loaded directory and call cb. */
+static int scan_dir(int dirfd, unsigned k, struct ldir *ld, spool_scan_cb cb, void *arg)
+{
+    struct smsg **v = malloc((ld->idx.n ? ld->idx.n : 1) * sizeof *v);
+    size_t n = 0;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int fd = -1, r = 0;
+    uint32_t fdseg = 0;
+
+    if (!v)
+        return -ENOMEM;
+    for (size_t i = 0; i < ld->idx.nb; i++)
+        for (struct idmap_node *x = ld->idx.b[i]; x; x = x->next)
+            v[n++] = (struct smsg *)x;
+    qsort(v, n, sizeof *v, cmp_loc);
+    for (size_t i = 0; i < n && r == 0; i++) {
+        struct smsg *m = v[i];
+        struct rec_view rv;
+        struct rec_env env;
+        if (fd < 0 || fdseg != m->seg) {
+            char name[32];
+            if (fd >= 0)
+                close(fd);
+            snprintf(name, sizeof name, "seg-%08" PRIu32, m->seg);
+            fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+            fdseg = m->seg;
+        }
+        if (fd < 0)
+            continue; /* removed meanwhile */
+        if (grow((void **)&buf, &cap, m->len, 1) < 0) {
+            r = -ENOMEM;
+            break;
+        }
+        if (pread(fd, buf, m->len, (off_t)m->off) != (ssize_t)m->len ||
+            rec_parse(buf, m->len, NULL, &rv) < 0 ||
+            rec_env_decode(rv.env, rv.env_len, rv.version, &env) < 0)
+            continue;
+        enum spool_rcpt_state *est = calloc(env.nrcpts, sizeof *est);
+        struct spool_rcpt_info *ri = calloc(env.nrcpts, sizeof *ri);
+        if (!est || !ri || env.nrcpts != m->nrcpts) {
+            free(est);
+            free(ri);
+            rec_env_free(&env);
+            if (env.nrcpts != m->nrcpts)
+                continue;
+            r = -ENOMEM;
+            break;
+        }
+        for (size_t j = 0; j < env.nrcpts; j++) {
+            est[j] = (enum spool_rcpt_state)m->r[j].st;
+            ri[j] = (struct spool_rcpt_info){est[j], m->r[j].attempts, m->r[j].next_at,
+                                             m->r[j].last_at, m->r[j].reply};
+        }
+        struct spool_msg_info mi = {
+            .id = m->node.id,
+            .shard = k,
+            .sender = env.sender,
+            .rcpts = env.rcpts,
+            .rcpt_state = est,
+            .rcpt = ri,
+            .nrcpts = env.nrcpts,
+            .helo = env.helo,
+            .client_addr = env.client_addr,
+            .auth_user = env.auth_user,
+            .headers = env.headers,
+            .flags = env.flags,
+            .received_at = env.received_at,
+            .dsn_ret = env.dsn_ret,
+            .dsn_envid = env.dsn_envid,
+            .dsn_notify = env.dsn_notify,
+            .dsn_orcpt = env.dsn_orcpt,
+            .bounce_of = env.bounce_of,
+            .msg_flags = m->mflags,
+            .size = rv.data_len,
+            .data = (const char *)rv.data,
+        };
+        r = cb(&mi, arg);
+        free(est);
+        free(ri);
+        rec_env_free(&env);
+    }
+    if (fd >= 0)
+        close(fd);
+    free(buf);
+    free(v);
+    return r;
+}
+
+int spool_scan(const char *spool_dir, spool_scan_cb cb, void *arg)
+{
+    unsigned *ks = NULL;
+    size_t n = 0;
+    int r;
+
+    if ((r = walk_list_shards(spool_dir, &ks, &n)) < 0)
+        return r;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        char path[4096];
+        uint8_t key[REC_KEY_LEN];
+        struct load_stats st = {0};
+        struct ldir ld;
+        snprintf(path, sizeof path, "%s/shard-%u", spool_dir, ks[i]);
+        int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0) {
+            r = errno == ENOENT ? 0 : -errno;
+            continue;
+        }
+        bool has_key = key_load(dfd, false, key) == 0;
+        r = load_dir(spool_dir, ks[i], dfd, has_key ? key : NULL, false, &ld, &st);
+        if (r == 0) {
+            r = scan_dir(dfd, ks[i], &ld, cb, arg);
+            ldir_free(&ld);
+        } else if (r == -ENOENT) {
+            r = 0;
+        }
+        close(dfd);
+    }
+    free(ks);
+    return r;
+}
