@@ -5,10 +5,13 @@
  * bounce records; and spool_scan(), the read-only listing the CLI uses while
  * the daemon runs.
  *
- * Recovery (spool_shard_open in spool.c) loads with repair on: the torn tail
- * of the last segment is cut.  spool_scan never modifies anything and reads
- * files with pread (not mmap), so a daemon cutting a file under it cannot
- * fault it (SIGBUS).
+ * Recovery keeps every valid record.  After a bad record (or journal entry)
+ * the walk resynchronises on the next valid header, and with repair on
+ * (spool_shard_open in spool.c) the bad bytes are copied to <spool>/corrupt/
+ * with a log line at error level; only a torn tail of the last segment (a
+ * bad stretch with nothing valid after it) is cut, after a copy too.
+ * spool_scan never modifies anything and reads files with pread (not mmap),
+ * so a daemon cutting a file under it cannot fault it (SIGBUS).
  *
  * A directory is self-contained: its journals speak only of the records in
  * its own segments (entries for other ids, which journals written before
@@ -366,15 +369,128 @@ static int file_cut(int fd, const char *name, unsigned k, uint64_t off, uint64_t
     return 0;
 }
 
-/* Walk one segment file from offset `from`.  last: no later segment has
- * bytes (so a bad tail may be a torn write). */
+/*
+ * Copy n bad bytes p, found at offset off of file `name` of shard k, to
+ * <spool>/corrupt/shard-<k>-<name>-<off>[-torn] and make the copy durable.
+ * A copy made by an earlier recovery (the name exists) counts as done.
+ * Returns 0 or -errno.
+ */
+static int quarantine(struct lctx *lc, const char *name, uint64_t off, const uint8_t *p,
+                      size_t n, bool torn)
+{
+    char path[4096], qn[128];
+    int dfd, fd, r = 0;
+
+    snprintf(path, sizeof path, "%s/corrupt", lc->spool_dir);
+    if (mkdir(path, 0750) == 0) {
+        int sfd = open(lc->spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (sfd >= 0) {
+            fsync(sfd);
+            close(sfd);
+        }
+    } else if (errno != EEXIST) {
+        r = -errno;
+        goto out;
+    }
+    dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        r = -errno;
+        goto out;
+    }
+    snprintf(qn, sizeof qn, "shard-%u-%s-%012" PRIu64 "%s", lc->k, name, off,
+             torn ? "-torn" : "");
+    fd = openat(dfd, qn, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        r = errno == EEXIST ? 0 : -errno;
+        close(dfd);
+        goto out;
+    }
+    for (size_t done = 0; done < n && r == 0;) {
+        ssize_t w = write(fd, p + done, n - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            r = w < 0 ? -errno : -EIO;
+        else
+            done += (size_t)w;
+    }
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    close(fd);
+    if (r == 0 && fsync(dfd) < 0)
+        r = -errno;
+    if (r < 0)
+        unlinkat(dfd, qn, 0);
+    close(dfd);
+out:
+    if (r < 0)
+        log_errx("spool: shard=%u file=%s offset=%" PRIu64 " bytes=%zu event=quarantine-failed"
+                 " error=\"%s\" (left in place)", lc->k, name, off, n, strerror(-r));
+    else if (torn)
+        log_warnx("spool: shard=%u file=%s offset=%" PRIu64 " bytes=%zu event=torn-tail"
+                  " copy=corrupt/%s", lc->k, name, off, n, qn);
+    else
+        log_errx("spool: shard=%u file=%s offset=%" PRIu64 " bytes=%zu event=quarantined"
+                 " copy=corrupt/%s", lc->k, name, off, n, qn);
+    return r;
+}
+
+/*
+ * Is the record at buf a header recovery may resynchronise on?  Message
+ * data may hold anything, a record with correct crcs included; a version-2
+ * candidate must carry the tag of the directory's key (record.h).  Version-1
+ * records have no tag: they are trusted only in a segment that holds no
+ * version-2 record (a segment from before version 2).
+ */
+static bool resync_ok(const struct lctx *lc, const struct rec_view *v, bool seg_v2)
+{
+    if (v->version == 2)
+        return v->tag_ok || !lc->key;
+    return !seg_v2;
+}
+
+/* Does the buffer hold a version-2 record with a valid tag anywhere? */
+static bool has_v2(const struct lctx *lc, const uint8_t *buf, size_t len)
+{
+    struct rec_view v;
+
+    for (size_t q = 0; q + REC2_HDR_LEN <= len; q += REC_ALIGN)
+        if (rec_get32(buf + q) == REC_MAGIC && rec_get16(buf + q + 4) == 2 &&
+            rec_parse(buf + q, len - q, lc->key, &v) == 0 && (v.tag_ok || !lc->key))
+            return true;
+    return false;
+}
+
+/* The next offset > off (8-aligned) holding a record to resynchronise on,
+ * or len if none. */
+static uint64_t resync_seg(const struct lctx *lc, const uint8_t *buf, size_t len, uint64_t off,
+                           bool seg_v2)
+{
+    struct rec_view v;
+
+    for (uint64_t q = off + REC_ALIGN; q < len; q += REC_ALIGN)
+        if (rec_get32(buf + q) == REC_MAGIC && len - q >= REC_HDR_LEN &&
+            rec_parse(buf + q, len - q, lc->key, &v) == 0 && resync_ok(lc, &v, seg_v2))
+            return q;
+    return len;
+}
+
+/*
+ * Walk one segment file from offset `from`.  last: no later segment has
+ * bytes, so a bad tail with nothing valid after it may be a torn write.
+ * Every valid record is found: after a bad one the walk resynchronises on
+ * the next valid header (resync_seg); the bytes in between are quarantined
+ * (repair) and the walk goes on.  Only the torn tail of the last segment is
+ * cut (after a copy, too: a torn tail cannot be told from a corrupted last
+ * record).
+ */
 static int walk_segment(struct lctx *lc, uint32_t seg, uint64_t from, bool last)
 {
     char name[32];
     uint8_t *buf = NULL;
     size_t len = 0;
     uint64_t off = from;
-    bool clean = true;
+    bool clean = true, seg_v2 = false, probed = false;
     int fd, r;
 
     snprintf(name, sizeof name, "seg-%08" PRIu32, seg);
@@ -392,31 +508,41 @@ static int walk_segment(struct lctx *lc, uint32_t seg, uint64_t from, bool last)
         r = -ENOMEM;
         goto out;
     }
+    ls->size = len;
     while (off < len) {
         struct rec_view v;
-        if (rec_parse(buf + off, len - off, lc->key, &v) < 0)
-            break;
-        if ((r = record_found(lc, seg, off, &v)) < 0)
-            goto out;
-        if (r > 0)
-            clean = false;
-        r = 0;
-        off += v.total;
-    }
-    ls->size = off;
-    if (off < len) {
-        if (lc->repair && last) {
-            lc->st->torn += len - off;
-            r = file_cut(fd, name, lc->k, off, len);
-        } else {
-            clean = false;
-            if (lc->repair)
-                log_warnx("spool: bad record shard=%u file=%s offset=%" PRIu64
-                          ": the rest of the segment (%zu bytes) is skipped",
-                          lc->k, name, off, len - off);
+        if (rec_parse(buf + off, len - off, lc->key, &v) == 0) {
+            seg_v2 |= v.version == 2;
+            if ((r = record_found(lc, seg, off, &v)) < 0)
+                goto out;
+            if (r > 0)
+                clean = false;
+            r = 0;
+            off += v.total;
+            continue;
         }
-    } else {
-        ls->size = len;
+        if (!probed && !seg_v2) {
+            seg_v2 = has_v2(lc, buf, len);
+            probed = true;
+        }
+        uint64_t next = resync_seg(lc, buf, len, off, seg_v2);
+        if (next == len && last) {
+            /* nothing valid after it: a torn tail, never acknowledged */
+            lc->st->torn += len - off;
+            if (lc->repair) {
+                if (quarantine(lc, name, off, buf + off, len - off, true) < 0 ||
+                    file_cut(fd, name, lc->k, off, len) < 0)
+                    clean = false;
+                else
+                    ls->size = off;
+            }
+            break;
+        }
+        lc->st->quarantined += next - off;
+        lc->st->regions++;
+        if (lc->repair && quarantine(lc, name, off, buf + off, next - off, false) < 0)
+            clean = false;
+        off = next;
     }
     ls->clean = clean;
 out:
@@ -425,7 +551,25 @@ out:
     return r;
 }
 
-/* Replay journal generation gen onto the loaded messages. */
+/* The next offset > off (8-aligned) where a journal entry decodes, or len. */
+static size_t resync_jrn(const uint8_t *buf, size_t len, size_t off)
+{
+    for (size_t q = off + 8; q < len; q += 8) {
+        struct jrn_entry e;
+        size_t el;
+        uint32_t m = len - q >= 4 ? rec_get32(buf + q) : 0;
+        if ((m == JRN_MAGIC || m == JRN2_MAGIC) && jrn_decode(buf + q, len - q, &e, &el) == 0)
+            return q;
+    }
+    return len;
+}
+
+/*
+ * Replay journal generation gen onto the loaded messages.  A bad entry is
+ * skipped by resynchronising on the next valid one (the bytes are
+ * quarantined); a bad tail with nothing valid after it is a torn write and
+ * is only skipped (no journal is appended to after a restart).
+ */
 static int replay_journal(struct lctx *lc, uint64_t gen)
 {
     char name[40];
@@ -445,16 +589,27 @@ static int replay_journal(struct lctx *lc, uint64_t gen)
     while (off < len) {
         struct jrn_entry e;
         size_t el;
-        if (jrn_decode(buf + off, len - off, &e, &el) < 0)
+        if (jrn_decode(buf + off, len - off, &e, &el) == 0) {
+            struct smsg *m = (struct smsg *)idmap_get(&lc->ld->idx, e.id);
+            if (m)
+                smsg_apply(m, &e);
+            lc->st->jrn_entries++;
+            off += el;
+            continue;
+        }
+        size_t next = resync_jrn(buf, len, off);
+        if (next == len) {
+            log_warnx("spool: shard=%u file=%s offset=%zu bytes=%zu event=torn-journal-tail"
+                      " (skipped)", lc->k, name, off, len - off);
+            lc->st->torn += len - off;
             break;
-        struct smsg *m = (struct smsg *)idmap_get(&lc->ld->idx, e.id);
-        if (m)
-            smsg_apply(m, &e);
-        lc->st->jrn_entries++;
-        off += el;
+        }
+        lc->st->jrn_skipped++;
+        lc->st->quarantined += next - off;
+        if (lc->repair)
+            quarantine(lc, name, off, buf + off, next - off, false);
+        off = next;
     }
-    if (off < len)
-        log_debug("spool: shard=%u journal %s: stop at %zu of %zu", lc->k, name, off, len);
 out:
     free(buf);
     close(fd);

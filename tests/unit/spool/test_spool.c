@@ -483,12 +483,13 @@ static void test_bad_record_older_segment(void **state)
     close(fd);
     free(all);
     off_t size = file_size(seg);
-    shard_open(e, 0, 1, NULL); /* warns, keeps the first, never crashes */
-    assert_int_equal(spool_shard_count(e->sh), 1 + 3);
+    shard_open(e, 0, 1, NULL); /* quarantines the bad one, keeps the others */
+    assert_int_equal(spool_shard_count(e->sh), 3 + 3);
     assert_int_equal(file_size(seg), size); /* older segment is not cut */
     shard_close(e);
     assert_int_equal(scan_check(e, b, 3).found, 3);
-    assert_int_equal(scan_check(e, a, 4).found, 1);
+    assert_int_equal(scan_check(e, a, 4).found, 3);
+    assert_int_equal(a[1].seen, 0);
     msgs_free(a, 4);
     msgs_free(b, 3);
 }
@@ -1541,6 +1542,369 @@ static void test_v1_compat(void **state)
 }
 
 
+/* ------------------------------------------------- corruption (step 2) */
+
+/* Offsets, lengths and ids of the records of an intact segment file. */
+struct recmap {
+    int n;
+    uint64_t off[64], len[64];
+    char id[64][SPOOL_ID_LEN + 1];
+};
+
+static void map_records(const char *path, struct recmap *rm)
+{
+    size_t len = (size_t)file_size(path);
+    uint8_t *buf = malloc(len ? len : 1);
+    int fd = open(path, O_RDONLY);
+    assert_int_equal(pread(fd, buf, len, 0), (ssize_t)len);
+    close(fd);
+    rm->n = 0;
+    for (uint64_t off = 0; off < len;) {
+        struct rec_view v;
+        assert_int_equal(rec_parse(buf + off, len - off, NULL, &v), 0);
+        assert_true(rm->n < 64);
+        rm->off[rm->n] = off;
+        rm->len[rm->n] = v.total;
+        memcpy(rm->id[rm->n], v.id, SPOOL_ID_LEN + 1);
+        rm->n++;
+        off += v.total;
+    }
+    free(buf);
+}
+
+static void flip(const char *path, uint64_t off, uint8_t x)
+{
+    int fd = open(path, O_RDWR);
+    uint8_t b;
+    assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+    b ^= x;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+    close(fd);
+}
+
+static void zero(const char *path, uint64_t off, size_t n)
+{
+    int fd = open(path, O_RDWR);
+    char *z = calloc(1, n);
+    assert_int_equal(pwrite(fd, z, n, (off_t)off), (ssize_t)n);
+    free(z);
+    close(fd);
+}
+
+/* Bytes in <spool>/corrupt, torn tails apart. */
+static uint64_t corrupt_bytes(struct env *e, bool torn, int *files)
+{
+    char dir[128], p[512];
+    uint64_t n = 0;
+    snprintf(dir, sizeof dir, "%s/corrupt", e->dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    *files = 0;
+    if (!d)
+        return 0;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.' || (strstr(de->d_name, "-torn") != NULL) != torn)
+            continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        n += (uint64_t)file_size(p);
+        (*files)++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* The ids spool_scan reports must be exactly want[0..n). */
+struct idset {
+    int n;
+    char (*ids)[SPOOL_ID_LEN + 1];
+    int found, extra;
+};
+
+static int idset_cb(const struct spool_msg_info *mi, void *arg)
+{
+    struct idset *x = arg;
+    for (int i = 0; i < x->n; i++)
+        if (strcmp(x->ids[i], mi->id) == 0) {
+            x->found++;
+            return 0;
+        }
+    x->extra++;
+    return 0;
+}
+
+static void expect_ids(struct env *e, char (*ids)[SPOOL_ID_LEN + 1], int n)
+{
+    struct idset x = {n, ids, 0, 0};
+    assert_int_equal(spool_scan(e->dir, idset_cb, &x), 0);
+    assert_int_equal(x.found, n);
+    assert_int_equal(x.extra, 0);
+    shard_open(e, 0, 1, NULL);
+    assert_int_equal(spool_shard_count(e->sh), n);
+    for (int i = 0; i < n; i++)
+        assert_non_null(idmap_get(&e->sh->idx, ids[i]));
+    shard_close(e);
+}
+
+enum { C_HEAD, C_MIDDLE, C_HDR_MIDDLE, C_TAIL, C_ZERO4K };
+
+static void corrupt_case(struct env *e, int kind)
+{
+    enum { N = 12 };
+    struct tmsg *ms = msgs_new(N, 40 + kind);
+    char seg[512];
+    struct recmap rm;
+    char want[N][SPOOL_ID_LEN + 1];
+    int nwant = 0, files;
+    uint64_t lo, hi;
+
+    shard_open(e, 0, 1, NULL);
+    for (int i = 0; i < N; i++)
+        submit(e, &ms[i]);
+    run_for(e, N);
+    shard_close(e);
+    last_segment(e, 0, seg, sizeof seg);
+    map_records(seg, &rm);
+    assert_int_equal(rm.n, N);
+    switch (kind) {
+    case C_HEAD: /* a length in the first header */
+        lo = rm.off[0] + 9;
+        hi = lo + 1;
+        flip(seg, lo, 0x40);
+        break;
+    case C_MIDDLE: /* the data of the sixth */
+        lo = rm.off[5] + rm.len[5] - 20;
+        hi = lo + 1;
+        flip(seg, lo, 0x01);
+        break;
+    case C_HDR_MIDDLE: /* the magic of the seventh: its length is lost too */
+        lo = rm.off[6];
+        hi = lo + 1;
+        flip(seg, lo, 0xff);
+        break;
+    case C_TAIL: /* the last record */
+        lo = rm.off[N - 1] + rm.len[N - 1] / 2;
+        hi = lo + 1;
+        flip(seg, lo, 0x08);
+        break;
+    default: /* a zeroed 4 KiB block from inside the fifth */
+        lo = rm.off[4] + 100;
+        hi = lo + 4096;
+        assert_true(hi < rm.off[N - 1]);
+        zero(seg, lo, 4096);
+        break;
+    }
+    uint64_t bad = 0;
+    for (int i = 0; i < N; i++) {
+        if (rm.off[i] + rm.len[i] <= lo || rm.off[i] >= hi)
+            memcpy(want[nwant++], rm.id[i], SPOOL_ID_LEN + 1);
+        else
+            bad += rm.len[i];
+    }
+    assert_true(nwant < N);
+    expect_ids(e, want, nwant);
+    if (kind == C_TAIL) {
+        assert_int_equal(corrupt_bytes(e, true, &files), bad); /* copied, then cut */
+        assert_int_equal(files, 1);
+        assert_int_equal(file_size(seg), (off_t)rm.off[N - 1]);
+    } else {
+        assert_int_equal(corrupt_bytes(e, false, &files), bad);
+        assert_int_equal(files, 1);
+        assert_int_equal(corrupt_bytes(e, true, &files), 0);
+    }
+    /* again: the same result, nothing quarantined twice */
+    expect_ids(e, want, nwant);
+    assert_int_equal(corrupt_bytes(e, kind == C_TAIL, &files), bad);
+    assert_int_equal(files, 1);
+    msgs_free(ms, N);
+}
+
+static void test_corrupt_segment(void **state)
+{
+    struct env *e = *state;
+    loop_new_cur(e);
+    for (int kind = C_HEAD; kind <= C_ZERO4K; kind++) {
+        char sub[64];
+        /* each case in a fresh spool */
+        snprintf(sub, sizeof sub, "/case%d", kind);
+        if (kind > C_HEAD) {
+            nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+            assert_int_equal(mkdir(e->dir, 0700), 0);
+        }
+        corrupt_case(e, kind);
+    }
+}
+
+/* A bad record in a segment that is not the last: nothing is cut. */
+static void test_corrupt_older_segment(void **state)
+{
+    struct env *e = *state;
+    struct tmsg *a = msgs_new(6, 50), *b = msgs_new(3, 51);
+    char seg[512];
+    struct recmap rm;
+    char want[9][SPOOL_ID_LEN + 1];
+    int n = 0;
+
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    for (int i = 0; i < 6; i++)
+        submit(e, &a[i]);
+    run_for(e, 6);
+    shard_close(e);
+    last_segment(e, 0, seg, sizeof seg);
+    map_records(seg, &rm);
+    shard_open(e, 0, 1, NULL);
+    for (int i = 0; i < 3; i++)
+        submit(e, &b[i]);
+    run_for(e, 3);
+    shard_close(e);
+    off_t size = file_size(seg);
+    /* the tail of the older segment: nothing valid after it, yet not torn */
+    flip(seg, rm.off[5] + 30, 0x10);
+    for (int i = 0; i < 5; i++)
+        memcpy(want[n++], rm.id[i], SPOOL_ID_LEN + 1);
+    for (int i = 0; i < 3; i++)
+        memcpy(want[n++], b[i].c.id, SPOOL_ID_LEN + 1);
+    expect_ids(e, want, n);
+    assert_int_equal(file_size(seg), size);
+    int files;
+    assert_int_equal(corrupt_bytes(e, false, &files), rm.len[5]);
+    msgs_free(a, 6);
+    msgs_free(b, 3);
+}
+
+/*
+ * Message data is the sender's: it may hold a well-formed record with
+ * correct crcs.  After the header of the message holding it is damaged,
+ * resynchronising must not take it for a stored message.
+ */
+static void test_corrupt_forged(void **state)
+{
+    struct env *e = *state;
+    struct tmsg *ms = msgs_new(3, 52);
+    static const uint8_t bad_key[REC_KEY_LEN] = "not-the-dir-key!";
+    static const char *frc[] = {"victim@example.org"};
+    struct spool_envelope fenv = {.sender = "forged@example.com", .rcpts = frc, .nrcpts = 1,
+                                  .helo = "x", .client_addr = "x", .auth_user = "admin",
+                                  .headers = ""};
+    struct rec_env_in in = {.env = &fenv};
+    size_t el = rec_env_size(&in), t2, t1;
+    const char *fdata = "Subject: forged\r\n\r\nrelay me\r\n";
+    struct iovec fiov = {(void *)fdata, strlen(fdata)};
+    t2 = REC2_HDR_LEN + el + fiov.iov_len;
+    t2 += rec_pad(t2);
+    uint8_t *f2 = calloc(1, t2);
+    rec_env_encode(&in, f2 + REC2_HDR_LEN);
+    memcpy(f2 + REC2_HDR_LEN + el, fdata, fiov.iov_len);
+    rec_hdr_build(f2, bad_key, "FORGEDv2FORGEDv2FORG", f2 + REC2_HDR_LEN, (uint32_t)el, &fiov, 1,
+                  fiov.iov_len);
+    uint8_t *f1 = v1_record("FORGEDv1FORGEDv1FORG", "forged@example.com", frc, 1, "", fdata,
+                            &t1);
+    /* the middle message carries both forgeries, 8-aligned in its data */
+    struct tmsg *m = &ms[1];
+    free(m->data);
+    m->len = 64 + t2 + t1 + 64;
+    m->data = calloc(1, m->len);
+    memcpy(m->data + 64, f2, t2);
+    memcpy(m->data + 64 + t2, f1, t1);
+    m->iov[0] = (struct iovec){m->data, m->len};
+    m->iovcnt = 1;
+    free(f2);
+    free(f1);
+
+    loop_new_cur(e);
+    shard_open(e, 0, 1, NULL);
+    for (int i = 0; i < 3; i++)
+        submit(e, &ms[i]);
+    run_for(e, 3);
+    shard_close(e);
+    char seg[512];
+    struct recmap rm;
+    last_segment(e, 0, seg, sizeof seg);
+    map_records(seg, &rm);
+    /* the data starts 8-aligned: so do the forged records in it */
+    struct rec_view v;
+    uint8_t hdr[REC2_HDR_LEN];
+    int fd = open(seg, O_RDONLY);
+    assert_int_equal(pread(fd, hdr, sizeof hdr, (off_t)rm.off[1]), (ssize_t)sizeof hdr);
+    close(fd);
+    assert_int_equal(rec_parse_hdr(hdr, sizeof hdr, &v), 0);
+    assert_int_equal((rm.off[1] + v.hdr_len + v.env_len) % 8, 0);
+    flip(seg, rm.off[1] + 2, 0x20); /* the magic of the middle record */
+    char want[2][SPOOL_ID_LEN + 1];
+    memcpy(want[0], ms[0].c.id, SPOOL_ID_LEN + 1);
+    memcpy(want[1], ms[2].c.id, SPOOL_ID_LEN + 1);
+    expect_ids(e, want, 2);
+    msgs_free(ms, 3);
+}
+
+static void test_corrupt_journal(void **state)
+{
+    struct env *e = *state;
+    enum { N = 100 };
+    struct tmsg *ms = msgs_new(N, 53);
+
+    loop_new_cur(e);
+    for (int kind = C_HEAD; kind <= C_ZERO4K; kind++) {
+        if (kind == C_HDR_MIDDLE)
+            continue;
+        if (kind > C_HEAD) {
+            nftw(e->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+            assert_int_equal(mkdir(e->dir, 0700), 0);
+        }
+        shard_open(e, 0, 1, NULL);
+        for (int i = 0; i < N; i++)
+            submit(e, &ms[i]);
+        run_for(e, N);
+        for (int i = 0; i < N; i++) /* one entry each, JRN2_MIN bytes, in order */
+            assert_int_equal(spool_mark(e->sh, NULL, ms[i].c.id, 0, SPOOL_RCPT_DEFERRED,
+                                        1000 + i), 0);
+        run_idle(e);
+        shard_close(e);
+        char jp[512];
+        journal_path(e, 0, jp, sizeof jp);
+        assert_int_equal(file_size(jp), N * JRN2_MIN);
+        int lo, hi; /* entries lost */
+        switch (kind) {
+        case C_HEAD:
+            flip(jp, 5, 0x01); /* the length of the first */
+            lo = 0, hi = 1;
+            break;
+        case C_MIDDLE:
+            flip(jp, 50 * JRN2_MIN + 30, 0x80);
+            lo = 50, hi = 51;
+            break;
+        case C_TAIL:
+            flip(jp, (N - 1) * JRN2_MIN + 60, 0x02);
+            lo = N - 1, hi = N;
+            break;
+        default:
+            zero(jp, 16 * JRN2_MIN + 8, 4096); /* 64 entries, 2 of them partly */
+            lo = 16, hi = 16 + 65;
+            break;
+        }
+        shard_open(e, 0, 1, NULL);
+        assert_int_equal(spool_shard_count(e->sh), N);
+        for (int i = 0; i < N; i++) {
+            struct spool_rcpt_info ri;
+            assert_int_equal(spool_rcpt_get(e->sh, ms[i].c.id, 0, &ri), 0);
+            if (i >= lo && i < hi) {
+                assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+            } else {
+                assert_int_equal(ri.state, SPOOL_RCPT_DEFERRED);
+                assert_int_equal(ri.next_at, 1000 + i);
+            }
+        }
+        shard_close(e);
+        int files;
+        uint64_t q = corrupt_bytes(e, false, &files);
+        if (kind == C_TAIL)
+            assert_int_equal(q, 0); /* a torn tail: skipped */
+        else
+            assert_int_equal(q, (uint64_t)(hi - lo) * JRN2_MIN);
+    }
+    msgs_free(ms, N);
+}
+
 /* Run every test with the loop backend in its prestate. */
 #define BOTH(t)                                                                         \
     static void t##_uring(void **s) { cur_backend = IO_BACKEND_URING; t(s); }           \
@@ -1566,6 +1930,10 @@ BOTH(test_due_adopted)
 BOTH(test_bounce)
 BOTH(test_foreach)
 BOTH(test_v1_compat)
+BOTH(test_corrupt_segment)
+BOTH(test_corrupt_older_segment)
+BOTH(test_corrupt_forged)
+BOTH(test_corrupt_journal)
 
 #define T(t) cmocka_unit_test_setup_teardown(t##_uring, setup, teardown), \
              cmocka_unit_test_setup_teardown(t##_epoll, setup, teardown)
@@ -1597,6 +1965,10 @@ int main(void)
         T(test_bounce),
         T(test_foreach),
         T(test_v1_compat),
+        T(test_corrupt_segment),
+        T(test_corrupt_older_segment),
+        T(test_corrupt_forged),
+        T(test_corrupt_journal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
