@@ -65,6 +65,8 @@ int res_name_normalize(const char *in, char *out, size_t outlen)
         }
         out[i] = (char)tolower(c);
     }
+    if (label == 0)
+        return -EINVAL; /* "a.b..": an empty last label */
     out[len] = '\0';
     return (int)len;
 }
