@@ -19,6 +19,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
@@ -36,13 +37,15 @@ struct lookup {
 static void lookup_usage(FILE *f)
 {
     fprintf(f,
-            "usage: ortoo [-c DIR] lookup TYPE NAME\n"
+            "usage: ortoo [-c DIR] lookup [--timeout SECONDS] TYPE NAME\n"
             "\n"
             "Look NAME up with ortoo's resolver and the [resolver] settings of the\n"
             "configuration, and print every record with its DNSSEC state.\n"
+            "--timeout: give up after SECONDS (1-300; default %d, as the server).\n"
             "TYPE is MX, A, AAAA, TLSA, PTR or TXT; for PTR, NAME may be an IPv4 or\n"
             "IPv6 address.  MX follows RFC 5321 5.1 (implicit MX) and RFC 7505\n"
-            "(null MX).  Exit status 0 when records were found, 1 otherwise.\n");
+            "(null MX).  Exit status 0 when records were found, 1 otherwise.\n",
+            RES_DEFAULT_TIMEOUT_MS / 1000);
 }
 
 static void on_answer(struct res_req *req, const struct res_answer *ans)
@@ -136,10 +139,23 @@ int cli_lookup(const char *config_dir, int argc, char **argv)
     struct config *cfg = NULL;
     struct lookup lk = {0};
     int status = 1;
+    unsigned timeout_s = 0;
 
     if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
         lookup_usage(stdout);
         return 0;
+    }
+    if (argc >= 3 && strcmp(argv[1], "--timeout") == 0) {
+        char *end;
+        unsigned long v = strtoul(argv[2], &end, 10);
+        if (*argv[2] == '\0' || *end != '\0' || v < 1 || v > 300) {
+            fprintf(stderr, "ortoo: lookup: --timeout takes 1 to 300 seconds, got '%s'\n",
+                    argv[2]);
+            return 2;
+        }
+        timeout_s = (unsigned)v;
+        argc -= 2;
+        argv += 2;
     }
     if (argc != 3) {
         lookup_usage(stderr);
@@ -154,6 +170,8 @@ int cli_lookup(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
     }
+    if (timeout_s > 0)
+        cfg->resolver.timeout_ms = timeout_s * 1000;
     lk.loop = io_loop_new(cfg->io, 64);
     if (lk.loop == NULL) {
         fprintf(stderr, "ortoo: lookup: cannot create the %s event loop: %s\n",
