@@ -294,9 +294,10 @@ static void on_ub_result(void *arg, int err, struct ub_result *r)
     struct res_answer *ans = answer_from_ub(q->type, q->name, err, r);
 
     ub_resolve_free(r);
-    if (ans->status == RES_BOGUS)
-        log_debug("resolver: name=%s type=%s bogus why=\"%s\"", q->name,
-                  res_type_name(q->type), ans->why);
+    /* name was validated (letters, digits, '-', '_', '.'): no escaping needed */
+    log_debug("resolver: name=%s type=%s status=%s dnssec=%s ttl=%u n=%zu", q->name,
+              res_type_name(q->type), res_status_name(ans->status), res_sec_name(ans->sec),
+              ans->ttl, ans->n);
     cache_put(ctx, q->hash, ans);
     query_complete(ctx, q, ans);
 }
