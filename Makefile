@@ -33,7 +33,7 @@ else
 endif
 CFLAGS := $(CFLAGS_BASE) $(CFLAGS_MODE) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(LDFLAGS_MODE)
-LIBS := -luring -lssl -lcrypto -lsodium -linih
+LIBS := -luring -lssl -lcrypto -lsodium -linih -lunbound
 TEST_LIBS := -lcmocka
 
 SRCS :=

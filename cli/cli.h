@@ -16,5 +16,6 @@ int cli_user(const char *config_dir, int argc, char **argv);    /* cli/cli_user.
 int cli_send(const char *config_dir, int argc, char **argv);    /* cli/cli_send.c */
 int cli_queue(const char *config_dir, int argc, char **argv);   /* cli/cli_queue.c */
 int cli_reload(const char *config_dir, int argc, char **argv);  /* cli/cli_serve.c */
+int cli_lookup(const char *config_dir, int argc, char **argv);  /* cli/cli_lookup.c */
 
 #endif

@@ -36,6 +36,7 @@ static const struct subcommand subcommands[] = {
     { "send",  cli_send,  "send a test message: send --server HOST:PORT --from F --to T" },
     { "queue", cli_queue, "inspect the queue: queue list [--json]" },
     { "reload", cli_reload, "reload certificates and users in the running server" },
+    { "lookup", cli_lookup, "look a name up as ortoo sees it: lookup MX|A|AAAA|TLSA|PTR|TXT NAME" },
 };
 
 static void usage(FILE *f)

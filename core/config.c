@@ -78,7 +78,7 @@ static const struct key_def keys[] = {
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"server", "listen", "tls", "auth"};
+static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver"};
 
 /*
  * State of one load.  Invariants: lineno is the number of the line the
@@ -97,6 +97,10 @@ struct loader {
                                        indented line continues that key */
     bool seen[NKEYS];               /* duplicate detection */
     int last_key;                   /* key of the previous handler call */
+    struct {                        /* [resolver], see resolver_key() */
+        bool seen_dnssec, seen_anchor;
+        const char *last;           /* key of the previous [resolver] call */
+    } res;
     bool failed;
     char *err;
     size_t errlen;
@@ -489,6 +493,121 @@ nomem:
     return -1;
 }
 
+/* ---- [resolver] ------------------------------------------------------- */
+
+/*
+ * The comma-separated items of a forward or stub value.  A list may go on
+ * over indented lines (libinih passes each as another value of the same
+ * key) or with the key repeated: both append.  A trailing comma is allowed
+ * (the list goes on below); an empty item elsewhere is an error.
+ */
+static int resolver_list(struct loader *ld, const char *key, const char *value)
+{
+    struct res_conf *rc = &ld->cfg->resolver;
+    const char *p = value;
+    char item[512], err[400];
+
+    if (*p == '\0') {
+        load_fail(ld, "[resolver] %s: empty value", key);
+        return -1;
+    }
+    for (;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *e = strchr(p, ',');
+        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == 0 && e == NULL && p != value)
+            return 0; /* trailing comma */
+        if (n == 0) {
+            load_fail(ld, "[resolver] %s: empty item in list", key);
+            return -1;
+        }
+        if (n >= sizeof(item)) {
+            load_fail(ld, "[resolver] %s: item too long", key);
+            return -1;
+        }
+        memcpy(item, p, n);
+        item[n] = '\0';
+        int r;
+        if (strcmp(key, "forward") == 0) {
+            r = res_conf_add_forward(rc, item, err, sizeof(err));
+        } else {
+            /* "ZONE ADDR[@PORT] [ADDR[@PORT]...]" */
+            char *save = NULL, *zone = strtok_r(item, " \t", &save);
+            char *addr = strtok_r(NULL, " \t", &save);
+            if (addr == NULL) {
+                load_fail(ld, "[resolver] stub: '%s' needs a zone and a server address "
+                              "(ZONE ADDR[@PORT])", zone);
+                return -1;
+            }
+            do {
+                r = res_conf_add_stub(rc, zone, addr, err, sizeof(err));
+            } while (r == 0 && (addr = strtok_r(NULL, " \t", &save)) != NULL);
+        }
+        if (r < 0) {
+            load_fail(ld, "[resolver] %s: %s", key, err);
+            return -1;
+        }
+        if (e == NULL)
+            return 0;
+        p = e + 1;
+    }
+}
+
+/* One key of [resolver]: dnssec, trust_anchor, forward, stub. */
+static int resolver_key(struct loader *ld, const char *name, const char *value)
+{
+    struct res_conf *rc = &ld->cfg->resolver;
+    bool again = ld->res.last != NULL && strcmp(ld->res.last, name) == 0;
+    bool cont = ld->line_indented && again;
+    bool *seen = NULL;
+
+    if (strcmp(name, "forward") == 0 || strcmp(name, "stub") == 0) {
+        ld->res.last = strcmp(name, "forward") == 0 ? "forward" : "stub";
+        return resolver_list(ld, name, value);
+    }
+    if (strcmp(name, "dnssec") == 0)
+        seen = &ld->res.seen_dnssec;
+    else if (strcmp(name, "trust_anchor") == 0)
+        seen = &ld->res.seen_anchor;
+    if (seen == NULL) {
+        load_fail(ld, "unknown key '%s' in [resolver]", name);
+        return -1;
+    }
+    if (*seen) {
+        if (cont)
+            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                          "indentation", name);
+        else
+            load_fail(ld, "duplicate key '%s' in [resolver]", name);
+        return -1;
+    }
+    *seen = true;
+    ld->res.last = seen == &ld->res.seen_dnssec ? "dnssec" : "trust_anchor";
+    if (seen == &ld->res.seen_dnssec) {
+        if (strcmp(value, "on") == 0) {
+            rc->dnssec = true;
+        } else if (strcmp(value, "off") == 0) {
+            rc->dnssec = false;
+        } else {
+            load_fail(ld, "[resolver] dnssec: expected on or off, got '%s'", value);
+            return -1;
+        }
+        return 0;
+    }
+    if (*value == '\0') {
+        load_fail(ld, "[resolver] trust_anchor: empty path");
+        return -1;
+    }
+    if ((rc->trust_anchor = path_join(ld->cfg->dir, value)) == NULL) {
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 /* ini_handler: one "name = value" (or an indented continuation line). */
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -500,9 +619,15 @@ static int config_handler(void *user, const char *section, const char *name, con
         return 0;
     ld->has_prev_key = true;
     if (*section == '\0') {
-        load_fail(ld, "'%s' outside of a section ([server], [listen], [tls], [auth])", name);
+        load_fail(ld, "'%s' outside of a section ([server], [listen], [tls], [auth], "
+                      "[resolver])", name);
         return 0;
     }
+    if (strcmp(section, "resolver") == 0) {
+        ld->last_key = -1;
+        return resolver_key(ld, name, value) == 0;
+    }
+    ld->res.last = NULL;
     for (idx = 0; idx < (int)NKEYS; idx++) {
         if (strcmp(keys[idx].section, section) == 0 && strcmp(keys[idx].name, name) == 0) {
             k = &keys[idx];
@@ -544,6 +669,7 @@ void config_free(struct config *cfg)
     free(cfg->log_level);
     free(cfg->listens);
     free(cfg->cert_dir);
+    res_conf_clear(&cfg->resolver);
     free(cfg);
 }
 
@@ -582,6 +708,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     cfg->auth_cache_ttl = 3600;
     cfg->auth_max_failures = 5;
     cfg->auth_fail_window = 300;
+    res_conf_init(&cfg->resolver);
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier

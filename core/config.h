@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include "io/loop.h"
+#include "resolver/resolver.h"
 
 enum listen_role { ROLE_SMTP = 0, ROLE_SUBMISSION, ROLE_SUBMISSIONS };
 
@@ -57,6 +58,8 @@ struct config {
     unsigned auth_cache_ttl;         /* seconds a verified password is cached; default 3600 */
     unsigned auth_max_failures;      /* failures per client address per window; default 5 */
     unsigned auth_fail_window;       /* seconds; default 300 */
+    /* [resolver] (parsed by resolver_key() in config.c) */
+    struct res_conf resolver;        /* dnssec, trust_anchor, forward, stub */
 };
 
 /*

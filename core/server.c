@@ -11,9 +11,9 @@
  * certificates and the users (other settings need a restart), and a timer
  * rotates the TLS ticket keys.
  *
- * A reactor owns its io_loop, its spool shard and one SO_REUSEPORT socket
- * per configured listener; the kernel spreads connections between them.
- * Reactors share nothing mutable on the hot path.
+ * A reactor owns its io_loop, its spool shard, its resolver context and one
+ * SO_REUSEPORT socket per configured listener; the kernel spreads
+ * connections between them.  Reactors share nothing mutable on the hot path.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,6 +42,7 @@
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
+#include "resolver/resolver.h"
 #include "spool/spool.h"
 
 #define SERVER_BACKLOG 4096
@@ -205,6 +206,12 @@ static void *reactor_main(void *arg)
         snprintf(err, sizeof(err), "reactor %u: cannot create the %s event loop: %s",
                  re->ctx.index, io_backend_name(cfg->io), strerror(-e));
         reactor_report(srv, e, err);
+        return NULL;
+    }
+    /* The resolver context reads its trust anchors now (start-up). */
+    re->ctx.res = res_ctx_new(re->ctx.loop, &cfg->resolver, err, sizeof(err));
+    if (re->ctx.res == NULL) {
+        reactor_report(srv, -EINVAL, err);
         return NULL;
     }
     struct spool_params sp = {
@@ -592,6 +599,7 @@ int server_run(const char *config_dir)
         if (re->ctx.tls != NULL)
             tls_server_free(re->ctx.tls);
         free(re->listeners);
+        res_ctx_free(re->ctx.res);
         io_loop_free(re->ctx.loop);
     }
     free(srv.reactors);

@@ -21,6 +21,7 @@
 
 struct io_loop;
 struct spool_shard;
+struct res_ctx;
 struct tls_server;
 struct auth;
 struct users;
@@ -30,6 +31,7 @@ struct smtp_reactor {
     unsigned index;                 /* reactor number, 0..n-1 */
     struct io_loop *loop;           /* this reactor's loop */
     struct spool_shard *spool;      /* this reactor's spool shard */
+    struct res_ctx *res;            /* this reactor's resolver (resolver/resolver.h) */
     const struct config *cfg;       /* immutable configuration */
     const struct users *users;      /* local domains and users */
     struct tls_server *tls;         /* server certificates (NULL: no TLS) */

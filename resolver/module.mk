@@ -1,2 +1,2 @@
-# resolver/: libunbound-based DNS (not yet built).
+# resolver/: DNS lookups on the reactor (libunbound, DNSSEC), answer cache.
 SRCS += $(wildcard resolver/*.c)

@@ -265,7 +265,8 @@ static void test_errors(void **state)
         {"[server]\nio = epoll\n\n; c\n  [bad]\n" MIN_LISTEN,
          ":5: indented line is read as a continuation of 'io'; remove the indentation"},
         {"hostname = x\n" MIN_LISTEN,
-         ":1: 'hostname' outside of a section ([server], [listen], [tls], [auth])"},
+         ":1: 'hostname' outside of a section ([server], [listen], [tls], [auth], "
+         "[resolver])"},
         {"[server]\nreactors = 2\nreactors = 3\n" MIN_LISTEN,
          ":3: duplicate key 'reactors' in [server]"},
         {"[server]\nreactors = 2\n[auth]\n[server]\nreactors = 3\n" MIN_LISTEN,
@@ -458,6 +459,93 @@ static void test_parse_size(void **state)
             fail_msg("accepted '%s'", bad[i]);
 }
 
+/* [resolver]: defaults, every key, lists continued and repeated, errors. */
+static void test_resolver(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    assert_true(cfg->resolver.dnssec);
+    assert_null(cfg->resolver.trust_anchor);
+    assert_int_equal(cfg->resolver.nforwards, 0);
+    assert_int_equal(cfg->resolver.nstubs, 0);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[resolver]\n"
+                  "dnssec = off ; on | off\n"
+                  "trust_anchor = keys/anchors.ds\n"
+                  "forward = 127.0.0.1@5353, [::1]@53,\n"
+                  "    192.0.2.53\n"
+                  "stub = Example.Test 127.0.0.1@5300, 0.0.127.in-addr.arpa. 127.0.0.1@5300,\n"
+                  "       other.test. ::1@5301 127.0.0.2\n"
+                  "stub = example.test. 127.0.0.3\n");
+    struct res_conf *rc = &cfg->resolver;
+    assert_false(rc->dnssec);
+    char want[PATH_MAX + 32];
+    snprintf(want, sizeof(want), "%s/keys/anchors.ds", tmpdir);
+    assert_string_equal(rc->trust_anchor, want);
+    assert_int_equal(rc->nforwards, 3);
+    assert_string_equal(rc->forwards[0], "127.0.0.1@5353");
+    assert_string_equal(rc->forwards[1], "::1@53");
+    assert_string_equal(rc->forwards[2], "192.0.2.53");
+    assert_int_equal(rc->nstubs, 5);
+    assert_string_equal(rc->stubs[0].zone, "example.test.");
+    assert_string_equal(rc->stubs[0].addr, "127.0.0.1@5300");
+    assert_string_equal(rc->stubs[1].zone, "0.0.127.in-addr.arpa.");
+    assert_string_equal(rc->stubs[2].zone, "other.test.");
+    assert_string_equal(rc->stubs[2].addr, "::1@5301");
+    assert_string_equal(rc->stubs[3].zone, "other.test.");
+    assert_string_equal(rc->stubs[3].addr, "127.0.0.2");
+    assert_string_equal(rc->stubs[4].zone, "example.test.");
+    assert_string_equal(rc->stubs[4].addr, "127.0.0.3");
+    config_free(cfg);
+
+    /* A list far past libinih's line limit, over many continued lines. */
+    char text[8192];
+    int n = snprintf(text, sizeof(text), MIN_LISTEN "[resolver]\nstub = ");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "%szone%d.example.test. 127.0.0.1@%d%s",
+                      i ? "    " : "", i, 5300 + i, i < 39 ? ",\n" : "\n");
+    cfg = load_ok(text);
+    assert_int_equal(cfg->resolver.nstubs, 40);
+    assert_string_equal(cfg->resolver.stubs[39].zone, "zone39.example.test.");
+    assert_string_equal(cfg->resolver.stubs[39].addr, "127.0.0.1@5339");
+    config_free(cfg);
+
+    static const struct {
+        const char *text, *want;
+    } cases[] = {
+        {MIN_LISTEN "[resolver]\ndnssec = yes\n",
+         ":4: [resolver] dnssec: expected on or off, got 'yes'"},
+        {MIN_LISTEN "[resolver]\ndnssec = on\ndnssec = off\n",
+         ":5: duplicate key 'dnssec' in [resolver]"},
+        {MIN_LISTEN "[resolver]\ndnssec = on\n  off\n",
+         ":5: indented line is read as a continuation of 'dnssec'; remove the indentation"},
+        {MIN_LISTEN "[resolver]\ntrust_anchor =\n", ":4: [resolver] trust_anchor: empty path"},
+        {MIN_LISTEN "[resolver]\nvalidate = on\n", ":4: unknown key 'validate' in [resolver]"},
+        {MIN_LISTEN "[resolver]\nforward = 127.0.0.1@0\n",
+         ":4: [resolver] forward: bad server '127.0.0.1@0' (expected an IPv4 or IPv6 address, "
+         "optionally @port 1-65535)"},
+        {MIN_LISTEN "[resolver]\nforward = dns.example.com\n",
+         ":4: [resolver] forward: bad server 'dns.example.com' (expected an IPv4 or IPv6 "
+         "address, optionally @port 1-65535)"},
+        {MIN_LISTEN "[resolver]\nforward = 127.0.0.1,, ::1\n",
+         ":4: [resolver] forward: empty item in list"},
+        {MIN_LISTEN "[resolver]\nforward =\n", ":4: [resolver] forward: empty value"},
+        {MIN_LISTEN "[resolver]\nstub = example.test\n",
+         ":4: [resolver] stub: 'example.test' needs a zone and a server address "
+         "(ZONE ADDR[@PORT])"},
+        {MIN_LISTEN "[resolver]\nstub = a.test 127.0.0.1,\n   bad..zone 127.0.0.1\n",
+         ":5: [resolver] stub: bad zone name 'bad..zone' (labels of letters, digits, '-' or "
+         "'_', dot-separated)"},
+        {MIN_LISTEN "[resolver]\nstub = a.test 127.0.0.1@99999\n",
+         ":4: [resolver] stub: bad server '127.0.0.1@99999' for zone a.test. (expected an IPv4 "
+         "or IPv6 address, optionally @port 1-65535)"},
+        {MIN_LISTEN "[resolver]\nstub = a.test 127.0.0.1\nstub = A.test. 127.0.0.1\n",
+         ":5: [resolver] stub: stub 'a.test. 127.0.0.1' listed twice"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        load_err(cases[i].text, cases[i].want);
+}
+
 static void test_role_name(void **state)
 {
     assert_string_equal(config_role_name(ROLE_SMTP), "smtp");
@@ -475,6 +563,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_role_name),
