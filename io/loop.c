@@ -637,7 +637,6 @@ int io_sendfile(struct io_loop *loop, struct io_op *op, int sockfd, int filefd,
     op->src_fd = filefd;
     op->off = off;
     op->len = len;
-    op->pipe[0] = op->pipe[1] = -1;
     if (len == 0) {
         io_loop_queue_final(loop, op, 0);
         return 0;

@@ -77,8 +77,6 @@ struct io_op {
     int res;             /* result kept for deferred delivery */
     struct io_op *next;  /* intrusive link for the loop's queues */
     int src_fd;          /* sendfile: the file the bytes come from */
-    int pipe[2];         /* uring sendfile: the pipe lent by the backend */
-    size_t in_pipe;      /* uring sendfile: bytes spliced in, not yet out */
 };
 
 /* Zero an op.  Equivalent to memset 0. */
@@ -181,10 +179,12 @@ int io_connect(struct io_loop *loop, struct io_op *op, int fd,
  * socket sockfd without copying them through user space.  The loop resumes
  * after short sends; cb runs once with res = len, or -errno (-EIO when the
  * file ends before off + len).  The file offset of filefd is not used or
- * moved.  Only one send or sendfile per socket may be in flight.
- * epoll: sendfile(2) when the socket is writable; io_uring: SPLICE
- * file -> pipe -> socket, linked, with a pipe the loop lends to the op for
- * its duration (kept in a small per-loop pool).
+ * moved.  Only one send or sendfile per socket may be in flight.  Both
+ * backends call sendfile(2) on the loop's thread whenever the socket has
+ * room (EPOLLOUT, or a one-shot IORING_OP_POLL_ADD): measured cheaper than
+ * SPLICE through io_uring and than a send from mapped memory (see
+ * loop_uring.c).  The file's pages should be in the page cache (recently
+ * written spool segments are): a cold page is read synchronously.
  */
 int io_sendfile(struct io_loop *loop, struct io_op *op, int sockfd, int filefd,
                 uint64_t off, size_t len, io_cb cb);

@@ -1259,7 +1259,7 @@ static void test_sendfile(void **state)
     make_pair(fds);
     p.fd = fds[1];
     /* Small socket buffers: the sender meets a full socket many times
-     * (short sends; -EAGAIN then POLLOUT on io_uring). */
+     * (short sendfiles, then a wait for POLLOUT). */
     {
         int small = 16384;
         assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
@@ -1277,8 +1277,8 @@ static void test_sendfile(void **state)
     /* The file's own offset was not used or moved. */
     assert_int_equal(lseek(file, 0, SEEK_CUR), 0);
 
-    /* A second one on the same socket (the stream goes on where the first
-     * stopped) reuses the loop's pipe. */
+    /* A second one on the same socket: the stream goes on where the first
+     * stopped. */
     f.calls = 0;
     assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, off + len, 1000, sf_on_done), 0);
     run_loop(fx);
