@@ -604,6 +604,47 @@ int io_defer(struct io_loop *loop, struct io_op *op, io_cb cb)
     return 0;
 }
 
+int io_connect(struct io_loop *loop, struct io_op *op, int fd,
+               const struct sockaddr *addr, socklen_t addrlen, io_cb cb)
+{
+    int err;
+
+    if (fd < 0)
+        return -EBADF;
+    if (addr == NULL || addrlen == 0)
+        return -EINVAL;
+    err = op_begin(op, IO_OP_CONNECT, fd, cb);
+    if (err < 0)
+        return err;
+    op->buf = (const char *)addr;
+    op->len = addrlen;
+    err = loop->ops->connect(loop, op);
+    return err < 0 ? op_abort(op, err) : 0;
+}
+
+int io_sendfile(struct io_loop *loop, struct io_op *op, int sockfd, int filefd,
+                uint64_t off, size_t len, io_cb cb)
+{
+    int err;
+
+    if (sockfd < 0 || filefd < 0)
+        return -EBADF;
+    if (len > INT_MAX || off > INT64_MAX || len > (uint64_t)INT64_MAX - off)
+        return -EINVAL;
+    err = op_begin(op, IO_OP_SENDFILE, sockfd, cb);
+    if (err < 0)
+        return err;
+    op->src_fd = filefd;
+    op->off = off;
+    op->len = len;
+    if (len == 0) {
+        io_loop_queue_final(loop, op, 0);
+        return 0;
+    }
+    err = loop->ops->sendfile(loop, op);
+    return err < 0 ? op_abort(op, err) : 0;
+}
+
 void io_cancel(struct io_loop *loop, struct io_op *op)
 {
     if (!op->busy || op->cancelled)

@@ -27,6 +27,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 struct io_loop;
@@ -75,6 +76,7 @@ struct io_op {
     size_t heap_idx;     /* timer: position in the timer heap */
     int res;             /* result kept for deferred delivery */
     struct io_op *next;  /* intrusive link for the loop's queues */
+    int src_fd;          /* sendfile: the file the bytes come from */
 };
 
 /* Zero an op.  Equivalent to memset 0. */
@@ -160,6 +162,32 @@ int io_timer_start(struct io_loop *loop, struct io_op *op, uint64_t ms, io_cb cb
 
 /* Run cb with res = 0 on the next loop turn. */
 int io_defer(struct io_loop *loop, struct io_op *op, io_cb cb);
+
+/*
+ * Connect a non-blocking socket fd (created by the caller) to addr.  cb runs
+ * once with res = 0 when the connection is established, or -errno
+ * (-ECONNREFUSED, -ENETUNREACH, -ETIMEDOUT...).  addr is borrowed until cb.
+ * There is no time limit here: the owner arms its own timer and cancels
+ * (the result is then -ECANCELED).  io_uring: IORING_OP_CONNECT; epoll:
+ * connect() then EPOLLOUT and SO_ERROR.
+ */
+int io_connect(struct io_loop *loop, struct io_op *op, int fd,
+               const struct sockaddr *addr, socklen_t addrlen, io_cb cb);
+
+/*
+ * Send len bytes of the file filefd, from file offset off, on the connected
+ * socket sockfd without copying them through user space.  The loop resumes
+ * after short sends; cb runs once with res = len, or -errno (-EIO when the
+ * file ends before off + len).  The file offset of filefd is not used or
+ * moved.  Only one send or sendfile per socket may be in flight.  Both
+ * backends call sendfile(2) on the loop's thread whenever the socket has
+ * room (EPOLLOUT, or a one-shot IORING_OP_POLL_ADD): measured cheaper than
+ * SPLICE through io_uring and than a send from mapped memory (see
+ * loop_uring.c).  The file's pages should be in the page cache (recently
+ * written spool segments are): a cold page is read synchronously.
+ */
+int io_sendfile(struct io_loop *loop, struct io_op *op, int sockfd, int filefd,
+                uint64_t off, size_t len, io_cb cb);
 
 /*
  * Cancel a busy op.  Its final callback still runs (normally with

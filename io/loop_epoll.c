@@ -12,6 +12,10 @@
  * number in the event's data, so an event for a closed-and-reused fd number
  * met later in the same batch is dropped.
  *
+ * io_connect calls connect() at submit and, when it is in progress, waits
+ * in the 'wr' slot for EPOLLOUT and reads SO_ERROR; io_sendfile runs
+ * sendfile(2) in the 'wr' slot like a send.
+ *
  * Level triggering keeps it simple and correct: a recv reads one buffer per
  * turn per fd (fair between connections), a send writes until EAGAIN, an
  * accept takes up to IO_EPOLL_ACCEPT_BATCH connections per turn; whatever is
@@ -33,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -105,6 +110,8 @@ static uint32_t op_mask(const struct io_op *op)
     case IO_OP_RECV:
         return EPOLLIN | EPOLLRDHUP;
     case IO_OP_SEND:
+    case IO_OP_CONNECT:
+    case IO_OP_SENDFILE:
         return EPOLLOUT;
     case IO_OP_POLL:
         return op->events & (EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLRDHUP);
@@ -289,6 +296,53 @@ static void do_send(struct io_loop *loop, struct io_op *op)
         op_end(loop, op, (int)op->done);
 }
 
+/* The outcome of a non-blocking connect, once the socket is writable. */
+static void do_connect(struct io_loop *loop, struct io_op *op)
+{
+    int err = 0;
+    socklen_t elen = sizeof(err);
+
+    if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
+        err = errno;
+    op_end(loop, op, -err);
+}
+
+/*
+ * sendfile(2) as much as the socket takes.  Returns 1 when done, 0 when it
+ * must wait for EPOLLOUT, or -errno.
+ */
+static int sendfile_some(struct io_op *op)
+{
+    while (op->len > 0) {
+        off_t off = (off_t)op->off;
+        ssize_t n = sendfile(op->fd, op->src_fd, &off, op->len);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* the file ends before off + len */
+        op->off += (uint64_t)n;
+        op->len -= (size_t)n;
+        op->done += (size_t)n;
+    }
+    return 1;
+}
+
+static void do_sendfile(struct io_loop *loop, struct io_op *op)
+{
+    int rc = sendfile_some(op);
+
+    if (rc < 0)
+        op_end(loop, op, rc);
+    else if (rc > 0)
+        op_end(loop, op, (int)op->done);
+}
+
 static void do_poll(struct io_op *op, uint32_t revents)
 {
     uint32_t res = revents & (op->events | POLLERR | POLLHUP);
@@ -311,6 +365,12 @@ static void on_ready(struct io_loop *loop, struct io_op *op, uint32_t revents)
         break;
     case IO_OP_POLL:
         do_poll(op, revents);
+        break;
+    case IO_OP_CONNECT:
+        do_connect(loop, op);
+        break;
+    case IO_OP_SENDFILE:
+        do_sendfile(loop, op);
         break;
     default:
         break;
@@ -468,6 +528,45 @@ static int epoll_send(struct io_loop *loop, struct io_op *op)
     return slot_attach(be, op, true);
 }
 
+static int epoll_connect(struct io_loop *loop, struct io_op *op)
+{
+    struct epoll_be *be = ep_of(loop);
+    struct ep_fd *r = fd_rec(be, op->fd);
+    int rc;
+
+    if (r == NULL)
+        return -ENOMEM;
+    if (r->wr != NULL)
+        return -EBUSY;
+    do {
+        rc = connect(op->fd, (const struct sockaddr *)op->buf, (socklen_t)op->len);
+    } while (rc < 0 && errno == EINTR);
+    if (rc == 0 || errno != EINPROGRESS) {
+        /* Done or failed at once (loopback often is): next turn. */
+        io_loop_queue_final(loop, op, rc == 0 ? 0 : -errno);
+        return 0;
+    }
+    return slot_attach(be, op, true);
+}
+
+static int epoll_sendfile(struct io_loop *loop, struct io_op *op)
+{
+    struct epoll_be *be = ep_of(loop);
+    struct ep_fd *r = fd_rec(be, op->fd);
+    int rc;
+
+    if (r == NULL)
+        return -ENOMEM;
+    if (r->wr != NULL)
+        return -EBUSY;
+    rc = sendfile_some(op); /* as epoll_send: try at once, report next turn */
+    if (rc != 0) {
+        io_loop_queue_final(loop, op, rc < 0 ? rc : (int)op->done);
+        return 0;
+    }
+    return slot_attach(be, op, true);
+}
+
 static int epoll_write_sync(struct io_loop *loop, struct io_op *op)
 {
     struct epoll_be *be = ep_of(loop);
@@ -608,4 +707,6 @@ const struct io_backend_ops io_epoll_backend = {
     .poll_start = epoll_poll_start,
     .cancel = epoll_cancel,
     .wait = epoll_wait_turn,
+    .connect = epoll_connect,
+    .sendfile = epoll_sendfile,
 };

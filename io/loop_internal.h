@@ -37,6 +37,8 @@ enum {
     IO_OP_POLL,
     IO_OP_TIMER,
     IO_OP_DEFER,
+    IO_OP_CONNECT,
+    IO_OP_SENDFILE,
 };
 #define IO_OP_KIND_MASK 0xff
 /* ... and a flag: the op's final result waits in the loop's deferred queue. */
@@ -108,6 +110,11 @@ struct io_backend_ops {
     int (*poll_start)(struct io_loop *loop, struct io_op *op);
     void (*cancel)(struct io_loop *loop, struct io_op *op);
     int (*wait)(struct io_loop *loop, int64_t timeout_ns);
+    /* connect(): op->buf/op->len hold the borrowed address and its length. */
+    int (*connect)(struct io_loop *loop, struct io_op *op);
+    /* sendfile(): op->fd the socket, op->src_fd the file, op->off the file
+     * offset, op->len the byte count (> 0). */
+    int (*sendfile)(struct io_loop *loop, struct io_op *op);
 };
 
 extern const struct io_backend_ops io_uring_backend;

@@ -16,6 +16,15 @@
  * within one batch), the op is re-armed here: the owner sees one unbroken
  * stream.  Received buffers go back to the ring right after the callback.
  *
+ * io_sendfile calls sendfile(2) on the loop's thread whenever the socket
+ * has room, waiting in between with a one-shot POLL_ADD(POLLOUT) (the op's
+ * own SQE, tag 0).  Measured with bench/ortoo-sendbench (100 KB messages
+ * from a cached file over loopback): about 10 us of CPU per message, half
+ * of what SPLICE file -> pipe -> socket costs through io_uring (each SPLICE
+ * is punted to an io-wq worker) and of IORING_OP_SEND from the mapped file.
+ * Like a send from mapped memory, it reads the file synchronously when its
+ * pages are not cached.  io_connect is one IORING_OP_CONNECT.
+ *
  * The ring is created with IORING_SETUP_R_DISABLED (plus SINGLE_ISSUER and
  * DEFER_TASKRUN when the kernel has them) and enabled on the first wait, so
  * that the issuer is the thread that runs the loop, whichever thread built
@@ -24,9 +33,11 @@
  */
 #include <errno.h>
 #include <liburing.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -132,6 +143,10 @@ static int op_arm(struct io_loop *loop, struct io_op *op)
     case IO_OP_POLL:
         io_uring_prep_poll_multishot(sqe, op->fd, op->events);
         break;
+    case IO_OP_CONNECT:
+        io_uring_prep_connect(sqe, op->fd, (const struct sockaddr *)op->buf,
+                              (socklen_t)op->len);
+        break;
     default:
         abort(); /* not a single-SQE kind: a bug in this file */
     }
@@ -226,6 +241,83 @@ static int uring_poll_start(struct io_loop *loop, struct io_op *op)
 static int uring_write_sync(struct io_loop *loop, struct io_op *op)
 {
     return write_round(loop, op);
+}
+
+static int uring_connect(struct io_loop *loop, struct io_op *op)
+{
+    return op_arm(loop, op);
+}
+
+/*
+ * sendfile(2) as much as the socket takes (op->len is the total, op->done
+ * what went out, op->off the next file offset).  Returns 1 when done, 0 when
+ * the socket is full, or -errno.
+ */
+static int sendfile_now(struct io_op *op)
+{
+    while (op->done < op->len) {
+        off_t off = (off_t)op->off;
+        ssize_t n = sendfile(op->fd, op->src_fd, &off, op->len - op->done);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* the file ends before off + len */
+        op->off += (uint64_t)n;
+        op->done += (size_t)n;
+    }
+    return 1;
+}
+
+/* Wait for room in the socket: one-shot POLL_ADD, the op's only SQE. */
+static int sendfile_wait(struct io_loop *loop, struct io_op *op)
+{
+    struct io_uring_sqe *sqe = sqe_get(ur_of(loop), 1);
+
+    if (sqe == NULL)
+        return -EAGAIN;
+    io_uring_prep_poll_add(sqe, op->fd, POLLOUT);
+    io_uring_sqe_set_data64(sqe, ud_make(op, UD_TAG_OP));
+    return 0;
+}
+
+static void on_sendfile_cqe(struct io_loop *loop, struct io_op *op, int res)
+{
+    int rc;
+
+    if (op->cancelled) {
+        io_loop_finish(loop, op, -ECANCELED);
+        return;
+    }
+    if (res < 0) {
+        io_loop_finish(loop, op, res);
+        return;
+    }
+    rc = sendfile_now(op);
+    if (rc == 0)
+        rc = sendfile_wait(loop, op); /* 0: waiting again */
+    else if (rc > 0)
+        rc = (int)op->done;
+    if (rc != 0)
+        io_loop_finish(loop, op, rc);
+}
+
+static int uring_sendfile(struct io_loop *loop, struct io_op *op)
+{
+    /* Try at once (as the epoll backend does): the result of a send that
+     * fits is delivered on the next turn, never inside this call. */
+    int rc = sendfile_now(op);
+
+    if (rc != 0) {
+        io_loop_queue_final(loop, op, rc < 0 ? rc : (int)op->done);
+        return 0;
+    }
+    return sendfile_wait(loop, op);
 }
 
 static void cancel_sqe(struct io_loop *loop, struct io_op *op, unsigned tag)
@@ -426,6 +518,12 @@ static void ur_dispatch(struct io_loop *loop, uint64_t ud, int res, unsigned cfl
     case IO_OP_WRITE:
         on_write_cqe(loop, op, tag, res);
         break;
+    case IO_OP_CONNECT:
+        io_loop_finish(loop, op, res);
+        break;
+    case IO_OP_SENDFILE:
+        on_sendfile_cqe(loop, op, res);
+        break;
     default:
         log_warnx("io_loop backend=uring event=stray_cqe kind=%d res=%d",
                   op->kind, res);
@@ -611,4 +709,6 @@ const struct io_backend_ops io_uring_backend = {
     .poll_start = uring_poll_start,
     .cancel = uring_cancel,
     .wait = uring_wait,
+    .connect = uring_connect,
+    .sendfile = uring_sendfile,
 };

@@ -45,6 +45,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -69,7 +70,6 @@ static const unsigned char TLS_SID_CTX[] = "ortoo";
 #define TLS_TICKET_HMAC_LEN 32
 #define TLS_TICKET_AES_LEN 32
 #define TLS_ERR_LEN 256
-#define TLS_CLIENT_CACHE 16
 #define TLS_CHUNK (1 << 30) /* largest length handed to an int-sized API */
 #define TLS_NUM_TICKETS 1     /* TLS 1.3 tickets sent after a full handshake */
 
@@ -104,23 +104,32 @@ struct tls_server {
     atomic_uint refs; /* owners + connections made from it (tls_server_ref) */
 };
 
-/* A remembered client session for one server name. */
+/*
+ * A cached client session.  Invariant: it is in exactly one hash chain
+ * (bucket of its key's hash) and in the LRU list; sess holds one reference.
+ */
 struct client_session {
-    char *sni;         /* lower-case name ("" when none was sent); owned */
-    SSL_SESSION *sess; /* one reference owned; NULL when the slot is free */
+    char *key;                         /* full cache key; owned */
+    uint64_t hash;                     /* of key */
+    SSL_SESSION *sess;                 /* one reference owned */
+    time_t expires;                    /* dropped at or after this time */
+    struct client_session *hnext;      /* bucket chain */
+    struct client_session *prev, *next; /* LRU list, most recent first */
 };
 
 /*
- * Client state.  Invariants: cache entries with sess != NULL have distinct
- * names; the cache is read and written only under lock (a client may be
- * shared by reactors).
+ * Client state (one thread).  Invariants: ncached entries, all distinct
+ * keys, ncached <= cache_max; nbuckets is a power of two.
  */
 struct tls_client {
-    SSL_CTX *ctx; /* owned */
-    bool verify;  /* peer chain and name checked */
-    pthread_mutex_t lock;
-    struct client_session cache[TLS_CLIENT_CACHE];
-    unsigned next_victim; /* round-robin replacement when the cache is full */
+    SSL_CTX *ctx;                      /* owned */
+    bool verify;                       /* tls_conn_new_client: PKIX */
+    size_t cache_max;                  /* entries kept at most */
+    unsigned cache_ttl;                /* seconds */
+    struct client_session **buckets;   /* hash table; owned */
+    size_t nbuckets;
+    struct client_session *lru_head, *lru_tail;
+    size_t ncached;
 };
 
 /*
@@ -137,6 +146,17 @@ struct tls_conn {
     bool shutdown_sent;        /* close_notify already queued */
     bool failed;               /* a call returned TLS_ERR */
     char err[TLS_ERR_LEN];     /* last failure */
+
+    /* Client mode only. */
+    enum tls_verify verify;    /* what the verify callback checks */
+    char *cache_key;           /* session cache key, NULL: no resumption; owned */
+    char **names;              /* reference identifiers; owned */
+    size_t nnames;
+    struct tls_tlsa *tlsa;     /* DANE RRset, data copied; owned */
+    size_t ntlsa;
+    bool verified;             /* the verify callback accepted the server */
+    const char *dane_match;    /* "DANE-EE" / "DANE-TA" after a DANE match */
+    char verify_err[TLS_ERR_LEN]; /* why the callback refused, "" if it did not */
 };
 
 /* Format into err (may be NULL), never overflowing. */
@@ -498,57 +518,346 @@ size_t tls_server_count(const struct tls_server *s)
     return s->nhosts;
 }
 
-/* ---- client context ------------------------------------------------- */
+/* ---- server authentication (client side) ---------------------------- */
 
-/* A ticket or session arrived: keep the newest one per server name.
- * Returns 1 when the reference was kept, 0 otherwise. */
+#define TLSA_SHA256_LEN 32
+#define TLSA_SHA512_LEN 64
+
+bool tls_tlsa_usable(const struct tls_tlsa *r)
+{
+    if (r->usage != 2 && r->usage != 3) /* RFC 7672 3.1.3: PKIX-TA/EE unusable */
+        return false;
+    if (r->selector > 1 || r->data == NULL)
+        return false;
+    switch (r->mtype) {
+    case 0:
+        return r->len > 0;
+    case 1:
+        return r->len == TLSA_SHA256_LEN;
+    case 2:
+        return r->len == TLSA_SHA512_LEN;
+    default:
+        return false;
+    }
+}
+
+/* Does record r match certificate x?  (RFC 6698 2.1.2, 2.1.3) */
+static bool tlsa_match(const struct tls_tlsa *r, X509 *x)
+{
+    unsigned char *der = NULL, *p;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    bool ok = false;
+    int len;
+
+    if (r->selector == 0)
+        len = i2d_X509(x, NULL);
+    else
+        len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), NULL);
+    if (len <= 0 || (der = malloc((size_t)len)) == NULL)
+        goto out;
+    p = der;
+    if ((r->selector == 0 ? i2d_X509(x, &p) : i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &p)) != len)
+        goto out;
+    switch (r->mtype) {
+    case 0:
+        ok = r->len == (size_t)len && CRYPTO_memcmp(r->data, der, r->len) == 0;
+        break;
+    case 1:
+    case 2:
+        if (EVP_Digest(der, (size_t)len, md, &mdlen, r->mtype == 1 ? EVP_sha256() : EVP_sha512(),
+                       NULL) != 1)
+            break;
+        ok = r->len == mdlen && CRYPTO_memcmp(r->data, md, mdlen) == 0;
+        break;
+    default:
+        break;
+    }
+out:
+    free(der);
+    ERR_clear_error();
+    return ok;
+}
+
+/* Put c's reference names into p: the first replaces, the rest add. */
+static bool param_set_names(const struct tls_conn *c, X509_VERIFY_PARAM *p)
+{
+    X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    for (size_t i = 0; i < c->nnames; i++) {
+        const char *n = c->names[i];
+        /* BoringSSL: a zero length poisons the parameters; pass strlen. */
+        int r = i == 0 ? X509_VERIFY_PARAM_set1_host(p, n, strlen(n))
+                       : X509_VERIFY_PARAM_add1_host(p, n, strlen(n));
+        if (r != 1)
+            return false;
+    }
+    return true;
+}
+
+/*
+ * DANE-TA (RFC 7672 3.1.2): the leaf must chain, within what the server
+ * sent, up to ta (a certificate of that chain matched by a TLSA record),
+ * and carry one of the reference names (3.2.2).  0 or an X509_V_ERR_*.
+ */
+static int dane_ta_verify(const struct tls_conn *c, X509 *ta, X509 *leaf, STACK_OF(X509) *chain)
+{
+    X509_STORE *store = X509_STORE_new();
+    X509_STORE_CTX *v = X509_STORE_CTX_new();
+    int ret = X509_V_ERR_UNSPECIFIED;
+
+    if (store == NULL || v == NULL || X509_STORE_add_cert(store, ta) != 1 ||
+        X509_STORE_CTX_init(v, store, leaf, chain) != 1)
+        goto out;
+    X509_STORE_CTX_set_default(v, "ssl_server");
+    /* The trust anchor need not be self-signed (an intermediate is fine). */
+    X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(v), X509_V_FLAG_PARTIAL_CHAIN);
+    if (!param_set_names(c, X509_STORE_CTX_get0_param(v)))
+        goto out;
+    ret = X509_verify_cert(v) == 1 ? 0 : X509_STORE_CTX_get_error(v);
+    if (ret == 0 && X509_STORE_CTX_get_error(v) != X509_V_OK)
+        ret = X509_STORE_CTX_get_error(v);
+out:
+    X509_STORE_CTX_free(v);
+    X509_STORE_free(store);
+    ERR_clear_error();
+    return ret;
+}
+
+/* RFC 7672 3.1: DANE-EE first (cheapest, and it ignores names and dates),
+ * then DANE-TA against every certificate the server sent.  Returns true
+ * when one record authenticates the server; else c->verify_err says why. */
+static bool dane_verify(struct tls_conn *c, X509 *leaf, STACK_OF(X509) *chain)
+{
+    int ta_err = 0;
+
+    for (size_t i = 0; i < c->ntlsa; i++) {
+        const struct tls_tlsa *r = &c->tlsa[i];
+        if (r->usage == 3 && tls_tlsa_usable(r) && tlsa_match(r, leaf)) {
+            c->dane_match = "DANE-EE";
+            return true;
+        }
+    }
+    for (size_t i = 0; i < c->ntlsa; i++) {
+        const struct tls_tlsa *r = &c->tlsa[i];
+        if (r->usage != 2 || !tls_tlsa_usable(r))
+            continue;
+        for (size_t k = 0; chain != NULL && k < (size_t)sk_X509_num(chain); k++) {
+            X509 *x = sk_X509_value(chain, k);
+            if (!tlsa_match(r, x))
+                continue;
+            ta_err = dane_ta_verify(c, x, leaf, chain);
+            if (ta_err == 0) {
+                c->dane_match = "DANE-TA";
+                return true;
+            }
+        }
+    }
+    if (ta_err != 0)
+        snprintf(c->verify_err, sizeof c->verify_err,
+                 "DANE: a DANE-TA record matches but the chain fails: %s",
+                 X509_verify_cert_error_string(ta_err));
+    else
+        snprintf(c->verify_err, sizeof c->verify_err,
+                 "DANE: no TLSA record matches the server certificate");
+    return false;
+}
+
+/*
+ * The certificate verify callback of client contexts: runs during the
+ * handshake, before the client's Finished.  Returns 1 to go on, 0 to abort
+ * (the connection's verify mode is SSL_VERIFY_PEER then; NONE never aborts).
+ */
+static int on_verify(X509_STORE_CTX *sctx, void *arg)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(sctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+    struct tls_conn *c = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    X509 *leaf = X509_STORE_CTX_get0_cert(sctx);
+    int ok;
+
+    (void)arg;
+    if (c == NULL || leaf == NULL)
+        return 0;
+    switch (c->verify) {
+    case TLS_VERIFY_NONE:
+        return 1;
+    case TLS_VERIFY_PKIX:
+        /* The library's own chain building, with the names set on ssl. */
+        ok = X509_verify_cert(sctx) == 1;
+        if (!ok)
+            snprintf(c->verify_err, sizeof c->verify_err, "certificate verify failed: %s",
+                     X509_verify_cert_error_string(X509_STORE_CTX_get_error(sctx)));
+        break;
+    case TLS_VERIFY_DANE:
+        ok = dane_verify(c, leaf, X509_STORE_CTX_get0_untrusted(sctx));
+        if (!ok)
+            X509_STORE_CTX_set_error(sctx, X509_V_ERR_APPLICATION_VERIFICATION);
+        break;
+    default:
+        ok = false;
+        break;
+    }
+    c->verified = ok;
+    ERR_clear_error();
+    return ok ? 1 : 0;
+}
+
+/* ---- client session cache ------------------------------------------ */
+
+/* FNV-1a: keys are short host names plus a hex digest. */
+static uint64_t key_hash(const char *k)
+{
+    uint64_t h = 1469598103934665603ull;
+
+    for (; *k; k++)
+        h = (h ^ (unsigned char)*k) * 1099511628211ull;
+    return h;
+}
+
+static struct client_session **bucket_of(struct tls_client *cl, uint64_t h)
+{
+    return &cl->buckets[h & (cl->nbuckets - 1)];
+}
+
+static void lru_unlink(struct tls_client *cl, struct client_session *e)
+{
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        cl->lru_head = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    else
+        cl->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push_front(struct tls_client *cl, struct client_session *e)
+{
+    e->prev = NULL;
+    e->next = cl->lru_head;
+    if (cl->lru_head != NULL)
+        cl->lru_head->prev = e;
+    cl->lru_head = e;
+    if (cl->lru_tail == NULL)
+        cl->lru_tail = e;
+}
+
+/* Unlink e from its chain and the LRU list and free it. */
+static void cache_drop(struct tls_client *cl, struct client_session *e)
+{
+    struct client_session **pp = bucket_of(cl, e->hash);
+
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    lru_unlink(cl, e);
+    SSL_SESSION_free(e->sess);
+    free(e->key);
+    free(e);
+    cl->ncached--;
+}
+
+/* The live entry for key, or NULL (an expired one is dropped). */
+static struct client_session *cache_find(struct tls_client *cl, const char *key, time_t now)
+{
+    uint64_t h = key_hash(key);
+
+    for (struct client_session *e = *bucket_of(cl, h); e != NULL; e = e->hnext) {
+        if (e->hash == h && strcmp(e->key, key) == 0) {
+            if (now >= e->expires) {
+                cache_drop(cl, e);
+                return NULL;
+            }
+            return e;
+        }
+    }
+    return NULL;
+}
+
+/* Keep sess (its reference is taken) under key until expires. */
+static void cache_put(struct tls_client *cl, const char *key, SSL_SESSION *sess, time_t expires)
+{
+    struct client_session *e = cache_find(cl, key, 0);
+
+    if (e != NULL) {
+        SSL_SESSION_free(e->sess);
+        e->sess = sess;
+        e->expires = expires;
+        lru_unlink(cl, e);
+        lru_push_front(cl, e);
+        return;
+    }
+    e = calloc(1, sizeof *e);
+    if (e == NULL || (e->key = strdup(key)) == NULL) {
+        free(e);
+        SSL_SESSION_free(sess);
+        return;
+    }
+    e->hash = key_hash(key);
+    e->sess = sess;
+    e->expires = expires;
+    e->hnext = *bucket_of(cl, e->hash);
+    *bucket_of(cl, e->hash) = e;
+    lru_push_front(cl, e);
+    cl->ncached++;
+    while (cl->ncached > cl->cache_max)
+        cache_drop(cl, cl->lru_tail); /* least recently used out first */
+}
+
+size_t tls_client_cached(const struct tls_client *c)
+{
+    return c->ncached;
+}
+
+/* A session (TLS 1.2) or a ticket (TLS 1.3, after the handshake) arrived:
+ * keep it under the connection's key.  Returns 1 when the reference was
+ * kept, 0 otherwise. */
 static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_conn *c = SSL_get_app_data(ssl);
     struct tls_client *cl;
-    const char *key;
-    struct client_session *slot = NULL;
-    char *name;
+    time_t now = time(NULL);
+    long life;
 
-    if (c == NULL || c->client == NULL || !SSL_SESSION_is_resumable(sess))
+    if (c == NULL || c->client == NULL || c->cache_key == NULL || c->failed ||
+        !SSL_SESSION_is_resumable(sess))
+        return 0;
+    /* A handshake that did not pass its checks leaves nothing to resume
+     * (the callback refused it and the handshake failed; this is a guard). */
+    if (c->verify != TLS_VERIFY_NONE && !c->verified)
         return 0;
     cl = c->client;
-    key = c->sni != NULL ? c->sni : "";
-    name = strdup(key);
-    if (name == NULL)
-        return 0;
-    pthread_mutex_lock(&cl->lock);
-    for (unsigned i = 0; i < TLS_CLIENT_CACHE && slot == NULL; i++)
-        if (cl->cache[i].sess != NULL && strcasecmp(cl->cache[i].sni, key) == 0)
-            slot = &cl->cache[i];
-    for (unsigned i = 0; i < TLS_CLIENT_CACHE && slot == NULL; i++)
-        if (cl->cache[i].sess == NULL)
-            slot = &cl->cache[i];
-    if (slot == NULL) {
-        slot = &cl->cache[cl->next_victim];
-        cl->next_victim = (cl->next_victim + 1) % TLS_CLIENT_CACHE;
-    }
-    if (slot->sess != NULL)
-        SSL_SESSION_free(slot->sess);
-    free(slot->sni);
-    slot->sni = name;
-    slot->sess = sess;
-    pthread_mutex_unlock(&cl->lock);
+    life = (long)cl->cache_ttl;
+    if (SSL_SESSION_get_ticket_lifetime_hint(sess) > 0 &&
+        (long)SSL_SESSION_get_ticket_lifetime_hint(sess) < life)
+        life = (long)SSL_SESSION_get_ticket_lifetime_hint(sess);
+    cache_put(cl, c->cache_key, sess, now + life);
     return 1;
 }
 
-struct tls_client *tls_client_new(bool verify, char *err, size_t errlen)
+/* ---- client context ------------------------------------------------- */
+
+struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *err, size_t errlen)
 {
     struct tls_client *c;
     char ebuf[TLS_ERR_LEN];
+    int ok;
 
     c = calloc(1, sizeof *c);
     if (c == NULL) {
         err_set(err, errlen, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&c->lock, NULL);
-    c->verify = verify;
+    c->cache_max = o->cache_max ? o->cache_max : TLS_CLIENT_CACHE_MAX;
+    c->cache_ttl = o->cache_ttl ? o->cache_ttl : TLS_CLIENT_CACHE_TTL;
+    c->nbuckets = 16;
+    while (c->nbuckets < c->cache_max && c->nbuckets < (1u << 20))
+        c->nbuckets *= 2;
+    c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
+    if (c->buckets == NULL) {
+        err_set(err, errlen, "out of memory");
+        goto fail;
+    }
     ERR_clear_error();
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (c->ctx == NULL || ctx_common(c->ctx) < 0) {
@@ -556,17 +865,20 @@ struct tls_client *tls_client_new(bool verify, char *err, size_t errlen)
                 ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
-    if (verify) {
-        if (SSL_CTX_set_default_verify_paths(c->ctx) != 1) {
-            err_set(err, errlen, "cannot load the system CA store: %s",
-                    ssl_errstr(ebuf, sizeof ebuf));
-            goto fail;
-        }
-        SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
-    } else {
-        SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+    if (o->ca_file != NULL)
+        ok = SSL_CTX_load_verify_locations(c->ctx, o->ca_file, NULL);
+    else
+        ok = SSL_CTX_set_default_verify_paths(c->ctx);
+    if (ok != 1) {
+        err_set(err, errlen, "cannot load the CA store %s: %s",
+                o->ca_file ? o->ca_file : "(system)", ssl_errstr(ebuf, sizeof ebuf));
+        goto fail;
     }
-    /* Sessions live only in our own cache, keyed by server name. */
+    /* Each connection sets its own mode; the callback does every check. */
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_cert_verify_callback(c->ctx, on_verify, NULL);
+    /* Sessions live only in our own cache (RECIPES: tickets come after the
+     * handshake, through this callback). */
     SSL_CTX_set_session_cache_mode(c->ctx,
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c->ctx, on_new_session);
@@ -577,17 +889,24 @@ fail:
     return NULL;
 }
 
+struct tls_client *tls_client_new(bool verify, char *err, size_t errlen)
+{
+    struct tls_client_opts o = {0};
+    struct tls_client *c = tls_client_new_opts(&o, err, errlen);
+
+    if (c != NULL)
+        c->verify = verify;
+    return c;
+}
+
 void tls_client_free(struct tls_client *c)
 {
     if (c == NULL)
         return;
-    for (unsigned i = 0; i < TLS_CLIENT_CACHE; i++) {
-        if (c->cache[i].sess != NULL)
-            SSL_SESSION_free(c->cache[i].sess);
-        free(c->cache[i].sni);
-    }
+    while (c->lru_head != NULL)
+        cache_drop(c, c->lru_head);
+    free(c->buckets);
     SSL_CTX_free(c->ctx);
-    pthread_mutex_destroy(&c->lock);
     free(c);
 }
 
@@ -638,45 +957,143 @@ static bool is_ip_literal(const char *name)
     return inet_pton(AF_INET, name, buf) == 1 || inet_pton(AF_INET6, name, buf) == 1;
 }
 
-struct tls_conn *tls_conn_new_client(struct tls_client *cl, const char *sni)
+/*
+ * The cache key of a connection: the caller's key (lower-cased), the mode,
+ * and for PKIX/DANE a SHA-256 over the names and TLSA records, so that only
+ * a session made under the same checks resumes (tls.h).
+ */
+static char *cache_key_make(const struct tls_conn *c, const char *key)
+{
+    static const char mode_ch[] = {'n', 'p', 'd'};
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    size_t klen = strlen(key), cap = klen + 4 + 2 * EVP_MAX_MD_SIZE + 1;
+    char *out = malloc(cap);
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < klen; i++)
+        out[i] = (char)((key[i] >= 'A' && key[i] <= 'Z') ? key[i] - 'A' + 'a' : key[i]);
+    out[klen] = '|';
+    out[klen + 1] = mode_ch[c->verify];
+    out[klen + 2] = '\0';
+    if (c->verify != TLS_VERIFY_NONE) {
+        EVP_MD_CTX *h = EVP_MD_CTX_new();
+        bool ok = h != NULL && EVP_DigestInit_ex(h, EVP_sha256(), NULL) == 1;
+
+        for (size_t i = 0; ok && i < c->nnames; i++)
+            ok = EVP_DigestUpdate(h, c->names[i], strlen(c->names[i]) + 1) == 1;
+        for (size_t i = 0; ok && i < c->ntlsa; i++) {
+            const struct tls_tlsa *r = &c->tlsa[i];
+            unsigned char hdr[7] = {r->usage, r->selector, r->mtype, (unsigned char)(r->len >> 24),
+                                    (unsigned char)(r->len >> 16), (unsigned char)(r->len >> 8),
+                                    (unsigned char)r->len};
+            ok = EVP_DigestUpdate(h, hdr, sizeof hdr) == 1 &&
+                 EVP_DigestUpdate(h, r->data, r->len) == 1;
+        }
+        ok = ok && EVP_DigestFinal_ex(h, md, &mdlen) == 1;
+        EVP_MD_CTX_free(h);
+        if (!ok) {
+            free(out);
+            ERR_clear_error();
+            return NULL;
+        }
+        out[klen + 2] = '|';
+        for (unsigned int i = 0; i < mdlen; i++)
+            snprintf(out + klen + 3 + 2 * i, 3, "%02x", md[i]);
+    }
+    return out;
+}
+
+struct tls_conn *tls_conn_new_client_opts(struct tls_client *cl, const struct tls_conn_opts *o)
 {
     struct tls_conn *c = conn_new(cl->ctx);
-    bool ip;
+    const char *sni = o->sni != NULL && o->sni[0] != '\0' ? o->sni : NULL;
 
     if (c == NULL)
         return NULL;
     c->client = cl;
+    c->verify = o->verify;
     SSL_set_connect_state(c->ssl);
-    if (sni == NULL || sni[0] == '\0')
-        return c;
+    if (c->verify != TLS_VERIFY_NONE)
+        SSL_set_verify(c->ssl, SSL_VERIFY_PEER, NULL);
 
-    c->sni = strdup(sni);
-    if (c->sni == NULL)
-        goto fail;
-    ip = is_ip_literal(sni);
-    if (!ip && SSL_set_tlsext_host_name(c->ssl, sni) != 1)
-        goto fail;
-    if (cl->verify) {
-        X509_VERIFY_PARAM *p = SSL_get0_param(c->ssl);
-        /* BoringSSL: a zero length poisons the parameters; pass strlen. */
-        if ((ip ? X509_VERIFY_PARAM_set1_ip_asc(p, sni)
-                : X509_VERIFY_PARAM_set1_host(p, sni, strlen(sni))) != 1)
+    if (sni != NULL) {
+        c->sni = strdup(sni);
+        if (c->sni == NULL)
+            goto fail;
+        if (!is_ip_literal(sni) && SSL_set_tlsext_host_name(c->ssl, sni) != 1)
             goto fail;
     }
-    pthread_mutex_lock(&cl->lock);
-    for (unsigned i = 0; i < TLS_CLIENT_CACHE; i++) {
-        if (cl->cache[i].sess != NULL && strcasecmp(cl->cache[i].sni, sni) == 0) {
-            SSL_set_session(c->ssl, cl->cache[i].sess); /* takes its own reference */
-            break;
+    /* Reference names: the given ones, else the SNI name. */
+    {
+        size_t n = o->names != NULL ? o->nnames : (sni != NULL ? 1 : 0);
+        c->names = calloc(n ? n : 1, sizeof *c->names);
+        if (c->names == NULL)
+            goto fail;
+        for (size_t i = 0; i < n; i++) {
+            c->names[i] = strdup(o->names != NULL ? o->names[i] : sni);
+            if (c->names[i] == NULL)
+                goto fail;
+            c->nnames++;
         }
     }
-    pthread_mutex_unlock(&cl->lock);
+    if (c->verify == TLS_VERIFY_PKIX) {
+        X509_VERIFY_PARAM *p = SSL_get0_param(c->ssl);
+        if (c->nnames == 1 && is_ip_literal(c->names[0])) {
+            if (X509_VERIFY_PARAM_set1_ip_asc(p, c->names[0]) != 1)
+                goto fail;
+        } else if (c->nnames == 0 || !param_set_names(c, p)) {
+            snprintf(c->err, sizeof c->err, "no reference name to verify");
+            goto fail;
+        }
+    }
+    if (c->verify == TLS_VERIFY_DANE && o->ntlsa > 0) {
+        c->tlsa = calloc(o->ntlsa, sizeof *c->tlsa);
+        if (c->tlsa == NULL)
+            goto fail;
+        for (size_t i = 0; i < o->ntlsa; i++) {
+            unsigned char *d = malloc(o->tlsa[i].len ? o->tlsa[i].len : 1);
+            if (d == NULL)
+                goto fail;
+            memcpy(d, o->tlsa[i].data, o->tlsa[i].len);
+            c->tlsa[i] = o->tlsa[i];
+            c->tlsa[i].data = d;
+            c->ntlsa++;
+        }
+    }
+    if (o->session_key != NULL) {
+        struct client_session *e;
+
+        c->cache_key = cache_key_make(c, o->session_key);
+        if (c->cache_key == NULL)
+            goto fail;
+        e = cache_find(cl, c->cache_key, time(NULL));
+        if (e != NULL) {
+            SSL_set_session(c->ssl, e->sess); /* takes its own reference */
+            lru_unlink(cl, e);
+            lru_push_front(cl, e);
+        }
+    } else {
+        SSL_set_options(c->ssl, SSL_OP_NO_TICKET); /* no resumption: no tickets */
+    }
     return c;
 
 fail:
     ERR_clear_error();
     tls_conn_free(c);
     return NULL;
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_client *cl, const char *sni)
+{
+    struct tls_conn_opts o = {
+        .sni = sni,
+        .session_key = sni != NULL ? sni : "",
+        .verify = cl->verify ? TLS_VERIFY_PKIX : TLS_VERIFY_NONE,
+    };
+
+    return tls_conn_new_client_opts(cl, &o);
 }
 
 void tls_conn_free(struct tls_conn *c)
@@ -695,6 +1112,13 @@ void tls_conn_free(struct tls_conn *c)
     if (c->server != NULL)
         tls_server_free(c->server); /* after SSL_free: its callbacks are done */
     free(c->sni);
+    free(c->cache_key);
+    for (size_t i = 0; i < c->nnames; i++)
+        free(c->names[i]);
+    free(c->names);
+    for (size_t i = 0; i < c->ntlsa; i++)
+        free((void *)c->tlsa[i].data);
+    free(c->tlsa);
     free(c);
 }
 
@@ -743,7 +1167,10 @@ static int conn_result(struct tls_conn *c, int r)
     }
     c->failed = true;
     vr = SSL_get_verify_result(c->ssl);
-    if (c->client != NULL && c->client->verify && vr != X509_V_OK) {
+    if (c->client != NULL && c->verify_err[0] != '\0') {
+        snprintf(c->err, sizeof c->err, "%s", c->verify_err);
+        ERR_clear_error();
+    } else if (c->client != NULL && c->verify != TLS_VERIFY_NONE && vr != X509_V_OK) {
         snprintf(c->err, sizeof c->err, "certificate verify failed: %s",
                  X509_verify_cert_error_string(vr));
         ERR_clear_error();
@@ -776,6 +1203,19 @@ int tls_conn_handshake(struct tls_conn *c)
     ERR_clear_error();
     r = SSL_do_handshake(c->ssl);
     if (r == 1) {
+        if (c->client != NULL && c->verify != TLS_VERIFY_NONE && SSL_session_reused(c->ssl) == 1) {
+            /* No certificate on a resumed handshake: the session's own was
+             * checked under the same mode and references (cache key). */
+            c->verified = true;
+            if (c->verify == TLS_VERIFY_DANE)
+                c->dane_match = "resumed";
+        }
+        if (c->client != NULL && c->verify != TLS_VERIFY_NONE && !c->verified) {
+            /* Guard: the callback runs on every full handshake. */
+            c->failed = true;
+            snprintf(c->err, sizeof c->err, "server certificate was not checked");
+            return TLS_ERR;
+        }
         conn_flush(c);
         return TLS_OK;
     }
@@ -879,6 +1319,16 @@ const char *tls_conn_sni(const struct tls_conn *c)
 bool tls_conn_resumed(const struct tls_conn *c)
 {
     return SSL_session_reused(c->ssl) == 1;
+}
+
+bool tls_conn_verified(const struct tls_conn *c)
+{
+    return c->client != NULL && c->verified;
+}
+
+const char *tls_conn_dane_match(const struct tls_conn *c)
+{
+    return c->verify == TLS_VERIFY_DANE && c->verified ? c->dane_match : NULL;
 }
 
 const char *tls_conn_error(const struct tls_conn *c)

@@ -49,14 +49,115 @@ void tls_server_rotate_tickets(struct tls_server *s);
 /* Number of certificates (hostnames) loaded. */
 size_t tls_server_count(const struct tls_server *s);
 
-/* A client context for ortoo's own outbound use (CLI send, later delivery).
- * verify: check the peer certificate against the system store and name. */
+/*
+ * Client side (outbound delivery, `ortoo send`, benchmarks).
+ *
+ * A client context holds the SSL_CTX (TLS 1.2+, the PKIX trust store) and a
+ * cache of sessions for resumption.  It belongs to one thread (one per
+ * reactor): neither the context nor its cache takes a lock.
+ *
+ * The session cache is bounded (cache_max entries, least recently used out
+ * first) and every entry expires (after cache_ttl seconds, or sooner when
+ * the server's ticket lifetime hint says so).  Sessions are stored from the
+ * library's new-session callback (SSL_SESS_CACHE_CLIENT | NO_INTERNAL_STORE):
+ * TLS 1.3 tickets arrive after the handshake, so a connection must read
+ * what the server sends after its Finished (an SMTP client does: the EHLO
+ * reply comes after the tickets) before it closes, or nothing is stored.
+ * The cache key is the caller's key (the MX host) combined with the
+ * verification mode and, for PKIX and DANE, a digest of the reference names
+ * and TLSA records: a session made under weaker checks never resumes a
+ * connection that demands stronger ones (a resumed handshake shows no
+ * certificate to check).
+ */
 struct tls_client;
+
+struct tls_client_opts {
+    const char *ca_file; /* PKIX trust anchors (PEM); NULL: the system store */
+    size_t cache_max;    /* sessions kept; 0: TLS_CLIENT_CACHE_MAX */
+    unsigned cache_ttl;  /* seconds a session is kept at most; 0: TLS_CLIENT_CACHE_TTL */
+};
+#define TLS_CLIENT_CACHE_MAX 1024
+#define TLS_CLIENT_CACHE_TTL 3600
+
+/* Build a client context.  Blocking (reads the CA store): start-up and
+ * reload only.  NULL with a message in err on failure. */
+struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *err,
+                                       size_t errlen);
+/* The simple form: verify true checks every connection with PKIX against
+ * the system store and the SNI name (tls_conn_new_client). */
 struct tls_client *tls_client_new(bool verify, char *err, size_t errlen);
+/* Free the context and its cached sessions; its connections must be freed. */
 void tls_client_free(struct tls_client *c);
+/* Sessions currently cached (tests, stats). */
+size_t tls_client_cached(const struct tls_client *c);
+
+/* How a client connection checks the server. */
+enum tls_verify {
+    TLS_VERIFY_NONE = 0, /* encrypt only (opportunistic TLS, RFC 7435) */
+    TLS_VERIFY_PKIX,     /* chain to the context's trust store + a name match */
+    TLS_VERIFY_DANE,     /* a TLSA record matches (RFC 7672 3.1) */
+};
+
+/* One TLSA record (RFC 6698 2.1): the data is borrowed. */
+struct tls_tlsa {
+    unsigned char usage;    /* 2 DANE-TA, 3 DANE-EE (0, 1: unusable for SMTP) */
+    unsigned char selector; /* 0 full certificate, 1 SubjectPublicKeyInfo */
+    unsigned char mtype;    /* 0 exact, 1 SHA-256, 2 SHA-512 */
+    const unsigned char *data;
+    size_t len;
+};
+
+/*
+ * Whether an SMTP client can use the record (RFC 7672 3.1, 3.1.3): usage
+ * DANE-TA(2) or DANE-EE(3), selector 0 or 1, matching type 0, 1 or 2 with
+ * a digest of the right length.  PKIX-TA(0) and PKIX-EE(1) are unusable
+ * for SMTP (RFC 7672 3.1.3).  When every record of an RRset is unusable the
+ * client encrypts without authentication (RFC 7672 2.2): the caller then
+ * connects with TLS_VERIFY_NONE, TLS still mandatory.
+ */
+bool tls_tlsa_usable(const struct tls_tlsa *r);
+
+/* Options of one client connection; everything is copied. */
+struct tls_conn_opts {
+    const char *sni;              /* server name sent (RFC 6066 3); NULL: none */
+    const char *session_key;      /* resumption cache key; NULL: no resumption */
+    enum tls_verify verify;
+    const char *const *names;     /* reference identifiers for PKIX and DANE-TA
+                                     (RFC 7672 3.2.2: TLSA base domain, MX
+                                     host); NULL: the sni alone */
+    size_t nnames;
+    const struct tls_tlsa *tlsa;  /* DANE: the TLSA RRset */
+    size_t ntlsa;
+};
+
+/*
+ * Check the server during the handshake (a certificate verify callback, so
+ * that a failure aborts the handshake with an alert before our Finished):
+ *  - NONE: nothing (any certificate, expired or self-signed, is accepted);
+ *  - PKIX: the chain against the context's store and one of the names;
+ *  - DANE: a usable DANE-EE(3) record matching the leaf certificate (no
+ *    name or validity check, RFC 7672 3.1.1), or a usable DANE-TA(2)
+ *    record matching a certificate of the chain the server sent, the leaf
+ *    then verified up to that certificate with a name check against the
+ *    names (RFC 7672 3.1.2, 3.2.2; validity dates checked).  Done here
+ *    from the peer certificates, not with OpenSSL's DANE API, which
+ *    BoringSSL lacks.
+ * A failure makes tls_conn_handshake return TLS_ERR, tls_conn_error saying
+ * why ("DANE: ...", "certificate verify failed: ...").
+ */
+struct tls_conn *tls_conn_new_client_opts(struct tls_client *c, const struct tls_conn_opts *o);
+
+/* After the handshake: whether the server was authenticated (PKIX or DANE,
+ * on this handshake or the one of the resumed session), and for DANE which
+ * kind of record matched ("DANE-EE", "DANE-TA"; "resumed" when the session
+ * was resumed; NULL otherwise). */
+bool tls_conn_verified(const struct tls_conn *c);
+const char *tls_conn_dane_match(const struct tls_conn *c);
 
 /* New connection in server or client mode.  NULL on ENOMEM. */
 struct tls_conn *tls_conn_new_server(struct tls_server *s);
+/* tls_conn_new_client_opts with sni as the name and the session key, and
+ * PKIX when the context was made with verify. */
 struct tls_conn *tls_conn_new_client(struct tls_client *c, const char *sni);
 void tls_conn_free(struct tls_conn *c);
 

@@ -1024,6 +1024,309 @@ static void test_idle(void **state)
     assert_int_equal(c.defers, 10);
 }
 
+
+/* ---- io_connect ---------------------------------------------------------- */
+
+struct conn_t {
+    struct fx *fx;
+    struct io_op c, t;
+    int res;
+    int calls;
+    bool cancel_on_timer;
+};
+
+static void conn_on_done(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct conn_t *c = op->owner;
+
+    assert_int_equal(flags, 0);
+    assert_false(io_op_busy(op));
+    c->calls++;
+    c->res = res;
+    if (io_op_busy(&c->t))
+        io_cancel(c->fx->loop, &c->t);
+    else
+        io_loop_stop(c->fx->loop);
+}
+
+static void conn_on_timer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct conn_t *c = op->owner;
+
+    if (res == 0 && c->cancel_on_timer) {
+        io_cancel(c->fx->loop, &c->c);
+        assert_int_equal(c->calls, 0); /* never inside io_cancel */
+        return;
+    }
+    if (!io_op_busy(&c->c))
+        io_loop_stop(c->fx->loop);
+}
+
+static int nb_socket(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    assert_true(fd >= 0);
+    return fd;
+}
+
+static void test_connect(void **state)
+{
+    struct fx *fx = *state;
+    struct conn_t c = {.fx = fx, .res = 1};
+    struct sockaddr_in addr, dead;
+    int lfd = make_listener(&addr), fd, afd;
+    socklen_t alen = sizeof(dead);
+    char b;
+
+    /* Established: the peer accepts and sees our byte. */
+    io_op_init(&c.c, &c);
+    io_op_init(&c.t, &c);
+    fd = nb_socket();
+    assert_int_equal(io_connect(fx->loop, &c.c, fd, (struct sockaddr *)&addr, sizeof(addr),
+                                conn_on_done), 0);
+    assert_int_equal(io_connect(fx->loop, &c.c, fd, (struct sockaddr *)&addr, sizeof(addr),
+                                conn_on_done), -EBUSY);
+    assert_int_equal(c.calls, 0);
+    run_loop(fx);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.res, 0);
+    assert_int_equal(send(fd, "z", 1, MSG_NOSIGNAL), 1);
+    do {
+        afd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    } while (afd < 0 && errno == EINTR);
+    assert_true(afd >= 0);
+    assert_int_equal(recv(afd, &b, 1, 0), 1);
+    assert_int_equal(b, 'z');
+    close(afd);
+    close(fd);
+
+    /* Refused: a port nobody listens on any more. */
+    {
+        int tmp = make_listener(&dead);
+        assert_int_equal(getsockname(tmp, (struct sockaddr *)&dead, &alen), 0);
+        close(tmp);
+    }
+    fd = nb_socket();
+    c.calls = 0;
+    assert_int_equal(io_connect(fx->loop, &c.c, fd, (struct sockaddr *)&dead, sizeof(dead),
+                                conn_on_done), 0);
+    run_loop(fx);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.res, -ECONNREFUSED);
+    close(fd);
+
+    /* Bad arguments are refused at submit. */
+    assert_int_equal(io_connect(fx->loop, &c.c, -1, (struct sockaddr *)&addr, sizeof(addr),
+                                conn_on_done), -EBADF);
+    assert_int_equal(io_connect(fx->loop, &c.c, 0, NULL, 0, conn_on_done), -EINVAL);
+    close(lfd);
+}
+
+/*
+ * A connect that cannot complete (the listener's accept queue is full, so
+ * the kernel drops our SYN and retries) ends with -ECANCELED when the
+ * owner's timer cancels it.
+ */
+static void test_connect_cancel(void **state)
+{
+    struct fx *fx = *state;
+    struct conn_t c = {.fx = fx, .res = 1, .cancel_on_timer = true};
+    struct sockaddr_in addr;
+    socklen_t alen = sizeof(addr);
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fill[4], fd;
+
+    assert_true(lfd >= 0);
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    assert_int_equal(listen(lfd, 0), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&addr, &alen), 0);
+    /* Fill the accept queue (backlog 0 still takes one or two). */
+    for (int i = 0; i < 4; i++) {
+        fill[i] = nb_socket();
+        (void)connect(fill[i], (struct sockaddr *)&addr, sizeof(addr));
+    }
+    usleep(20 * 1000);
+
+    io_op_init(&c.c, &c);
+    io_op_init(&c.t, &c);
+    fd = nb_socket();
+    assert_int_equal(io_connect(fx->loop, &c.c, fd, (struct sockaddr *)&addr, sizeof(addr),
+                                conn_on_done), 0);
+    assert_int_equal(io_timer_start(fx->loop, &c.t, 100, conn_on_timer), 0);
+    run_loop(fx);
+    assert_int_equal(c.calls, 1);
+    assert_int_equal(c.res, -ECANCELED);
+    assert_false(io_op_busy(&c.c));
+    close(fd);
+    for (int i = 0; i < 4; i++)
+        close(fill[i]);
+    close(lfd);
+}
+
+/* ---- io_sendfile --------------------------------------------------------- */
+
+struct sf_t {
+    struct fx *fx;
+    struct io_op s, t;
+    int res, calls;
+    bool cancel_on_timer;
+};
+
+static void sf_on_done(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct sf_t *f = op->owner;
+
+    assert_int_equal(flags, 0);
+    assert_null(data);
+    f->calls++;
+    f->res = res;
+    if (io_op_busy(&f->t))
+        io_cancel(f->fx->loop, &f->t);
+    else
+        io_loop_stop(f->fx->loop);
+}
+
+static void sf_on_timer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct sf_t *f = op->owner;
+
+    if (res == 0 && f->cancel_on_timer) {
+        io_cancel(f->fx->loop, &f->s);
+        return;
+    }
+    if (!io_op_busy(&f->s))
+        io_loop_stop(f->fx->loop);
+}
+
+/* A temp file holding pattern(0..len). */
+static int pattern_file(size_t len)
+{
+    char path[] = "/tmp/ortoo-test-loop-XXXXXX";
+    int fd = mkstemp(path);
+    unsigned char *b = malloc(len);
+
+    assert_true(fd >= 0);
+    assert_non_null(b);
+    unlink(path);
+    for (size_t i = 0; i < len; i++)
+        b[i] = pattern(i);
+    assert_int_equal(pwrite(fd, b, len, 0), (ssize_t)len);
+    free(b);
+    return fd;
+}
+
+struct sf_peer {
+    int fd;
+    size_t want, got;
+    size_t first; /* pattern index of the first byte expected */
+    int bad;
+};
+
+/* Read until EOF, slowly at first (so the sender meets a full socket). */
+static void *sf_peer_main(void *arg)
+{
+    struct sf_peer *p = arg;
+    unsigned char buf[65536];
+
+    usleep(50 * 1000);
+    for (;;) {
+        ssize_t n = recv(p->fd, buf, sizeof(buf), 0);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        for (ssize_t i = 0; i < n; i++)
+            if (buf[i] != pattern(p->first + p->got + (size_t)i))
+                p->bad++;
+        p->got += (size_t)n;
+    }
+    return NULL;
+}
+
+static void test_sendfile(void **state)
+{
+    struct fx *fx = *state;
+    struct sf_t f = {.fx = fx};
+    size_t flen = 5u << 20, off = 12345, len = (3u << 20) + 777;
+    int file = pattern_file(flen), fds[2];
+    struct sf_peer p = {.want = len, .first = off};
+    pthread_t thr;
+
+    make_pair(fds);
+    p.fd = fds[1];
+    /* Small socket buffers: the sender meets a full socket many times
+     * (short sendfiles, then a wait for POLLOUT). */
+    {
+        int small = 16384;
+        assert_int_equal(setsockopt(fds[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof(small)), 0);
+        assert_int_equal(setsockopt(fds[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)), 0);
+    }
+    io_op_init(&f.s, &f);
+    io_op_init(&f.t, &f);
+    assert_int_equal(pthread_create(&thr, NULL, sf_peer_main, &p), 0);
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, off, len, sf_on_done), 0);
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, off, len, sf_on_done), -EBUSY);
+    assert_int_equal(f.calls, 0);
+    run_loop(fx);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(f.res, (int)len);
+    /* The file's own offset was not used or moved. */
+    assert_int_equal(lseek(file, 0, SEEK_CUR), 0);
+
+    /* A second one on the same socket: the stream goes on where the first
+     * stopped. */
+    f.calls = 0;
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, off + len, 1000, sf_on_done), 0);
+    run_loop(fx);
+    assert_int_equal(f.res, 1000);
+    shutdown(fds[0], SHUT_WR);
+    pthread_join(thr, NULL);
+    assert_int_equal(p.bad, 0);
+    assert_int_equal(p.got, len + 1000);
+
+    /* Zero bytes: done on the next turn.  Past the end of the file: -EIO. */
+    close(fds[0]);
+    close(fds[1]);
+    make_pair(fds);
+    f.calls = 0;
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, 0, 0, sf_on_done), 0);
+    run_loop(fx);
+    assert_int_equal(f.res, 0);
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, flen - 100, 200, sf_on_done), 0);
+    run_loop(fx);
+    assert_int_equal(f.res, -EIO);
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], -1, 0, 10, sf_on_done), -EBADF);
+    close(fds[0]);
+    close(fds[1]);
+    close(file);
+}
+
+/* A peer that never reads: the sendfile stalls and the owner cancels it. */
+static void test_sendfile_cancel(void **state)
+{
+    struct fx *fx = *state;
+    struct sf_t f = {.fx = fx, .cancel_on_timer = true};
+    size_t len = 16u << 20;
+    int file = pattern_file(len), fds[2];
+
+    make_pair(fds);
+    io_op_init(&f.s, &f);
+    io_op_init(&f.t, &f);
+    assert_int_equal(io_sendfile(fx->loop, &f.s, fds[0], file, 0, len, sf_on_done), 0);
+    assert_int_equal(io_timer_start(fx->loop, &f.t, 100, sf_on_timer), 0);
+    run_loop(fx);
+    assert_int_equal(f.calls, 1);
+    assert_int_equal(f.res, -ECANCELED);
+    assert_false(io_op_busy(&f.s));
+    close(fds[0]);
+    close(fds[1]);
+    close(file);
+}
+
 /* ---- AUTO --------------------------------------------------------------- */
 
 static void test_auto(void **state)
@@ -1062,6 +1365,10 @@ int main(void)
         BOTH(test_cancel_recv),
         BOTH(test_never_sync),
         BOTH(test_idle),
+        BOTH(test_connect),
+        BOTH(test_connect_cancel),
+        BOTH(test_sendfile),
+        BOTH(test_sendfile_cancel),
         cmocka_unit_test(test_auto),
     };
 

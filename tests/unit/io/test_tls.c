@@ -12,6 +12,11 @@
  * Both certificates are put in a bundle named by SSL_CERT_FILE, so a
  * verifying client trusts them; which certificate was served is then proved
  * by the host name check succeeding or failing.
+ *
+ * The client side of delivery (verify modes, DANE, the session cache) uses
+ * a small PKI: a test CA, a leaf it signed for mx.dane.test (served with
+ * the CA in its chain, as RFC 7672 3.1.2 asks of DANE-TA servers), an
+ * expired leaf signed by the same CA, and an expired self-signed one.
  */
 #define OPENSSL_API_COMPAT 0x10100000L /* EC_KEY for BoringSSL-compatible keygen */
 
@@ -142,6 +147,121 @@ static void host_write(const char *base, const char *host, X509 *x, EVP_PKEY *pk
     write_key(p, pk);
 }
 
+
+/* ---- a small PKI for the client side ---------------------------------- */
+
+#define DANE_HOST "mx.dane.test"
+
+/* A certificate for pk signed by (ica, ikey), or self-signed when ica is
+ * NULL; valid from `from` to `to` seconds relative to now; a CA when ca. */
+static X509 *cert_issue(EVP_PKEY *pk, const char *cn, const char *const *dns, X509 *ica,
+                        EVP_PKEY *ikey, bool ca, long from, long to)
+{
+    static long serial = 1000;
+    X509 *x = X509_new();
+    X509_NAME *name;
+    BASIC_CONSTRAINTS *bc = BASIC_CONSTRAINTS_new();
+
+    assert_non_null(x);
+    assert_non_null(bc);
+    assert_int_equal(X509_set_version(x, 2), 1);
+    assert_int_equal(ASN1_INTEGER_set(X509_get_serialNumber(x), serial++), 1);
+    assert_non_null(X509_gmtime_adj(X509_getm_notBefore(x), from));
+    assert_non_null(X509_gmtime_adj(X509_getm_notAfter(x), to));
+    assert_int_equal(X509_set_pubkey(x, pk), 1);
+    name = X509_get_subject_name(x);
+    assert_int_equal(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                                (const unsigned char *)cn, -1, -1, 0),
+                     1);
+    assert_int_equal(X509_set_issuer_name(x, ica ? X509_get_subject_name(ica) : name), 1);
+    bc->ca = ca ? 0xff : 0;
+    assert_int_equal(X509_add1_ext_i2d(x, NID_basic_constraints, bc, 1, X509V3_ADD_DEFAULT), 1);
+    BASIC_CONSTRAINTS_free(bc);
+    if (dns != NULL) {
+        GENERAL_NAMES *gens = GENERAL_NAMES_new();
+        assert_non_null(gens);
+        for (size_t i = 0; dns[i] != NULL; i++) {
+            GENERAL_NAME *g = GENERAL_NAME_new();
+            ASN1_IA5STRING *ia5 = ASN1_IA5STRING_new();
+            assert_non_null(g);
+            assert_non_null(ia5);
+            assert_int_equal(ASN1_STRING_set(ia5, dns[i], (int)strlen(dns[i])), 1);
+            GENERAL_NAME_set0_value(g, GEN_DNS, ia5);
+            assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+        }
+        assert_int_equal(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT),
+                         1);
+        GENERAL_NAMES_free(gens);
+    }
+    assert_true(X509_sign(x, ikey ? ikey : pk, EVP_sha256()) > 0);
+    return x;
+}
+
+struct tls_server;
+static struct tls_server *pki_servers[3]; /* see server_on() */
+static EVP_PKEY *ca_key, *leaf_key, *old_key;
+static X509 *ca_cert, *leaf_cert, *old_leaf, *old_self;
+static char dane_dir[512];    /* leaf + CA chain for mx.dane.test */
+static char expired_dir[512]; /* expired leaf (CA-signed) + CA */
+static char selfold_dir[512]; /* expired self-signed leaf */
+static char ca_file[512];     /* the test CA alone */
+
+static void write_chain(const char *base, const char *host, X509 *leaf, X509 *ca, EVP_PKEY *pk)
+{
+    char p[1024];
+    FILE *f;
+
+    snprintf(p, sizeof p, "%s/%s", base, host);
+    mkdir_p(p);
+    snprintf(p, sizeof p, "%s/%s/fullchain.pem", base, host);
+    f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(PEM_write_X509(f, leaf), 1);
+    if (ca != NULL)
+        assert_int_equal(PEM_write_X509(f, ca), 1);
+    assert_int_equal(fclose(f), 0);
+    snprintf(p, sizeof p, "%s/%s/privkey.pem", base, host);
+    write_key(p, pk);
+}
+
+static void pki_setup(void)
+{
+    ca_key = key_make();
+    leaf_key = key_make();
+    old_key = key_make();
+    ca_cert = cert_issue(ca_key, "ortoo test CA", NULL, NULL, NULL, true, -3600, 86400L * 30);
+    leaf_cert = cert_issue(leaf_key, DANE_HOST, (const char *const[]){DANE_HOST, NULL}, ca_cert,
+                           ca_key, false, -3600, 86400L * 30);
+    old_leaf = cert_issue(old_key, DANE_HOST, (const char *const[]){DANE_HOST, NULL}, ca_cert,
+                          ca_key, false, -86400L * 60, -86400L * 30);
+    old_self = cert_issue(old_key, DANE_HOST, (const char *const[]){DANE_HOST, NULL}, NULL, NULL,
+                          false, -86400L * 60, -86400L * 30);
+    snprintf(dane_dir, sizeof dane_dir, "%s/dane", tmpdir);
+    snprintf(expired_dir, sizeof expired_dir, "%s/expired", tmpdir);
+    snprintf(selfold_dir, sizeof selfold_dir, "%s/selfold", tmpdir);
+    snprintf(ca_file, sizeof ca_file, "%s/ca.pem", tmpdir);
+    mkdir_p(dane_dir);
+    mkdir_p(expired_dir);
+    mkdir_p(selfold_dir);
+    write_chain(dane_dir, DANE_HOST, leaf_cert, ca_cert, leaf_key);
+    write_chain(expired_dir, DANE_HOST, old_leaf, ca_cert, old_key);
+    write_chain(selfold_dir, DANE_HOST, old_self, NULL, old_key);
+    write_cert(ca_file, ca_cert);
+}
+
+static void pki_teardown(void)
+{
+    for (int i = 0; i < 3; i++)
+        tls_server_free(pki_servers[i]);
+    X509_free(ca_cert);
+    X509_free(leaf_cert);
+    X509_free(old_leaf);
+    X509_free(old_self);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(leaf_key);
+    EVP_PKEY_free(old_key);
+}
+
 static EVP_PKEY *key_a, *key_b;
 static X509 *cert_a, *cert_b;
 
@@ -175,6 +295,7 @@ static int group_setup(void **state)
     assert_int_equal(fclose(f), 0);
     setenv("SSL_CERT_FILE", p, 1);
     setenv("SSL_CERT_DIR", tmpdir, 1);
+    pki_setup();
     return 0;
 }
 
@@ -189,6 +310,7 @@ static int group_teardown(void **state)
     X509_free(cert_b);
     EVP_PKEY_free(key_a);
     EVP_PKEY_free(key_b);
+    pki_teardown();
     return nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
@@ -829,6 +951,397 @@ static void test_server_outlives_owner(void **state)
     tls_client_free(c);
 }
 
+
+/* ---- client side: verify modes, DANE, the session cache ---------------- */
+
+/* The TLSA data of x for selector/mtype into out (>= 4096 bytes). */
+static size_t tlsa_of(X509 *x, int selector, int mtype, unsigned char *out)
+{
+    unsigned char der[4096], *p = der;
+    unsigned int mdlen = 0;
+    int len = selector == 0 ? i2d_X509(x, &p) : i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &p);
+
+    assert_true(len > 0 && len <= (int)sizeof der);
+    if (mtype == 0) {
+        memcpy(out, der, (size_t)len);
+        return (size_t)len;
+    }
+    assert_int_equal(EVP_Digest(der, (size_t)len, out, &mdlen,
+                                mtype == 1 ? EVP_sha256() : EVP_sha512(), NULL),
+                     1);
+    return mdlen;
+}
+
+struct outcome {
+    int rc;
+    bool resumed, verified;
+    const char *match;
+    char err[256];
+};
+
+/* The servers of the small PKI (pki_servers), one per directory, made on
+ * first use and kept: their ticket keys must outlive a connection. */
+
+static struct tls_server *server_on(const char *dir)
+{
+    const char *dirs[3] = {dane_dir, expired_dir, selfold_dir};
+
+    for (int i = 0; i < 3; i++) {
+        if (strcmp(dirs[i], dir) != 0)
+            continue;
+        if (pki_servers[i] == NULL) {
+            char err[256] = "";
+            pki_servers[i] = tls_server_new(dir, DANE_HOST, err, sizeof err);
+            if (pki_servers[i] == NULL)
+                fail_msg("tls_server_new(%s): %s", dir, err);
+        }
+        return pki_servers[i];
+    }
+    fail_msg("unknown server directory %s", dir);
+    return NULL;
+}
+
+/* One connection with opts o from client c to the server on dir. */
+static struct outcome client_connect(const char *dir, struct tls_client *c,
+                                     const struct tls_conn_opts *o)
+{
+    struct tls_server *s = server_on(dir);
+    struct outcome out = {0};
+    struct tls_conn *srv, *cli;
+
+    srv = tls_conn_new_server(s);
+    cli = tls_conn_new_client_opts(c, o);
+    assert_non_null(srv);
+    assert_non_null(cli);
+    out.rc = pump(srv, cli);
+    if (out.rc == TLS_OK) {
+        out.resumed = tls_conn_resumed(cli);
+        out.verified = tls_conn_verified(cli);
+        out.match = tls_conn_dane_match(cli);
+        client_drain(srv, cli); /* takes the TLS 1.3 ticket */
+    } else {
+        snprintf(out.err, sizeof out.err, "%s", tls_conn_error(cli));
+        assert_false(tls_conn_verified(cli));
+    }
+    tls_conn_free(srv);
+    tls_conn_free(cli);
+    return out;
+}
+
+static struct tls_client *client_opts_new(const char *ca, size_t max, unsigned ttl)
+{
+    struct tls_client_opts o = {.ca_file = ca, .cache_max = max, .cache_ttl = ttl};
+    char err[256] = "";
+    struct tls_client *c = tls_client_new_opts(&o, err, sizeof err);
+
+    if (c == NULL)
+        fail_msg("tls_client_new_opts: %s", err);
+    return c;
+}
+
+static void test_tlsa_usable(void **state)
+{
+    unsigned char d[64] = {0};
+    struct tls_tlsa r = {.usage = 3, .selector = 1, .mtype = 1, .data = d, .len = 32};
+
+    assert_true(tls_tlsa_usable(&r));
+    r.usage = 2;
+    assert_true(tls_tlsa_usable(&r));
+    r.usage = 0; /* PKIX-TA, PKIX-EE: unusable for SMTP (RFC 7672 3.1.3) */
+    assert_false(tls_tlsa_usable(&r));
+    r.usage = 1;
+    assert_false(tls_tlsa_usable(&r));
+    r.usage = 4;
+    assert_false(tls_tlsa_usable(&r));
+    r.usage = 3;
+    r.selector = 2;
+    assert_false(tls_tlsa_usable(&r));
+    r.selector = 0;
+    r.mtype = 3;
+    assert_false(tls_tlsa_usable(&r));
+    r.mtype = 1;
+    r.len = 31; /* a SHA-256 digest must be 32 bytes */
+    assert_false(tls_tlsa_usable(&r));
+    r.mtype = 2;
+    r.len = 64;
+    assert_true(tls_tlsa_usable(&r));
+    r.len = 32;
+    assert_false(tls_tlsa_usable(&r));
+    r.mtype = 0;
+    r.len = 0;
+    assert_false(tls_tlsa_usable(&r));
+    r.len = 5;
+    assert_true(tls_tlsa_usable(&r));
+}
+
+/* DANE-EE(3): every selector and matching type; names do not matter. */
+static void test_dane_ee(void **state)
+{
+    struct tls_client *c = client_opts_new(NULL, 0, 0);
+    static unsigned char d[4096];
+    struct tls_tlsa r = {.usage = 3, .data = d};
+    const char *wrong_names[] = {"not.the.mx.test"};
+    struct tls_conn_opts o = {.sni = DANE_HOST, .verify = TLS_VERIFY_DANE, .tlsa = &r, .ntlsa = 1};
+    struct outcome out;
+
+    for (int sel = 0; sel < 2; sel++) {
+        for (int mt = 0; mt < 3; mt++) {
+            r.selector = (unsigned char)sel;
+            r.mtype = (unsigned char)mt;
+            r.len = tlsa_of(leaf_cert, sel, mt, d);
+            out = client_connect(dane_dir, c, &o);
+            if (out.rc != TLS_OK)
+                fail_msg("3 %d %d: %s", sel, mt, out.err);
+            assert_true(out.verified);
+            assert_string_equal(out.match, "DANE-EE");
+        }
+    }
+    /* No name check for DANE-EE (RFC 7672 3.2.1). */
+    r.selector = 1;
+    r.mtype = 1;
+    r.len = tlsa_of(leaf_cert, 1, 1, d);
+    o.names = wrong_names;
+    o.nnames = 1;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+    assert_true(out.verified);
+
+    /* A record for another key: no match, the handshake fails. */
+    r.len = tlsa_of(ca_cert, 1, 1, d);
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    assert_non_null(strstr(out.err, "DANE"));
+    /* The CA's key as DANE-EE does not match the leaf either. */
+    d[0] ^= 1;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    /* A PKIX-EE(1) record is unusable even when it matches. */
+    r.usage = 1;
+    r.len = tlsa_of(leaf_cert, 1, 1, d);
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    /* Nothing was cached from the failures. */
+    tls_client_free(c);
+}
+
+/* DANE-EE ignores validity dates (RFC 7672 3.1.1); PKIX does not. */
+static void test_dane_ee_expired(void **state)
+{
+    struct tls_client *c = client_opts_new(NULL, 0, 0);
+    static unsigned char d[4096];
+    struct tls_tlsa r = {.usage = 3, .selector = 1, .mtype = 1, .data = d};
+    struct tls_conn_opts o = {.sni = DANE_HOST, .verify = TLS_VERIFY_DANE, .tlsa = &r, .ntlsa = 1};
+    struct outcome out;
+
+    r.len = tlsa_of(old_self, 1, 1, d);
+    out = client_connect(selfold_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+    assert_true(out.verified);
+    tls_client_free(c);
+
+    /* The same expired certificate as a PKIX trust anchor fails. */
+    {
+        char p[1024];
+        snprintf(p, sizeof p, "%s/selfold/%s/fullchain.pem", tmpdir, DANE_HOST);
+        c = client_opts_new(p, 0, 0);
+        o.verify = TLS_VERIFY_PKIX;
+        out = client_connect(selfold_dir, c, &o);
+        assert_int_equal(out.rc, TLS_ERR);
+        assert_non_null(strstr(out.err, "expired"));
+        tls_client_free(c);
+    }
+}
+
+/* DANE-TA(2): a certificate of the chain matches, the leaf chains to it and
+ * carries a reference name (RFC 7672 3.1.2, 3.2.2); dates are checked. */
+static void test_dane_ta(void **state)
+{
+    struct tls_client *c = client_opts_new(NULL, 0, 0);
+    static unsigned char d[4096];
+    struct tls_tlsa r = {.usage = 2, .selector = 0, .mtype = 1, .data = d};
+    const char *good[] = {"tlsa-base.example", DANE_HOST};
+    const char *bad[] = {"other.dane.test"};
+    struct tls_conn_opts o = {.sni = DANE_HOST, .verify = TLS_VERIFY_DANE, .tlsa = &r, .ntlsa = 1};
+    struct outcome out;
+
+    r.len = tlsa_of(ca_cert, 0, 1, d);
+    out = client_connect(dane_dir, c, &o); /* names default to the SNI name */
+    if (out.rc != TLS_OK)
+        fail_msg("2 0 1: %s", out.err);
+    assert_true(out.verified);
+    assert_string_equal(out.match, "DANE-TA");
+    o.names = good;
+    o.nnames = 2;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+    r.selector = 1;
+    r.mtype = 2;
+    r.len = tlsa_of(ca_cert, 1, 2, d);
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+    assert_string_equal(out.match, "DANE-TA");
+
+    /* The name check. */
+    o.names = bad;
+    o.nnames = 1;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    assert_non_null(strstr(out.err, "DANE-TA"));
+    /* The leaf as its own trust anchor (2 x x matching the leaf): still a
+     * name check. */
+    r.len = tlsa_of(leaf_cert, 1, 2, d);
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    o.names = good;
+    o.nnames = 2;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+
+    /* An expired leaf under the trust anchor fails. */
+    r.len = tlsa_of(ca_cert, 1, 2, d);
+    out = client_connect(expired_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    assert_non_null(strstr(out.err, "expired"));
+    /* A trust anchor that is not in the chain: no match. */
+    r.len = tlsa_of(cert_a, 1, 2, d);
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    assert_non_null(strstr(out.err, "no TLSA record"));
+
+    /* With several records, one usable match is enough. */
+    {
+        static unsigned char d2[4096];
+        struct tls_tlsa rr[3] = {
+            {.usage = 3, .selector = 1, .mtype = 1, .data = d2, .len = 0},
+            {.usage = 0, .selector = 0, .mtype = 1, .data = d2, .len = 32}, /* unusable */
+            {.usage = 2, .selector = 1, .mtype = 2, .data = d, .len = 0},
+        };
+        rr[0].len = tlsa_of(cert_b, 1, 1, d2); /* another key */
+        rr[2].len = tlsa_of(ca_cert, 1, 2, d);
+        o.tlsa = rr;
+        o.ntlsa = 3;
+        out = client_connect(dane_dir, c, &o);
+        assert_int_equal(out.rc, TLS_OK);
+        assert_string_equal(out.match, "DANE-TA");
+    }
+    tls_client_free(c);
+}
+
+/* PKIX against a given CA file (smarthosts), with the name check. */
+static void test_pkix_ca_file(void **state)
+{
+    struct tls_client *c = client_opts_new(ca_file, 0, 0);
+    const char *bad[] = {"smarthost.other.test"};
+    struct tls_conn_opts o = {.sni = DANE_HOST, .verify = TLS_VERIFY_PKIX};
+    struct outcome out;
+
+    out = client_connect(dane_dir, c, &o);
+    if (out.rc != TLS_OK)
+        fail_msg("pkix: %s", out.err);
+    assert_true(out.verified);
+    assert_null(out.match);
+    o.names = bad;
+    o.nnames = 1;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    assert_non_null(strstr(out.err, "certificate verify failed"));
+    tls_client_free(c);
+
+    /* Another trust store (the bundle of A and B) does not know the CA. */
+    c = client_opts_new(NULL, 0, 0);
+    o.names = NULL;
+    o.nnames = 0;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_ERR);
+    /* Encrypt-only accepts anything and says it verified nothing. */
+    o.verify = TLS_VERIFY_NONE;
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+    assert_false(out.verified);
+    tls_client_free(c);
+}
+
+/* The cache key carries the mode and the references: a session made under
+ * weaker checks never resumes a stronger connection. */
+static void test_resume_by_mode(void **state)
+{
+    struct tls_client *c = client_opts_new(ca_file, 0, 0);
+    static unsigned char d[4096], d2[4096];
+    struct tls_tlsa r = {.usage = 3, .selector = 1, .mtype = 1, .data = d};
+    struct tls_tlsa r2 = {.usage = 2, .selector = 1, .mtype = 1, .data = d2};
+    struct tls_conn_opts o = {.sni = DANE_HOST, .session_key = DANE_HOST};
+    struct outcome out;
+
+    r.len = tlsa_of(leaf_cert, 1, 1, d);
+    r2.len = tlsa_of(ca_cert, 1, 1, d2);
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && !out.resumed);
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && out.resumed && !out.verified);
+    assert_int_equal(tls_client_cached(c), 1);
+
+    o.verify = TLS_VERIFY_DANE;
+    o.tlsa = &r;
+    o.ntlsa = 1;
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && !out.resumed && out.verified);
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && out.resumed && out.verified);
+    assert_string_equal(out.match, "resumed");
+    /* Other TLSA records: another key, a full handshake. */
+    o.tlsa = &r2;
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && !out.resumed && out.verified);
+    assert_string_equal(out.match, "DANE-TA");
+    o.verify = TLS_VERIFY_PKIX;
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && !out.resumed && out.verified);
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && out.resumed && out.verified);
+    assert_int_equal(tls_client_cached(c), 4);
+
+    /* No key: no resumption, nothing stored. */
+    o.session_key = NULL;
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && !out.resumed);
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.rc == TLS_OK && !out.resumed);
+    assert_int_equal(tls_client_cached(c), 4);
+    tls_client_free(c);
+}
+
+/* The cache holds at most cache_max sessions (least recently used out
+ * first) and each for at most cache_ttl seconds. */
+static void test_cache_bound_and_expiry(void **state)
+{
+    struct tls_client *c = client_opts_new(NULL, 2, 1);
+    struct tls_conn_opts o = {.sni = DANE_HOST};
+    struct outcome out;
+
+    o.session_key = "a";
+    out = client_connect(dane_dir, c, &o);
+    o.session_key = "b";
+    out = client_connect(dane_dir, c, &o);
+    o.session_key = "a"; /* a is now the most recently used */
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.resumed);
+    o.session_key = "c"; /* evicts b */
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(tls_client_cached(c), 2);
+    o.session_key = "b";
+    out = client_connect(dane_dir, c, &o);
+    assert_false(out.resumed);
+    o.session_key = "c";
+    out = client_connect(dane_dir, c, &o);
+    assert_true(out.resumed);
+
+    sleep(2); /* past the 1 s lifetime */
+    out = client_connect(dane_dir, c, &o);
+    assert_int_equal(out.rc, TLS_OK);
+    assert_false(out.resumed);
+    tls_client_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -844,6 +1357,13 @@ int main(void)
         cmocka_unit_test(test_broken_cert_dirs),
         cmocka_unit_test(test_garbage_input),
         cmocka_unit_test(test_server_outlives_owner),
+        cmocka_unit_test(test_tlsa_usable),
+        cmocka_unit_test(test_dane_ee),
+        cmocka_unit_test(test_dane_ee_expired),
+        cmocka_unit_test(test_dane_ta),
+        cmocka_unit_test(test_pkix_ca_file),
+        cmocka_unit_test(test_resume_by_mode),
+        cmocka_unit_test(test_cache_bound_and_expiry),
     };
 
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
