@@ -1,0 +1,3 @@
+# delivery/: the sending side: DSN building, and (coming) the SMTP client,
+# the scheduler and local delivery.
+SRCS += $(wildcard delivery/*.c)
