@@ -41,7 +41,7 @@
 #include <unistd.h>
 
 #include "core/auth.h"
-#include "core/maillog.h"
+#include "io/maillog.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "io/log.h"

@@ -4,7 +4,7 @@
  * inside <> so that an empty sender stays visible and spaces in quoted local
  * parts cannot shift the key=value pairs.
  */
-#include "core/maillog.h"
+#include "io/maillog.h"
 
 #include "io/log.h"
 
