@@ -115,6 +115,7 @@ struct res_ctx {
     struct res_link lru;
     struct res_stats st;
     bool closing;                   /* res_ctx_free: queries stay for it to free */
+    bool broken;                    /* libunbound's pipe failed: no more queries */
 };
 
 /* libunbound keeps process-wide state (its log settings, lock setup) that
@@ -304,8 +305,9 @@ static void on_ub_result(void *arg, int err, struct ub_result *r)
 
 static void query_send(struct res_ctx *ctx, struct res_query *q)
 {
-    int rc = ub_resolve_async(ctx->ub, q->name, (int)q->type, DNS_CLASS_IN, q, on_ub_result,
-                              &q->async_id);
+    int rc = ctx->broken ? UB_PIPE
+                         : ub_resolve_async(ctx->ub, q->name, (int)q->type, DNS_CLASS_IN, q,
+                                            on_ub_result, &q->async_id);
     if (rc != 0) {
         query_complete(ctx, q, answer_error(q->type, q->name, RES_ERROR, ub_strerror(rc)));
         return;
@@ -524,18 +526,32 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
 static void on_ub_readable(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct res_ctx *ctx = op->owner;
+    int rc = 0;
 
-    if (res < 0 && res != -ECANCELED)
-        log_warnx("resolver: poll on libunbound's pipe: %s", strerror(-res));
-    if (!(flags & IO_F_MORE) && res != -ECANCELED) {
-        int rc = io_poll_start(ctx->loop, &ctx->poll_op, ub_fd(ctx->ub), POLLIN, on_ub_readable);
-        if (rc < 0)
-            log_warnx("resolver: cannot poll libunbound's pipe: %s (lookups will time out)",
-                      strerror(-rc));
+    if (ctx->broken)
+        return;
+    if (res < 0) {
+        log_warnx("resolver: poll on libunbound's pipe: %s; lookups fail from now on",
+                  strerror(-res));
+        ctx->broken = true;
+        io_cancel(ctx->loop, &ctx->poll_op);
+        return;
     }
-    int rc = ub_process(ctx->ub); /* runs on_ub_result for each answer */
-    if (rc != 0)
-        log_warnx("resolver: ub_process: %s", ub_strerror(rc));
+    if (!(flags & IO_F_MORE)) /* a multishot poll the kernel ended: again */
+        rc = io_poll_start(ctx->loop, &ctx->poll_op, ub_fd(ctx->ub), POLLIN, on_ub_readable);
+    if (rc < 0) {
+        log_warnx("resolver: cannot poll libunbound's pipe: %s; lookups fail from now on",
+                  strerror(-rc));
+        ctx->broken = true;
+    }
+    rc = ub_process(ctx->ub); /* runs on_ub_result for each answer */
+    if (rc != 0 && !ctx->broken) {
+        /* libunbound's thread is gone (the pipe is at EOF): stop polling a
+         * pipe that stays readable. */
+        log_warnx("resolver: ub_process: %s; lookups fail from now on", ub_strerror(rc));
+        ctx->broken = true;
+        io_cancel(ctx->loop, &ctx->poll_op);
+    }
     send_queued(ctx);
     drain(ctx);
 }

@@ -23,6 +23,9 @@ points ortoo at them.
         dns.trust_anchor             # DS lines of the anchored zones
         dns.write_ortoo_conf(cfg_dir)  # ortoo.conf with [listen] and [resolver]
         text = dns.resolver_section("/path/to/anchors")
+        # or, for a server made by conftest's make_server / fresh:
+        anchor = dns.write_anchor(tmp_path / "anchors.ds")
+        srv = fresh("mx", **dns.resolver_overrides(anchor))
 
 Every zone gets an SOA, an NS (ns.<zone>, 127.0.0.1) and the records given.
 A record is a zone-file string "TYPE RDATA", a tuple (TYPE, RDATA), or
@@ -323,6 +326,16 @@ class DnsServer:
         else:
             raise ValueError(style)
         return "\n".join(out) + "\n"
+
+    def resolver_overrides(self, anchor_path, dnssec="on"):
+        """The same settings as conftest.make_conf / make_server overrides:
+        {"resolver.dnssec": ..., "resolver.trust_anchor": ..., "resolver.stub":
+        "item,\n    item..."} (the stub list continued on indented lines)."""
+        return {
+            "resolver.dnssec": dnssec,
+            "resolver.trust_anchor": str(anchor_path),
+            "resolver.stub": ",\n    ".join(self.stub_items()),
+        }
 
     def write_anchor(self, path):
         with open(path, "w") as f:

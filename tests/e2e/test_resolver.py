@@ -286,13 +286,29 @@ def test_missing_trust_anchor(dns, tmp_path, make_server, backend):
     assert "event=ready" not in p.stderr
 
 
-def test_anchor_without_keys(dns, tmp_path):
+def test_anchor_without_keys_or_unparsable(dns, tmp_path):
     d = tmp_path / "conf"
     dns.write_ortoo_conf(d)
     with open(d / "anchors.ds", "w") as f:
         f.write("; no keys here\n")
     rc, s, recs, out = lookup(d, "A", "secure.test")
     assert rc == 1 and "holds no DS or DNSKEY record" in out, out
+    with open(d / "anchors.ds", "w") as f:
+        f.write("secure.test. IN DS not a number\n")
+    rc, s, recs, out = lookup(d, "A", "secure.test")
+    assert rc == 1, out
+    assert f"cannot initialise libunbound: initialization failure (check the trust " \
+        f"anchor file {d}/anchors.ds)" in out, out
+
+
+def test_serve_with_resolver_overrides(dns, tmp_path, fresh):
+    """A server configured through conftest overrides starts and stops with
+    its per-reactor resolver contexts (the stub list continued over lines)."""
+    anchor = dns.write_anchor(tmp_path / "anchors.ds")
+    srv = fresh("resolver", **dns.resolver_overrides(anchor))
+    assert "stub = secure.test. 127.0.0.1@" in srv.conf_text
+    rc, s, recs, out = lookup(srv.dir, "MX", "secure.test")
+    assert rc == 0 and s["dnssec"] == "secure", out
 
 
 def test_bad_resolver_config(tmp_path):

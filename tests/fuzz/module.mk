@@ -17,9 +17,9 @@ $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -linih
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c -linih
 
 .PHONY: fuzz-bins fuzz-run
 fuzz-bins: $(FUZZ_BINS)

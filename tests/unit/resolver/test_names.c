@@ -89,7 +89,8 @@ static void test_ptr_name(void **state)
     assert_string_equal(out, "5.0.0.127.in-addr.arpa");
     inet_pton(AF_INET6, "2001:db8::abcd", &a6);
     assert_true(res_ptr_name(AF_INET6, &a6, out, sizeof(out)) > 0);
-    assert_string_equal(out, "d.c.b.a.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
+    assert_string_equal(out, "d.c.b.a.0.0.0.0.0.0.0.0.0.0.0.0."
+                             "0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa");
     assert_int_equal(res_ptr_name(AF_INET6, &a6, out, 40), -ENAMETOOLONG);
     assert_int_equal(res_ptr_name(AF_UNIX, &a6, out, sizeof(out)), -EINVAL);
 }

@@ -160,7 +160,8 @@ static void on_dns_query(struct io_op *op, int res, const char *data, unsigned f
         s->queries++;
         size_t ri = sizeof(rules) / sizeof(rules[0]);
         for (size_t k = 0; k < sizeof(rules) / sizeof(rules[0]); k++) {
-            if (strcmp(rules[k].name, name) == 0 && (rules[k].qtype == 0 || rules[k].qtype == qtype)) {
+            if (strcmp(rules[k].name, name) == 0 &&
+                (rules[k].qtype == 0 || rules[k].qtype == qtype)) {
                 ri = k;
                 break;
             }
@@ -779,6 +780,40 @@ static void test_bad_anchor(void **state)
     res_conf_clear(&conf);
 }
 
+/* Our copy of libunbound's default local zones is the one this libunbound
+ * has (it prints its zones; a new release with more fails here). */
+static void test_default_local_zones(void **state)
+{
+    FILE *f = tmpfile();
+    assert_non_null(f);
+    pthread_mutex_lock(&ub_global_mu);
+    struct ub_ctx *ub = ub_ctx_create();
+    assert_non_null(ub);
+    ub_ctx_debugout(ub, f);
+    ub_ctx_debuglevel(ub, 1);
+    assert_int_equal(ub_ctx_print_local_zones(ub), 0);
+    ub_ctx_delete(ub);
+    pthread_mutex_unlock(&ub_global_mu);
+    rewind(f);
+    char line[512];
+    size_t seen = 0, n = sizeof(default_local_zones) / sizeof(*default_local_zones);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char *z = strstr(line, " zone ");
+        if (strstr(line, "info: ") == NULL || z == NULL)
+            continue;
+        z += strlen(" zone ");
+        z[strcspn(z, " \n")] = '\0';
+        bool found = false;
+        for (size_t k = 0; k < n && !found; k++)
+            found = strcmp(default_local_zones[k], z) == 0;
+        if (!found)
+            fail_msg("libunbound serves %s locally; add it to default_local_zones", z);
+        seen++;
+    }
+    fclose(f);
+    assert_int_equal(seen, n);
+}
+
 #define T(fn, be) cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, &be)
 #define BOTH(fn) T(fn, be_uring), T(fn, be_epoll)
 
@@ -790,6 +825,7 @@ int main(void)
         BOTH(test_timeout),          BOTH(test_mx),             BOTH(test_inflight_cap),
         BOTH(test_resubmit_in_callback), BOTH(test_ptr_literal), BOTH(test_free_busy),
         T(test_bad_anchor, be_epoll),
+        cmocka_unit_test(test_default_local_zones),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
