@@ -508,6 +508,10 @@ int dkim_keys_load(const char *config_dir, const char *only_domain, struct dkim_
         return -1;
     }
     atomic_init(&ks->refs, 1);
+    if (sodium_init() < 0) { /* Ed25519 keys go through libsodium */
+        seterr(err, errlen, "libsodium failed to initialise");
+        goto fail;
+    }
     if (snprintf(ddir, sizeof(ddir), "%s/domains", config_dir) >= (int)sizeof(ddir)) {
         seterr(err, errlen, "%s/domains: path too long", config_dir);
         goto fail;
