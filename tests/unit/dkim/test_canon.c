@@ -82,7 +82,7 @@ static void check_unstuff(const char *stuffed, const char *want)
             assert_memory_equal(out.buf, want, wlen);
         }
     }
-    size_t *ones = malloc(len * sizeof(*ones));
+    size_t *ones = calloc(len + 1, sizeof(*ones));
     for (size_t i = 0; i < len; i++)
         ones[i] = i;
     unstuff_in_chunks(stuffed, len, ones, len, &out);
@@ -181,7 +181,7 @@ static void check_body(const char *in, const char *want)
         size_t cuts[1] = {a};
         body_in_chunks(in, len, cuts, 1, want, wlen);
     }
-    size_t *ones = malloc((len + 1) * sizeof(*ones));
+    size_t *ones = calloc(len + 1, sizeof(*ones));
     for (size_t i = 0; i < len; i++)
         ones[i] = i;
     body_in_chunks(in, len, ones, len, want, wlen);
@@ -244,7 +244,7 @@ static void test_body_long(void **state)
     in[i] = want[w] = '\0';
     /* Whole and in 1-byte chunks (every split is too slow at this size). */
     body_in_chunks(in, i, NULL, 0, want, w);
-    size_t *ones = malloc(i * sizeof(*ones));
+    size_t *ones = calloc(i + 1, sizeof(*ones));
     for (size_t k = 0; k < i; k++)
         ones[k] = k;
     body_in_chunks(in, i, ones, i, want, w);
