@@ -1104,7 +1104,10 @@ static void dkim_begin(struct smtp_session *s)
  * The final dot, before the spool: make the signatures and put them, with
  * the added fields, into the prefix stored with the envelope and sent ahead
  * of the message.  The order is DKIM-Signature(s), Received, the added Date
- * and Message-ID.  Returns 0 or -errno (the caller answers 451).
+ * and Message-ID.  The signature is made here, on the reactor (~0.35 ms for
+ * RSA-2048, ~25 us for Ed25519): reactors are one per CPU, so a worker
+ * thread would add a hand-off without adding CPU.  Returns 0 or -errno (the
+ * caller answers 451).
  */
 static int dkim_finish(struct smtp_session *s)
 {

@@ -191,6 +191,13 @@ static int key_from_pkey(struct dkim_key *k, EVP_PKEY *pkey, char *err, size_t e
     return -1;
 }
 
+/* An encrypted key is refused rather than prompted for: without a callback
+ * OpenSSL would read a passphrase from the terminal. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    return 0;
+}
+
 /* Read and parse one PEM key file.  Returns 0 or -1 with err (no path). */
 static int key_load_file(struct dkim_key *k, const char *path, char *err, size_t errlen)
 {
@@ -201,18 +208,19 @@ static int key_load_file(struct dkim_key *k, const char *path, char *err, size_t
         seterr(err, errlen, "%s", strerror(errno));
         return -1;
     }
-    if (fstat(fileno(f), &st) == 0 && (st.st_mode & S_IROTH))
-        log_warnx("event=dkim-key-readable path=%s (readable by everyone: chmod 600 or 640)",
-                  path);
-    if (fstat(fileno(f), &st) == 0 && st.st_size > DKIM_KEY_FILE_MAX) {
+    if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > DKIM_KEY_FILE_MAX) {
         fclose(f);
-        seterr(err, errlen, "too large for a key");
+        seterr(err, errlen, "not a key file (a regular file of at most %d bytes)",
+               DKIM_KEY_FILE_MAX);
         return -1;
     }
-    EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    if (st.st_mode & S_IROTH)
+        log_warnx("event=dkim-key-readable path=%s (readable by everyone: chmod 600 or 640)",
+                  path);
+    EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
     fclose(f);
     if (pkey == NULL) {
-        seterr(err, errlen, "not a PEM private key (%s)", ssl_reason());
+        seterr(err, errlen, "not an unencrypted PEM private key (%s)", ssl_reason());
         return -1;
     }
     return key_from_pkey(k, pkey, err, errlen);

@@ -544,6 +544,16 @@ static void test_bad_keys(void **state)
     snprintf(path, sizeof(path), "%s/bad", tmpdir);
     assert_int_equal(dkim_keys_load(path, NULL, &ks, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "not an RSA or Ed25519 key"));
+    /* An encrypted key is refused, never prompted for. */
+    snprintf(path, sizeof(path), "%s/bad/domains/x.test/dkim/ec.key", tmpdir);
+    unlink(path);
+    snprintf(path, sizeof(path),
+             "openssl genpkey -algorithm ED25519 -aes256 -pass pass:secret "
+             "-out %s/bad/domains/x.test/dkim/enc.key 2>/dev/null", tmpdir);
+    assert_int_equal(system(path), 0);
+    snprintf(path, sizeof(path), "%s/bad", tmpdir);
+    assert_int_equal(dkim_keys_load(path, NULL, &ks, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not an unencrypted PEM private key"));
     /* No domains directory at all: an empty set. */
     snprintf(path, sizeof(path), "%s/bad/domains/x.test/dkim", tmpdir);
     assert_int_equal(dkim_keys_load("/nonexistent-ortoo-dir", NULL, &ks, err, sizeof(err)), 0);
