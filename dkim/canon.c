@@ -84,14 +84,20 @@ size_t dkim_canon_header(const char *field, size_t len, bool crlf, char *out)
     const char *colon = memchr(field, ':', len);
     size_t o = 0;
 
-    if (colon == NULL)
-        colon = field + len; /* not a field: canonicalize as a bare name */
-    size_t nlen = (size_t)(colon - field);
+    size_t nlen = colon != NULL ? (size_t)(colon - field) : len;
     while (nlen > 0 && is_wsp(field[nlen - 1]))
         nlen--;
     for (size_t i = 0; i < nlen; i++) {
         char c = field[i];
         out[o++] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    if (colon == NULL) {
+        /* Not a field (the caller's bug): the lower-cased bytes, within bounds. */
+        if (crlf) {
+            out[o++] = '\r';
+            out[o++] = '\n';
+        }
+        return o;
     }
     out[o++] = ':';
     /* The value: unfold (drop CR and LF), one SP per WSP run, none at the

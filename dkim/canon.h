@@ -51,8 +51,9 @@ size_t dkim_unstuff_copy(struct dkim_unstuff *u, const char *in, size_t len, cha
  * folds and with or without the final CRLF: name lower-cased, WSP around the
  * colon removed, the value unfolded, runs of WSP made one SP, WSP at the
  * ends of the value removed; "\r\n" appended when crlf.  out must hold
- * len + 2 bytes.  Returns the bytes written.  The field must hold a colon
- * (the caller parsed it).
+ * len + 2 bytes.  Returns the bytes written.  The field should hold a
+ * colon (the caller parsed it); without one, the name rule is applied to
+ * all of it.
  */
 size_t dkim_canon_header(const char *field, size_t len, bool crlf, char *out);
 
