@@ -4,11 +4,13 @@
  *
  * Writes a configuration directory that `ortoo serve` accepts as it is:
  * ortoo.conf, a self-signed certificate under certs/<H>/ (certgen), the
- * domain's users file, and the spool directory.  With --dev the listeners
+ * domain's users file, an RSA-2048 DKIM key under domains/<DOMAIN>/dkim/
+ * (unless the domain has one), and the spool directory.  With --dev the listeners
  * are on loopback high ports and a user dev@DOMAIN is made with a random
  * password, kept in clear in DIR/dev-password (0600) so that `make run` can
  * show it every time.  Then it prints what to do next: how to start, how to
- * add a user, a test `ortoo send` line, and the DNS records to publish.
+ * add a user, a test `ortoo send` line, and the DNS records to publish
+ * (DKIM's among them).
  *
  * ortoo.conf is written last (temp file + fsync + rename): its presence
  * means the directory is complete, so an init that failed half-way can simply
@@ -486,10 +488,25 @@ static void summary_print(const struct init_opts *o, const char *absdir, bool ex
            "  %s. TXT \"v=spf1 mx -all\"\n"
            "  _dmarc.%s. TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@%s\"\n"
            "  and a reverse DNS (PTR) record for the server's address naming %s\n"
-           "  (set at your hosting provider).\n"
-           "DKIM records will come with 'ortoo dkim keygen %s' (not yet available).\n",
+           "  (set at your hosting provider).\n",
            o->domain, o->hostname, o->hostname, o->hostname, o->domain, o->domain, o->domain,
-           o->hostname, o->domain);
+           o->hostname);
+    /* The DKIM records, from the keys themselves (see cli_dkim.c). */
+    fflush(stdout);
+    if (cli_dkim_print_records(o->dir, o->domain, stdout, "  ") == 0)
+        printf("  (no DKIM key: make one with 'ortoo -c %s dkim keygen %s')\n", absdir,
+               o->domain);
+}
+
+/* An RSA DKIM key for the domain, unless it has a key already. */
+static int dkim_make(const struct init_opts *o)
+{
+    int n = cli_dkim_print_records(o->dir, o->domain, NULL, "");
+    if (n < 0)
+        return -1;
+    if (n > 0)
+        return 0;
+    return cli_dkim_keygen(o->dir, o->domain, NULL, false, false, NULL);
 }
 
 /*
@@ -540,6 +557,8 @@ int cli_init(const char *config_dir, int argc, char **argv)
     if (users_make(&o) < 0)
         return 1;
     if (o.dev && dev_user_make(&o) < 0)
+        return 1;
+    if (dkim_make(&o) < 0)
         return 1;
     if (path_fmt(path, sizeof path, "%s/spool", o.dir) < 0 || dir_make(path, INIT_DIR_MODE) < 0)
         return 1;

@@ -34,8 +34,9 @@ static const struct subcommand subcommands[] = {
     { "init",  cli_init,  "write a ready config directory: init DOMAIN [--dev]" },
     { "user",  cli_user,  "manage users: user add|del|list|check" },
     { "send",  cli_send,  "send a test message: send --server HOST:PORT --from F --to T" },
-    { "queue", cli_queue, "inspect the queue: queue list [--json]" },
-    { "reload", cli_reload, "reload certificates and users in the running server" },
+    { "queue", cli_queue, "inspect the queue: queue list [--json] | show ID [--raw]" },
+    { "dkim",  cli_dkim,  "DKIM keys: dkim keygen DOMAIN [--algo rsa|ed25519] | show DOMAIN" },
+    { "reload", cli_reload, "reload certificates, users and DKIM keys in the running server" },
     { "lookup", cli_lookup, "look a name up as ortoo sees it: lookup MX|A|AAAA|TLSA|PTR|TXT NAME" },
 };
 

@@ -8,7 +8,8 @@
  * all of them to be ready, logs the listening addresses and `event=ready`,
  * tells systemd (READY=1 on $NOTIFY_SOCKET), and then only handles signals:
  * SIGTERM/SIGINT stop the reactors gracefully, SIGHUP reloads the
- * certificates and the users (other settings need a restart), and a timer
+ * certificates, the users and the DKIM keys (other settings need a
+ * restart), and a timer
  * rotates the TLS ticket keys.
  *
  * A reactor owns its io_loop, its spool shard, its resolver context and one
@@ -39,6 +40,7 @@
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
+#include "dkim/keys.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
@@ -74,6 +76,7 @@ struct server {
     struct users *users;
     struct tls_server *tls;
     struct auth *auth;
+    struct dkim_keys *dkim;       /* DKIM keys (our reference) */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
     struct reactor *reactors;
@@ -269,6 +272,7 @@ struct reactor_swap {
     struct reactor *re;
     struct tls_server *tls;       /* one reference, handed to the reactor */
     const struct users *users;    /* owned by the server */
+    struct dkim_keys *dkim;       /* one reference, handed to the reactor */
 };
 
 /* On the reactor, between events: take the new context and table.  Our
@@ -285,6 +289,11 @@ static void on_reactor_swap(void *arg)
     }
     if (sw->users != NULL)
         sw->re->ctx.users = sw->users;
+    if (sw->dkim != NULL) {
+        /* Signers in flight hold their own reference to the old set. */
+        dkim_keys_free(sw->re->ctx.dkim);
+        sw->re->ctx.dkim = sw->dkim;
+    }
     free(sw);
 }
 
@@ -324,12 +333,27 @@ static struct users *reload_users(struct server *srv)
     return u;
 }
 
-/* SIGHUP: certificates and users; other settings need a restart. */
+/* Load the DKIM keys again; NULL (logged) on failure. */
+static struct dkim_keys *reload_dkim(struct server *srv)
+{
+    char err[512];
+    struct dkim_keys *ks = NULL;
+    if (dkim_keys_load(srv->cfg->dir, NULL, &ks, err, sizeof(err)) < 0) {
+        log_warnx("event=reload-failed what=dkim err=\"%s\" (keeping the current keys)", err);
+        return NULL;
+    }
+    log_info("event=reloaded what=dkim keys=%zu domains=%zu", dkim_keys_count(ks),
+             dkim_keys_domain_count(ks));
+    return ks;
+}
+
+/* SIGHUP: certificates, users and DKIM keys; other settings need a restart. */
 static void server_reload(struct server *srv)
 {
     struct tls_server *tls = reload_tls(srv);
     struct users *users = reload_users(srv);
-    if (tls == NULL && users == NULL)
+    struct dkim_keys *dkim = reload_dkim(srv);
+    if (tls == NULL && users == NULL && dkim == NULL)
         return;
     for (unsigned i = 0; i < srv->nreactors; i++) {
         struct reactor_swap *sw = malloc(sizeof(*sw));
@@ -338,6 +362,7 @@ static void server_reload(struct server *srv)
         sw->re = &srv->reactors[i];
         sw->tls = tls != NULL ? tls_server_ref(tls) : NULL;
         sw->users = users;
+        sw->dkim = dkim != NULL ? dkim_keys_ref(dkim) : NULL;
         if (io_loop_post(srv->reactors[i].ctx.loop, on_reactor_swap, sw) < 0)
             fatal("io_loop_post");
     }
@@ -345,6 +370,10 @@ static void server_reload(struct server *srv)
         if (srv->tls != NULL)
             tls_server_free(srv->tls);
         srv->tls = tls;
+    }
+    if (dkim != NULL) {
+        dkim_keys_free(srv->dkim);
+        srv->dkim = dkim;
     }
     if (users != NULL) {
         auth_set_users(srv->auth, users);
@@ -429,6 +458,10 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
     }
+    if (dkim_keys_load(cfg->dir, NULL, &srv.dkim, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: DKIM: %s\n", err);
+        return 1;
+    }
     bool need_tls = false;
     for (size_t i = 0; i < cfg->nlistens; i++)
         if (cfg->listens[i].role != ROLE_SMTP)
@@ -478,6 +511,7 @@ int server_run(const char *config_dir)
         re->ctx.users = srv.users;
         re->ctx.tls = srv.tls ? tls_server_ref(srv.tls) : NULL;
         re->ctx.auth = srv.auth;
+        re->ctx.dkim = dkim_keys_ref(srv.dkim);
         re->ctx.on_drained = on_drained;
         re->nlisteners = cfg->nlistens;
         re->listeners = calloc(cfg->nlistens, sizeof(*re->listeners));
@@ -524,9 +558,9 @@ int server_run(const char *config_dir)
         log_info("event=listening role=%s addr=%s reactors=%u", config_role_name(cfg->listens[j].role),
                  text, srv.nreactors);
     }
-    log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s", cfg->hostname,
+    log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s dkim_keys=%zu", cfg->hostname,
              srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
-             srv.tls ? "on" : "off", cfg->spool);
+             srv.tls ? "on" : "off", cfg->spool, dkim_keys_count(srv.dkim));
     char pidpath[4096];
     snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, SERVER_PID_FILE);
     write_pid_file(pidpath);
@@ -598,6 +632,7 @@ int server_run(const char *config_dir)
             close(re->listeners[j].fd);
         if (re->ctx.tls != NULL)
             tls_server_free(re->ctx.tls);
+        dkim_keys_free(re->ctx.dkim);
         free(re->listeners);
         res_ctx_free(re->ctx.res);
         io_loop_free(re->ctx.loop);
@@ -607,6 +642,7 @@ int server_run(const char *config_dir)
     if (srv.tls != NULL)
         tls_server_free(srv.tls);
     users_free(srv.users);
+    dkim_keys_free(srv.dkim);
     for (size_t i = 0; i < srv.nold_users; i++)
         users_free(srv.old_users[i]);
     free(srv.old_users);

@@ -44,6 +44,7 @@
 #include "io/maillog.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
+#include "dkim/sign.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
@@ -142,6 +143,7 @@ struct smtp_session {
     bool bdat_failed;             /* a BDAT chunk was refused: discard until LAST */
     uint64_t chunk_size;          /* size of the current BDAT chunk */
     char *received;               /* Received: header for this message (owned) */
+    struct dkim_signer *dkim;     /* signer of the message in progress (owned) or NULL */
     unsigned nmsgs;               /* messages accepted in this session */
 };
 
@@ -353,6 +355,8 @@ static void transaction_reset(struct smtp_session *s)
     s->bdat_failed = false;
     free(s->received);
     s->received = NULL;
+    dkim_sign_free(s->dkim);
+    s->dkim = NULL;
 }
 
 static void session_free(struct smtp_session *s)
@@ -1108,6 +1112,64 @@ static int make_received(struct smtp_session *s)
     return 0;
 }
 
+/* ---- DKIM (dkim/sign.h) ---- */
+
+/*
+ * A message starts.  What an authenticated user sends is a submission: it
+ * gets a Date and a Message-ID when it lacks them (RFC 6409 8.2-8.3) and is
+ * signed when the domain of its From field has keys.  Mail that arrives
+ * without AUTH (inbound on port 25) is neither changed nor signed.
+ */
+static void dkim_begin(struct smtp_session *s)
+{
+    dkim_sign_free(s->dkim);
+    s->dkim = NULL;
+    if (!s->authed)
+        return;
+    struct dkim_sign_params p = {
+        .now = (int64_t)time(NULL), .add_missing = true, .hostname = s->r->cfg->hostname};
+    s->dkim = dkim_sign_open(s->r->dkim, &p); /* NULL: answered 451 at the end */
+}
+
+/*
+ * The final dot, before the spool: make the signatures and put them, with
+ * the added fields, into the prefix stored with the envelope and sent ahead
+ * of the message.  The order is DKIM-Signature(s), Received, the added Date
+ * and Message-ID.  The signature is made here, on the reactor (~0.35 ms for
+ * RSA-2048, ~25 us for Ed25519): reactors are one per CPU, so a worker
+ * thread would add a hand-off without adding CPU.  Returns 0 or -errno (the
+ * caller answers 451).
+ */
+static int dkim_finish(struct smtp_session *s)
+{
+    struct dkim_sign_result res;
+    if (s->dkim == NULL)
+        return -ENOMEM;
+    int rc = dkim_sign_finish(s->dkim, &res);
+    if (rc < 0) {
+        log_warnx("session=%s event=dkim-failed err=%d", s->id, rc);
+        return rc;
+    }
+    if (res.nsigs > 0)
+        log_debug("session=%s event=dkim-signed d=%s signatures=%u", s->id, res.domain, res.nsigs);
+    else
+        log_info("session=%s event=dkim-unsigned user=%s why=\"%s\"", s->id, s->auth_user,
+                 res.why_unsigned ? res.why_unsigned : "-");
+    if (res.signatures != NULL || res.added != NULL) {
+        char *prefix = NULL;
+        if (asprintf(&prefix, "%s%s%s", res.signatures ? res.signatures : "", s->received,
+                     res.added ? res.added : "") < 0) {
+            rc = -ENOMEM;
+        } else {
+            free(s->received);
+            s->received = prefix;
+        }
+    }
+    free(res.signatures);
+    free(res.added);
+    return rc;
+}
+
 static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
 {
     if (!s->has_mail) {
@@ -1125,6 +1187,7 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
     s->msg.len = 0;
     s->too_big = false;
     smtp_data_scan_init(&s->scan);
+    dkim_begin(s);
     session_enter(s, ST_DATA);
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -1152,6 +1215,10 @@ static void message_end(struct smtp_session *s)
     }
     if (make_received(s) < 0) {
         reply(s, "451 4.3.0 Out of memory");
+        goto reject;
+    }
+    if (s->authed && dkim_finish(s) < 0) {
+        reply(s, "451 4.3.0 Temporary local problem (signing), try again later");
         goto reject;
     }
     struct spool_envelope env = {
@@ -1243,6 +1310,7 @@ static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
         s->msg.len = 0;
         s->too_big = false;
         smtp_data_scan_init(&s->scan);
+        dkim_begin(s);
     }
     session_enter(s, ST_BDAT);
 }
@@ -1363,7 +1431,10 @@ static void msg_append(struct smtp_session *s, const char *data, size_t len)
     if (buf_append(&s->msg, data, len) < 0) {
         s->too_big = true; /* answered as too big: we cannot hold it */
         s->msg.len = 0;
+        return;
     }
+    if (s->dkim != NULL)
+        dkim_sign_feed(s->dkim, data, len);
 }
 
 /*
@@ -1397,10 +1468,13 @@ static void bdat_input(struct smtp_session *s)
             s->too_big = true; /* the rest of the chunks is counted, not kept */
             s->msg.len = 0;
         } else {
+            size_t from = s->msg.len;
             s->msg.len += smtp_bdat_stuff(&s->scan, s->in.data, n, s->msg.data + s->msg.len);
             if (s->msg.len > max) {
                 s->too_big = true;
                 s->msg.len = 0;
+            } else if (s->dkim != NULL) {
+                dkim_sign_feed(s->dkim, s->msg.data + from, s->msg.len - from);
             }
         }
     }
