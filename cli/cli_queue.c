@@ -185,7 +185,7 @@ static void text_safe(FILE *f, const char *s)
 static int on_message(const struct spool_msg_info *m, void *arg)
 {
     struct queue_list *ql = arg;
-    int64_t age = ql->now - m->headers_at;
+    int64_t age = ql->now - m->received_at;
 
     if (age < 0)
         age = 0;
@@ -194,7 +194,7 @@ static int on_message(const struct spool_msg_info *m, void *arg)
         json_string(stdout, m->id);
         printf(",\"shard\":%u,\"size\":%" PRIu64 ",\"age\":%" PRId64
                ",\"received_at\":%" PRId64 ",\"sender\":",
-               m->shard, m->size, age, m->headers_at);
+               m->shard, m->size, age, m->received_at);
         json_string(stdout, m->sender);
         fputs(",\"recipients\":[", stdout);
         for (size_t i = 0; i < m->nrcpts; i++) {
@@ -320,7 +320,7 @@ static int on_show(const struct spool_msg_info *m, void *arg)
     qs->found = true;
     if (!qs->raw) {
         char when[64] = "";
-        time_t t = (time_t)m->headers_at;
+        time_t t = (time_t)m->received_at;
         struct tm tm;
         if (gmtime_r(&t, &tm) != NULL)
             strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
