@@ -782,3 +782,41 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
     }
     return n;
 }
+
+/* *dst = strdup(src) (NULL stays NULL), freeing the old value. */
+static int str_replace_dup(char **dst, const char *src)
+{
+    char *n = NULL;
+    if (src != NULL && (n = strdup(src)) == NULL)
+        return -ENOMEM;
+    free(*dst);
+    *dst = n;
+    return 0;
+}
+
+int config_keep_restart_fields(struct config *next, const struct config *cur)
+{
+    struct config_listen *l = NULL;
+    if (cur->nlistens > 0) {
+        l = malloc(cur->nlistens * sizeof(*l));
+        if (l == NULL)
+            return -ENOMEM;
+        memcpy(l, cur->listens, cur->nlistens * sizeof(*l));
+    }
+    free(next->listens);
+    next->listens = l;
+    next->nlistens = cur->nlistens;
+    if (str_replace_dup(&next->spool, cur->spool) < 0 ||
+        str_replace_dup(&next->user, cur->user) < 0 ||
+        str_replace_dup(&next->control_group, cur->control_group) < 0)
+        return -ENOMEM;
+    next->reactors = cur->reactors;
+    next->io = cur->io;
+    next->batch_delay_us = cur->batch_delay_us;
+    next->ticket_rotate = cur->ticket_rotate;
+    next->auth_workers = cur->auth_workers;
+    next->auth_cache_ttl = cur->auth_cache_ttl;
+    next->auth_max_failures = cur->auth_max_failures;
+    next->auth_fail_window = cur->auth_fail_window;
+    return 0;
+}

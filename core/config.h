@@ -89,6 +89,14 @@ void config_free(struct config *cfg);
 int config_restart_diff(const struct config *cur, const struct config *next, char *out,
                         size_t cap);
 
+/*
+ * Give next the running values of every setting config_restart_diff()
+ * covers (copies; cur is not changed, reactors may still read it), so that
+ * a reload applies only what it can.  Returns 0 or -ENOMEM (next is then
+ * unusable: free it).
+ */
+int config_keep_restart_fields(struct config *next, const struct config *cur);
+
 /* "smtp" / "submission" / "submissions". */
 const char *config_role_name(enum listen_role r);
 
