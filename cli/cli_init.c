@@ -3,8 +3,9 @@
  * cli_init.c - `ortoo -c DIR init DOMAIN [--hostname H] [--dev] [--if-missing]`.
  *
  * Writes a configuration directory that `ortoo serve` accepts as it is:
- * ortoo.conf, a self-signed certificate under certs/<H>/ (certgen), the
- * domain's users file, and the spool directory.  With --dev the listeners
+ * ortoo.conf, a self-signed certificate under certs/<H>/ (certgen) and the
+ * domain's users file; with --dev also the spool directory inside it (a real
+ * server's spool is /var/spool/ortoo, made by the daemon or tmpfiles.d).  With --dev the listeners
  * are on loopback high ports and a user dev@DOMAIN is made with a random
  * password, kept in clear in DIR/dev-password (0600) so that `make run` can
  * show it every time.  Then it prints what to do next: how to start, how to
@@ -18,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,11 +30,13 @@
 
 #include <sodium.h>
 
-#include "core/certgen.h"
 #include "cli/cli.h"
+#include "core/certgen.h"
+#include "core/config.h"
 #include "core/users.h"
 
 #define INIT_DIR_MODE 0750
+#define INIT_TOP_DIR_MODE 0755
 #define INIT_DEV_PASSWORD_LEN 16
 #define INIT_NAME_MAX 253 /* RFC 1035 2.3.4: a name is at most 255 octets on the wire */
 
@@ -304,17 +308,35 @@ static void listen_lines(bool dev, const char **smtp, const char **sub, const ch
     }
 }
 
+/*
+ * Where the queue goes and who the daemon runs as.  A real server keeps its
+ * queue in /var/spool/ortoo (the config directory holds no state) and runs
+ * as the ortoo account; a --dev directory keeps its spool inside (var/dev/
+ * spool for `make run`) and runs as whoever runs it (root included, so that
+ * `make run` works as root on a fresh machine).
+ */
+static void server_lines(bool dev, char *spool, size_t slen, char *user, size_t ulen)
+{
+    struct passwd *pw = dev ? getpwuid(geteuid()) : NULL;
+
+    snprintf(spool, slen, "%s", dev ? "spool" : CONFIG_DEFAULT_SPOOL);
+    snprintf(user, ulen, "%s", pw != NULL ? pw->pw_name : CONFIG_DEFAULT_USER);
+}
+
 /* Render ortoo.conf into buf.  Returns its length or -1 if it does not fit. */
 static int conf_render(const struct init_opts *o, char *buf, size_t len)
 {
     const char *smtp, *sub, *subs;
+    char spool[64], user[64];
 
     listen_lines(o->dev, &smtp, &sub, &subs);
+    server_lines(o->dev, spool, sizeof spool, user, sizeof user);
     int n = snprintf(buf, len,
                      "# ortoo configuration - see docs/config.md\n"
                      "[server]\n"
                      "hostname = %s\n"
-                     "spool = spool\n"
+                     "spool = %s\n"
+                     "user = %s\n"
                      "reactors = auto\n"
                      "io = auto\n"
                      "max_message_size = 25M\n"
@@ -326,7 +348,7 @@ static int conf_render(const struct init_opts *o, char *buf, size_t len)
                      "\n"
                      "[tls]\n"
                      "cert_dir = certs\n",
-                     o->hostname, smtp, sub, subs);
+                     o->hostname, spool, user, smtp, sub, subs);
     return (n < 0 || (size_t)n >= len) ? -1 : n;
 }
 
@@ -529,7 +551,10 @@ int cli_init(const char *config_dir, int argc, char **argv)
         return 0;
     }
 
-    if (dir_make_parents(o.dir, INIT_DIR_MODE) < 0)
+    /* The directory and ortoo.conf are world-readable (no secret in them),
+     * so that sendmail run by any user finds the spool; users, keys and
+     * certificates stay in 0750 directories. */
+    if (dir_make_parents(o.dir, INIT_TOP_DIR_MODE) < 0)
         return 1;
     if (realpath(o.dir, absdir) == NULL) {
         fprintf(stderr, "ortoo init: %s: %s\n", o.dir, strerror(errno));
@@ -541,7 +566,8 @@ int cli_init(const char *config_dir, int argc, char **argv)
         return 1;
     if (o.dev && dev_user_make(&o) < 0)
         return 1;
-    if (path_fmt(path, sizeof path, "%s/spool", o.dir) < 0 || dir_make(path, INIT_DIR_MODE) < 0)
+    if (o.dev && (path_fmt(path, sizeof path, "%s/spool", o.dir) < 0 ||
+                  dir_make(path, INIT_DIR_MODE) < 0))
         return 1;
 
     int n = conf_render(&o, conf, sizeof conf);
@@ -549,7 +575,7 @@ int cli_init(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "ortoo init: configuration too long\n");
         return 1;
     }
-    if (file_write(conf_path, conf, (size_t)n, 0640, true) < 0)
+    if (file_write(conf_path, conf, (size_t)n, 0644, true) < 0)
         return 1;
 
     if (made_cert)
