@@ -45,7 +45,11 @@ def test_init_layout(tmp_path):
     for f in ("ortoo.conf", "certs/mx.example.test/fullchain.pem",
               "certs/mx.example.test/privkey.pem", "domains/example.test/users"):
         assert (d / f).is_file(), f"ortoo init did not write {f}"
-    assert (d / "spool").is_dir(), "ortoo init did not make spool/"
+    # A real server's queue is not in the config directory (which holds no
+    # state): init names /var/spool/ortoo and runs as the ortoo account.
+    assert not (d / "spool").exists(), "ortoo init made a spool in the config dir"
+    conf = (d / "ortoo.conf").read_text()
+    assert "spool = /var/spool/ortoo" in conf and "user = ortoo" in conf, conf
     key = (d / "certs/mx.example.test/privkey.pem").read_text()
     assert "PRIVATE KEY" in key
     out = subprocess.run(["openssl", "pkey", "-in",
