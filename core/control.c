@@ -162,6 +162,19 @@ struct control *control_new(void)
     return c;
 }
 
+/* Read and drop what the client sent beyond its request (bounded): closing
+ * a UNIX socket with unread input resets it, and the client would lose the
+ * answer it has not read yet. */
+static void drain_input(int fd)
+{
+    char buf[4096];
+    for (int i = 0; i < 16; i++) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n <= 0)
+            return;
+    }
+}
+
 static void req_free(struct control_req *req)
 {
     struct control *c = req->ctl;
@@ -236,7 +249,7 @@ int control_listen(struct control *c, const char *path, mode_t mode, uid_t uid, 
         goto fail_unlink;
     if (chmod(path, mode) < 0)
         goto fail_unlink;
-    if (listen(fd, 64) < 0)
+    if (listen(fd, 256) < 0)
         goto fail_unlink;
     struct ctl_listener *l = &c->lst[c->nlst++];
     l->fd = fd;
@@ -461,7 +474,7 @@ void control_unwatch(struct control *c, int fd)
 
 static void client_accept(struct control *c, struct ctl_listener *l)
 {
-    for (int k = 0; k < 16; k++) { /* a few per turn, so one socket cannot starve the rest */
+    for (int k = 0; k < 64; k++) { /* a bounded batch per turn: the other fds get theirs */
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
@@ -588,8 +601,10 @@ static void client_write(struct control_req *req)
         req->deadline = now_ms() + CONTROL_TIMEOUT_MS;
     }
     req->outoff = req->outlen = 0;
-    if (req->state == REQ_WRITING)
+    if (req->state == REQ_WRITING) {
+        drain_input(req->fd);
         req_free(req);
+    }
     return;
 gone:
     if (req->state == REQ_WRITING) {

@@ -116,6 +116,7 @@ class Server:
         self.log = []              # stderr lines, across restarts
         self.addrs = {}            # role -> [(host, port)], current run
         self.returncodes = []      # exit status of every finished run
+        self.env = None            # environment of the next start (None: ours)
         self._reader = None
 
     # ---- life cycle -------------------------------------------------
@@ -126,7 +127,7 @@ class Server:
         self.proc = subprocess.Popen(
             [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            errors="replace")
+            errors="replace", env=self.env)
         ready = threading.Event()
         proc = self.proc
 
