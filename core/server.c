@@ -771,6 +771,15 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: %s\n", srv.start_msg);
         _exit(1); /* other reactors may be running: no orderly teardown */
     }
+    /* Local submission: the maildrop is ready before the server says so. */
+    srv.rctx = calloc(srv.nreactors, sizeof(*srv.rctx));
+    if (srv.rctx == NULL)
+        fatal("calloc");
+    for (unsigned i = 0; i < srv.nreactors; i++)
+        srv.rctx[i] = &srv.reactors[i].ctx;
+    srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
+    if (srv.md == NULL) /* local submission off; SMTP still works */
+        log_warnx("event=maildrop-disabled err=\"%s\"", err);
     for (size_t j = 0; j < cfg->nlistens; j++) {
         char text[80];
         addr_text(&cfg->listens[j].addr, text, sizeof(text));
@@ -783,14 +792,6 @@ int server_run(const char *config_dir)
     char pidpath[4096];
     snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, SERVER_PID_FILE);
     write_pid_file(pidpath);
-    srv.rctx = calloc(srv.nreactors, sizeof(*srv.rctx));
-    if (srv.rctx == NULL)
-        fatal("calloc");
-    for (unsigned i = 0; i < srv.nreactors; i++)
-        srv.rctx[i] = &srv.reactors[i].ctx;
-    srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
-    if (srv.md == NULL) /* local submission off; SMTP still works */
-        log_warnx("event=maildrop-disabled err=\"%s\"", err);
     notify_systemd("READY=1");
 
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
