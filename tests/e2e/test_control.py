@@ -126,19 +126,27 @@ def test_many_clients_at_once(server):
             c.settimeout(10)
             socks.append(c)
         for c in socks:
-            c.sendall(b"ping\n")
+            try:
+                c.sendall(b"ping\n")
+            except (BrokenPipeError, ConnectionResetError):
+                pass                             # refused at once: its ERR is waiting
         answers = []
         for c in socks:
             buf = b""
             while not buf.endswith(b"\n"):
-                chunk = c.recv(1000)
+                try:
+                    chunk = c.recv(1000)
+                except ConnectionResetError:
+                    break
                 if not chunk:
                     break
                 buf += chunk
             answers.append(buf.decode())
         ok = sum(a.startswith("OK pong") for a in answers)
-        busy = sum(a.startswith("ERR too many") for a in answers)
-        assert ok + busy == 80 and ok >= 64, answers
+        # The ones past the limit are refused at once (their ERR line, or a
+        # reset if it raced their request), never left hanging.
+        refused = sum(a.startswith("ERR too many") or a == "" for a in answers)
+        assert ok + refused == 80 and ok >= 64, answers
     finally:
         for c in socks:
             c.close()
