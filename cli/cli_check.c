@@ -397,10 +397,18 @@ static void check_domains(struct check *ck, const struct config *cfg)
     char err[1024], path[PATH_MAX];
     struct users *u = NULL;
 
-    if (users_load(cfg->dir, &u, err, sizeof(err)) < 0)
-        report(ck, true, cfg->dir, "users: %s", err);
-    else
+    if (users_load(cfg->dir, &u, err, sizeof(err)) < 0) {
+        /* users.c says "FILE:LINE: what": keep the one format. */
+        char *sep = strstr(err, ": ");
+        if (err[0] == '/' && sep != NULL) {
+            *sep = '\0';
+            report(ck, true, err, "%s", sep + 2);
+        } else {
+            report(ck, true, cfg->dir, "users: %s", err);
+        }
+    } else {
         users_free(u);
+    }
     snprintf(path, sizeof(path), "%s/domains", cfg->dir);
     DIR *d = opendir(path);
     if (d == NULL) {

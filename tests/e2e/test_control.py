@@ -327,7 +327,7 @@ def test_check(template_dir, tmp_path):
     def users(e):
         with open(e / "domains" / "example.test" / "users", "a") as f:
             f.write("no colon here\n")
-    broken(users, r"users")
+    broken(users, r"domains/example\.test/users:\d+: error: ")
 
     def aliases(e):
         (e / "domains" / "example.test" / "aliases").write_text(
