@@ -89,6 +89,8 @@ struct server {
     struct control *ctl;          /* control socket and the main thread's poll set */
     struct maildrop *md;          /* local submission pickup */
     struct smtp_reactor **rctx;   /* &reactors[i].ctx, for the pickup */
+    bool verbose_cli;             /* -v: the log level stays debug across reloads */
+    bool stopping;                /* SIGTERM/SIGINT seen */
     struct reactor *reactors;
     unsigned nreactors;
     pthread_mutex_t lock;
@@ -442,14 +444,9 @@ static struct config *reload_config(struct server *srv, struct reload_job *job)
 }
 
 /* The log level of a configuration (-v on the command line wins). */
-static void apply_log_level(const struct config *cfg)
+static void apply_log_level(const struct server *srv, const struct config *cfg)
 {
-    static bool verbose_cli = false, checked = false;
-    if (!checked) {
-        verbose_cli = log_get_level() == LOG_LVL_DEBUG;
-        checked = true;
-    }
-    if (verbose_cli || cfg->log_level == NULL)
+    if (srv->verbose_cli || cfg->log_level == NULL)
         return;
     enum log_level lvl = LOG_LVL_INFO;
     if (strcmp(cfg->log_level, "warn") == 0)
@@ -507,7 +504,7 @@ static void server_reload(struct server *srv, struct control_req *req)
     if (cfg != NULL) {
         srv->old_cfgs[srv->nold_cfgs++] = srv->cfg;
         srv->cfg = cfg;
-        apply_log_level(cfg);
+        apply_log_level(srv, cfg);
         if (srv->md != NULL)
             maildrop_set_config(srv->md, cfg);
     }
@@ -531,7 +528,8 @@ static void reload_finish(void *arg)
         log_warnx("event=reload-done ok=0 errors=\"%s\"", job->errors);
     else
         log_info("event=reload-done ok=1 reloaded=\"%s\"", job->done);
-    notify_systemd("READY=1");
+    if (!job->srv->stopping)
+        notify_systemd("READY=1");
     if (job->req != NULL) {
         if (job->done[0] != '\0')
             control_reply(job->req, "reloaded: %s", job->done);
@@ -579,9 +577,10 @@ static void notify_systemd(const char *msg)
     close(fd);
 }
 
-/* ---- pid file and `ortoo reload` ---- */
+/* ---- pid file ---- */
 
-/* Write our pid (atomically: temp file + rename) for `ortoo reload`. */
+/* Write our pid (atomically: temp file + rename) for scripts and monitoring
+ * (`ortoo reload` uses the control socket). */
 static void write_pid_file(const char *path)
 {
     char tmp[4200];
@@ -654,15 +653,8 @@ int server_run(const char *config_dir)
         return 1;
     }
     struct config *cfg = srv.cfg;
-    if (cfg->log_level != NULL) {
-        enum log_level lvl = LOG_LVL_INFO;
-        if (strcmp(cfg->log_level, "warn") == 0)
-            lvl = LOG_LVL_WARN;
-        else if (strcmp(cfg->log_level, "debug") == 0)
-            lvl = LOG_LVL_DEBUG;
-        if (log_get_level() != LOG_LVL_DEBUG) /* -v wins */
-            log_init("ortoo", lvl);
-    }
+    srv.verbose_cli = log_get_level() == LOG_LVL_DEBUG; /* -v */
+    apply_log_level(&srv, cfg);
     struct priv_target priv;
     if (priv_resolve(cfg, &priv, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
@@ -829,6 +821,7 @@ int server_run(const char *config_dir)
         }
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             log_info("event=stopping signal=%s", si.ssi_signo == SIGTERM ? "TERM" : "INT");
+            srv.stopping = true;
             notify_systemd("STOPPING=1");
             break;
         }
@@ -877,6 +870,7 @@ int server_run(const char *config_dir)
     for (size_t i = 0; i < srv.nold_users; i++)
         users_free(srv.old_users[i]);
     free(srv.old_users);
+    control_run_posted(srv.ctl); /* reload answers the reactors posted before they stopped */
     control_free(srv.ctl);
     free(srv.rctx);
     for (size_t i = 0; i < srv.nold_cfgs; i++)
