@@ -476,12 +476,17 @@ static void summary_print(const struct init_opts *o, const char *absdir, bool ex
         printf("\nDev user: dev@%s  password: %s\n", o->domain, pw);
         sodium_memzero(pw, sizeof pw);
     }
-    printf("\nNext steps:\n"
-           "  Start the server:\n"
+    printf("\nNext steps:\n");
+    if (!o->dev)
+        printf("  Let the server's account read the configuration, and check it:\n"
+               "    chgrp -R ortoo %s && chmod -R g+rX %s\n"
+               "    ortoo -c %s check\n",
+               absdir, absdir, absdir);
+    printf("  Start the server%s:\n"
            "    ortoo -c %s serve\n"
            "  Add a user (asks for the password):\n"
            "    ortoo -c %s user add you@%s\n",
-           absdir, absdir, o->domain);
+           o->dev ? "" : " (or: systemctl enable --now ortoo)", absdir, absdir, o->domain);
     if (o->dev)
         printf("  Send a test message through submission (self-signed cert: --insecure):\n"
                "    ortoo send --server 127.0.0.1:2587 --starttls --insecure \\\n"
