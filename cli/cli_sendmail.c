@@ -45,7 +45,7 @@
 
 #define SM_MAX_RCPTS_DEFAULT 1000
 #define SM_PICKUP_TIMEOUT_MS 30000
-#define SPOOL_QUEUE_ID_MAX 40 /* a queue id in the pickup answer (20 today) */
+#define SM_QUEUE_ID_MAX 40 /* a queue id in the pickup answer (20 today) */
 
 /* Growable byte buffer. */
 struct buf {
@@ -542,7 +542,7 @@ static int deliver(struct sm *sm, const char *sender, const struct addrs *rcpts,
     rc = control_call(path, req, SM_PICKUP_TIMEOUT_MS, NULL, NULL, status, sizeof(status));
     if (rc == 0) {
         if (strncmp(status, "queued as ", 10) == 0)
-            snprintf(queued_as, qlen, "%.*s", SPOOL_QUEUE_ID_MAX, status + 10);
+            snprintf(queued_as, qlen, "%.*s", SM_QUEUE_ID_MAX, status + 10);
         if (sm->verbose)
             fprintf(stderr, "%s: %s\n", sm->prog, status);
         return 0;
