@@ -170,13 +170,18 @@ fail:
     return ret;
 }
 
-/* Parse "ADDRESS [--password-stdin]" style arguments. */
+/* Parse "ADDRESS [--password-stdin]" style arguments.  Returns 0, -1 on a
+ * usage error (printed), 1 after printing the help (-h). */
 static int parse_args(int argc, char **argv, bool allow_stdin, const char **pos,
                       int maxpos, int *npos, bool *pw_stdin)
 {
     *npos = 0;
     *pw_stdin = false;
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 1;
+        }
         if (allow_stdin && strcmp(argv[i], "--password-stdin") == 0) {
             *pw_stdin = true;
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -400,8 +405,11 @@ int cli_user(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "ortoo user: unknown command %s\n", sub);
         return usage(NULL);
     }
-    if (parse_args(argc, argv, strcmp(sub, "add") == 0 || strcmp(sub, "check") == 0, pos, 1,
-                   &npos, &pw_stdin) < 0)
+    ret = parse_args(argc, argv, strcmp(sub, "add") == 0 || strcmp(sub, "check") == 0, pos, 1,
+                     &npos, &pw_stdin);
+    if (ret > 0)
+        return 0; /* -h */
+    if (ret < 0)
         return usage(NULL);
     if (strcmp(sub, "list") == 0) {
         ret = cmd_list(config_dir, pos[0]);

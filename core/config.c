@@ -39,6 +39,7 @@ enum key_type {
     KT_IO,              /* auto | uring | epoll */
     KT_LOGLEVEL,        /* warn | info | debug */
     KT_LISTEN,          /* comma-separated addresses; role in min */
+    KT_NAME,            /* a user or group name (useradd's rule), char * */
 };
 
 /* One key of ortoo.conf: where it lives and what it accepts. */
@@ -65,6 +66,8 @@ static const struct key_def keys[] = {
     {"server", "timeout_tls", KT_UINT, F(timeout_tls), 1, 3600},
     {"server", "batch_delay_us", KT_U64, F(batch_delay_us), 0, 1000000},
     {"server", "log_level", KT_LOGLEVEL, F(log_level), 0, 0},
+    {"server", "user", KT_NAME, F(user), 0, 0},
+    {"server", "control_group", KT_NAME, F(control_group), 0, 0},
     {"listen", "smtp", KT_LISTEN, 0, ROLE_SMTP, 0},
     {"listen", "submission", KT_LISTEN, 0, ROLE_SUBMISSION, 0},
     {"listen", "submissions", KT_LISTEN, 0, ROLE_SUBMISSIONS, 0},
@@ -317,6 +320,23 @@ static bool hostname_valid(const char *s)
     return s[len - 1] != '-' && s[len - 1] != '.';
 }
 
+/* A user or group name as useradd(8) takes it: [a-z_][a-z0-9_-]*[$]?, at
+ * most 32 characters (also keeps it safe in log lines). */
+static bool name_valid(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len == 0 || len > 32 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              (c == '$' && i == len - 1)))
+            return false;
+    }
+    return true;
+}
+
 /* dir + "/" + path unless path is absolute; NULL on ENOMEM. */
 static char *path_join(const char *dir, const char *path)
 {
@@ -486,6 +506,15 @@ static int key_set(struct loader *ld, const struct key_def *k, const char *value
         return 0;
     case KT_LISTEN:
         return listen_add(ld, k, value);
+    case KT_NAME:
+        if (!name_valid(value)) {
+            load_fail(ld, "[%s] %s: '%s' is not a valid user or group name", k->section,
+                      k->name, value);
+            return -1;
+        }
+        if ((*(char **)(base + k->off) = strdup(value)) == NULL)
+            goto nomem;
+        return 0;
     }
     return 0;
 nomem:
@@ -670,6 +699,8 @@ void config_free(struct config *cfg)
     free(cfg->listens);
     free(cfg->cert_dir);
     res_conf_clear(&cfg->resolver);
+    free(cfg->user);
+    free(cfg->control_group);
     free(cfg);
 }
 
@@ -739,7 +770,11 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         if ((cfg->hostname = strdup(host)) == NULL)
             goto nomem;
     }
-    if (cfg->spool == NULL && (cfg->spool = path_join(dir, "spool")) == NULL)
+    /* The default spool is outside the config directory, where Debian keeps
+     * mail queues: the config directory holds no state (docs/config.md). */
+    if (cfg->spool == NULL && (cfg->spool = strdup(CONFIG_DEFAULT_SPOOL)) == NULL)
+        goto nomem;
+    if (cfg->user == NULL && (cfg->user = strdup(CONFIG_DEFAULT_USER)) == NULL)
         goto nomem;
     if (cfg->cert_dir == NULL && (cfg->cert_dir = path_join(dir, "certs")) == NULL)
         goto nomem;
@@ -767,7 +802,12 @@ int config_load(const char *dir, struct config **out, char *err, size_t errlen)
 
     *out = NULL;
     if ((abs = realpath(dir, NULL)) == NULL) {
-        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        if (errno == ENOENT)
+            set_err(err, errlen, "%s: no such configuration directory (create one with "
+                                 "'ortoo -c %s init DOMAIN')",
+                    dir, dir);
+        else
+            set_err(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     if (asprintf(&file, "%s/%s", abs, CONFIG_FILE_NAME) < 0) {
@@ -805,4 +845,105 @@ fail:
     free(file);
     free(abs);
     return rc;
+}
+
+/* ---- reload: what needs a restart ---- */
+
+static bool str_differs(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a != b;
+    return strcmp(a, b) != 0;
+}
+
+static bool listens_differ(const struct config *a, const struct config *b)
+{
+    if (a->nlistens != b->nlistens)
+        return true;
+    for (size_t i = 0; i < a->nlistens; i++) {
+        /* Compare as written: the running copy has port 0 resolved. */
+        if (a->listens[i].role != b->listens[i].role ||
+            strcmp(a->listens[i].text, b->listens[i].text) != 0)
+            return true;
+    }
+    return false;
+}
+
+int config_restart_diff(const struct config *cur, const struct config *next, char *out,
+                        size_t cap)
+{
+    /* The settings fixed at start: sockets (listen), threads and their
+     * loops (reactors, io, auth.workers), the spool and its shards, the
+     * process's identity, and what the password workers were built with. */
+    const struct {
+        const char *name;
+        bool differs;
+    } d[] = {
+        {"listen", listens_differ(cur, next)},
+        {"server.reactors", cur->reactors != next->reactors},
+        {"server.io", cur->io != next->io},
+        {"server.spool", str_differs(cur->spool, next->spool)},
+        {"server.batch_delay_us", cur->batch_delay_us != next->batch_delay_us},
+        {"server.user", str_differs(cur->user, next->user)},
+        {"server.control_group", str_differs(cur->control_group, next->control_group)},
+        {"tls.ticket_rotate", cur->ticket_rotate != next->ticket_rotate},
+        {"auth.workers", cur->auth_workers != next->auth_workers},
+        {"auth.cache_ttl", cur->auth_cache_ttl != next->auth_cache_ttl},
+        {"auth.max_failures", cur->auth_max_failures != next->auth_max_failures},
+        {"auth.fail_window", cur->auth_fail_window != next->auth_fail_window},
+    };
+    int n = 0;
+    size_t used = 0;
+
+    if (cap > 0)
+        out[0] = '\0';
+    for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++) {
+        if (!d[i].differs)
+            continue;
+        if (cap > used) {
+            int w = snprintf(out + used, cap - used, "%s%s", n ? "," : "", d[i].name);
+            if (w > 0)
+                used = (size_t)w >= cap - used ? cap - 1 : used + (size_t)w;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* *dst = strdup(src) (NULL stays NULL), freeing the old value. */
+static int str_replace_dup(char **dst, const char *src)
+{
+    char *n = NULL;
+    if (src != NULL && (n = strdup(src)) == NULL)
+        return -ENOMEM;
+    free(*dst);
+    *dst = n;
+    return 0;
+}
+
+int config_keep_restart_fields(struct config *next, const struct config *cur)
+{
+    struct config_listen *l = NULL;
+    if (cur->nlistens > 0) {
+        l = malloc(cur->nlistens * sizeof(*l));
+        if (l == NULL)
+            return -ENOMEM;
+        memcpy(l, cur->listens, cur->nlistens * sizeof(*l));
+    }
+    free(next->listens);
+    next->listens = l;
+    next->nlistens = cur->nlistens;
+    if (str_replace_dup(&next->spool, cur->spool) < 0 ||
+        str_replace_dup(&next->user, cur->user) < 0 ||
+        str_replace_dup(&next->control_group, cur->control_group) < 0)
+        return -ENOMEM;
+    next->reactors = cur->reactors;
+    next->io = cur->io;
+    next->batch_delay_us = cur->batch_delay_us;
+    next->ticket_rotate = cur->ticket_rotate;
+    next->auth_workers = cur->auth_workers;
+    next->auth_cache_ttl = cur->auth_cache_ttl;
+    next->auth_max_failures = cur->auth_max_failures;
+    next->auth_fail_window = cur->auth_fail_window;
+    return 0;
 }

@@ -21,6 +21,13 @@
 #include "io/loop.h"
 #include "resolver/resolver.h"
 
+/* Defaults where Debian expects them (docs/config.md): the configuration in
+ * /etc/ortoo (cli/main.c), the queue in /var/spool/ortoo, and the account
+ * the daemon runs as after it was started as root. */
+#define CONFIG_DEFAULT_DIR "/etc/ortoo"
+#define CONFIG_DEFAULT_SPOOL "/var/spool/ortoo"
+#define CONFIG_DEFAULT_USER "ortoo"
+
 enum listen_role { ROLE_SMTP = 0, ROLE_SUBMISSION, ROLE_SUBMISSIONS };
 
 struct config_listen {
@@ -35,7 +42,7 @@ struct config {
     char *file;                      /* dir/ortoo.conf */
     /* [server] */
     char *hostname;                  /* default: gethostname() */
-    char *spool;                     /* absolute; default dir/spool */
+    char *spool;                     /* absolute; default CONFIG_DEFAULT_SPOOL */
     unsigned reactors;               /* 0 = auto (online CPUs) */
     enum io_backend io;              /* auto | uring | epoll */
     uint64_t max_message_size;       /* bytes; default 25 MiB ("25M" style accepted) */
@@ -60,6 +67,10 @@ struct config {
     unsigned auth_fail_window;       /* seconds; default 300 */
     /* [resolver] (parsed by resolver_key() in config.c) */
     struct res_conf resolver;        /* dnssec, trust_anchor, forward, stub */
+    /* [server] operation: privileges and the control socket
+     * (core/privdrop.c, core/control.c) */
+    char *user;                      /* account to run as when started as root; default "ortoo" */
+    char *control_group;             /* group of <spool>/control; NULL: the user's group */
 };
 
 /*
@@ -68,6 +79,26 @@ struct config {
  */
 int config_load(const char *dir, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/*
+ * What a reload cannot apply: writes into out (NUL-terminated, truncated to
+ * cap) the comma-separated names ("listen", "server.reactors", ...) of the
+ * settings that differ between the running configuration `cur` and the
+ * freshly loaded `next` and only take effect at a restart (sockets, threads,
+ * the spool, privileges).  Returns how many differ (0: everything in next can
+ * be applied by a reload).  Borrows both.  A key added to struct config that
+ * needs a restart must be listed here.
+ */
+int config_restart_diff(const struct config *cur, const struct config *next, char *out,
+                        size_t cap);
+
+/*
+ * Give next the running values of every setting config_restart_diff()
+ * covers (copies; cur is not changed, reactors may still read it), so that
+ * a reload applies only what it can.  Returns 0 or -ENOMEM (next is then
+ * unusable: free it).
+ */
+int config_keep_restart_fields(struct config *next, const struct config *cur);
 
 /* "smtp" / "submission" / "submissions". */
 const char *config_role_name(enum listen_role r);

@@ -87,8 +87,9 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->file, conf);
     gethostname(host, sizeof(host) - 1);
     assert_string_equal(cfg->hostname, host);
-    snprintf(want, sizeof(want), "%s/spool", tmpdir);
-    assert_string_equal(cfg->spool, want);
+    assert_string_equal(cfg->spool, "/var/spool/ortoo");
+    assert_string_equal(cfg->user, "ortoo");
+    assert_null(cfg->control_group);
     snprintf(want, sizeof(want), "%s/certs", tmpdir);
     assert_string_equal(cfg->cert_dir, want);
     assert_int_equal(cfg->reactors, 0);
@@ -395,12 +396,45 @@ static void test_missing(void **state)
     assert_string_equal(err, want);
 
     assert_int_equal(config_load("/nonexistent-ortoo-dir", &cfg, err, sizeof(err)), -1);
-    assert_string_equal(err, "/nonexistent-ortoo-dir: No such file or directory");
+    assert_string_equal(err, "/nonexistent-ortoo-dir: no such configuration directory "
+                             "(create one with 'ortoo -c /nonexistent-ortoo-dir init DOMAIN')");
 
     /* A tiny err buffer is never overrun. */
     char small[8];
     assert_int_equal(config_load("/nonexistent-ortoo-dir", &cfg, small, sizeof(small)), -1);
     assert_string_equal(small, "/nonexi");
+}
+
+/* [server] user and control_group, and what a reload cannot apply. */
+static void test_operation_keys(void **state)
+{
+    struct config *a = load_ok("[server]\nuser = mail_er-1\ncontrol_group = adm\n" MIN_LISTEN);
+    assert_string_equal(a->user, "mail_er-1");
+    assert_string_equal(a->control_group, "adm");
+    config_free(a);
+    load_err("[server]\nuser = Root\n" MIN_LISTEN,
+             ":2: [server] user: 'Root' is not a valid user or group name");
+    load_err("[server]\ncontrol_group = a b\n" MIN_LISTEN,
+             ":2: [server] control_group: 'a b' is not a valid user or group name");
+    load_err("[server]\nuser = \n" MIN_LISTEN,
+             ":2: [server] user: '' is not a valid user or group name");
+
+    char out[256];
+    struct config *cur = load_ok("[server]\nmax_recipients = 5\nreactors = 2\n" MIN_LISTEN);
+    struct config *same = load_ok("[server]\nmax_recipients = 7\nreactors = 2\n"
+                                  "hostname = other.example\n" MIN_LISTEN);
+    assert_int_equal(config_restart_diff(cur, same, out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    struct config *next = load_ok("[server]\nreactors = 3\nuser = root\n"
+                                  "[listen]\nsmtp = 127.0.0.1:0, [::1]:0\n");
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 3);
+    assert_string_equal(out, "listen,server.reactors,server.user");
+    char tiny[10];
+    assert_int_equal(config_restart_diff(cur, next, tiny, sizeof(tiny)), 3);
+    assert_true(strlen(tiny) < sizeof(tiny));
+    config_free(cur);
+    config_free(same);
+    config_free(next);
 }
 
 static void test_parse_addr(void **state)
@@ -564,6 +598,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_role_name),
