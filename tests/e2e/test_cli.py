@@ -18,7 +18,8 @@ README = os.path.join(HERE, "..", "..", "README.md")
 HELP = [
     (), ("init",), ("check",), ("serve",), ("reload",), ("user",),
     ("user", "add"), ("user", "del"), ("user", "list"), ("user", "check"),
-    ("queue",), ("queue", "list"), ("send",), ("sendmail",),
+    ("queue",), ("queue", "list"), ("queue", "show"), ("dkim",), ("dkim", "keygen"),
+    ("dkim", "show"), ("lookup",), ("send",), ("sendmail",),
 ]
 
 

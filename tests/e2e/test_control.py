@@ -213,7 +213,7 @@ def test_reload_config(server):
     data, status = ctl(s, "reload")
     assert re.match(r"ERR configuration: \S+ortoo\.conf:\d+: unknown key 'bogus_key'",
                     status), status
-    assert "reloaded: certificates (1); users" in data, data
+    assert "reloaded: certificates (1); users; DKIM keys (1)" in data, data
     with open_session(s) as c:
         c.expect("MAIL FROM:<x@client.test>", 250)
         c.expect("RCPT TO:<alice@example.test>", 250)
@@ -339,7 +339,7 @@ def test_check(template_dir, tmp_path):
 
     def dkim(e):
         k = e / "domains" / "example.test" / "dkim"
-        k.mkdir()
+        k.mkdir(exist_ok=True)
         subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out",
                         str(k / "good.key")], check=True, capture_output=True)
         (k / "good.txt").write_text("x")
