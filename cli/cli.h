@@ -16,5 +16,10 @@ int cli_user(const char *config_dir, int argc, char **argv);    /* cli/cli_user.
 int cli_send(const char *config_dir, int argc, char **argv);    /* cli/cli_send.c */
 int cli_queue(const char *config_dir, int argc, char **argv);   /* cli/cli_queue.c */
 int cli_reload(const char *config_dir, int argc, char **argv);  /* cli/cli_serve.c */
+int cli_domain(const char *config_dir, int argc, char **argv);  /* cli/cli_domain.c */
+
+/* Tell a running server that domains/ changed (users, aliases, domains)
+ * and print which happened; never fails.  cli/cli_domain.c. */
+void cli_notify_server(const char *config_dir);
 
 #endif

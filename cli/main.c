@@ -33,6 +33,7 @@ static const struct subcommand subcommands[] = {
     { "serve", cli_serve, "run the mail server" },
     { "init",  cli_init,  "write a ready config directory: init DOMAIN [--dev]" },
     { "user",  cli_user,  "manage users: user add|del|list|check" },
+    { "domain", cli_domain, "local domains: domain add|del|list" },
     { "send",  cli_send,  "send a test message: send --server HOST:PORT --from F --to T" },
     { "queue", cli_queue, "inspect the queue: queue list [--json]" },
     { "reload", cli_reload, "reload certificates and users in the running server" },
