@@ -8,8 +8,10 @@
  * all of them to be ready, logs the listening addresses and `event=ready`,
  * tells systemd (READY=1 on $NOTIFY_SOCKET), and then only handles signals:
  * SIGTERM/SIGINT stop the reactors gracefully, SIGHUP reloads the
- * certificates and the users (other settings need a restart), and a timer
- * rotates the TLS ticket keys.
+ * certificates, the users and the aliases (other settings need a restart),
+ * and a timer rotates the TLS ticket keys.  It also watches domains/ with
+ * inotify (core/watch.c): a changed users or aliases file reloads the users
+ * and aliases after a short quiet period, without a command.
  *
  * A reactor owns its io_loop, its spool shard and one SO_REUSEPORT socket
  * per configured listener; the kernel spreads connections between them.
@@ -39,12 +41,14 @@
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
+#include "core/watch.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
 #include "spool/spool.h"
 
 #define SERVER_BACKLOG 4096
+#define SERVER_WATCH_QUIET_MS 100   /* quiet time after a domains/ change before reloading */
 
 struct reactor;
 
@@ -293,9 +297,28 @@ static struct tls_server *reload_tls(struct server *srv)
     return tls;
 }
 
+/* A problem in domains/ that does not stop the load (e.g. an alias target
+ * that names nobody). */
+static void on_users_warning(void *arg, const char *msg)
+{
+    log_warnx("event=domains-warning err=\"%s\"", msg);
+}
+
+/* Load users and aliases by the rules of [local]. */
+static int load_users(const struct config *cfg, struct users **out, char *err, size_t errlen)
+{
+    const struct users_opts opts = {
+        .case_sensitive = cfg->local.case_sensitive,
+        .allow_pipe = cfg->local.allow_pipe,
+        .plus_separator = cfg->local.plus_separator,
+        .warn = on_users_warning,
+    };
+    return users_load_opts(cfg->dir, &opts, out, err, errlen);
+}
+
 /*
- * Load domains/ again (users added or removed with `ortoo user`); NULL
- * (logged) on failure.  The replaced table stays allocated until exit,
+ * Load domains/ again (users and aliases, changed by `ortoo user`, `ortoo
+ * domain` or by hand); NULL (logged, the current table stays) on failure.  The replaced table stays allocated until exit,
  * because a password verification in flight may still read a hash string
  * from it (a table is a few KB; a reload is rare).
  */
@@ -309,18 +332,21 @@ static struct users *reload_users(struct server *srv)
         return NULL;
     }
     srv->old_users = old;
-    if (users_load(srv->cfg->dir, &u, err, sizeof(err)) < 0) {
-        log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users)", err);
+    if (load_users(srv->cfg, &u, err, sizeof(err)) < 0) {
+        log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users and "
+                  "aliases)",
+                  err);
         return NULL;
     }
-    log_info("event=reloaded what=users");
+    log_info("event=reloaded what=users domains=%zu", users_domain_count(u));
     return u;
 }
 
-/* SIGHUP: certificates and users; other settings need a restart. */
-static void server_reload(struct server *srv)
+/* SIGHUP (with_tls): certificates, users and aliases; a change in
+ * domains/: users and aliases.  Other settings need a restart. */
+static void server_reload(struct server *srv, bool with_tls)
 {
-    struct tls_server *tls = reload_tls(srv);
+    struct tls_server *tls = with_tls ? reload_tls(srv) : NULL;
     struct users *users = reload_users(srv);
     if (tls == NULL && users == NULL)
         return;
@@ -390,6 +416,13 @@ static void write_pid_file(const char *path)
 
 /* ---- serve ---- */
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static unsigned online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -418,7 +451,11 @@ int server_run(const char *config_dir)
         if (log_get_level() != LOG_LVL_DEBUG) /* -v wins */
             log_init("ortoo", lvl);
     }
-    if (users_load(cfg->dir, &srv.users, err, sizeof(err)) < 0) {
+    if (config_srs_load(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: SRS: %s\n", err);
+        return 1;
+    }
+    if (load_users(cfg, &srv.users, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
     }
@@ -523,6 +560,13 @@ int server_run(const char *config_dir)
     char pidpath[4096];
     snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, SERVER_PID_FILE);
     write_pid_file(pidpath);
+    if (cfg->srs.nsecrets == 0)
+        log_warnx("event=srs-off (no SRS secret: mail forwarded to other domains would keep "
+                  "its sender and fail SPF there; `ortoo init` makes srs.key)");
+    struct watch *watch = watch_new(cfg->dir);
+    if (watch == NULL)
+        log_warn("event=watch-off (changes to domains/ need `ortoo reload`)");
+    uint64_t reload_at = 0; /* CLOCK_MONOTONIC ms of a pending domains/ reload, 0: none */
     notify_systemd("READY=1");
 
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
@@ -533,11 +577,24 @@ int server_run(const char *config_dir)
     }
     int status = 0;
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = tfd, .events = POLLIN}};
-        if (poll(pfd, tfd >= 0 ? 2 : 1, -1) < 0) {
+        struct pollfd pfd[3] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = tfd, .events = POLLIN},
+                                {.fd = watch ? watch_fd(watch) : -1, .events = POLLIN}};
+        int wait_ms = -1;
+        if (reload_at != 0) {
+            uint64_t now = now_ms();
+            wait_ms = now >= reload_at ? 0 : (int)(reload_at - now);
+        }
+        if (poll(pfd, 3, wait_ms) < 0) {
             if (errno == EINTR)
                 continue;
             fatal("poll");
+        }
+        if (watch != NULL && (pfd[2].revents & POLLIN) && watch_read(watch))
+            reload_at = now_ms() + SERVER_WATCH_QUIET_MS;
+        if (reload_at != 0 && now_ms() >= reload_at) {
+            reload_at = 0;
+            server_reload(&srv, false);
         }
         if (tfd >= 0 && (pfd[1].revents & POLLIN)) {
             uint64_t n;
@@ -551,7 +608,7 @@ int server_run(const char *config_dir)
             continue;
         if (si.ssi_signo == SIGHUP) {
             notify_systemd("RELOADING=1");
-            server_reload(&srv);
+            server_reload(&srv, true);
             notify_systemd("READY=1");
             continue;
         }
@@ -605,6 +662,7 @@ int server_run(const char *config_dir)
     config_free(srv.cfg);
     if (tfd >= 0)
         close(tfd);
+    watch_free(watch);
     close(sfd);
     unlink(pidpath);
     log_info("event=stopped");

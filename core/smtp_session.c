@@ -42,6 +42,7 @@
 
 #include "core/auth.h"
 #include "core/maillog.h"
+#include "core/recipients.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "io/log.h"
@@ -1011,13 +1012,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         }
         memcpy(addr, a.path, a.path_len);
         addr[a.path_len] = '\0';
-        if (users_is_local_domain(s->r->users, a.addr.domain, a.addr.domain_len)) {
-            if (users_hash(s->r->users, a.path, a.path_len) == NULL) {
-                maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1", "no-such-user");
-                reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: no such user", addr);
-                return;
-            }
-        } else if (!s->authed) {
+        /* core/recipients.h: users, aliases, catch-all, SRS bounces. */
+        int st = recipients_resolve(s->r->users, cfg, a.path, a.path_len, time(NULL), NULL);
+        if (st == RCPT_UNKNOWN || st == RCPT_SRS_INVALID) {
+            bool srs = st == RCPT_SRS_INVALID;
+            maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1",
+                             srs ? "bad-srs" : "no-such-user");
+            reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: %s", addr,
+                        srs ? "invalid or expired bounce address" : "no such user");
+            return;
+        }
+        if (st < 0) {
+            log_warnx("session=%s event=rcpt-failed err=%d", s->id, st);
+            reply(s, "451 4.3.0 Local configuration problem, try again later");
+            return;
+        }
+        if (st == RCPT_NOT_LOCAL && !s->authed) {
             maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.7.1", "relay-denied");
             reply_error(s, "550 5.7.1 <%s>: Relay access denied", addr);
             return;

@@ -1,0 +1,2 @@
+# delivery/: the sending side (local Maildir delivery so far).
+SRCS += $(wildcard delivery/*.c)
