@@ -455,8 +455,14 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: SRS: %s\n", err);
         return 1;
     }
+    /* Watching starts before the first load: an edit made while it runs
+     * is not missed (at worst it is loaded twice). */
+    struct watch *watch = watch_new(cfg->dir);
+    if (watch == NULL)
+        log_warn("event=watch-off (changes to domains/ need `ortoo reload`)");
     if (load_users(cfg, &srv.users, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
+        watch_free(watch);
         return 1;
     }
     bool need_tls = false;
@@ -563,9 +569,6 @@ int server_run(const char *config_dir)
     if (cfg->srs.nsecrets == 0)
         log_warnx("event=srs-off (no SRS secret: mail forwarded to other domains would keep "
                   "its sender and fail SPF there; `ortoo init` makes srs.key)");
-    struct watch *watch = watch_new(cfg->dir);
-    if (watch == NULL)
-        log_warn("event=watch-off (changes to domains/ need `ortoo reload`)");
     uint64_t reload_at = 0; /* CLOCK_MONOTONIC ms of a pending domains/ reload, 0: none */
     notify_systemd("READY=1");
 

@@ -115,6 +115,7 @@ struct smtp_session {
     bool tls_active;              /* handshake completed */
 
     bool skip_line;               /* discarding the rest of an overlong line */
+    bool greet_pending;           /* port 25: 220 held back ([smtp] greeting_delay) */
     unsigned errors;              /* bad commands so far */
 
     /* Greeting / identity. */
@@ -442,6 +443,8 @@ void smtp_session_close_all(struct smtp_reactor *r)
 
 /* ---- timeouts ---- */
 
+static void greeting(struct smtp_session *s);
+
 static uint64_t state_timeout_ms(const struct smtp_session *s)
 {
     const struct config *cfg = s->r->cfg;
@@ -460,6 +463,17 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
 {
     struct smtp_session *s = op->owner;
     if (res < 0 || s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    if (s->greet_pending) {
+        /* The client waited for the banner, as RFC 5321 3.1 asks. */
+        s->greet_pending = false;
+        greeting(s);
+        session_flush(s);
+        s->last_activity = io_loop_now(s->r->loop);
+        if (io_timer_start(s->r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0)
+            smtp_close(s, "timer submit failed");
         session_maybe_free(s);
         return;
     }
@@ -599,6 +613,19 @@ static void session_plain_input(struct smtp_session *s, const char *data, size_t
         smtp_close(s, "out of memory");
 }
 
+/* Bytes before the banner (RFC 5321 3.1: the client waits for it): a bot
+ * that does not speak SMTP.  554 instead of 220 (RFC 5321 3.1), then close;
+ * what it sent is never parsed. */
+static void early_talker(struct smtp_session *s)
+{
+    s->greet_pending = false;
+    maillog_rejected(s->id, s->client_addr, "connect", NULL, "554 5.5.1", "early-talker");
+    reply(s, "554 5.5.1 %s Protocol error: data sent before the greeting", s->r->cfg->hostname);
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+    session_flush(s);
+}
+
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct smtp_session *s = op->owner;
@@ -623,6 +650,11 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         }
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    if (s->greet_pending) {
+        early_talker(s);
         session_maybe_free(s);
         return;
     }
@@ -1515,11 +1547,15 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
             session_maybe_free(s);
             return;
         }
+    } else if (role == ROLE_SMTP && r->cfg->smtp.greeting_delay_ms > 0) {
+        s->greet_pending = true; /* the 220 comes from on_timer; input first is refused */
     } else {
         greeting(s);
     }
     if (io_recv_start(r->loop, &s->recv_op, fd, on_recv) < 0 ||
-        io_timer_start(r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0) {
+        io_timer_start(r->loop, &s->timer_op,
+                       s->greet_pending ? r->cfg->smtp.greeting_delay_ms : state_timeout_ms(s),
+                       on_timer) < 0) {
         smtp_close(s, "submit failed");
         session_maybe_free(s);
         return;
