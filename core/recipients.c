@@ -363,6 +363,23 @@ int recipients_resolve(const struct users *u, const struct config *cfg, const ch
     return rc;
 }
 
+int recipients_forward_sender(const struct config *cfg, const char *sender,
+                              const struct rcpt_dest *dest, time_t now, char *out, size_t cap)
+{
+    size_t len = strlen(sender);
+
+    if (cfg != NULL && cfg->srs.nsecrets > 0 && len > 0 && dest->kind == RCPT_FORWARD &&
+        dest->domain != NULL) {
+        const struct srs srs = {(const char *const *)cfg->srs.secrets, cfg->srs.nsecrets,
+                                cfg->srs.max_age, cfg->srs.separator};
+        return srs_forward(&srs, sender, len, dest->domain, now, out, cap);
+    }
+    if (len >= cap)
+        return -ENOSPC;
+    memcpy(out, sender, len + 1);
+    return (int)len;
+}
+
 /* ---- verification at load ---- */
 
 /*

@@ -105,6 +105,17 @@ int recipients_resolve(const struct users *u, const struct config *cfg, const ch
 /* Free what res owns and zero it (safe on a zeroed result). */
 void rcpt_result_free(struct rcpt_result *res);
 
+/*
+ * The envelope sender to use when sending to dest: for an RCPT_FORWARD made
+ * by a local alias (dest->domain set), sender rewritten with SRS for that
+ * domain (srs_forward()); otherwise, or for the null sender, or when SRS is
+ * off (no secret in cfg), sender as it is.  Writes it NUL-terminated into
+ * out[cap] and returns its length, or -ENOSPC / -EINVAL (a malformed
+ * SRS sender; callers then keep the original).  now: time(NULL).
+ */
+int recipients_forward_sender(const struct config *cfg, const char *sender,
+                              const struct rcpt_dest *dest, time_t now, char *out, size_t cap);
+
 /* "local", "srs", "not-local", "unknown", "srs-invalid". */
 const char *rcpt_status_name(int status);
 

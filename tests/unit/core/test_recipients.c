@@ -308,10 +308,33 @@ static void test_srs_addresses(void **state)
     /* At a domain that is not ours, an SRS address is just not local. */
     assert_string_equal(R(u, &cfg, "SRS0=AAAA=KH=sender.example=joe@example.net"),
                         "not-local not-local:");
+    /* The sender of a forward: rewritten for the alias's domain; the null
+     * sender, a bounce (no domain) and local mailboxes keep theirs. */
+    struct rcpt_dest fwd_d = {RCPT_FORWARD, "me@gmail.example", 0, "example.com"};
+    struct rcpt_dest bounce_d = {RCPT_FORWARD, "joe@sender.example", 0, NULL};
+    struct rcpt_dest mbox_d = {RCPT_MAILBOX, "alice@example.com", 5, "example.com"};
+    char out[256], want2[256];
+    assert_true(recipients_forward_sender(&cfg, "joe@sender.example", &fwd_d, t, out,
+                                          sizeof(out)) > 0);
+    assert_true(srs_forward(&srs, "joe@sender.example", 18, "example.com", t, want2,
+                            sizeof(want2)) > 0);
+    assert_string_equal(out, want2);
+    assert_int_equal(recipients_forward_sender(&cfg, "", &fwd_d, t, out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(recipients_forward_sender(&cfg, "joe@sender.example", &bounce_d, t, out,
+                                               sizeof(out)), 18);
+    assert_string_equal(out, "joe@sender.example");
+    assert_int_equal(recipients_forward_sender(&cfg, "joe@sender.example", &mbox_d, t, out,
+                                               sizeof(out)), 18);
+    assert_int_equal(recipients_forward_sender(&cfg, "joe@sender.example", &mbox_d, t, out, 5),
+                     -ENOSPC);
+
     /* Without a secret, SRS addresses are ordinary names (the catch-all). */
     cfg.srs.nsecrets = 0;
     assert_string_equal(R(u, &cfg, "SRS0=AAAA=KH=sender.example=joe@example.com"),
                         "local catch-all: mbox:alice@example.com");
+    assert_int_equal(recipients_forward_sender(&cfg, "joe@sender.example", &fwd_d, t, out,
+                                               sizeof(out)), 18);
     users_free(u);
 }
 
