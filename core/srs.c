@@ -141,6 +141,25 @@ static bool split_eq(struct part s, struct part *head, struct part *rest)
     return true;
 }
 
+/* A domain (or address literal) that becomes a '='-separated field, or an
+ * address's domain on reversal: no '=', '@', blank or control character. */
+static bool host_ok(struct part h)
+{
+    for (size_t i = 0; i < h.len; i++) {
+        unsigned char c = (unsigned char)h.p[i];
+        if (c <= ' ' || c == '=' || c == '@' || c == 0x7f)
+            return false;
+    }
+    return h.len > 0;
+}
+
+/* What follows the first hop in an SRS1 address: the rest of an SRS0 local
+ * part after "SRS0", so a separator and more. */
+static bool srs1_tail_ok(struct part tail)
+{
+    return tail.len > 1 && (tail.p[0] == '=' || tail.p[0] == '+' || tail.p[0] == '-');
+}
+
 /* An output buffer that remembers running out of room. */
 struct out {
     char *p;
@@ -174,10 +193,13 @@ int srs_forward(const struct srs *srs, const char *sender, size_t len, const cha
 
     if (cap > 0)
         out[0] = '\0';
-    if (at == NULL || at == sender || at == sender + len - 1 || dom.len == 0)
+    if (at == NULL || at == sender || at == sender + len - 1 || dom.len == 0 ||
+        memchr(sender, '\0', len) != NULL)
         return -EINVAL;
     user = (struct part){sender, (size_t)(at - sender)};
     host = (struct part){at + 1, len - user.len - 1};
+    if (!host_ok(host))
+        return -EINVAL;
     if (host.len == dom.len && strncasecmp(host.p, dom.p, dom.len) == 0) {
         out_add(&o, sender, len);
         return out_done(&o);
@@ -189,10 +211,10 @@ int srs_forward(const struct srs *srs, const char *sender, size_t len, const cha
         /* SRS1=HHHH=hop1==...: keep hop1 and the rest, sign them again. */
         struct part oldhash, rest, hop, tail;
         struct part body = {user.p + 5, user.len - 5};
-        if (!split_eq(body, &oldhash, &rest) || !split_eq(rest, &hop, &tail) || tail.len == 0)
+        if (!split_eq(body, &oldhash, &rest) || !split_eq(rest, &hop, &tail) || !srs1_tail_ok(tail))
             return -EINVAL;
         struct part f[2] = {hop, tail};
-        if (srs_hash(srs->secrets[0], f, 2, hash) < 0)
+        if (!host_ok(hop) || srs_hash(srs->secrets[0], f, 2, hash) < 0)
             return -EINVAL;
         out_str(&o, "SRS1");
         out_str(&o, sep);
@@ -206,7 +228,7 @@ int srs_forward(const struct srs *srs, const char *sender, size_t len, const cha
          * after "SRS0" (separator included) is kept as it is. */
         struct part tail = {user.p + 4, user.len - 4};
         struct part f[2] = {host, tail};
-        if (srs_hash(srs->secrets[0], f, 2, hash) < 0)
+        if (!srs1_tail_ok(tail) || srs_hash(srs->secrets[0], f, 2, hash) < 0)
             return -EINVAL;
         out_str(&o, "SRS1");
         out_str(&o, sep);
@@ -246,7 +268,7 @@ int srs_reverse(const struct srs *srs, const char *addr, size_t len, time_t now,
 
     if (cap > 0)
         out[0] = '\0';
-    if (!srs_is_srs(local.p, local.len))
+    if (!srs_is_srs(local.p, local.len) || memchr(addr, '\0', len) != NULL)
         return -EINVAL;
     if (srs->nsecrets == 0)
         return -ENOKEY;
@@ -257,7 +279,7 @@ int srs_reverse(const struct srs *srs, const char *addr, size_t len, time_t now,
     if (local.p[3] == '1') {
         /* SRS1=HHHH=hop1=<rest after SRS0> -> SRS0<rest>@hop1 */
         struct part hop, tail;
-        if (!split_eq(rest, &hop, &tail) || tail.len == 0)
+        if (!split_eq(rest, &hop, &tail) || !srs1_tail_ok(tail))
             return -EINVAL;
         struct part f[2] = {hop, tail};
         if ((rc = srs_hash_check(srs, hash, f, 2)) < 0)

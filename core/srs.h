@@ -53,8 +53,9 @@ bool srs_is_srs(const char *local, size_t len);
  * Rewrite sender (len bytes, "local@domain") for mail forwarded by us from
  * domain (our SRS domain, e.g. the local domain whose alias forwarded).
  * Writes the NUL-terminated result into out[cap] and returns its length, or:
- *   -EINVAL   sender has no '@', an empty local part or domain, or is a
- *             malformed SRS0/SRS1 address;
+ *   -EINVAL   sender has no '@', a NUL, an empty local part or domain, a domain
+ *             with '=', a blank or a control character, or is a malformed
+ *             SRS0/SRS1 address;
  *   -ENOKEY   no secret;
  *   -ENOSPC   out is too small.
  * A sender already at domain (case-insensitive) is copied unchanged.  The

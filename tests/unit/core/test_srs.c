@@ -179,6 +179,8 @@ static void test_malformed(void **state)
     assert_int_equal(fwd(&none, "a@b.example", "c.example", T2020, out, sizeof(out)), -ENOKEY);
     assert_int_equal(fwd(&srs1, "@b.example", "c.example", T2020, out, sizeof(out)), -EINVAL);
     assert_int_equal(fwd(&srs1, "a@", "c.example", T2020, out, sizeof(out)), -EINVAL);
+    assert_int_equal(fwd(&srs1, "a@b=c.example", "c.example", T2020, out, sizeof(out)), -EINVAL);
+    assert_int_equal(fwd(&srs1, "a@b c", "c.example", T2020, out, sizeof(out)), -EINVAL);
     /* Malformed SRS1 sender. */
     assert_int_equal(fwd(&srs1, "SRS1=abcd@h.example", "c.example", T2020, out, sizeof(out)),
                      -EINVAL);
