@@ -126,19 +126,26 @@ bool users_domain_valid(const char *d, size_t len)
     return label > 0 && d[len - 1] != '-';
 }
 
-/* A local part we are willing to store: non-empty, <= 64 octets, no control
- * characters, spaces, ':' (the file's separator), '@', '/' or a leading '.'
- * (it names a Maildir directory), '*' (the catch-all is an alias). */
+/* A local part the users file can hold: non-empty, <= 64 octets, no
+ * control characters, spaces, ':' (the file's separator) or '@'. */
 static bool local_ok(const char *l, size_t len)
 {
-    if (len == 0 || len > USERS_LOCAL_MAX || l[0] == '.')
+    if (len == 0 || len > USERS_LOCAL_MAX)
         return false;
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)l[i];
-        if (c <= ' ' || c == 0x7f || c == ':' || c == '@' || c == '/' || c == '*')
+        if (c <= ' ' || c == 0x7f || c == ':' || c == '@')
             return false;
     }
     return true;
+}
+
+/* ... that also names a mailbox: not '*' (the catch-all is an alias), no
+ * '/' and no leading '.' (it is a Maildir directory name). */
+static bool mailbox_ok(const char *l, size_t len)
+{
+    return local_ok(l, len) && l[0] != '.' && memchr(l, '/', len) == NULL &&
+           memchr(l, '*', len) == NULL;
 }
 
 /* An argon2 string as crypto_pwhash_str() writes it. */
@@ -260,8 +267,8 @@ static int push_user(struct users *u, size_t *cap, const char *key, const char *
 /* Load one domain's users file (absent is fine) and note its first user in
  * u->domains[di].  Duplicates are detected after sorting, by
  * users_load_opts(). */
-static int load_file(struct users *u, size_t *cap, const char *path, size_t di, char *err,
-                     size_t errlen)
+static int load_file(struct users *u, size_t *cap, const char *path, size_t di,
+                     const struct users_opts *opts, char *err, size_t errlen)
 {
     const char *domain = u->domains[di].name;
     FILE *f = fopen(path, "re");
@@ -296,6 +303,17 @@ static int load_file(struct users *u, size_t *cap, const char *path, size_t di, 
             seterr(err, errlen, "%s:%u: invalid address '%.*s'", path, lineno,
                    (int)(alen > 100 ? 100 : alen), addr);
             goto fail;
+        }
+        if (!mailbox_ok(addr, (size_t)(at - addr))) {
+            /* Older versions let `user add '*@domain'` through: say what
+             * it should be, but do not refuse the whole table for it. */
+            char msg[PATH_MAX + 512];
+            snprintf(msg, sizeof(msg), "%s:%u: '%.*s' is not a user name (a catch-all is an "
+                     "alias: '*: you@%s' in the aliases file); line ignored",
+                     path, lineno, (int)(alen > 100 ? 100 : alen), addr, domain);
+            if (opts->warn != NULL)
+                opts->warn(opts->warn_arg, msg);
+            continue;
         }
         if (strcmp(key + (at - addr) + 1, domain) != 0) {
             seterr(err, errlen, "%s:%u: address '%.*s' is not in domain %s", path, lineno,
@@ -396,7 +414,7 @@ int users_load_opts(const char *config_dir, const struct users_opts *opts, struc
             seterr(err, errlen, "%s/%s/users: path too long", dpath, de->d_name);
             goto fail;
         }
-        if (load_file(u, &ucap, path, u->ndomains - 1, err, errlen) < 0)
+        if (load_file(u, &ucap, path, u->ndomains - 1, opts, err, errlen) < 0)
             goto fail;
         if (snprintf(path, sizeof(path), "%s/%s/aliases", dpath, de->d_name) >=
             (int)sizeof(path)) {
@@ -612,7 +630,7 @@ static int file_paths(const char *config_dir, const char *addr, char *key, char 
     const char *dom;
     int r;
 
-    if (at == NULL || addr_key(addr, len, key, false) < 0 || !local_ok(addr, (size_t)(at - addr)) ||
+    if (at == NULL || addr_key(addr, len, key, false) < 0 || !mailbox_ok(addr, (size_t)(at - addr)) ||
         !users_domain_valid(at + 1, strlen(at + 1))) {
         seterr(err, errlen, "invalid address '%s' (expected local@domain)", addr);
         return -1;

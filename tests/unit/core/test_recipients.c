@@ -30,7 +30,7 @@
 #define H "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
 
 static char dir[PATH_MAX];
-static char warnings[3 * PATH_MAX + 1024];
+static char warnings[5 * PATH_MAX + 2048];
 
 static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -340,22 +340,27 @@ static void test_srs_addresses(void **state)
 
 static void test_dangling(void **state)
 {
-    char want[3 * PATH_MAX + 1024];
-    put("domains/example.com/users", "alice@example.com:" H "\n");
+    char want[5 * PATH_MAX + 2048];
+    /* A '*' user (made by older versions): a warning, not a refused table. */
+    put("domains/example.com/users", "*@example.com:" H "\nalice@example.com:" H "\n");
     put("domains/example.com/aliases", "gone: bob, \\carol\nhalf: alice, bob\n");
     struct users *u = load(false, NULL);
 
     /* Nothing to deliver to: unknown (refused at RCPT). */
     assert_string_equal(R(u, NULL, "gone@example.com"), "unknown alias-empty:");
     assert_string_equal(R(u, NULL, "half@example.com"), "local alias: mbox:alice@example.com");
+    assert_string_equal(R(u, NULL, "*@example.com"), "unknown no-such-user:");
+    assert_string_equal(users_first(u, "example.com", 11), "alice@example.com");
     snprintf(want, sizeof(want),
+             "%s/domains/example.com/users:1: '*@example.com' is not a user name (a catch-all "
+             "is an alias: '*: you@example.com' in the aliases file); line ignored\n"
              "%s/domains/example.com/aliases:1: alias gone@example.com: target bob@example.com "
              "is neither a user nor an alias (ignored)\n"
              "%s/domains/example.com/aliases:1: alias gone@example.com: target \\carol@example.com "
              "is not a user (ignored)\n"
              "%s/domains/example.com/aliases:2: alias half@example.com: target bob@example.com "
              "is neither a user nor an alias (ignored)\n",
-             dir, dir, dir);
+             dir, dir, dir, dir);
     assert_string_equal(warnings, want);
     users_free(u);
 }
