@@ -85,6 +85,8 @@ def make_conf(backend, **over):
         },
         "tls": {"cert_dir": "certs"},
         "auth": {},
+        # No greeting delay: tests connect often (test_domains.py checks it).
+        "smtp": {"greeting_delay": "0"},
     }
     for k, v in over.items():
         sec, key = k.split(".", 1)
