@@ -162,6 +162,10 @@ int cli_domain(const char *config_dir, int argc, char **argv)
         return 0;
     }
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
         if (strcmp(argv[i], "--force") == 0 && strcmp(sub, "del") == 0)
             force = true;
         else if (argv[i][0] == '-')
