@@ -86,7 +86,7 @@ def test_sighup_reloads_users(fresh):
     start = len(s.log)
     r = s.cli("user", "add", carol, "--password-stdin", input="carol-pw-3\n")
     assert f"the running server was told to reload (pid {s.proc.pid})" in r.stdout, r.stdout
-    wait_log(s, r"event=reloaded what=users", start)
+    wait_log(s, r"event=reload-done ok=1", start)
     with open_session(s, "smtp") as c:
         c.expect("MAIL FROM:<x@client.test>", 250)
         c.expect(f"RCPT TO:<{carol}>", 250, "2.1.5")
@@ -95,7 +95,7 @@ def test_sighup_reloads_users(fresh):
     start = len(s.log)
     r = s.cli("user", "del", carol)
     assert "the running server was told to reload" in r.stdout, r.stdout
-    wait_log(s, r"event=reloaded what=users", start)
+    wait_log(s, r"event=reload-done ok=1", start)
     with open_session(s, "smtp") as c:
         c.expect("MAIL FROM:<x@client.test>", 250)
         c.expect(f"RCPT TO:<{carol}>", 550, "5.1.1")
