@@ -3,12 +3,16 @@
 # SRCS (objects of the ortoo binary and its library), UNIT_TESTS (cmocka test
 # programs, one per source file) and BENCH_BINS.
 #
-#   make                  build ./ortoo (MODE=release: -O2 -g)
+#   make                  build ./ortoo (MODE=release: -O2 -g); installs nothing
 #   make MODE=asan test   ASan+UBSan build, unit tests then e2e tests
-#   make run              deps, build, start on a generated dev config
-#   make test             deps, build, unit tests, e2e tests (both io backends)
+#   make run              build deps, build, start on a generated dev config
+#   make test             test deps, build, unit tests, e2e tests (both io backends)
 #   make TLS=boringssl check-tls   the TLS layer and its unit test on BoringSSL
-#   make bench            benchmarks (QUICK=1 for a short run)
+#   make bench            bench deps, benchmarks (QUICK=1 for a short run)
+#   make fuzz             clang, then each libFuzzer target (FUZZ_SECONDS=30)
+#   make deps             the packages of `make test` (.ci/deps MODE for others)
+#   make fresh-check      `make test` and `make` from a clean clone in a fresh
+#                         Debian 12 chroot (root, debootstrap; minutes)
 
 .DEFAULT_GOAL := all
 
@@ -57,7 +61,7 @@ LIB := $(BUILD)/libortoo.a
 BIN := $(BUILD)/ortoo
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/%)
 
-.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins
+.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins fresh-check
 all: ortoo
 
 ortoo: $(BIN)
@@ -83,7 +87,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LIBS) $(TEST_LIBS)
 
 deps:
-	@bash .ci/deps
+	@bash .ci/deps test
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -91,18 +95,21 @@ unit: $(UNIT_BINS)
 e2e: $(BIN)
 	ORTOO_BIN=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
-test: deps
+test:
+	@bash .ci/deps test
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) TLS=boringssl check-tls
 	$(MAKE) e2e
 
-run: deps
+run:
+	@bash .ci/deps build
 	$(MAKE) MODE=release all
 	./ortoo -c var/dev init dev.test --dev --hostname localhost --if-missing
 	./ortoo -c var/dev serve
 
-bench: deps
+bench:
+	@bash .ci/deps bench
 	$(MAKE) MODE=release all bench-bins
 	bash bench/run.sh $(if $(QUICK),--quick,)
 
@@ -111,6 +118,10 @@ bench-bins: $(BENCH_BINS:%=$(BUILD)/%)
 fuzz:
 	@bash .ci/deps fuzz
 	$(MAKE) fuzz-run
+
+# Not part of .ci/run (too slow for CI): see README, "Working on ortoo".
+fresh-check:
+	bash .ci/fresh-check
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
