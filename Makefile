@@ -44,6 +44,10 @@ SRCS :=
 MAIN_SRCS :=
 UNIT_TESTS :=
 BENCH_BINS :=
+# Before the module.mk files: their rules name the library as a prerequisite,
+# and a prerequisite is expanded when the rule is read.
+LIB := $(BUILD)/libortoo.a
+BIN := $(BUILD)/ortoo
 
 include io/module.mk
 include spool/module.mk
@@ -57,8 +61,6 @@ include tests/fuzz/module.mk
 
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 MAIN_OBJS := $(MAIN_SRCS:%.c=$(BUILD)/%.o)
-LIB := $(BUILD)/libortoo.a
-BIN := $(BUILD)/ortoo
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/%)
 
 .PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins fresh-check
