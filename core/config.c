@@ -189,8 +189,12 @@ static char *config_reader(char *str, int num, void *stream)
         load_fail(ld, "line too long (at most %d characters)", num - 3);
         return NULL;
     }
-    memcpy(str, p, n);
-    str[n] = '\0';
+    /* Copy the text and one "\n", not the line's own ending: a line may end
+     * in any number of CRs, which would overrun str.  libinih strips
+     * trailing white space, so this changes no value. */
+    memcpy(str, p, text);
+    str[text] = '\n';
+    str[text + 1] = '\0';
 
     /* Section headers: catch unknown sections even without keys.  libinih
      * takes an indented line after a key as a continuation, even one that

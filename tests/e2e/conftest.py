@@ -120,6 +120,7 @@ class Server:
         self.returncodes = []      # exit status of every finished run
         self.env = None            # environment of the next start (None: ours)
         self._reader = None
+        self.wrapper = []          # argv prefix, e.g. no_io_uring.py
 
     # ---- life cycle -------------------------------------------------
     def start(self, timeout=20):
@@ -127,7 +128,7 @@ class Server:
         self.addrs = {}
         self.log.append(f"--- {self.name}: start ---")
         self.proc = subprocess.Popen(
-            [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
+            self.wrapper + [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             errors="replace", env=self.env)
         ready = threading.Event()

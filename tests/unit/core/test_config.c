@@ -382,6 +382,20 @@ static void test_errors_raw(void **state)
     load_err(buf, want);
 }
 
+static void test_many_carriage_returns(void **state)
+{
+    /* A short line ending in more CRs than libinih's buffer holds: the line
+     * ends are not text, and were once copied whole into that buffer
+     * (found by fuzz_config). */
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf), "[server]\nhostname = mx.example.test");
+    memset(buf + n, '\r', 500);
+    strcpy(buf + n + 500, "\n" MIN_LISTEN);
+    struct config *cfg = load_ok(buf);
+    assert_string_equal(cfg->hostname, "mx.example.test");
+    config_free(cfg);
+}
+
 static void test_missing(void **state)
 {
     struct config *cfg = (struct config *)1;
@@ -720,6 +734,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_carriage_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
