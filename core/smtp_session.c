@@ -548,7 +548,7 @@ static void session_maybe_free(struct smtp_session *s)
 static void smtp_close(struct smtp_session *s, const char *why)
 {
     if (why != NULL)
-        log_debug("session=%s event=closing why=\"%s\"", s->id, why);
+        log_debug("session=%s event=closing why=%s", s->id, log_q(why));
     session_enter(s, ST_CLOSING);
     if (s->close_after_send && (s->out.len > 0 || s->pend.len > 0 || io_op_busy(&s->send_op)))
         return;
