@@ -32,7 +32,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/users.h"
 
@@ -42,6 +45,7 @@
 #define AUTH_ID_BYTES 16        /* throttle key: keyed BLAKE2b of the key material */
 #define AUTH_USER_MAX 321       /* user names longer than this are cut for the key */
 #define AUTH_PLAIN_MAX 1024     /* decoded PLAIN response bytes accepted */
+#define AUTH_WORKER_NICE 10     /* password threads yield to the reactors */
 
 /* A cached success: key = BLAKE2b_k(user \0 pass \0 hash). */
 struct auth_cache_slot {
@@ -222,6 +226,11 @@ static void verify_one(struct auth *a, struct auth_req *req)
 static void *worker_main(void *arg)
 {
     struct auth *a = arg;
+
+    /* argon2id is bulk work: on a small machine it must not take the CPU
+     * from the reactors (nice applies per thread on Linux). */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), AUTH_WORKER_NICE) < 0)
+        (void)0; /* not fatal: the checks just compete at normal priority */
 
     pthread_mutex_lock(&a->mu);
     for (;;) {

@@ -364,13 +364,18 @@ static void limit_close(struct smtp_session *s, const char *what, const char *te
     session_enter(s, ST_CLOSING);
 }
 
-/* A command that moves no mail forward (NOOP, RSET, HELP, VRFY, a repeated
- * EHLO, an error, a refused recipient): max_junk_commands of them between
- * accepted messages, as Postfix's smtpd_junk_command_limit. */
-static void note_junk(struct smtp_session *s)
+/*
+ * A command that moves no mail forward (NOOP, RSET, HELP, VRFY, a repeated
+ * EHLO, an error, a refused recipient or AUTH): max_junk_commands of them
+ * between accepted messages, as Postfix's smtpd_junk_command_limit.  Junk
+ * commands call it before they act (the one past the limit gets only the
+ * 421); refusals after their reply.  Returns true when the session closes.
+ */
+static bool note_junk(struct smtp_session *s)
 {
     if (s->state != ST_CLOSING && ++s->junk > s->r->cfg->limits.max_junk)
         limit_close(s, "junk-commands", "Too many commands without mail");
+    return s->state == ST_CLOSING;
 }
 
 /* A reply to a bad command: counts towards max_errors (RFC 5321 4.5.3.2 spirit). */
@@ -917,7 +922,9 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c, bool esmt
         reply_error(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
         return;
     }
-    bool again = s->helo != NULL; /* legal, and the reply flood's favourite */
+    /* EHLO again: legal, and the reply flood's favourite. */
+    if (s->helo != NULL && note_junk(s))
+        return;
     free(s->helo);
     s->helo = strndup(c->arg, c->arg_len);
     /* Keep only the first word: some clients add junk after the name. */
@@ -931,8 +938,6 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c, bool esmt
     const struct config *cfg = s->r->cfg;
     if (!esmtp) {
         reply(s, "250 %s", cfg->hostname);
-        if (again)
-            note_junk(s);
         return;
     }
     reply(s, "250-%s Hello %s [%s]", cfg->hostname, s->helo ? s->helo : "", s->client_addr);
@@ -946,8 +951,6 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c, bool esmt
     reply(s, "250-SMTPUTF8");
     reply(s, "250-CHUNKING");
     reply(s, "250 ENHANCEDSTATUSCODES");
-    if (again)
-        note_junk(s);
 }
 
 static void cmd_starttls(struct smtp_session *s, const struct smtp_cmd *c)
@@ -1538,15 +1541,17 @@ static void bdat_chunk_done(struct smtp_session *s)
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
 {
+    if (note_junk(s))
+        return;
     transaction_reset(s);
     reply(s, "250 2.0.0 Ok");
-    note_junk(s);
 }
 
 static void cmd_noop(struct smtp_session *s, const struct smtp_cmd *c)
 {
+    if (note_junk(s))
+        return;
     reply(s, "250 2.0.0 Ok");
-    note_junk(s);
 }
 
 static void cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
@@ -1565,8 +1570,9 @@ static void cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
 static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
 {
     /* RFC 5321 3.5.3: 252 when we will not say. */
+    if (note_junk(s))
+        return;
     reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
-    note_junk(s);
 }
 
 static void cmd_expn(struct smtp_session *s, const struct smtp_cmd *c)
@@ -1576,9 +1582,10 @@ static void cmd_expn(struct smtp_session *s, const struct smtp_cmd *c)
 
 static void cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
 {
+    if (note_junk(s))
+        return;
     reply(s, "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
     reply(s, "214 2.0.0 HELP STARTTLS AUTH; see RFC 5321");
-    note_junk(s);
 }
 
 typedef void (*cmd_fn)(struct smtp_session *s, const struct smtp_cmd *c);
