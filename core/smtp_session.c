@@ -321,7 +321,9 @@ static void session_enter(struct smtp_session *s, enum smtp_state st)
     log_debug("session=%s state=%s->%s", s->id, state_names[s->state], state_names[st]);
     s->state = st;
     if (st == ST_CLOSING) {
-        /* A last reply gets SESSION_LINGER_MS to drain (on_timer). */
+        /* Nothing more is read (a flooder's bytes would only cost us CPU);
+         * a last reply gets SESSION_LINGER_MS to drain (on_timer). */
+        io_cancel(s->r->loop, &s->recv_op);
         s->linger_end = io_loop_now(s->r->loop) + SESSION_LINGER_MS * 1000000ull;
         timer_arm(s);
     } else if (st == ST_CMD) {
@@ -355,10 +357,32 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
         smtp_close(s, "out of memory");
 }
 
+/*
+ * Limit events (refused connections, junk, throttled AUTH) are what an
+ * attacker makes by the thousand a second: at most one line a second per
+ * reactor, which says how many were not logged since the last one.
+ * Returns true when this one may be logged; *skipped gets that count.
+ */
+static bool limit_log_ok(struct smtp_reactor *r, unsigned *skipped)
+{
+    uint64_t now = io_loop_now(r->loop);
+    if (r->limit_log_ns != 0 && now - r->limit_log_ns < NS_PER_S) {
+        r->limit_unlogged++;
+        return false;
+    }
+    *skipped = r->limit_unlogged;
+    r->limit_log_ns = now;
+    r->limit_unlogged = 0;
+    return true;
+}
+
 /* A limit of [limits] is reached: 421 4.7.0 and close once it is sent. */
 static void limit_close(struct smtp_session *s, const char *what, const char *text)
 {
-    log_info("session=%s event=limit what=%s client=%s", s->id, what, s->client_addr);
+    unsigned skipped;
+    if (limit_log_ok(s->r, &skipped))
+        log_info("session=%s event=limit what=%s client=%s unlogged=%u", s->id, what,
+                 s->client_addr, skipped);
     reply(s, "421 4.7.0 %s %s, closing connection", s->r->cfg->hostname, text);
     s->close_after_send = true;
     session_enter(s, ST_CLOSING);
@@ -1028,8 +1052,11 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
         session_enter(s, ST_CMD);
     enum auth_gate g = auth_attempt_begin(s->r->auth, &s->client_key, user);
     if (g != AUTH_GATE_OK) {
-        log_info("session=%s event=auth-throttled by=%s user=%s client=%s", s->id,
-                 g == AUTH_GATE_CLIENT ? "client" : "account", log_q(user), s->client_addr);
+        unsigned skipped;
+        if (limit_log_ok(s->r, &skipped))
+            log_info("session=%s event=auth-throttled by=%s user=%s client=%s unlogged=%u",
+                     s->id, g == AUTH_GATE_CLIENT ? "client" : "account", log_q(user),
+                     s->client_addr, skipped);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         note_junk(s);
         return;
@@ -1782,9 +1809,8 @@ static void session_process(struct smtp_session *s)
 
 /*
  * Past max_connections or connections_per_address: 421 4.7.0 and close
- * (implicit TLS gets no plaintext line: just the close).  Logged at most
- * once a second per reactor, with the count since the last line, so that a
- * flood of connections does not flood the log.
+ * (implicit TLS gets no plaintext line: just the close); logged through
+ * limit_log_ok.
  */
 static void connection_refused(struct smtp_session *s, enum limits_verdict v)
 {
@@ -1792,15 +1818,12 @@ static void connection_refused(struct smtp_session *s, enum limits_verdict v)
     const char *what = v == LIMITS_TOTAL ? "connections" : v == LIMITS_PER_ADDRESS
                                                                 ? "connections-per-address"
                                                                 : "out-of-memory";
-    uint64_t now = io_loop_now(r->loop);
-    r->refused_unlogged++;
-    if (now - r->refused_log_ns >= NS_PER_S) {
+    unsigned skipped;
+    if (limit_log_ok(r, &skipped)) {
         char prefix[64];
-        log_info("session=%s event=limit what=%s client=%s prefix=%s refused=%u", s->id, what,
+        log_info("session=%s event=limit what=%s client=%s prefix=%s unlogged=%u", s->id, what,
                  s->client_addr, limits_key_text(&s->client_key, prefix, sizeof(prefix)),
-                 r->refused_unlogged);
-        r->refused_log_ns = now;
-        r->refused_unlogged = 0;
+                 skipped);
     }
     if (s->role != ROLE_SUBMISSIONS)
         reply(s, "421 4.7.0 %s Too many connections%s, try again later", r->cfg->hostname,

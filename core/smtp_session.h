@@ -43,8 +43,8 @@ struct smtp_reactor {
     uint64_t accepted;              /* messages queued (stats) */
     struct smtp_session *sessions;  /* live sessions (intrusive list) */
     bool stopping;                  /* shutting down: close sessions when idle */
-    uint64_t refused_log_ns;        /* last "connection refused" log line */
-    unsigned refused_unlogged;      /* refusals since that line */
+    uint64_t limit_log_ns;          /* last "event=limit" line (one a second) */
+    unsigned limit_unlogged;        /* limit events since that line, not logged */
     /* Called (on the reactor) when stopping and the last session is gone. */
     void (*on_drained)(struct smtp_reactor *r);
 };
