@@ -28,6 +28,7 @@
 #include "core/smtp_session.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -73,11 +74,17 @@ static const char *const state_names[] = {
 
 enum sasl_step { SASL_NONE = 0, SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
 
-/* A growable byte buffer.  Invariant: len <= cap; data is NULL iff cap == 0. */
+/*
+ * A growable byte buffer with a cheap consume from the front.  Invariants:
+ * base is the allocation (NULL iff nothing is allocated); data points into
+ * it, at base + (bytes consumed since the last compaction); len <= cap, and
+ * cap counts from data to the end of the allocation.
+ */
 struct buf {
-    char *data;
-    size_t len;
-    size_t cap;
+    char *data;                   /* first valid byte */
+    size_t len;                   /* valid bytes */
+    size_t cap;                   /* bytes from data to the end of the allocation */
+    char *base;                   /* the allocation */
 };
 
 /*
@@ -177,13 +184,23 @@ static int buf_reserve(struct buf *b, size_t extra)
 {
     if (b->len + extra <= b->cap)
         return 0;
+    if (b->data != b->base) {
+        /* Reclaim the consumed front first: one move per growth, not one
+         * per consumed line (a pipelining client's input stays linear). */
+        size_t total = b->cap + (size_t)(b->data - b->base);
+        memmove(b->base, b->data, b->len);
+        b->data = b->base;
+        b->cap = total;
+        if (b->len + extra <= b->cap)
+            return 0;
+    }
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < b->len + extra)
         cap *= 2;
-    char *p = realloc(b->data, cap);
+    char *p = realloc(b->base, cap);
     if (p == NULL)
         return -ENOMEM;
-    b->data = p;
+    b->base = b->data = p;
     b->cap = cap;
     return 0;
 }
@@ -199,20 +216,25 @@ static int buf_append(struct buf *b, const void *data, size_t len)
     return 0;
 }
 
+/* Drop n bytes from the front (O(1): the space is reclaimed by the next
+ * buf_reserve that needs it). */
 static void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len) {
+        b->cap += (size_t)(b->data - b->base);
+        b->data = b->base;
         b->len = 0;
         return;
     }
-    memmove(b->data, b->data + n, b->len - n);
+    b->data += n;
+    b->cap -= n;
     b->len -= n;
 }
 
 static void buf_free(struct buf *b)
 {
-    free(b->data);
-    b->data = NULL;
+    free(b->base);
+    b->data = b->base = NULL;
     b->len = b->cap = 0;
 }
 
@@ -268,10 +290,11 @@ static int msg_grow(struct smtp_session *s, size_t extra)
     cap = (cap + 4095) & ~(size_t)4095;
     if (!body_charge_to(s, cap))
         return -ENOBUFS;
-    char *p = realloc(b->data, cap);
+    assert(b->data == b->base); /* the message buffer is never consumed */
+    char *p = realloc(b->base, cap);
     if (p == NULL)
         return -ENOMEM; /* the charge is returned with the buffer */
-    b->data = p;
+    b->base = b->data = p;
     b->cap = cap;
     return 0;
 }
