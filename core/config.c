@@ -113,9 +113,28 @@ static void limits_defaults(struct config_limits *l)
     l->timeout_session = 3600;
     l->min_data_rate = 500;
     l->max_pending_output = 64u << 10;
-    l->body_memory = 256ull << 20;
+    l->body_memory = 0; /* unset: limits_check makes it max(256M, max_message_size) */
     l->auth_account_failures = 20;
     l->auth_queue = 64;
+}
+
+/* Checks across keys, after the parse.  Returns 0 or -1 with err set. */
+static int limits_check(struct config *cfg, const char *file, char *err, size_t errlen)
+{
+    if (cfg->limits.body_memory == 0) {
+        cfg->limits.body_memory = 256ull << 20;
+        if (cfg->limits.body_memory < cfg->max_message_size)
+            cfg->limits.body_memory = cfg->max_message_size;
+    }
+    if (cfg->limits.body_memory < cfg->max_message_size) {
+        snprintf(err, errlen,
+                 "%s: [limits] body_memory (%llu) is smaller than [server] max_message_size "
+                 "(%llu): a message of the largest size could never be accepted",
+                 file, (unsigned long long)cfg->limits.body_memory,
+                 (unsigned long long)cfg->max_message_size);
+        return -1;
+    }
+    return 0;
 }
 
 /* The limit key section/name, or NULL; *idx is its loader.seen[] index. */
@@ -671,6 +690,8 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         goto nomem;
     if (cfg->log_level == NULL && (cfg->log_level = strdup("info")) == NULL)
         goto nomem;
+    if (limits_check(cfg, file, err, errlen) < 0)
+        goto fail;
     if (cfg->nlistens == 0) {
         set_err(err, errlen,
                 "%s: no listeners: set smtp, submission or submissions in [listen]", file);

@@ -919,6 +919,8 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
     }
+    if (s->in.len == 0 && s->in.cap > SESSION_IN_MAX)
+        buf_free(&s->in); /* a backlog is gone: give its memory back */
     if (s->state != ST_CLOSING && (s->in.len > SESSION_IN_MAX || s->out_blocked) &&
         !s->recv_paused) {
         /* Back pressure: stop reading until parsed, or until the client

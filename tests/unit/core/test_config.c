@@ -514,6 +514,9 @@ static void test_limits_keys(void **state)
              ":5: duplicate key 'body_memory' in [limits]");
     load_err(MIN_LISTEN "[limits]\nmax_connections = 5\n",
              ":4: unknown key 'max_connections' in [limits]");
+    load_err(MIN_LISTEN "[server]\nmax_message_size = 2M\n[limits]\nbody_memory = 1M\n",
+             ": [limits] body_memory (1048576) is smaller than [server] max_message_size "
+             "(2097152): a message of the largest size could never be accepted");
 }
 
 int main(void)
