@@ -165,7 +165,7 @@ class Attack:
         a.report()  -> (p99 seconds, rss growth KiB, messages)
     """
 
-    FIGURES = []   # (what, backend, p99 ms, peak growth KiB, messages): printed at the end
+    FIGURES = []   # (what, backend, p99 ms, RSS growth KiB, messages, bound KiB)
 
     def __init__(self, srv, what, backend="", min_s=1.0, extra_kb=0):
         self.srv = srv
@@ -190,9 +190,9 @@ class Attack:
             return False
         p99 = self.good.check(self.srv, self.what)
         growth = self.peak - self.rss.start_kb
-        Attack.FIGURES.append((self.what, self.backend, p99 * 1000, growth,
-                               len(self.good.lat)))
         bound = RSS_GROWTH_KB + self.extra_kb
+        Attack.FIGURES.append((self.what, self.backend, p99 * 1000, growth,
+                               len(self.good.lat), bound))
         assert growth <= bound, (
             f"{self.what}: ortoo's RSS grew {growth} KiB (from {self.rss.start_kb} to "
             f"{self.peak}), more than {bound} KiB")

@@ -74,6 +74,25 @@ def send_in_thread(c, data):
     return t
 
 
+@pytest.fixture(scope="module", autouse=True)
+def figures():
+    """After the module: the figures of every attack (good client p99, RSS
+    growth), printed (seen with -s) and written to build/attack-figures-<mode>.txt."""
+    yield
+    lines = [f"{what:42s} {be:6s} good p99 {p99:7.1f} ms over {n:4d} messages, "
+             f"RSS growth {growth / 1024:6.1f} MiB (bound {bound / 1024:.0f} MiB)"
+             for what, be, p99, growth, n, bound in Attack.FIGURES]
+    mode = os.path.basename(os.path.dirname(ORTOO))
+    out = os.path.join(os.path.dirname(__file__), "..", "..", "build",
+                       f"attack-figures-{mode}.txt")
+    try:
+        with open(out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+    except OSError:
+        pass
+    print("\n" + "\n".join(lines))
+
+
 def raise_nofile(n):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n:
@@ -371,9 +390,58 @@ def test_body_budget(make_server, backend):
     assert res["missing_from_queue"] == [], res
     bound = rss.start_kb + budget_kb + RSS_GROWTH_KB
     assert peak <= bound, f"peak RSS {peak} KiB > {bound} KiB: {res}"
-    Attack.FIGURES.append(("body budget 24x4MB/16MiB", backend, 0, peak - rss.start_kb,
-                           res["accepted"]))
+    Attack.FIGURES.append(("body budget 24x4MB/16MiB (accepted)", backend, 0,
+                           peak - rss.start_kb, res["accepted"], budget_kb + RSS_GROWTH_KB))
     assert_serving(s)
+
+
+def test_body_budget_reservation(make_server):
+    """A SIZE= declared at MAIL is reserved at DATA; while it holds the budget
+    (64 KiB here), another session's DATA gets 452 4.3.1 at once and its BDAT
+    chunks 452 too; once the first message is stored, the second goes."""
+    s = make_server("epoll", "reserve", **{"server.max_message_size": "60000",
+                                           "limits.body_memory": "64K"})
+    with open_session(s) as a, open_session(s, source=ATTACKER) as b:
+        a.expect("MAIL FROM:<big@client.test> SIZE=59000", 250)
+        a.expect("RCPT TO:<alice@example.test>", 250)
+        a.expect("DATA", 354)                    # 59000 + 4 KiB reserved
+        b.expect("MAIL FROM:<small@client.test>", 250)
+        b.expect("RCPT TO:<alice@example.test>", 250)
+        b.expect("DATA", 452, "4.3.1")           # the budget is taken
+        b.expect("MAIL FROM:<small@client.test>", 250)
+        b.expect("RCPT TO:<alice@example.test>", 250)
+        body = b"Subject: bdat\r\n\r\nbdat\r\n"
+        b.send(b"BDAT %d\r\n" % len(body) + body)
+        b.expect(None, 452, "4.3.1")
+        b.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        b.expect(None, 452, "4.3.1")
+        a.send(b"Subject: big\r\n\r\n" + b"a" * 998 + b"\r\n" + b".\r\n")
+        r = a.reply()
+        check(r, 250, "2.0.0", a)
+        b.expect("MAIL FROM:<small@client.test>", 250)
+        b.expect("RCPT TO:<alice@example.test>", 250)
+        b.send(b"BDAT %d LAST\r\n" % len(body) + body)
+        b.expect(None, 250, "2.0.0")
+
+
+def test_session_deadline(make_server):
+    """timeout_session ends a connection that keeps talking (NOOP every
+    0.3 s, each well within timeout_command)."""
+    s = make_server("epoll", "sessdl", **{"limits.timeout_session": 2,
+                                          "limits.max_junk_commands": 1000})
+    with Raw(s.addr("smtp")) as c:
+        t0 = time.monotonic()
+        c.expect(None, 220)
+        last = None
+        while time.monotonic() - t0 < 2 + SLACK_S + 1:
+            r = c.cmd("NOOP")
+            if r.code != 250:
+                last = r
+                break
+            time.sleep(0.3)
+        assert last is not None and last.code == 421 and last.enhanced == "4.4.2", last
+        assert 1.8 <= time.monotonic() - t0 <= 2 + SLACK_S
+        assert c.at_eof()
 
 
 # ---- limits on commands (default junk limit, max_commands) -----------------
@@ -459,7 +527,7 @@ def test_parallel_wrong_auth(make_server):
             time.sleep(0.5)
         good.check(s, "AUTH user during the AUTH flood")
         Attack.FIGURES.append(("  (AUTH user during it)", "epoll", good.p99() * 1000, 0,
-                               len(good.lat)))
+                               len(good.lat), 0))
     codes = sorted((o[0], o[1]) for o in out)
     assert codes == [(454, "4.7.0")] * 35 + [(535, "5.7.8")] * 5, codes
     # The 454s came at once, without waiting for argon2id.
@@ -661,11 +729,3 @@ def test_send_refuses_plaintext_password(make_server):
     # TLS to the plaintext port: the other hint.
     rc, out, err = _send(["--server", f"{host}:{port}", "--tls", "--insecure"])
     assert rc == 1 and "use --starttls instead of --tls" in err, (rc, out, err)
-
-
-def test_print_figures():
-    """Not a test: prints the figures of the attack tests run so far (make
-    e2e PYTEST_ARGS='-s -k attacks' shows them)."""
-    for what, be, p99, growth, n in Attack.FIGURES:
-        print(f"\n  {what:42s} {be:6s} good p99 {p99:7.1f} ms over {n:4d} messages, "
-              f"RSS growth {growth / 1024:6.1f} MiB (bound {RSS_GROWTH_KB / 1024:.0f})", end="")
