@@ -21,6 +21,15 @@
  * and released when the session idles, so an idle plaintext connection
  * costs little more than this struct.
  *
+ * Limits (issue 8; [limits] in docs/config.md): unparsed input is bounded
+ * (SESSION_IN_MAX) and so is unsent output (max_pending_output: parsing and
+ * reading stop until the client reads); message bytes are charged to the
+ * process-wide body budget (core/limits.c) and a session that does not fit
+ * gets 452 4.3.1; every phase has a deadline that a trickle of bytes cannot
+ * stretch (see "deadlines" below), and the connection a total one; commands
+ * and junk commands are counted.  Connections are counted per client prefix
+ * and in total across reactors at the start.
+ *
  * Lifetime: smtp_close() sets CLOSING and cancels the recv and the timer;
  * the struct is freed only when no op, commit or auth request is in flight
  * (session_maybe_free, called from every completion).
