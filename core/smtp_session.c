@@ -353,8 +353,13 @@ static void session_enter(struct smtp_session *s, enum smtp_state st)
     log_debug("session=%s state=%s->%s", s->id, state_names[s->state], state_names[st]);
     s->state = st;
     if (st == ST_CLOSING) {
-        /* Nothing more is read (a flooder's bytes would only cost us CPU);
-         * a last reply gets SESSION_LINGER_MS to drain (on_timer). */
+        /* Nothing more is read: a flooder's bytes would only cost us CPU.
+         * SHUT_RD ends a multishot recv at once (the kernel stops copying
+         * into our buffers now, not when the cancel is processed); what
+         * still arrives is dropped with the socket.  A last reply gets
+         * SESSION_LINGER_MS to drain (on_timer). */
+        if (s->fd >= 0)
+            shutdown(s->fd, SHUT_RD);
         io_cancel(s->r->loop, &s->recv_op);
         s->linger_end = io_loop_now(s->r->loop) + SESSION_LINGER_MS * 1000000ull;
         timer_arm(s);
