@@ -723,6 +723,8 @@ static void test_domains_keys(void **state)
     load_err(MIN_LISTEN "[srs]\nsecret = 0123456789abcdef0\nsecret_file = x\n",
              ": [srs] has both secret and secret_file; keep one");
     load_err(MIN_LISTEN "[smtp]\nbanner_delay = 1\n", ":4: unknown key 'banner_delay' in [smtp]");
+}
+
 /* [limits] and the limit keys of [auth]: defaults, every key, errors. */
 static void test_limits_keys(void **state)
 {
