@@ -133,7 +133,7 @@ class Server:
             self.wrapper + [ORTOO, "-c", self.dir, "serve"], env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            errors="replace", env=self.env)
+            errors="replace")
         ready = threading.Event()
         proc = self.proc
 
