@@ -237,11 +237,18 @@ static void *reactor_main(void *arg)
 
 /* ---- shutdown ---- */
 
-/* All sessions are gone: stop the loop (this may run inside a spool
- * callback, so the shard is closed by the main thread after the join). */
+static void on_spool_quiet(void *arg)
+{
+    struct smtp_reactor *r = arg;
+    io_loop_stop(r->loop);
+}
+
+/* All sessions are gone: once the spool has finished what it started
+ * (journal entries, helper jobs), stop the loop; the shard is closed by the
+ * main thread after the join. */
 static void on_drained(struct smtp_reactor *r)
 {
-    io_loop_stop(r->loop);
+    spool_shard_quiesce(r->spool, on_spool_quiet, r);
 }
 
 /* Runs on the reactor (posted by the main thread at SIGTERM/SIGINT). */
