@@ -57,6 +57,13 @@ struct config {
     unsigned auth_cache_ttl;         /* seconds a verified password is cached; default 3600 */
     unsigned auth_max_failures;      /* failures per client address per window; default 5 */
     unsigned auth_fail_window;       /* seconds; default 300 */
+    /* [spool] */
+    struct config_spool {
+        uint64_t segment_size;       /* bytes per segment file; default 64M */
+        uint64_t checkpoint_size;    /* journal growth between snapshots; default 4M */
+        unsigned compact_min_age;    /* seconds before a segment may be compacted; 60 */
+        unsigned compact_live_pct;   /* compact below this % of live bytes; default 50 */
+    } spool_opts;
 };
 
 /*

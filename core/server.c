@@ -207,8 +207,11 @@ static void *reactor_main(void *arg)
         reactor_report(srv, e, err);
         return NULL;
     }
-    struct spool_params sp = {
-        .batch_max_bytes = 0, .batch_delay_us = cfg->batch_delay_us, .segment_max_bytes = 0};
+    struct spool_params sp = {.batch_delay_us = cfg->batch_delay_us,
+                              .segment_max_bytes = cfg->spool_opts.segment_size,
+                              .checkpoint_bytes = cfg->spool_opts.checkpoint_size,
+                              .compact_min_age = cfg->spool_opts.compact_min_age,
+                              .compact_live_pct = cfg->spool_opts.compact_live_pct};
     int rc = spool_shard_open(re->ctx.loop, cfg->spool, re->ctx.index, srv->nreactors, &sp,
                               &re->ctx.spool, err, sizeof(err));
     if (rc < 0) {

@@ -36,6 +36,8 @@
 #include "io/loop_internal.h"
 
 #define IO_DEFAULT_QUEUE_DEPTH 4096
+
+void (*io_write_trace)(const struct io_write_event *ev); /* loop_internal.h */
 #define IO_HEAP_NONE SIZE_MAX     /* heap_idx of a timer not in the heap */
 
 static uint64_t mono_now_ns(void)

@@ -113,6 +113,7 @@ class Server:
         self.addrs = {}            # role -> [(host, port)], current run
         self.returncodes = []      # exit status of every finished run
         self._reader = None
+        self.prefix = []           # a command to run ortoo under (strace)
 
     # ---- life cycle -------------------------------------------------
     def start(self, timeout=20):
@@ -120,7 +121,7 @@ class Server:
         self.addrs = {}
         self.log.append(f"--- {self.name}: start ---")
         self.proc = subprocess.Popen(
-            [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
+            [*self.prefix, ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             errors="replace")
         ready = threading.Event()

@@ -27,6 +27,7 @@ enum { CK_STEP_TMP_WRITTEN = 1, CK_STEP_TMP_SYNCED, CK_STEP_RENAMED, CK_STEP_DIR
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "io/loop_internal.h"
 #include "tests/unit/spool/v1.h"
 
 /* The backend of the test running now (each test runs on both). */
@@ -2320,6 +2321,128 @@ static void test_100k(void **state)
     free(ids);
 }
 
+
+/* ------------------------------------------------ durability order (step 4) */
+
+#define ORD_MAX 200000
+static struct io_write_event *ord_ev;
+static int ord_n;
+static pthread_mutex_t ord_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ord_bad, ord_checked;
+
+static void ord_trace(const struct io_write_event *ev)
+{
+    pthread_mutex_lock(&ord_mu);
+    if (ord_n < ORD_MAX)
+        ord_ev[ord_n++] = *ev;
+    pthread_mutex_unlock(&ord_mu);
+}
+
+/* Is [0, end) of fd durable according to the events so far? */
+static bool ord_durable(int fd, uint64_t end)
+{
+    uint8_t *ok = calloc(1, end + 1), *pending = calloc(1, end + 1);
+    bool all = true;
+
+    for (int i = 0; i < ord_n; i++) {
+        const struct io_write_event *e = &ord_ev[i];
+        if (e->fd != fd)
+            continue;
+        if (e->kind == IO_WEV_SYNC) {
+            if (e->res == 0)
+                for (uint64_t k = 0; k < end; k++)
+                    ok[k] |= pending[k];
+            continue;
+        }
+        for (uint64_t b = e->off; e->res > 0 && b < e->off + (uint64_t)e->res && b < end; b++) {
+            if (e->dsync)
+                ok[b] = 1;
+            else
+                pending[b] = 1;
+        }
+    }
+    for (uint64_t k = 0; k < end && all; k++)
+        all = ok[k] != 0;
+    free(ok);
+    free(pending);
+    return all;
+}
+
+/* The invariant every callback relies on: each append offset is durable. */
+static void ord_check(struct spool_shard *sh)
+{
+    pthread_mutex_lock(&ord_mu);
+    for (size_t i = 0; i < sh->ndirs; i++) {
+        struct sdir *d = sh->dirs[i];
+        struct appender *as[3] = {&d->seg, &d->jr[0], &d->jr[1]};
+        for (int k = 0; k < 3; k++)
+            if (as[k]->fd >= 0 && as[k]->end > 0) {
+                ord_checked++;
+                if (!ord_durable(as[k]->fd, as[k]->end))
+                    ord_bad++;
+            }
+    }
+    pthread_mutex_unlock(&ord_mu);
+}
+
+static struct spool_shard *ord_sh;
+static void ord_on_commit(struct spool_commit *c, int res)
+{
+    ord_check(ord_sh);
+    on_commit(c, res);
+}
+
+static void test_durable_order(void **state)
+{
+    struct env *e = *state;
+    enum { N = 120 };
+    struct tmsg *ms = msgs_new(N, 70), mk[N];
+    struct spool_params p = {.segment_max_bytes = 32 * 1024, .checkpoint_bytes = 2048,
+                             .batch_max_bytes = 16 * 1024};
+
+    ord_ev = calloc(ORD_MAX, sizeof *ord_ev);
+    ord_n = ord_bad = ord_checked = 0;
+    mk_init(mk, N);
+    loop_new_cur(e);
+    io_write_trace = ord_trace;
+    io_uring_short_cap = 1000; /* short writes on io_uring, every round */
+    shard_open(e, 0, 1, &p);
+    ord_sh = e->sh;
+    for (int w = 0; w < 4; w++) {
+        for (int i = w * 30; i < w * 30 + 30; i++) {
+            ms[i].c.cb = ord_on_commit;
+            submit(e, &ms[i]);
+        }
+        run_for(e, 30);
+        run_idle(e); /* spares, so that segments rotate */
+    }
+    for (int i = 0; i < N; i++) {
+        mk[i].c.cb = ord_on_commit;
+        struct spool_attempt a = {.state = i % 2 ? SPOOL_RCPT_DELIVERED : SPOOL_RCPT_DEFERRED,
+                                  .next_at = 5, .reply = "250 ok", .reply_len = 6};
+        assert_int_equal(spool_attempt(e->sh, &mk[i].c, ms[i].c.id, -1, &a), 0);
+    }
+    run_for(e, N);
+    for (int k = 0; k < 600; k++) /* enough journal for a checkpoint */
+        spool_msg_flags(e->sh, NULL, ms[0].c.id, 0);
+    struct tmsg last = {.c = {.cb = ord_on_commit}};
+    last.c.owner = &last;
+    assert_int_equal(spool_msg_flags(e->sh, &last.c, ms[0].c.id, 0), 0);
+    run_for(e, 1);
+    run_idle(e);
+    ord_check(e->sh);
+    io_write_trace = NULL;
+    io_uring_short_cap = 0;
+    print_message("durability: %d appender checks at %d callbacks, %d writes/syncs traced\n",
+                  ord_checked, 2 * N, ord_n);
+    assert_true(ord_checked >= 2 * N);
+    assert_true(e->sh->dirs[0]->jrn_gen > 1); /* a checkpoint switched journals */
+    assert_int_equal(ord_bad, 0);
+    shard_close(e);
+    free(ord_ev);
+    msgs_free(ms, N);
+}
+
 /* Run every test with the loop backend in its prestate. */
 #define BOTH(t)                                                                         \
     static void t##_uring(void **s) { cur_backend = IO_BACKEND_URING; t(s); }           \
@@ -2353,6 +2476,7 @@ BOTH(test_checkpoint)
 BOTH(test_ckpt_crash)
 BOTH(test_compaction)
 BOTH(test_100k)
+BOTH(test_durable_order)
 
 #define T(t) cmocka_unit_test_setup_teardown(t##_uring, setup, teardown), \
              cmocka_unit_test_setup_teardown(t##_epoll, setup, teardown)
@@ -2392,6 +2516,7 @@ int main(void)
         T(test_ckpt_crash),
         T(test_compaction),
         T(test_100k),
+        T(test_durable_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
