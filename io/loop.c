@@ -331,6 +331,11 @@ void io_loop_stop(struct io_loop *loop)
     loop_wake(loop);
 }
 
+bool io_loop_running(const struct io_loop *loop)
+{
+    return loop->running;
+}
+
 void io_loop_set_idle(struct io_loop *loop, io_idle_fn fn, void *arg)
 {
     loop->idle_fn = fn;

@@ -759,6 +759,10 @@ static void ckpt_write_done(struct sdir *d, struct mjob *j)
     d->snap_bytes = j->len;
     log_debug("spool: shard=%u checkpoint journal=%" PRIu64 " snapshot_bytes=%zu", d->k,
               j->gen, j->len);
+    /* the journal may have grown enough meanwhile: no need to wait for
+     * the next event */
+    if (ckpt_wanted(d))
+        ckpt_start(d);
 }
 
 void maint_journal_done(struct sdir *d, struct appender *a)

@@ -1161,10 +1161,49 @@ void spool_shard_quiesce(struct spool_shard *sh, void (*fn)(void *arg), void *ar
     /* the idle hook calls fn on a coming turn, once idle */
 }
 
+static void on_close_tick(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct spool_shard *sh = op->owner;
+
+    if (!sh) { /* abandoned by a close that could not wait */
+        free(op);
+        return;
+    }
+    io_loop_stop(sh->loop);
+}
+
+/* Run the loop until the shard is idle (spool_shard_close's contract). */
+static void close_drain(struct spool_shard *sh)
+{
+    struct io_op *t;
+
+    if (spool_shard_idle(sh) || io_loop_running(sh->loop) || !(t = calloc(1, sizeof *t)))
+        return;
+    io_op_init(t, sh);
+    sh->quiescing = true; /* no new checkpoint or compaction */
+    for (int i = 0; i < 30000 && !spool_shard_idle(sh); i++) {
+        if (!io_op_busy(t) && io_timer_start(sh->loop, t, 1, on_close_tick) < 0)
+            break;
+        if (io_loop_run(sh->loop) < 0)
+            break;
+    }
+    if (io_op_busy(t)) { /* stopped by someone else's callback: take it back */
+        io_cancel(sh->loop, t);
+        for (int i = 0; i < 100 && io_op_busy(t); i++)
+            if (io_loop_run(sh->loop) < 0)
+                break;
+    }
+    if (io_op_busy(t))
+        t->owner = NULL; /* on_close_tick frees it, if the loop ever runs */
+    else
+        free(t);
+}
+
 void spool_shard_close(struct spool_shard *sh)
 {
     if (!sh)
         return;
+    close_drain(sh);
     sh->closing = true;
     assert(sh->nviews == 0);
     for (size_t i = 0; i < sh->ndirs; i++)

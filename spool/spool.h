@@ -148,14 +148,15 @@ bool spool_shard_idle(const struct spool_shard *sh);
 void spool_shard_quiesce(struct spool_shard *sh, void (*fn)(void *arg), void *arg);
 
 /*
- * Close a shard that is idle (spool_shard_idle; see spool_shard_quiesce)
- * with no view open.  Removes the idle hook and stops the helper thread.
- * With batch_delay_us > 0 a batch timer may still be armed: it is cancelled
- * and its callback (which no longer touches the shard) runs on a later turn,
- * so run the loop once more before io_loop_free().  No batch may be in
- * flight (the kernel could still read its buffers); a helper job still in
- * flight is abandoned safely (its result, if the loop runs again, finds the
- * shard gone), but only an idle shard leaves nothing unfreed.
+ * Close a shard with no view open.  No commit may be pending that the caller
+ * still waits for.  If the shard is not idle (internal journal entries,
+ * helper jobs, a checkpoint or compaction in flight), it stops starting new
+ * work and runs the loop until it is (bounded: 30 s), so call it outside
+ * io_loop_run (server: after spool_shard_quiesce's callback stopped the
+ * loop, when nothing is left to run).  Removes the idle hook and stops the
+ * helper thread.  With batch_delay_us > 0 a batch timer may still be armed:
+ * it is cancelled and its callback (which no longer touches the shard) runs
+ * on a later turn, so run the loop once more before io_loop_free().
  */
 void spool_shard_close(struct spool_shard *sh);
 
