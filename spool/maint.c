@@ -44,7 +44,9 @@
  * when the old segment holds nothing live it is deleted.  A message with an
  * open view is not moved.  Recovery finds a copy after the walk point and
  * prefers it (load.c), so a snapshot naming the old place stays correct
- * after that place is gone.
+ * after that place is gone.  No checkpoint starts while a copy is queued or
+ * being written: a copy of a message that died before the snapshot must not
+ * land after its walk point, where recovery would take it for new mail.
  */
 #include "spool/shard.h"
 
@@ -659,6 +661,11 @@ static bool ckpt_wanted(const struct sdir *d)
 
     if (d->ckpt != CK_NONE || d->no_ckpt || sh->closing || sh->quiescing)
         return false;
+    /* A compaction copy queued or being written lands after the walk point
+     * of a snapshot taken now; if its message died before, recovery would
+     * take the copy for a new message.  Wait until the copies are done. */
+    if (sh->mt->copies)
+        return false;
     const struct appender *other = &d->jr[1 - d->jcur];
     if (other->fd >= 0 || other->fly || other->open->nent)
         return false; /* the previous switch has not drained yet */
@@ -889,6 +896,10 @@ void maint_copies_done(struct spool_shard *sh, struct batch *b, int err)
         mt->next_check = mt->cabort ? (int64_t)time(NULL) + SPOOL_RETRY_S : 0;
         compact_end(mt);
     }
+    if (!mt->copies) /* checkpoints wait for copies (ckpt_wanted) */
+        for (size_t i = 0; i < sh->ndirs; i++)
+            if (ckpt_wanted(sh->dirs[i]) && (int64_t)time(NULL) >= sh->dirs[i]->ckpt_retry)
+                ckpt_start(sh->dirs[i]);
 }
 
 void maint_turn(struct spool_shard *sh)
