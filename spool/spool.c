@@ -1143,6 +1143,8 @@ fail:
 
 bool spool_shard_idle(const struct spool_shard *sh)
 {
+    if ((sh->ready_op && io_op_busy(sh->ready_op)) || (sh->timer && io_op_busy(sh->timer)))
+        return false;
     for (size_t i = 0; i < sh->ndirs; i++) {
         const struct sdir *d = sh->dirs[i];
         if (d->seg.fly || d->jr[0].fly || d->jr[1].fly || d->seg.open->nent ||
