@@ -538,6 +538,7 @@ static void test_group_commit(void **state)
     shard_open(e, 0, 1, &p);
     before = spool_nwrites;
     for (int w = 0; w < 10; w++) { /* waves of 10 (~25 KB each) */
+        run_idle(e); /* a spare segment is ready for the rotation */
         for (int i = 0; i < 10; i++)
             submit(e, &m2[w * 10 + i]);
         run_for(e, 10);
@@ -1109,6 +1110,7 @@ static void test_view_pins(void **state)
     loop_new_cur(e);
     shard_open(e, 0, 1, &p);
     for (int i = 0; i < 2; i++) { /* one segment each: the first is not current */
+        run_idle(e); /* the next spare segment is ready */
         submit(e, &ms[i]);
         run_for(e, 1);
     }
