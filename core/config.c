@@ -77,12 +77,17 @@ static const struct key_def keys[] = {
     {"auth", "cache_ttl", KT_UINT, F(auth_cache_ttl), 0, 604800},
     {"auth", "max_failures", KT_UINT, F(auth_max_failures), 1, 1000000},
     {"auth", "fail_window", KT_UINT, F(auth_fail_window), 1, 604800},
+    /* [spool] */
+    {"spool", "segment_size", KT_SIZE, F(spool_opts.segment_size), 64 * 1024, 0},
+    {"spool", "checkpoint_size", KT_SIZE, F(spool_opts.checkpoint_size), 4096, 0},
+    {"spool", "compact_min_age", KT_UINT, F(spool_opts.compact_min_age), 1, 604800},
+    {"spool", "compact_live_pct", KT_UINT, F(spool_opts.compact_live_pct), 1, 99},
 };
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp",
-                                         "limits"};
+                                         "limits", "spool"};
 
 /* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
 enum domains_key {
@@ -1113,6 +1118,9 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     res_conf_init(&cfg->resolver);
     domains_defaults(cfg);
     limits_defaults(&cfg->limits);
+    cfg->spool_opts = (struct config_spool){.segment_size = 64ull << 20,
+                                            .checkpoint_size = 4ull << 20,
+                                            .compact_min_age = 60, .compact_live_pct = 50};
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier

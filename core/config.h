@@ -124,6 +124,13 @@ struct config {
     struct config_smtp smtp;
     /* [limits] (and [auth] account_max_failures, max_queue) */
     struct config_limits limits;
+    /* [spool] */
+    struct config_spool {
+        uint64_t segment_size;       /* bytes per segment file; default 64M */
+        uint64_t checkpoint_size;    /* journal growth between snapshots; default 4M */
+        unsigned compact_min_age;    /* seconds before a segment may be compacted; 60 */
+        unsigned compact_live_pct;   /* compact below this % of live bytes; default 50 */
+    } spool_opts;
 };
 
 /*

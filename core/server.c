@@ -241,8 +241,11 @@ static void *reactor_main(void *arg)
         reactor_report(srv, -EINVAL, err);
         return NULL;
     }
-    struct spool_params sp = {
-        .batch_max_bytes = 0, .batch_delay_us = cfg->batch_delay_us, .segment_max_bytes = 0};
+    struct spool_params sp = {.batch_delay_us = cfg->batch_delay_us,
+                              .segment_max_bytes = cfg->spool_opts.segment_size,
+                              .checkpoint_bytes = cfg->spool_opts.checkpoint_size,
+                              .compact_min_age = cfg->spool_opts.compact_min_age,
+                              .compact_live_pct = cfg->spool_opts.compact_live_pct};
     int rc = spool_shard_open(re->ctx.loop, cfg->spool, re->ctx.index, srv->nreactors, &sp,
                               &re->ctx.spool, err, sizeof(err));
     if (rc < 0) {
@@ -271,11 +274,18 @@ static void *reactor_main(void *arg)
 
 /* ---- shutdown ---- */
 
-/* All sessions are gone: stop the loop (this may run inside a spool
- * callback, so the shard is closed by the main thread after the join). */
+static void on_spool_quiet(void *arg)
+{
+    struct smtp_reactor *r = arg;
+    io_loop_stop(r->loop);
+}
+
+/* All sessions are gone: once the spool has finished what it started
+ * (journal entries, helper jobs), stop the loop; the shard is closed by the
+ * main thread after the join. */
 static void on_drained(struct smtp_reactor *r)
 {
-    io_loop_stop(r->loop);
+    spool_shard_quiesce(r->spool, on_spool_quiet, r);
 }
 
 /* Runs on the reactor (posted by the main thread at SIGTERM/SIGINT). */
