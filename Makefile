@@ -45,6 +45,7 @@ include io/module.mk
 include spool/module.mk
 include dkim/module.mk
 include resolver/module.mk
+include delivery/module.mk
 include core/module.mk
 include cli/module.mk
 include tests/unit/module.mk
