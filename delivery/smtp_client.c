@@ -191,6 +191,10 @@ struct smtp_client {
 };
 
 static unsigned long client_seq;
+/* Clients alive on this thread (connected or not yet freed). */
+static _Thread_local size_t clients_live;
+/* Unstuffed bytes per BDAT chunk (a variable so that tests can make many). */
+static uint64_t bdat_max = SMTP_CLIENT_BDAT_MAX;
 
 static void client_flush(struct smtp_client *c);
 static void client_fail(struct smtp_client *c, enum smtp_stage stage, enum smtp_outcome out,
@@ -479,6 +483,7 @@ static void client_free(struct smtp_client *c)
     for (size_t i = 0; i < c->nnames; i++)
         free(c->names[i]);
     free(c);
+    clients_live--;
 }
 
 /* Free when closing, nothing is in flight and no callback of ours runs. */
@@ -564,8 +569,10 @@ static void msg_finish(struct smtp_client *c)
             result_local(&m->result, SMTP_STAGE_RCPT, SMTP_OUT_TEMP, "4.4.2", "no recipient");
     }
     /* RFC 5321 4.1.1.5: a transaction left open must be reset before the
-     * next MAIL; a refused MAIL opened none. */
-    c->rset_needed = c->mail_ok && !(c->final_seen && c->final.outcome == SMTP_OUT_OK);
+     * next MAIL (a refused MAIL opened none; a message refused up front
+     * leaves the need as it was). */
+    if (c->mail_ok && !(c->final_seen && c->final.outcome == SMTP_OUT_OK))
+        c->rset_needed = true;
     c->msg = NULL;
     c->body.active = false;
     c->info.messages++;
@@ -809,7 +816,7 @@ static uint64_t body_count(struct smtp_client *c, uint64_t max, bool *reaches_en
 static int bdat_next_chunk(struct smtp_client *c)
 {
     bool last;
-    uint64_t n = body_count(c, SMTP_CLIENT_BDAT_MAX, &last);
+    uint64_t n = body_count(c, bdat_max, &last);
     int rc;
 
     rc = put_cmd(c, "BDAT %llu%s", (unsigned long long)n, last ? " LAST" : "");
@@ -1757,6 +1764,7 @@ struct smtp_client *smtp_client_connect(struct io_loop *loop, const struct smtp_
     c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
+    clients_live++;
     c->loop = loop;
     c->ops = ops;
     c->arg = arg;
@@ -1999,4 +2007,9 @@ const struct smtp_client_info *smtp_client_info(const struct smtp_client *c)
 const char *smtp_client_id(const struct smtp_client *c)
 {
     return c->id;
+}
+
+size_t smtp_client_count(void)
+{
+    return clients_live;
 }

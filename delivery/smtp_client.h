@@ -269,4 +269,8 @@ const struct smtp_client_info *smtp_client_info(const struct smtp_client *c);
 /* The client's log id. */
 const char *smtp_client_id(const struct smtp_client *c);
 
+/* Clients alive on the calling thread, including closed ones whose memory
+ * the kernel still holds (stats; tests wait for 0 before freeing a loop). */
+size_t smtp_client_count(void);
+
 #endif
