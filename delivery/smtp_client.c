@@ -874,19 +874,32 @@ static int body_fill(struct smtp_client *c)
             max = (size_t)c->body.chunk_left;
         n = max > 0 ? body_run(c, &c->body, max, &p, &off) : 0;
         if (n == 0) {
-            if (c->tls_active && c->stage_len > 0) {
-                if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
-                    return -EIO;
-                c->stage_len = 0;
-            }
             if (!c->use_bdat && !c->body_terminated) {
                 /* RFC 5321 4.1.1.4: CRLF "." CRLF; the stored form ends with
                  * CRLF unless it is empty or broken. */
                 bool crlf = c->body.total == 0 || body_at(c, c->body.total - 1) == '\n';
+                const char *end = crlf ? ".\r\n" : "\r\n.\r\n";
+                size_t elen = crlf ? 3 : 5;
+
                 c->body_terminated = true;
-                rc = put_bytes(c, crlf ? ".\r\n" : "\r\n.\r\n", crlf ? 3 : 5);
-                if (rc < 0)
-                    return rc;
+                if (c->tls_active && c->stage_len + elen <= CLIENT_TLS_STAGE) {
+                    memcpy(c->stage + c->stage_len, end, elen); /* same record */
+                    c->stage_len += elen;
+                } else {
+                    if (c->tls_active && c->stage_len > 0) {
+                        if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
+                            return -EIO;
+                        c->stage_len = 0;
+                    }
+                    rc = put_bytes(c, end, elen);
+                    if (rc < 0)
+                        return rc;
+                }
+            }
+            if (c->tls_active && c->stage_len > 0) {
+                if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
+                    return -EIO;
+                c->stage_len = 0;
             }
             rc = body_piece_done(c);
             if (rc < 0)
