@@ -210,6 +210,23 @@ static void txn_send_more(struct smtp_client *c);
 static void txn_maybe_done(struct smtp_client *c);
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags);
 
+/* s escaped for a quoted logfmt value (STYLE.md: peers' words are
+ * escaped): '"' and '\\' get a backslash, control bytes become '?'.
+ * Returns buf, cut to fit. */
+static const char *esc(const char *s, size_t n, char *buf, size_t cap)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && s[i] != '\0' && o + 3 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            buf[o++] = '\\';
+        buf[o++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
 const char *smtp_stage_name(enum smtp_stage st)
 {
     static const char *const names[] = {
@@ -597,8 +614,12 @@ static void client_end(struct smtp_client *c, bool quit)
 
     if (was == CL_CLOSING)
         return;
-    log_debug("smtp_client=%s event=closing stage=%s outcome=%d text=\"%s\"", c->id,
-              smtp_stage_name(c->fail.stage), c->fail.outcome, c->fail.text);
+    if (log_get_level() >= LOG_LVL_DEBUG) {
+        char e[2 * SMTP_RESULT_TEXT_MAX + 1];
+        log_debug("smtp_client=%s event=closing stage=%s outcome=%d text=\"%s\"", c->id,
+                  smtp_stage_name(c->fail.stage), c->fail.outcome,
+                  esc(c->fail.text, sizeof c->fail.text, e, sizeof e));
+    }
     if (m != NULL) {
         if (!c->txn_failed) {
             /* A message sent in full whose reply never came may have been
@@ -715,8 +736,12 @@ __attribute__((format(printf, 2, 3))) static int put_cmd(struct smtp_client *c, 
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof line - 2)
         return -E2BIG;
-    log_debug("smtp_client=%s cmd=\"%.*s\"", c->id,
-              strncmp(line, "AUTH ", 5) == 0 ? 10 : n, line);
+    if (log_get_level() >= LOG_LVL_DEBUG) {
+        char e[2 * CLIENT_CMD_MAX + 1];
+        /* AUTH: the mechanism only, never the credentials. */
+        log_debug("smtp_client=%s cmd=\"%s\"", c->id,
+                  esc(line, strncmp(line, "AUTH ", 5) == 0 ? 10 : (size_t)n, e, sizeof e));
+    }
     line[n++] = '\r';
     line[n++] = '\n';
     return put_bytes(c, line, (size_t)n);
@@ -1137,9 +1162,11 @@ static void tls_established(struct smtp_client *c)
 static void tls_failed(struct smtp_client *c)
 {
     bool verify = tls_conn_verify_failed(c->tls);
+    char e[512];
 
     log_info("smtp_client=%s event=tls-failed mx=%s peer=%s verify=%d error=\"%s\"", c->id,
-             c->mx_host, c->info.peer, verify, tls_conn_error(c->tls));
+             c->mx_host, c->info.peer, verify,
+             esc(tls_conn_error(c->tls), SIZE_MAX, e, sizeof e));
     (void)take_tls_out(c); /* the alert goes out before the close */
     client_fail(c, verify ? SMTP_STAGE_TLS_VERIFY : SMTP_STAGE_TLS, SMTP_OUT_TEMP, NULL,
                 verify ? "4.7.5" : "4.7.0", "TLS %s failed: %s", verify ? "verification" : "handshake",
@@ -1452,10 +1479,9 @@ static void txn_reply(struct smtp_client *c, const struct smtp_reply *r)
         } else {
             if (c->mail_ok && m->naccepted > 0)
                 txn_fail_reply(c, SMTP_STAGE_DATA, r);
+            /* No further chunk goes: pipelined, an RSET ends the current
+             * chunk (body_piece_done); else the next MAIL resets. */
             c->bdat_abort = true;
-            if (!c->pipelining && !c->body.active) {
-                /* Nothing more of this message goes; the next MAIL resets. */
-            }
         }
         break;
     case P_BDAT_LAST:
