@@ -631,7 +631,9 @@ static void client_end(struct smtp_client *c, bool quit)
         }
         c->final_seen = c->final_seen && was == CL_TXN;
     }
-    if (quit && was != CL_CONNECTING && was != CL_TLS && c->fd >= 0 && put_cmd(c, "QUIT") == 0) {
+    /* Never QUIT in the middle of a transaction: a body may be half sent. */
+    if (quit && was != CL_CONNECTING && was != CL_TLS && was != CL_TXN && c->fd >= 0 &&
+        put_cmd(c, "QUIT") == 0) {
         client_enter(c, CL_CLOSING);
         c->close_after_send = true;
         io_cancel(c->loop, &c->recv_op);
@@ -729,7 +731,7 @@ __attribute__((format(printf, 2, 3))) static int put_cmd(struct smtp_client *c, 
 {
     char line[CLIENT_CMD_MAX];
     va_list ap;
-    int n;
+    int n, rc;
 
     va_start(ap, fmt);
     n = vsnprintf(line, sizeof line - 2, fmt, ap);
@@ -744,7 +746,9 @@ __attribute__((format(printf, 2, 3))) static int put_cmd(struct smtp_client *c, 
     }
     line[n++] = '\r';
     line[n++] = '\n';
-    return put_bytes(c, line, (size_t)n);
+    rc = put_bytes(c, line, (size_t)n);
+    sodium_memzero(line, (size_t)n); /* AUTH lines carry credentials */
+    return rc;
 }
 
 /* Move TLS ciphertext into `out`. */
