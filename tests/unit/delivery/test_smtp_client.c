@@ -287,7 +287,7 @@ static void pki_make(void)
 /* ---- servers ---------------------------------------------------------------- */
 
 static pid_t ortoo_pid, sink_pid, tlssink_pid, rulesink_pid;
-static int ortoo_port, submission_port, sink_port, tlssink_port, rulesink_port;
+static int ortoo_port, ortoo_port6, submission_port, sink_port, tlssink_port, rulesink_port;
 static char ortoo_dir[BASE_MAX], ortoo_log[BASE_MAX];
 
 static void run_cmd(char *const argv[], const char *input)
@@ -339,7 +339,7 @@ static void ortoo_start(void)
     snprintf(conf, sizeof conf, "%s/ortoo.conf", ortoo_dir);
     snprintf(text, sizeof text,
              "[server]\nhostname = %s\nspool = spool\nreactors = 1\nmax_message_size = 4000000\n"
-             "[listen]\nsmtp = 127.0.0.1:0\nsubmission = 127.0.0.1:0\n"
+             "[listen]\nsmtp = 127.0.0.1:0, [::1]:0\nsubmission = 127.0.0.1:0\n"
              "[tls]\ncert_dir = certs\n",
              MX_HOST);
     write_file(conf, text, strlen(text));
@@ -348,6 +348,8 @@ static void ortoo_start(void)
     wait_for(ortoo_log, "event=ready", ortoo_pid);
     addr = wait_for(ortoo_log, "role=smtp addr=127.0.0.1:", ortoo_pid);
     ortoo_port = atoi(addr);
+    addr = wait_for(ortoo_log, "role=smtp addr=[::1]:", ortoo_pid);
+    ortoo_port6 = atoi(addr);
     addr = wait_for(ortoo_log, "role=submission addr=127.0.0.1:", ortoo_pid);
     submission_port = atoi(addr);
     assert_true(ortoo_port > 0 && submission_port > 0);
@@ -1234,6 +1236,31 @@ static void test_ortoo_several(void **state)
     }
 }
 
+
+/* IPv6: the peer address as logged, the message stored. */
+static void test_ortoo_ipv6(void **state)
+{
+    struct fx *fx = *state;
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)ortoo_port6)};
+    struct sockaddr_in a;
+    struct smtp_client_params p = params_for(fx, &a, ortoo_port, SMTP_TLS_MAY);
+    struct testmsg t;
+    struct run r = {0};
+    char want[64];
+
+    a6.sin6_addr = in6addr_loopback;
+    p.addr = (struct sockaddr *)&a6;
+    p.addr_len = sizeof a6;
+    msg_make(&t, uniq("v6", fx), 20, (const char *const[]){"alice@example.test", NULL});
+    deliver(fx, &r, &p, &t.m, 1);
+    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    snprintf(want, sizeof want, "[::1]:%d", ortoo_port6);
+    assert_string_equal(r.info.peer, want);
+    assert_true(r.info.tls);
+    assert_stored(&t);
+    msg_free(&t);
+}
+
 /* ---- tests: smtp-sink and ortoo-sink ------------------------------------------ */
 
 /* Mandatory TLS to a server without STARTTLS: temporary, in clear nothing. */
@@ -1951,6 +1978,7 @@ int main(void)
         BOTH(test_ortoo_dane_unusable),
         BOTH(test_ortoo_auth),
         BOTH(test_ortoo_several),
+        BOTH(test_ortoo_ipv6),
         BOTH(test_sink_tls_required),
         BOTH(test_sink_rcpt_refused),
         BOTH(test_sink_helo_and_8bit),
