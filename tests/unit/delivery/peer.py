@@ -15,6 +15,7 @@ binary data in hex:
     D <conn> <tls> <hex>         the raw bytes of a DATA body (dot-stuffed,
                                  without the final ".\\r\\n")
     B <conn> <tls> <hex>         the bytes of one BDAT chunk
+    A <conn> <ip>                a connection accepted from ip
     T <conn> ok|fail             a TLS handshake
     E <conn>                     the connection ended
 
@@ -218,8 +219,9 @@ def main():
     print(f"port {lst.getsockname()[1]}", flush=True)
     n = 0
     while True:
-        s, _ = lst.accept()
+        s, peer = lst.accept()
         n += 1
+        log("A", n, peer[0])
         threading.Thread(target=serve, args=(s, n), daemon=True).start()
 
 

@@ -480,7 +480,7 @@ static int peer_events(const struct peer *p, char kind, char **out, size_t *lens
         char hex[4];
         if (l[0] != kind || n >= max)
             continue;
-        if (kind == 'T' || kind == 'E') {
+        if (kind == 'T' || kind == 'E' || kind == 'A') {
             out[n] = strdup(l);
             lens[n] = strlen(l);
             n++;
@@ -1540,6 +1540,32 @@ static void test_peer_pipelining(void **state)
     msg_free(&t);
 }
 
+/* The source address is bound before connecting. */
+static void test_peer_source_address(void **state)
+{
+    struct fx *fx = *state;
+    struct peer pe;
+    struct sockaddr_in a, src = loopback(0);
+    struct smtp_client_params p;
+    struct run r = {0};
+    char *ev[4];
+    size_t lens[4];
+    int n;
+
+    inet_pton(AF_INET, "127.0.0.2", &src.sin_addr);
+    peer_start(&pe, "{}");
+    p = params_for(fx, &a, pe.port, SMTP_TLS_NONE);
+    p.source = (struct sockaddr *)&src;
+    p.source_len = sizeof src;
+    deliver(fx, &r, &p, NULL, 0);
+    assert_int_equal(r.ready, 1);
+    peer_stop(&pe);
+    n = peer_events(&pe, 'A', ev, lens, NULL, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0], "A 1 127.0.0.2");
+    free_events(ev, n);
+}
+
 /* Multi-line replies, 4xx and 5xx per recipient, enhanced codes. */
 static void test_peer_replies(void **state)
 {
@@ -1986,6 +2012,7 @@ int main(void)
         BOTH(test_tlssink),
         BOTH(test_peer_dane_mismatch),
         BOTH(test_peer_pipelining),
+        BOTH(test_peer_source_address),
         BOTH(test_peer_replies),
         BOTH(test_peer_rset_and_size),
         BOTH(test_peer_starttls_injection),
