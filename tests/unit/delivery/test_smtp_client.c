@@ -1806,79 +1806,6 @@ static void test_connect_refused_and_owner_close(void **state)
 
 
 
-/* ---- the body cursor (pure) --------------------------------------------------- */
-
-/* Un-stuffing on the fly, cut into runs and chunks of every size: the
- * output is always the reference un-stuffed message, and the chunk sizes
- * counted ahead (the BDAT sizes announced) match what the runs produce. */
-static void test_body_cursor(void **state)
-{
-    static const char prefix[] = "X-A: 1\r\n";
-    static const char data[] = ".\r\n..\r\n.x\r\nplain\r\n\r\n...\r\n. \r\nend.\r\n.";
-    struct smtp_client c;
-    struct smtp_msg m = {.prefix = prefix, .prefix_len = sizeof prefix - 1,
-                         .data = data, .len = sizeof data - 1};
-    char ref[256], out[256];
-    size_t rlen = 0;
-    bool bol = true;
-
-    /* Reference: drop a '.' that starts a line (prefix and data as one). */
-    for (size_t i = 0; i < m.prefix_len + m.len; i++) {
-        char ch = i < m.prefix_len ? prefix[i] : data[i - m.prefix_len];
-        if (!(bol && ch == '.'))
-            ref[rlen++] = ch;
-        bol = ch == '\n';
-    }
-    memset(&c, 0, sizeof c);
-    c.msg = &m;
-    for (size_t max = 1; max <= 40; max++) {
-        for (uint64_t chunk = 1; chunk <= 40; chunk++) {
-            size_t olen = 0;
-            int guard = 0;
-
-            c.body = (struct body){.active = true, .unstuff = true, .bol = true,
-                                   .total = m.prefix_len + m.len};
-            while (olen < rlen && guard++ < 1000) {
-                bool last;
-                uint64_t want = body_count(&c, chunk, &last), got = 0;
-                const char *p;
-                size_t off, n;
-
-                c.body.chunk_left = want;
-                while (got < want &&
-                       (n = body_run(&c, &c.body, (size_t)(want - got < max ? want - got : max),
-                                     &p, &off)) > 0) {
-                    assert_true(olen + n <= sizeof out);
-                    memcpy(out + olen, p, n);
-                    if (off != SIZE_MAX)
-                        assert_ptr_equal(p, data + off);
-                    body_advance(&c.body, p, n);
-                    olen += n;
-                    got += n;
-                }
-                assert_int_equal(got, want);
-                assert_int_equal(last, olen == rlen);
-            }
-            assert_int_equal(olen, rlen);
-            assert_memory_equal(out, ref, rlen);
-        }
-    }
-    /* DATA mode: the bytes as stored, runs never crossing the prefix's end. */
-    c.body = (struct body){.active = true, .bol = true, .total = m.prefix_len + m.len};
-    {
-        size_t olen = 0, n, off;
-        const char *p;
-        while ((n = body_run(&c, &c.body, 5, &p, &off)) > 0) {
-            memcpy(out + olen, p, n);
-            body_advance(&c.body, p, n);
-            olen += n;
-        }
-        assert_int_equal(olen, m.prefix_len + m.len);
-        assert_memory_equal(out, prefix, m.prefix_len);
-        assert_memory_equal(out + m.prefix_len, data, m.len);
-    }
-}
-
 /* ---- the pool ---------------------------------------------------------------- */
 
 struct pool_t {
@@ -1992,7 +1919,6 @@ static void test_pool(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_body_cursor),
         BOTH(test_ortoo_plain_bdat),
         BOTH(test_ortoo_plain_data),
         BOTH(test_ortoo_bdat_chunks),
