@@ -105,12 +105,25 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Every process started and not yet stopped: a failed test (its asserts
+ * return early) leaves its servers to group_teardown. */
+#define MAX_SPAWNED 64
+static pid_t spawned[MAX_SPAWNED];
+
 /* Start argv with stdout and stderr into out_path (or /dev/null). */
 static pid_t spawn(char *const argv[], const char *out_path)
 {
     pid_t pid = fork();
 
     assert_true(pid >= 0);
+    if (pid > 0) {
+        for (int i = 0; i < MAX_SPAWNED; i++) {
+            if (spawned[i] == 0) {
+                spawned[i] = pid;
+                break;
+            }
+        }
+    }
     if (pid == 0) {
         int fd = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
         int devnull = open("/dev/null", O_RDONLY);
@@ -131,6 +144,9 @@ static void stop(pid_t pid)
 
     if (pid <= 0)
         return;
+    for (int i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] == pid)
+            spawned[i] = 0;
     kill(pid, SIGTERM);
     for (int i = 0; i < 200; i++) {
         if (waitpid(pid, &st, WNOHANG) == pid)
@@ -556,6 +572,8 @@ static int group_teardown(void **state)
     stop(sink_pid);
     stop(tlssink_pid);
     stop(rulesink_pid);
+    for (int i = 0; i < MAX_SPAWNED; i++)
+        stop(spawned[i]); /* left by failed tests */
     {
         /* Sanitizer reports of the server fail the run. */
         char *log = read_file(ortoo_log, NULL);
