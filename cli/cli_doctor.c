@@ -538,7 +538,8 @@ static void on_cert_note(void *arg, bool error, const char *file, const char *ms
 {
     struct doctor *dr = arg;
     size_t len = strlen(dr->cert_notes);
-    snprintf(dr->cert_notes + len, sizeof(dr->cert_notes) - len, "%s%s", len ? "; " : "", msg);
+    snprintf(dr->cert_notes + len, sizeof(dr->cert_notes) - len, "%s%s: %s", len ? "; " : "",
+             file, msg);
     if (error)
         dr->cert_error = true;
 }
@@ -668,7 +669,7 @@ static int parse_args(struct doctor *dr, int argc, char **argv, bool *json)
                     return 2;
                 }
             }
-            dr->addrs_from = "--ip";
+            dr->addrs_from = "given with --ip";
         } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
             char *end;
             unsigned long v = strtoul(argv[++i], &end, 10);
@@ -751,10 +752,10 @@ int cli_doctor(const char *config_dir, int argc, char **argv)
     dr.hostname = cfg->hostname;
     if (dr.naddrs == 0) {
         addrs_from_listeners(&dr);
-        dr.addrs_from = "the listeners' addresses";
+        dr.addrs_from = "the addresses the listeners bind";
         if (dr.naddrs == 0) {
             addrs_from_interfaces(&dr);
-            dr.addrs_from = "this host's public interface addresses";
+            dr.addrs_from = "this host's public addresses";
         }
         if (dr.naddrs == 0)
             dr.addrs_from = "no public address found on this host: pass --ip";

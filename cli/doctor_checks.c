@@ -619,7 +619,12 @@ static void check_host_addresses(struct doctor *dr)
                                    fl ? "\n" : "", h, fam == 0 ? "A" : "AAAA", ip);
         }
     }
-    char *detail = fmt(dr, "%s has %s; this server: %s", h, hl ? have : "no address",
+    char ours[1024] = "";
+    size_t ol = 0;
+    for (size_t i = 0; i < dr->naddrs && ol < sizeof(ours); i++)
+        ol += (size_t)snprintf(ours + ol, sizeof(ours) - ol, "%s%s", ol ? ", " : "",
+                               dr->addrs[i].text);
+    char *detail = fmt(dr, "%s has %s; this server is %s (%s)", h, hl ? have : "no address", ours,
                        dr->addrs_from);
     if (a4->status == RES_NXDOMAIN) {
         free(detail);
@@ -1020,7 +1025,7 @@ static bool tlsa_matches(const struct doctor *dr, const struct res_answer *a, bo
         size_t from = r.usage == 3 ? 0 : 1, to = r.usage == 3 ? 1 : dr->cert.nchain;
         for (size_t c = from; c < to && c < CLI_CERT_CHAIN_MAX; c++) {
             if (tls_tlsa_match_der(&r, dr->cert.der[c], dr->cert.der_len[c])) {
-                snprintf(which, cap, "TLSA %u %u %u (%s)", r.usage, r.selector, r.mtype,
+                snprintf(which, cap, "TLSA %u %u %u, %s", r.usage, r.selector, r.mtype,
                          r.usage == 3 ? "DANE-EE" : "DANE-TA");
                 return true;
             }
@@ -1069,10 +1074,10 @@ static void check_certificate(struct doctor *dr)
         if (dane) {
             free(fix_issue);
             add(dr, DR_OK, "certificate", h,
-                fmt(dr, "valid for %s, %d days left, %s; not from a public CA (%s), "
-                        "authenticated by DANE (%s)",
-                    h, c->days_left, c->self_signed ? "self-signed" : dr->cert_issuer,
-                    dr->cert_trust_err, which),
+                fmt(dr, "valid for %s, %d days left, %s%s; not trusted by this host's CAs "
+                        "(%s), but authenticated by DANE (%s)",
+                    h, c->days_left, c->self_signed ? "self-signed" : "issued by ",
+                    c->self_signed ? "" : dr->cert_issuer, dr->cert_trust_err, which),
                 NULL, NULL);
             return;
         }
