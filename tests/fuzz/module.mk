@@ -40,7 +40,7 @@ $(FUZZ_DIR)/fuzz_srs: tests/fuzz/fuzz_srs.c core/srs.c core/srs.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lcrypto
 
-$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c core/spf_record.c core/spf_record.h
+$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c resolver/spf_record.c resolver/spf_record.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
