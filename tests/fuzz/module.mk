@@ -24,7 +24,7 @@ $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h re
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c -linih
 
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
-                            dkim/canon.h dkim/keys.h dkim/sign.h io/log.c
+                            dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
@@ -40,7 +40,7 @@ $(FUZZ_DIR)/fuzz_srs: tests/fuzz/fuzz_srs.c core/srs.c core/srs.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lcrypto
 
-$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c core/spf_record.c core/spf_record.h
+$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c resolver/spf_record.c resolver/spf_record.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
