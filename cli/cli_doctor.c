@@ -19,11 +19,13 @@
  * link-local, private and unique-local ones are left out, since the world
  * never sees them); the output says which.
  *
- * Gathering: the first wave of lookups (MX, A and AAAA of the host name,
- * the PTR of each address, the SPF, DKIM, DMARC, MTA-STS and TLS-RPT TXT
- * records, the TLSA of the host name, and the port 25 target) is submitted
- * at once; answers lead to follow-ups (the forward lookups of PTR names, the
- * SPF evaluation, the target's address, then the connection).  One timer
+ * Gathering: everything independent starts at once: the lookups (MX, A and
+ * AAAA of the host name, the SPF, DKIM, DMARC, MTA-STS and TLS-RPT TXT
+ * records, the TLSA of the host name), for each address its forward-
+ * confirmed reverse DNS (resolver/fcrdns.h) and its SPF evaluation
+ * (resolver/spf.h, check_host() with <sender> postmaster@DOMAIN and the host
+ * name as HELO), and the port 25 target, whose answers lead to the
+ * connection.  The resolver coalesces the queries they share.  One timer
  * bounds the whole run (--timeout, default DR_DEFAULT_TIMEOUT_S): when it
  * fires, whatever is in flight is cancelled and reported as unanswered.
  *
@@ -206,7 +208,7 @@ static void lookup_done(struct dr_lookup *lk)
  * the checks explain it.
  */
 static struct dr_lookup *lookup_start(struct doctor *dr, enum res_type type, const char *name,
-                                      void (*then)(struct dr_lookup *), size_t idx)
+                                      void (*then)(struct dr_lookup *))
 {
     struct dr_lookup *lk = calloc(1, sizeof(*lk) + sizeof(struct res_answer));
     if (lk == NULL)
@@ -215,7 +217,6 @@ static struct dr_lookup *lookup_start(struct doctor *dr, enum res_type type, con
     lk->type = type;
     snprintf(lk->name, sizeof(lk->name), "%s", name);
     lk->then = then;
-    lk->idx = idx;
     lk->next = dr->all;
     dr->all = lk;
     res_req_init(&lk->req, lk);
@@ -237,16 +238,49 @@ static struct dr_lookup *lookup_start(struct doctor *dr, enum res_type type, con
     return lk;
 }
 
-/* PTR answered: look up each name's address of the same family (FCrDNS). */
-static void on_ptr(struct dr_lookup *lk)
+static void on_fcrdns(struct fcrdns_req *req, enum fcrdns_result result)
 {
-    struct doctor *dr = lk->dr;
-    struct dr_addr *a = &dr->addrs[lk->idx];
-    if (lk->ans->status != RES_OK)
-        return;
-    for (size_t i = 0; i < lk->ans->n && a->nfwd < DR_PTR_NAMES_MAX; i++)
-        a->fwd[a->nfwd++] = lookup_start(dr, a->af == AF_INET ? RES_A : RES_AAAA,
-                                         lk->ans->ptr[i], NULL, lk->idx);
+    struct dr_addr *a = req->owner;
+    a->fc_done = true;
+    a->dr->inflight--;
+    maybe_done(a->dr);
+}
+
+static void on_spf(struct spf_req *req, enum spf_result result)
+{
+    struct dr_addr *a = req->owner;
+    a->spf_done = true;
+    a->dr->inflight--;
+    maybe_done(a->dr);
+}
+
+/*
+ * Start the checks of one address: its reverse DNS confirmed forward, and
+ * SPF of the domain evaluated for it as receivers will (RFC 7208 4.1:
+ * <sender> is postmaster@DOMAIN, as for a bounce; HELO our host name).
+ */
+static void addr_start(struct doctor *dr, struct dr_addr *a)
+{
+    a->dr = dr;
+    fcrdns_req_init(&a->fc, a);
+    spf_req_init(&a->spf, a);
+    if (fcrdns_check(dr->res, &a->fc, a->af, &a->ip, on_fcrdns) == 0)
+        dr->inflight++;
+    char sender[RES_NAME_MAX + 16];
+    snprintf(sender, sizeof(sender), "postmaster@%s", dr->domain);
+    const struct spf_params p = {
+        .family = a->af,
+        .ip = (const unsigned char *)&a->ip,
+        .domain = dr->domain,
+        .sender = sender,
+        .helo = dr->hostname,
+        .receiver = dr->hostname,
+    };
+    int rc = spf_check(dr->res, &a->spf, &p, on_spf);
+    if (rc == 0)
+        dr->inflight++;
+    else if (rc == 1)
+        a->spf_done = true;
 }
 
 /* ---- port 25 ---- */
@@ -336,7 +370,7 @@ static void on_p25_addr(struct dr_lookup *lk)
         p25_connect(dr);
     } else if (a->type == RES_A) {
         const char *host = p->by_mx ? p->mx_host : p->host;
-        p->aaaa = lookup_start(dr, RES_AAAA, host, on_p25_addr, 0);
+        p->aaaa = lookup_start(dr, RES_AAAA, host, on_p25_addr);
     }
 }
 
@@ -347,7 +381,7 @@ static void on_p25_mx(struct dr_lookup *lk)
     if (lk->ans->status != RES_OK)
         return;
     snprintf(p->mx_host, sizeof(p->mx_host), "%s", lk->ans->mx[0].host);
-    p->a = lookup_start(lk->dr, RES_A, p->mx_host, on_p25_addr, 0);
+    p->a = lookup_start(lk->dr, RES_A, p->mx_host, on_p25_addr);
 }
 
 static void p25_start(struct doctor *dr)
@@ -363,9 +397,9 @@ static void p25_start(struct doctor *dr)
         p25_set(p, AF_INET6, &ip);
         p25_connect(dr);
     } else if (p->by_mx) {
-        p->mx = lookup_start(dr, RES_MX, p->host, on_p25_mx, 0);
+        p->mx = lookup_start(dr, RES_MX, p->host, on_p25_mx);
     } else {
-        p->a = lookup_start(dr, RES_A, p->host, on_p25_addr, 0);
+        p->a = lookup_start(dr, RES_A, p->host, on_p25_addr);
     }
 }
 
@@ -406,21 +440,38 @@ static int p25_parse_target(const char *s, struct dr_port25 *p)
 
 /* ---- the deadline ---- */
 
+/* Stop everything in flight; what did not finish stays unanswered. */
+static void cancel_all(struct doctor *dr)
+{
+    dr->expired = true;
+    for (struct dr_lookup *lk = dr->all; lk != NULL; lk = lk->next) {
+        if (res_req_busy(&lk->req)) {
+            res_cancel(&lk->req);
+            dr->inflight--;
+        }
+    }
+    for (size_t i = 0; i < dr->naddrs; i++) {
+        struct dr_addr *a = &dr->addrs[i];
+        if (a->dr == NULL)
+            continue;
+        if (fcrdns_req_busy(&a->fc)) {
+            fcrdns_cancel(&a->fc);
+            dr->inflight--;
+        }
+        if (spf_req_busy(&a->spf)) {
+            spf_cancel(&a->spf);
+            dr->inflight--;
+        }
+    }
+    io_cancel(dr->loop, &dr->p25.conn);
+    io_cancel(dr->loop, &dr->p25.timer);
+}
+
 static void on_deadline(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct doctor *dr = op->owner;
-    if (res == 0) {
-        dr->expired = true;
-        for (struct dr_lookup *lk = dr->all; lk != NULL; lk = lk->next) {
-            if (res_req_busy(&lk->req)) {
-                res_cancel(&lk->req);
-                dr->inflight--;
-            }
-        }
-        /* SPF_EVAL_CANCEL */
-        io_cancel(dr->loop, &dr->p25.conn);
-        io_cancel(dr->loop, &dr->p25.timer);
-    }
+    if (res == 0)
+        cancel_all(dr);
     maybe_done(dr);
 }
 
@@ -433,7 +484,7 @@ static int gather_start(struct doctor *dr)
 #define START(field, type, ...)                                                                    \
     do {                                                                                           \
         snprintf(name, sizeof(name), __VA_ARGS__);                                                 \
-        if ((dr->field = lookup_start(dr, type, name, NULL, 0)) == NULL)                           \
+        if ((dr->field = lookup_start(dr, type, name, NULL)) == NULL)                           \
             return -ENOMEM;                                                                        \
     } while (0)
     START(mx, RES_MX, "%s", d);
@@ -447,14 +498,11 @@ static int gather_start(struct doctor *dr)
 #undef START
     for (size_t i = 0; i < dr->ndkim; i++) {
         snprintf(name, sizeof(name), "%s._domainkey.%s", dkim_key_selector(dr->dkim_key[i]), d);
-        if ((dr->dkim[i] = lookup_start(dr, RES_TXT, name, NULL, i)) == NULL)
+        if ((dr->dkim[i] = lookup_start(dr, RES_TXT, name, NULL)) == NULL)
             return -ENOMEM;
     }
-    for (size_t i = 0; i < dr->naddrs; i++) {
-        if ((dr->addrs[i].ptr = lookup_start(dr, RES_PTR, dr->addrs[i].text, on_ptr, i)) == NULL)
-            return -ENOMEM;
-        /* SPF_EVAL_START */
-    }
+    for (size_t i = 0; i < dr->naddrs; i++)
+        addr_start(dr, &dr->addrs[i]);
     p25_start(dr);
     return 0;
 }
@@ -782,11 +830,12 @@ int cli_doctor(const char *config_dir, int argc, char **argv)
     io_op_init(&dr.p25.timer, &dr);
     /* A little more than the resolver's own deadline: its timeouts arrive
      * as answers first. */
-    if (io_timer_start(dr.loop, &dr.deadline, (uint64_t)dr.timeout_s * 1000 + 500, on_deadline) <
-            0 ||
-        gather_start(&dr) < 0) {
+    bool failed = io_timer_start(dr.loop, &dr.deadline, (uint64_t)dr.timeout_s * 1000 + 500,
+                                 on_deadline) < 0 ||
+                  gather_start(&dr) < 0;
+    if (failed) {
         fprintf(stderr, "ortoo doctor: out of memory\n");
-        goto out;
+        cancel_all(&dr); /* and run the loop until the cancelled ops are done */
     }
     maybe_done(&dr); /* nothing in flight (every name refused): stop soon */
     rc = io_loop_run(dr.loop);
@@ -794,6 +843,8 @@ int cli_doctor(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "ortoo doctor: event loop failed: %s\n", strerror(-rc));
         goto out;
     }
+    if (failed)
+        goto out;
     if (doctor_judge(&dr) < 0) {
         fprintf(stderr, "ortoo doctor: out of memory\n");
         goto out;
@@ -807,6 +858,12 @@ int cli_doctor(const char *config_dir, int argc, char **argv)
         print_text(&dr, counts);
     status = counts[DR_FAIL] > 0 ? 1 : 0;
 out:
+    for (size_t i = 0; i < dr.naddrs; i++) {
+        if (dr.addrs[i].dr != NULL) {
+            fcrdns_cancel(&dr.addrs[i].fc);
+            spf_cancel(&dr.addrs[i].spf);
+        }
+    }
     for (struct dr_lookup *lk = dr.all, *next; lk != NULL; lk = next) {
         next = lk->next;
         res_cancel(&lk->req);

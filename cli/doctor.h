@@ -5,10 +5,11 @@
  *
  * cli/cli_doctor.c parses the command line, picks the server's addresses,
  * and gathers every answer at once on one private event loop: all DNS
- * lookups through ortoo's own resolver (resolver/resolver.h), the follow-up
- * lookups they lead to (forward confirmation of PTR names, the port 25
- * target's address), the SPF evaluation of each sending address and the
- * port 25 connection, under one overall deadline.  When nothing is in
+ * lookups through ortoo's own resolver (resolver/resolver.h), the
+ * forward-confirmed reverse DNS (resolver/fcrdns.h) and the SPF evaluation
+ * (resolver/spf.h, the evaluator inbound mail is checked with) of each
+ * sending address, the port 25 target's address and the connection to it,
+ * under one overall deadline.  When nothing is in
  * flight any more (or the deadline passed) the loop stops, and
  * cli/doctor_checks.c judges what was gathered, one check after another in a
  * fixed order, into a list of findings (OK / WARN / FAIL, with what was
@@ -31,13 +32,14 @@
 #include "cli/cli.h"
 #include "dkim/keys.h"
 #include "io/loop.h"
+#include "resolver/fcrdns.h"
 #include "resolver/resolver.h"
+#include "resolver/spf.h"
 
 struct config;
 struct users;
 
 #define DR_ADDRS_MAX 16          /* server addresses checked */
-#define DR_PTR_NAMES_MAX 4       /* names of one PTR RRset followed for FCrDNS */
 #define DR_DEFAULT_TIMEOUT_S 30  /* the overall deadline */
 #define DR_PORT25_TIMEOUT_MS 5000 /* a SYN answered in 5 s or port 25 is blocked */
 #define DR_PORT25_DEFAULT "gmail.com" /* whose MX the port 25 test connects to */
@@ -66,7 +68,6 @@ struct dr_lookup {
     char name[RES_NAME_MAX + 1];
     const struct res_answer *ans;
     void (*then)(struct dr_lookup *lk); /* runs after the answer, may start more */
-    size_t idx;                          /* which address (follow-ups) */
     struct dr_lookup *next;              /* in doctor.all */
 };
 
@@ -78,10 +79,12 @@ struct dr_addr {
         struct in6_addr v6;
     } ip;
     char text[INET6_ADDRSTRLEN];
-    struct dr_lookup *ptr;               /* PTR of the address */
-    struct dr_lookup *fwd[DR_PTR_NAMES_MAX]; /* A or AAAA of each PTR name */
-    size_t nfwd;
-    /* SPF_EVAL_FIELDS */
+    struct doctor *dr;
+    struct fcrdns_req fc;                /* PTR and forward confirmation (resolver/fcrdns.h) */
+    bool fc_done;                        /* fc.result and fc.name are set */
+    struct spf_req spf;                  /* SPF of the domain for this address, with the
+                                            inbound evaluator (resolver/spf.h) */
+    bool spf_done;                       /* spf.result and spf.why are set */
 };
 
 /* The port 25 test: a TCP connection to a mail server outside. */
@@ -122,7 +125,7 @@ struct doctor {
     const struct dkim_key *dkim_key[DKIM_KEYS_PER_DOMAIN];
     size_t ndkim;
     struct dr_lookup *all;               /* every lookup, to cancel and free */
-    unsigned inflight;                   /* lookups and SPF evaluations busy */
+    unsigned inflight;                   /* lookups, FCrDNS and SPF checks busy */
     struct io_op deadline;
     bool expired;                        /* the deadline passed */
     unsigned timeout_s;

@@ -25,10 +25,10 @@
 #include "cli/doctor.h"
 #include "core/config.h"
 #include "core/recipients.h"
-#include "core/spf_record.h"
 #include "core/users.h"
 #include "dkim/keys.h"
 #include "io/tls.h"
+#include "resolver/spf_record.h"
 
 const char *dr_status_name(enum dr_status s)
 {
@@ -661,64 +661,53 @@ static char *ptr_fix(struct doctor *dr, const struct dr_addr *x, const char *oth
 
 static void check_ptr(struct doctor *dr, const struct dr_addr *x)
 {
-    const struct res_answer *a = ans_of(x->ptr);
-    const char *h = dr->hostname;
+    const char *h = dr->hostname, *name = x->fc.name;
     static const char why_ptr[] = "Gmail, Outlook and others refuse or junk mail from an address "
                                   "without matching reverse DNS";
-    if (lookup_failed(dr, "ptr", x->text, a, "the PTR record", DR_FAIL))
+    static const char why_fcrdns[] =
+        "receivers check that the name leads back to the address (FCrDNS)";
+    if (!x->fc_done) {
+        add(dr, DR_FAIL, "ptr", x->text,
+            fmt(dr, "no answer for the reverse DNS of %s before the deadline", x->text),
+            "the check cannot be made without the answer; try again", NULL);
         return;
-    if (a->status != RES_OK) {
+    }
+    switch (x->fc.result) {
+    case FCRDNS_PERMERROR:
         add(dr, DR_FAIL, "ptr", x->text, fmt(dr, "%s has no reverse DNS (PTR)", x->text), why_ptr,
             ptr_fix(dr, x, NULL));
         return;
-    }
-    char names[1024] = "";
-    size_t nl = 0;
-    bool here = false, here_confirmed = false;
-    const char *confirmed = NULL;
-    for (size_t i = 0; i < a->n && nl < sizeof(names); i++) {
-        nl += (size_t)snprintf(names + nl, sizeof(names) - nl, "%s%s", i ? ", " : "", a->ptr[i]);
-        bool fw = i < x->nfwd && ans_has_addr(ans_of(x->fwd[i]), x);
-        if (name_eq(a->ptr[i], h)) {
-            here = true;
-            here_confirmed = here_confirmed || fw;
-        } else if (fw && confirmed == NULL) {
-            confirmed = a->ptr[i];
-        }
-    }
-    if (here_confirmed) {
-        add(dr, DR_OK, "ptr", x->text,
-            fmt(dr, "%s -> %s -> %s (forward-confirmed, matches the EHLO name)", x->text, h,
-                x->text),
-            NULL, NULL);
-    } else if (here) {
-        size_t i = 0;
-        while (i < a->n && !name_eq(a->ptr[i], h))
-            i++;
-        const struct res_answer *f = i < x->nfwd ? ans_of(x->fwd[i]) : NULL;
-        if (i >= x->nfwd || ans_failed(f)) {
+    case FCRDNS_TEMPERROR:
+        add(dr, DR_FAIL, "ptr", x->text,
+            fmt(dr, "the reverse DNS of %s could not be looked up (temperror%s%s)", x->text,
+                name[0] ? ": " : "", name),
+            "receivers that cannot confirm the name defer or refuse the mail", NULL);
+        return;
+    case FCRDNS_PASS:
+        if (name_eq(name, h))
+            add(dr, DR_OK, "ptr", x->text,
+                fmt(dr, "%s -> %s -> %s (forward-confirmed, matches the EHLO name)", x->text, h,
+                    x->text),
+                NULL, NULL);
+        else
             add(dr, DR_FAIL, "ptr", x->text,
-                fmt(dr, "%s -> %s, whose %s lookup failed (%s)", x->text, h,
-                    x->af == AF_INET ? "A" : "AAAA",
-                    f != NULL ? res_status_name(f->status) : "no answer"),
-                "receivers check that the name leads back to the address (FCrDNS)", NULL);
-            return;
-        }
-        add(dr, DR_FAIL, "ptr", x->text,
-            fmt(dr, "%s -> %s, but %s does not resolve to %s", x->text, h, h, x->text),
-            "receivers check that the name leads back to the address (FCrDNS)",
-            fmt(dr, "%s. IN %s %s", h, x->af == AF_INET ? "A" : "AAAA", x->text));
-    } else if (confirmed != NULL) {
-        add(dr, DR_FAIL, "ptr", x->text,
-            fmt(dr, "%s -> %s (forward-confirmed), but this server says EHLO %s", x->text,
-                confirmed, h),
-            "receivers compare the reverse name with the EHLO name; a mismatch looks like a "
-            "hijacked or dynamic address",
-            ptr_fix(dr, x, confirmed));
-    } else {
-        add(dr, DR_FAIL, "ptr", x->text,
-            fmt(dr, "%s -> %s, which does not resolve back to %s", x->text, names, x->text),
-            why_ptr, ptr_fix(dr, x, NULL));
+                fmt(dr, "%s -> %s (forward-confirmed), but this server says EHLO %s", x->text,
+                    name, h),
+                "receivers compare the reverse name with the EHLO name; a mismatch looks like a "
+                "hijacked or dynamic address",
+                ptr_fix(dr, x, name));
+        return;
+    case FCRDNS_FAIL:
+    default:
+        if (name_eq(name, h))
+            add(dr, DR_FAIL, "ptr", x->text,
+                fmt(dr, "%s -> %s, but %s does not resolve to %s", x->text, h, h, x->text),
+                why_fcrdns, fmt(dr, "%s. IN %s %s", h, x->af == AF_INET ? "A" : "AAAA", x->text));
+        else
+            add(dr, DR_FAIL, "ptr", x->text,
+                fmt(dr, "%s -> %s, which does not resolve back to %s", x->text, name, x->text),
+                why_fcrdns, ptr_fix(dr, x, NULL));
+        return;
     }
 }
 
@@ -812,7 +801,57 @@ static const struct res_txt *check_spf_record(struct doctor *dr)
     return t;
 }
 
-/* SPF_EVAL_CHECK */
+/*
+ * SPF evaluated for each sending address, as a receiver evaluates it for a
+ * bounce from this server (check_host() with <sender> postmaster@DOMAIN,
+ * resolver/spf.h): one finding per address.  Only when the record itself is
+ * sound: a missing, doubled or broken record was reported already.
+ */
+static void check_spf_eval(struct doctor *dr, const struct res_txt *rec)
+{
+    bool passing[DR_ADDRS_MAX] = {false};
+    for (size_t i = 0; i < dr->naddrs; i++)
+        passing[i] = dr->addrs[i].spf_done && dr->addrs[i].spf.result == SPF_R_PASS;
+    for (size_t i = 0; i < dr->naddrs; i++) {
+        const struct dr_addr *x = &dr->addrs[i];
+        const struct spf_req *r = &x->spf;
+        if (!x->spf_done) {
+            add(dr, DR_FAIL, "spf", x->text,
+                fmt(dr, "no SPF result for %s before the deadline", x->text),
+                "the check cannot be made without the answer; try again", NULL);
+            continue;
+        }
+        const char *res = spf_result_name(r->result);
+        char *why = fmt(dr, "%s%s%s", r->why, r->explanation[0] ? "; explanation: " : "",
+                        r->explanation);
+        if (r->result == SPF_R_PASS) {
+            add(dr, DR_OK, "spf", x->text,
+                fmt(dr, "SPF of %s gives pass for %s (%s)", dr->domain, x->text, why ? why : ""),
+                NULL, NULL);
+        } else if (r->result == SPF_R_TEMPERROR) {
+            add(dr, DR_FAIL, "spf", x->text,
+                fmt(dr, "SPF of %s gives temperror for %s (%s)", dr->domain, x->text,
+                    why ? why : ""),
+                "receivers defer the mail or take it without SPF; try again, and if it "
+                "persists check the DNS of every name the record includes",
+                NULL);
+        } else {
+            /* A permerror (lookup limits, a broken include) needs a record
+             * of its own; otherwise the failing addresses go first. */
+            char *sug = spf_suggest(dr, r->result == SPF_R_PERMERROR ? NULL : rec->text,
+                                    r->result == SPF_R_PERMERROR ? NULL : passing);
+            add(dr, DR_FAIL, "spf", x->text,
+                fmt(dr, "SPF of %s gives %s for %s (%s)", dr->domain, res, x->text,
+                    why ? why : ""),
+                r->result == SPF_R_PERMERROR
+                    ? "a permanent error counts as no SPF, or as a failure (RFC 7208 2.6.7)"
+                    : "receivers send mail from this address to spam or refuse it",
+                sug ? txt_record(dr, dr->domain, sug) : NULL);
+            free(sug);
+        }
+        free(why);
+    }
+}
 
 static void check_dkim(struct doctor *dr)
 {
@@ -1340,8 +1379,9 @@ int doctor_judge(struct doctor *dr)
     check_host_addresses(dr);
     for (size_t i = 0; i < dr->naddrs; i++)
         check_ptr(dr, &dr->addrs[i]);
-    (void)check_spf_record(dr);
-    /* SPF_EVAL_JUDGE */
+    const struct res_txt *spf = check_spf_record(dr);
+    if (spf != NULL)
+        check_spf_eval(dr, spf);
     check_dkim(dr);
     check_dmarc(dr);
     check_certificate(dr);

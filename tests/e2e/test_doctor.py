@@ -181,6 +181,12 @@ def world(tmp_path_factory):
             "_dmarc": [("TXT", ["v=DMARC1; p=reject; rua=mailto:nobody@odd.test"])],
             "_mta-sts": [("TXT", ["v=STSv1; id=20240101"])],
         }, signed=False),
+        Zone("soft.test", {
+            "@": ["MX 10 mail.bad.test.", ("TXT", ["v=spf1 ip4:127.0.0.28 ~all"])],
+        }, signed=False),
+        Zone("loop.test", {
+            "@": ["MX 10 mail.bad.test.", ("TXT", ["v=spf1 include:loop.test -all"])],
+        }, signed=False),
         Zone("forged.test", {"@": ["MX 10 mail.bad.test."]},
              tamper={("@", "MX"): "10 evil.example."}),
         Zone("0.0.127.in-addr.arpa", {
@@ -295,7 +301,7 @@ def test_good_details(good_report, world, listener):
     assert "forward-confirmed" in one(rep, "ptr", "127.0.0.25")["detail"]
     assert '"v=spf1 mx -all"' in one(rep, "spf", "good.test")["detail"]
     for ip in GOOD_IPS:
-        assert "pass" in one(rep, "spf", ip)["detail"]
+        assert "SPF of good.test gives pass for " + ip in one(rep, "spf", ip)["detail"]
     assert "ed25519" in one(rep, "dkim", "s1._domainkey.good.test")["detail"]
     assert "matches the key on disk" in one(rep, "dkim", "s2._domainkey.good.test")["detail"]
     dmarc = one(rep, "dmarc")["detail"]
@@ -514,6 +520,30 @@ def test_insecure_zone_and_mta_sts_not_fetched(odd_report):
     c = one(odd_report, "mta-sts")
     assert c["status"] == "WARN" and "not fetched" in c["detail"], c
     assert "https://mta-sts.odd.test/.well-known/mta-sts.txt" in c["fix"]
+
+
+def test_spf_evaluated_per_address(world):
+    """SPF parses but does not pass for one address: the evaluator's result,
+    and the published record with the missing address put first."""
+    rc, rep, err = doctor(world, "bad", "soft.test", "--ip", "127.0.0.27", "--ip", "127.0.0.28",
+                          "--no-port25")
+    assert rc == 1, err
+    assert one(rep, "spf", "soft.test")["status"] == "OK"
+    c = one(rep, "spf", "127.0.0.28")
+    assert c["status"] == "OK" and "gives pass" in c["detail"], c
+    c = one(rep, "spf", "127.0.0.27")
+    assert c["status"] == "FAIL" and "gives softfail for 127.0.0.27" in c["detail"], c
+    assert c["fix"] == 'soft.test. IN TXT "v=spf1 ip4:127.0.0.27 ip4:127.0.0.28 ~all"', c
+
+
+def test_spf_permerror(world):
+    """An include loop: the evaluator's lookup limit makes it a permerror."""
+    rc, rep, err = doctor(world, "bad", "loop.test", "--ip", "127.0.0.27", "--no-port25")
+    assert rc == 1, err
+    c = one(rep, "spf", "127.0.0.27")
+    assert c["status"] == "FAIL" and "gives permerror" in c["detail"], c
+    # the MX is this server, and 127.0.0.27 is its address: "mx" says it all
+    assert c["fix"] == 'loop.test. IN TXT "v=spf1 mx -all"', c
 
 
 def test_bogus_zone(world):
