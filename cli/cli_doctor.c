@@ -103,23 +103,6 @@ static bool addr_public(int af, const void *ip)
     return true;
 }
 
-/* Add an address unless it is there already.  Returns 0 or -E2BIG. */
-static int addr_add(struct doctor *dr, int af, const void *ip)
-{
-    size_t len = af == AF_INET ? sizeof(struct in_addr) : sizeof(struct in6_addr);
-    for (size_t i = 0; i < dr->naddrs; i++)
-        if (dr->addrs[i].af == af && memcmp(&dr->addrs[i].ip, ip, len) == 0)
-            return 0;
-    if (dr->naddrs == DR_ADDRS_MAX)
-        return -E2BIG;
-    struct dr_addr *a = &dr->addrs[dr->naddrs++];
-    memset(a, 0, sizeof(*a));
-    a->af = af;
-    memcpy(&a->ip, ip, len);
-    inet_ntop(af, ip, a->text, sizeof(a->text));
-    return 0;
-}
-
 /* "203.0.113.25", "2001:db8::25" or "[2001:db8::25]" into dr.  Returns 0,
  * -EINVAL (not an address) or -E2BIG. */
 static int addr_add_text(struct doctor *dr, const char *s)
@@ -134,9 +117,9 @@ static int addr_add_text(struct doctor *dr, const char *s)
         s = buf;
     }
     if (inet_pton(AF_INET, s, &ip) == 1)
-        return addr_add(dr, AF_INET, &ip);
+        return doctor_addr_add(dr, AF_INET, &ip);
     if (inet_pton(AF_INET6, s, &ip) == 1)
-        return addr_add(dr, AF_INET6, &ip);
+        return doctor_addr_add(dr, AF_INET6, &ip);
     return -EINVAL;
 }
 
@@ -150,7 +133,7 @@ static void addrs_from_listeners(struct doctor *dr)
                              : (const void *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
         if ((ss->ss_family == AF_INET || ss->ss_family == AF_INET6) &&
             addr_public(ss->ss_family, ip))
-            (void)addr_add(dr, ss->ss_family, ip);
+            (void)doctor_addr_add(dr, ss->ss_family, ip);
     }
 }
 
@@ -167,7 +150,7 @@ static void addrs_from_interfaces(struct doctor *dr)
         const void *ip = af == AF_INET ? (const void *)&((struct sockaddr_in *)i->ifa_addr)->sin_addr
                                        : (const void *)&((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr;
         if ((af == AF_INET || af == AF_INET6) && addr_public(af, ip))
-            (void)addr_add(dr, af, ip);
+            (void)doctor_addr_add(dr, af, ip);
     }
     freeifaddrs(ifs);
 }

@@ -145,6 +145,10 @@ struct doctor {
     size_t nchecks, cap;
 };
 
+/* Add a server address (af AF_INET or AF_INET6, ip a struct in_addr or
+ * in6_addr) unless it is there already.  Returns 0 or -E2BIG. */
+int doctor_addr_add(struct doctor *dr, int af, const void *ip);
+
 /* Judge everything gathered in dr into dr->checks (cli/doctor_checks.c).
  * Returns 0 or -ENOMEM. */
 int doctor_judge(struct doctor *dr);

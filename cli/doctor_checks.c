@@ -35,6 +35,22 @@ const char *dr_status_name(enum dr_status s)
     return s == DR_OK ? "OK" : s == DR_WARN ? "WARN" : "FAIL";
 }
 
+int doctor_addr_add(struct doctor *dr, int af, const void *ip)
+{
+    size_t len = af == AF_INET ? sizeof(struct in_addr) : sizeof(struct in6_addr);
+    for (size_t i = 0; i < dr->naddrs; i++)
+        if (dr->addrs[i].af == af && memcmp(&dr->addrs[i].ip, ip, len) == 0)
+            return 0;
+    if (dr->naddrs == DR_ADDRS_MAX)
+        return -E2BIG;
+    struct dr_addr *a = &dr->addrs[dr->naddrs++];
+    memset(a, 0, sizeof(*a));
+    a->af = af;
+    memcpy(&a->ip, ip, len);
+    inet_ntop(af, ip, a->text, sizeof(a->text));
+    return 0;
+}
+
 /* ---- building findings ---- */
 
 /* printf into a new string; NULL (and dr->oom) when out of memory. */
