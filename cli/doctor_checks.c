@@ -570,7 +570,8 @@ static void check_mx(struct doctor *dr)
                 dr->hostname),
             "senders try the most preferred host first: mail reaches this server only when "
             "it is down",
-            fmt(dr, "%s (with the lowest preference, or the only one)", mx_record(dr)));
+            fmt(dr, "%s. IN MX 10 %s.   (the lowest preference, or the only one)", d,
+                dr->hostname));
     } else {
         add(dr, DR_OK, "mx", d, fmt(dr, "%s MX %s (DNSSEC: %s)", d, list, res_sec_name(a->sec)),
             NULL, NULL);
@@ -1080,7 +1081,7 @@ static bool tlsa_matches(const struct doctor *dr, const struct res_answer *a, bo
         size_t from = r.usage == 3 ? 0 : 1, to = r.usage == 3 ? 1 : dr->cert.nchain;
         for (size_t c = from; c < to && c < CLI_CERT_CHAIN_MAX; c++) {
             if (tls_tlsa_match_der(&r, dr->cert.der[c], dr->cert.der_len[c])) {
-                snprintf(which, cap, "TLSA %u %u %u, %s", r.usage, r.selector, r.mtype,
+                snprintf(which, cap, "TLSA %u %u %u (%s)", r.usage, r.selector, r.mtype,
                          r.usage == 3 ? "DANE-EE" : "DANE-TA");
                 return true;
             }
@@ -1130,7 +1131,7 @@ static void check_certificate(struct doctor *dr)
             free(fix_issue);
             add(dr, DR_OK, "certificate", h,
                 fmt(dr, "valid for %s, %d days left, %s%s; not trusted by this host's CAs "
-                        "(%s), but authenticated by DANE (%s)",
+                        "(%s), but authenticated by DANE: %s",
                     h, c->days_left, c->self_signed ? "self-signed" : "issued by ",
                     c->self_signed ? "" : dr->cert_issuer, dr->cert_trust_err, which),
                 NULL, NULL);
