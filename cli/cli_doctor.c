@@ -118,6 +118,8 @@ static int addr_add_text(struct doctor *dr, const char *s)
     }
     if (inet_pton(AF_INET, s, &ip) == 1)
         return doctor_addr_add(dr, AF_INET, &ip);
+    if (inet_pton(AF_INET6, s, &ip) == 1 && IN6_IS_ADDR_V4MAPPED(&ip))
+        return doctor_addr_add(dr, AF_INET, &ip.s6_addr[12]); /* ::ffff:a.b.c.d is IPv4 */
     if (inet_pton(AF_INET6, s, &ip) == 1)
         return doctor_addr_add(dr, AF_INET6, &ip);
     return -EINVAL;
@@ -674,7 +676,7 @@ static void load_local(struct doctor *dr, struct users **users, struct dkim_keys
 static int parse_args(struct doctor *dr, int argc, char **argv, bool *json)
 {
     const char *domain = NULL;
-    bool ip_mode = false;
+    bool ip_mode = false, target = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "--json") == 0) {
@@ -701,7 +703,11 @@ static int parse_args(struct doctor *dr, int argc, char **argv, bool *json)
                 }
             }
             dr->addrs_from = "given with --ip";
-        } else if (strcmp(a, "--timeout") == 0 && i + 1 < argc) {
+        } else if ((strcmp(a, "--timeout") == 0 || strcmp(a, "--port25-target") == 0) &&
+                   i + 1 >= argc) {
+            fprintf(stderr, "ortoo doctor: %s needs a value\n", a);
+            return 2;
+        } else if (strcmp(a, "--timeout") == 0) {
             char *end;
             unsigned long v = strtoul(argv[++i], &end, 10);
             if (*argv[i] == '\0' || *end != '\0' || v < 1 || v > 300) {
@@ -714,7 +720,8 @@ static int parse_args(struct doctor *dr, int argc, char **argv, bool *json)
         } else if (strcmp(a, "--no-port25") == 0) {
             dr->p25.enabled = false;
             ip_mode = false;
-        } else if (strcmp(a, "--port25-target") == 0 && i + 1 < argc) {
+        } else if (strcmp(a, "--port25-target") == 0) {
+            target = true;
             if (p25_parse_target(argv[++i], &dr->p25) < 0) {
                 fprintf(stderr,
                         "ortoo doctor: --port25-target takes HOST:PORT or [IPV6]:PORT, got "
@@ -738,6 +745,10 @@ static int parse_args(struct doctor *dr, int argc, char **argv, bool *json)
     }
     if (domain == NULL) {
         fprintf(stderr, "ortoo doctor: which domain?\n");
+        return 2;
+    }
+    if (target && !dr->p25.enabled) {
+        fprintf(stderr, "ortoo doctor: --no-port25 and --port25-target exclude each other\n");
         return 2;
     }
     if (res_name_normalize(domain, dr->domain, sizeof(dr->domain)) < 0 ||
@@ -795,7 +806,9 @@ int cli_doctor(const char *config_dir, int argc, char **argv)
 
     /* The resolver gives up before our deadline so that its answer, even a
      * timeout, is what we report. */
-    if (cfg->resolver.timeout_ms == 0 || cfg->resolver.timeout_ms > dr.timeout_s * 1000)
+    if (cfg->resolver.timeout_ms == 0)
+        cfg->resolver.timeout_ms = RES_DEFAULT_TIMEOUT_MS;
+    if (cfg->resolver.timeout_ms > dr.timeout_s * 1000)
         cfg->resolver.timeout_ms = dr.timeout_s * 1000;
     dr.loop = io_loop_new(cfg->io, 256);
     if (dr.loop == NULL) {

@@ -205,24 +205,25 @@ static const char *txt_short(const struct res_txt *t, char buf[DR_SHORT_MAX])
     return buf;
 }
 
-/* The TXT records of a that start with prefix (case-insensitively,
- * followed by a blank, a ';' or the end).  Returns how many; idx[] gets the
- * first max indexes. */
-static size_t txt_select(const struct res_answer *a, const char *prefix, size_t *idx, size_t max)
+static bool starts_with_tag(const char *text, size_t len, const char *name, const char *value);
+
+/*
+ * The TXT records of a that are of one kind: version NULL, SPF records
+ * (spf_record_is_spf: "v=spf1", any case, RFC 7208 4.5); else records
+ * whose first tag is v=<version>, exactly (DMARC1, STSv1, TLSRPTv1: the
+ * version strings are case-sensitive).  Returns how many; idx[] gets the
+ * first max indexes.
+ */
+static size_t txt_select(const struct res_answer *a, const char *version, size_t *idx,
+                         size_t max)
 {
-    size_t n = 0, pl = strlen(prefix);
+    size_t n = 0;
     if (a == NULL || a->status != RES_OK)
         return 0;
     for (size_t i = 0; i < a->n; i++) {
-        const char *t = a->txt[i].text;
-        size_t len = a->txt[i].len;
-        while (len > 0 && (*t == ' ' || *t == '\t')) {
-            t++;
-            len--;
-        }
-        if (len < pl || strncasecmp(t, prefix, pl) != 0)
-            continue;
-        if (len > pl && t[pl] != ' ' && t[pl] != ';' && t[pl] != '\t')
+        const struct res_txt *t = &a->txt[i];
+        if (version == NULL ? !spf_record_is_spf(t->text, t->len)
+                            : !starts_with_tag(t->text, t->len, "v", version))
             continue;
         if (n < max)
             idx[n] = i;
@@ -772,7 +773,7 @@ static const struct res_txt *check_spf_record(struct doctor *dr)
 
     if (lookup_failed(dr, "spf", d, a, "the SPF record", DR_FAIL))
         return NULL;
-    size_t n = txt_select(a, "v=spf1", idx, 2);
+    size_t n = txt_select(a, NULL, idx, 2);
     if (n == 0) {
         char *rec = spf_suggest(dr, NULL, NULL);
         add(dr, DR_FAIL, "spf", d, fmt(dr, "%s has no SPF record", d), why_none,
@@ -1025,7 +1026,7 @@ static void check_dmarc(struct doctor *dr)
 
     if (lookup_failed(dr, "dmarc", name, a, "the DMARC record", DR_FAIL))
         return;
-    size_t n = txt_select(a, "v=DMARC1", idx, 2);
+    size_t n = txt_select(a, "DMARC1", idx, 2);
     if (n == 0) {
         add(dr, DR_FAIL, "dmarc", name, fmt(dr, "no DMARC record at %s", name),
             "Gmail and Yahoo require DMARC from bulk senders, and without it nothing asks "
@@ -1251,7 +1252,7 @@ static void check_mta_sts(struct doctor *dr)
     size_t idx[2];
     if (lookup_failed(dr, "mta-sts", name, a, "the MTA-STS record", DR_WARN))
         return;
-    size_t n = txt_select(a, "v=STSv1", idx, 2);
+    size_t n = txt_select(a, "STSv1", idx, 2);
     if (n == 0) {
         add(dr, DR_OK, "mta-sts", name, fmt(dr, "no MTA-STS record (optional)"), NULL, NULL);
         return;
@@ -1294,7 +1295,7 @@ static void check_tls_rpt(struct doctor *dr)
     size_t idx[2];
     if (lookup_failed(dr, "tls-rpt", name, a, "the TLS-RPT record", DR_WARN))
         return;
-    size_t n = txt_select(a, "v=TLSRPTv1", idx, 2);
+    size_t n = txt_select(a, "TLSRPTv1", idx, 2);
     if (n == 0) {
         add(dr, DR_OK, "tls-rpt", name, fmt(dr, "no TLS-RPT record (optional)"), NULL, NULL);
         return;

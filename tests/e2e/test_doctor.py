@@ -343,9 +343,31 @@ def test_without_trusted_ca_the_certificate_relies_on_dane(world, listener):
 
 
 def test_no_port25(world):
-    rc, rep, _ = doctor(world, "good", "good.test", "--ip", "127.0.0.25", "::1", "--no-port25")
+    # also: "--ip A B" takes both, and a v4-mapped address is the IPv4 address
+    rc, rep, _ = doctor(world, "good", "good.test", "--ip", "::ffff:127.0.0.25", "::1",
+                        "--no-port25")
     assert rc == 0, show(rep)
+    assert rep["addresses"] == GOOD_IPS
     assert not [c for c in rep["checks"] if c["name"] == "port25"]
+
+
+def test_addresses_from_listeners(world, tmp_path):
+    """Without --ip, specific public listener addresses are the server's
+    (loopback ones are not: the world never sees them)."""
+    with open(os.path.join(world["good"], "ortoo.conf")) as f:
+        conf = f.read()
+    assert "smtp = 127.0.0.1:0\n" in conf
+    os.makedirs(tmp_path / "c")
+    with open(tmp_path / "c" / "ortoo.conf", "w") as f:
+        f.write(conf.replace("smtp = 127.0.0.1:0\n",
+                             "smtp = 127.0.0.1:0, 198.51.100.7:25\n"
+                             "submission = [2001:db8::7]:587\n"))
+    p = run_ortoo(tmp_path / "c", "doctor", "good.test", "--no-port25", "--json", check=False)
+    rep = json.loads(p.stdout)
+    assert rep["addresses"] == ["198.51.100.7", "2001:db8::7"], rep
+    assert rep["addresses_from"] == "the addresses the listeners bind"
+    c = one(rep, "address")
+    assert c["status"] == "FAIL" and "mail.good.test. IN A 198.51.100.7" in c["fix"], c
 
 
 # ---- everything wrong ----------------------------------------------------------
@@ -561,6 +583,7 @@ def test_bogus_zone(world):
     (), ("--ip",), ("good.test", "--ip", "not-an-ip"), ("good.test", "--timeout", "0"),
     ("good.test", "--port25-target", "nope"), ("good.test", "--port25-target", "h:0"),
     ("good.test", "--bogus"), ("good.test", "other.test"), ("not_a_domain!",),
+    ("good.test", "--timeout"), ("good.test", "--no-port25", "--port25-target", "h:25"),
 ], ids=lambda a: " ".join(a) or "nothing")
 def test_usage_errors(world, args):
     p = run_ortoo(world["good"], "doctor", *args, check=False)
