@@ -195,7 +195,7 @@ static void lookup_done(struct dr_lookup *lk)
 static struct dr_lookup *lookup_start(struct doctor *dr, enum res_type type, const char *name,
                                       void (*then)(struct dr_lookup *))
 {
-    struct dr_lookup *lk = calloc(1, sizeof(*lk) + sizeof(struct res_answer));
+    struct dr_lookup *lk = calloc(1, sizeof(*lk));
     if (lk == NULL)
         return NULL;
     lk->dr = dr;
@@ -208,8 +208,7 @@ static struct dr_lookup *lookup_start(struct doctor *dr, enum res_type type, con
     if (dr->expired)
         return lk;
     if (res_lookup(dr->res, &lk->req, type, name, on_lookup) < 0) {
-        /* A static answer (refs 0) stored right after the lookup. */
-        struct res_answer *a = (struct res_answer *)(lk + 1);
+        struct res_answer *a = &lk->refused;
         a->type = type;
         a->status = RES_ERROR;
         a->name = lk->name;

@@ -69,6 +69,8 @@ struct dr_lookup {
     const struct res_answer *ans;
     void (*then)(struct dr_lookup *lk); /* runs after the answer, may start more */
     struct dr_lookup *next;              /* in doctor.all */
+    struct res_answer refused;           /* ans when the resolver refused the name
+                                            (RES_ERROR; refs 0: never freed) */
 };
 
 /* One address of the server, which is also a sending address. */
@@ -105,7 +107,13 @@ struct dr_port25 {
     int result;                          /* 0 connected, else -errno */
 };
 
-/* Everything gathered, and the findings. */
+/*
+ * Everything gathered, and the findings.  Invariants while the loop runs:
+ * inflight counts exactly the busy reqs (the res_req of every lookup in
+ * all, and the fc and spf reqs of the addresses, which have dr set once
+ * started); the loop stops once inflight is 0 and neither the port 25 ops
+ * nor the deadline are busy; after expired is set nothing new starts.
+ */
 struct doctor {
     const struct config *cfg;
     const struct users *users;           /* local domains, for rua; NULL: none */
