@@ -482,12 +482,24 @@ int dr_dkim_p(const char *text, size_t len, char *out, size_t cap, char *k, size
 
 /* ---- the checks ---- */
 
+/* When a file could not be read for want of permission, the fix is to run
+ * doctor as the server reads its files; NULL otherwise. */
+static char *perm_fix(struct doctor *dr, const char *text)
+{
+    if (strstr(text, strerror(EACCES)) == NULL)
+        return NULL;
+    return fmt(dr, "run doctor as root (or as the server's user, %s): sudo ortoo doctor %s",
+               dr->cfg->user ? dr->cfg->user : "ortoo", dr->domain);
+}
+
 static void check_domain(struct doctor *dr)
 {
     const char *d = dr->domain;
     if (dr->users == NULL) {
+        char *fix = perm_fix(dr, dr->users_err);
         add(dr, DR_WARN, "domain", d, fmt(dr, "the local domains cannot be read: %s", dr->users_err),
-            "this server refuses mail for domains it cannot read", fmt(dr, "ortoo check"));
+            "this server refuses mail for domains it cannot read",
+            fix ? fix : fmt(dr, "ortoo check"));
     } else if (users_is_local_domain(dr->users, d, strlen(d))) {
         add(dr, DR_OK, "domain", d, fmt(dr, "%s is a local domain of this server", d), NULL, NULL);
     } else {
@@ -875,8 +887,10 @@ static void check_dkim(struct doctor *dr)
 {
     const char *d = dr->domain;
     if (dr->keys == NULL && dr->keys_err[0] != '\0') {
+        char *fix = perm_fix(dr, dr->keys_err);
         add(dr, DR_FAIL, "dkim", d, fmt(dr, "the DKIM keys cannot be loaded: %s", dr->keys_err),
-            "mail is not signed while the keys cannot be read", fmt(dr, "ortoo check"));
+            "mail is not signed while the keys cannot be read",
+            fix ? fix : fmt(dr, "ortoo check"));
         return;
     }
     if (dr->ndkim == 0) {
@@ -1103,6 +1117,11 @@ static void check_certificate(struct doctor *dr)
     static const char why_broken[] =
         "without a usable certificate STARTTLS is off: mail arrives in plain text, and "
         "senders that require TLS do not deliver";
+    char *perm = perm_fix(dr, dr->cert_notes);
+    if (perm != NULL) {
+        free(fix_issue);
+        fix_issue = perm;
+    }
     if (!c->has_leaf || !c->has_key || !c->key_matches || c->expired || c->not_yet_valid) {
         add(dr, DR_FAIL, "certificate", h,
             fmt(dr, "%s", dr->cert_notes[0] ? dr->cert_notes : "unusable"), why_broken,
