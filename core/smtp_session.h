@@ -26,6 +26,7 @@ struct tls_server;
 struct auth;
 struct users;
 struct dkim_keys;
+struct checks_reactor;
 
 /* Per-reactor context shared by its sessions (owned by core/server.c). */
 struct smtp_reactor {
@@ -38,6 +39,7 @@ struct smtp_reactor {
     struct tls_server *tls;         /* server certificates (NULL: no TLS) */
     struct auth *auth;              /* password verification (shared) */
     struct dkim_keys *dkim;         /* DKIM signing keys (a reference; swapped at reload) */
+    struct checks_reactor *checks;  /* inbound checks' per-reactor part (core/checks.h) */
     size_t nsessions;               /* live sessions on this reactor */
     uint64_t session_seq;           /* for session ids */
     uint64_t accepted;              /* messages queued (stats) */

@@ -491,18 +491,23 @@ static enum dkim_vstatus sig_status(struct dkim_verifier *v, DKIM_SIGINFO *sig)
     }
 }
 
+void dkim_verify_eof(struct dkim_verifier *v)
+{
+    if (v->state != VS_HEADER || v->header_done)
+        return;
+    /* No empty line: the message is all header. */
+    if (v->hdr_len >= 2 && v->hdr[v->hdr_len - 2] == '\r' && v->hdr[v->hdr_len - 1] == '\n')
+        v->hdr_len -= 2;
+    header_end(v, v->hdr != NULL ? v->hdr : "", v->hdr_len);
+}
+
 int dkim_verify_finish(struct dkim_verifier *v, struct dkim_verify_result *res)
 {
     memset(res, 0, sizeof(*res));
     if (v->finished)
         return 0;
+    dkim_verify_eof(v);
     v->finished = true;
-    if (v->state == VS_HEADER) {
-        /* No empty line: the message is all header. */
-        if (v->hdr_len >= 2 && v->hdr[v->hdr_len - 2] == '\r' && v->hdr[v->hdr_len - 1] == '\n')
-            v->hdr_len -= 2;
-        header_end(v, v->hdr != NULL ? v->hdr : "", v->hdr_len);
-    }
     res->error = v->error;
     if (v->dkim == NULL || v->state != VS_BODY)
         return 0;

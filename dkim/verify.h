@@ -11,13 +11,15 @@
  * through its key lookup callback.  The flow, for one message:
  *
  *   v = dkim_verify_open(lib, max_sigs, authserv_id);   DATA / first BDAT
- *   dkim_verify_feed(v, bytes, n);        every append, stored wire form
- *   if (dkim_verify_header_done(v))       once the header block has ended:
- *       for i < dkim_verify_nkeys(v):     look up dkim_verify_key_name(v, i)
- *                                         (TXT), then dkim_verify_set_key()
- *   dkim_verify_finish(v, &res);          at the final dot, keys set (a key
- *                                         never set counts as a temporary
- *                                         DNS failure)
+ *   dkim_verify_feed(v, bytes, n);        every append, stored wire form;
+ *                                         once dkim_verify_header_done(v):
+ *       look up dkim_verify_key_name(v, i) (TXT) for i < dkim_verify_nkeys(v)
+ *       and dkim_verify_set_key(v, i, ...) as the answers come
+ *   dkim_verify_eof(v);                   the final dot (a header block that
+ *                                         never ended is complete now: look
+ *                                         its keys up if not done yet)
+ *   dkim_verify_finish(v, &res);          once the keys are set (a key never
+ *                                         set counts as a temporary failure)
  *   dkim_verify_free(v);
  *
  * Bytes are dot-unstuffed on the fly (dkim/canon.h); the header block is
@@ -101,6 +103,11 @@ struct dkim_verifier *dkim_verify_open(struct dkim_verify_lib *lib, unsigned max
 /* Message bytes in stored wire form (borrowed).  Never fails: a problem
  * is remembered and reported by dkim_verify_finish. */
 void dkim_verify_feed(struct dkim_verifier *v, const char *data, size_t len);
+
+/* No more bytes will come (the final dot): a header block that never
+ * ended is taken as complete (a message without a body), so that the key
+ * names and the From facts are known before dkim_verify_finish(). */
+void dkim_verify_eof(struct dkim_verifier *v);
 
 /* The header block has ended (or was too large): the facts below and the
  * key names are known. */
