@@ -44,6 +44,7 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/psl.h"
 #include "core/users.h"
 #include "io/tls.h"
 
@@ -76,6 +77,23 @@ static void note_file(struct check *ck, const char *path)
 {
     if (ck->nfiles < CHECK_MAX_FILES)
         ck->files[ck->nfiles++] = strdup(path);
+}
+
+/* [checks]: the Public Suffix List the server reads at start (DMARC). */
+static void check_psl(struct check *ck, const struct config *cfg)
+{
+    char err[512];
+    if (!cfg->checks.enabled)
+        return;
+    struct psl *psl = psl_load(cfg->checks.public_suffix_list, err, sizeof(err));
+    if (psl == NULL) {
+        bool set = cfg->checks.public_suffix_list_set;
+        report(ck, set, cfg->file, "[checks] %s%s", err,
+               set ? "" : " (DMARC then takes the last two labels as the organizational domain; "
+                          "install the publicsuffix package)");
+        return;
+    }
+    psl_free(psl);
 }
 
 /* The last OpenSSL error as text. */
@@ -591,6 +609,7 @@ int cli_check(const char *config_dir, int argc, char **argv)
     note_file(&ck, cfg->file);
     check_domains(&ck, cfg);
     check_certs(&ck, cfg);
+    check_psl(&ck, cfg);
     check_readable(&ck, cfg);
     struct stat st;
     if (stat(cfg->spool, &st) < 0)

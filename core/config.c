@@ -26,6 +26,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/psl.h"
+
 #define CONFIG_FILE_NAME "ortoo.conf"
 #define CONFIG_FILE_MAX (1u << 20)      /* a config file is small */
 
@@ -77,11 +79,17 @@ static const struct key_def keys[] = {
     {"auth", "cache_ttl", KT_UINT, F(auth_cache_ttl), 0, 604800},
     {"auth", "max_failures", KT_UINT, F(auth_max_failures), 1, 1000000},
     {"auth", "fail_window", KT_UINT, F(auth_fail_window), 1, 604800},
+    /* [spool] */
+    {"spool", "segment_size", KT_SIZE, F(spool_opts.segment_size), 64 * 1024, 0},
+    {"spool", "checkpoint_size", KT_SIZE, F(spool_opts.checkpoint_size), 4096, 0},
+    {"spool", "compact_min_age", KT_UINT, F(spool_opts.compact_min_age), 1, 604800},
+    {"spool", "compact_live_pct", KT_UINT, F(spool_opts.compact_live_pct), 1, 99},
 };
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp"};
+static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp",
+                                       "limits", "spool", "checks"};
 
 /* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
 enum domains_key {
@@ -104,6 +112,75 @@ static const struct {
 };
 
 /*
+ * The limit keys (struct config_limits): a table of their own, looked up
+ * after keys[].  Their indexes in loader.seen[] follow NKEYS.
+ */
+#define L(field) offsetof(struct config, limits.field)
+static const struct key_def limit_keys[] = {
+    {"limits", "connections_per_address", KT_UINT, L(per_address), 1, 1000000},
+    {"limits", "ipv4_prefix", KT_UINT, L(ipv4_prefix), 8, 32},
+    {"limits", "ipv6_prefix", KT_UINT, L(ipv6_prefix), 16, 128},
+    {"limits", "max_commands", KT_UINT, L(max_commands), 10, 100000000},
+    {"limits", "max_junk_commands", KT_UINT, L(max_junk), 1, 1000000},
+    {"limits", "timeout_greeting", KT_UINT, L(timeout_greeting), 1, 86400},
+    {"limits", "timeout_session", KT_UINT, L(timeout_session), 1, 604800},
+    {"limits", "min_data_rate", KT_UINT, L(min_data_rate), 0, 1000000000},
+    {"limits", "max_pending_output", KT_SIZE, L(max_pending_output), 4096, 0},
+    {"limits", "body_memory", KT_SIZE, L(body_memory), 65536, 0},
+    {"auth", "account_max_failures", KT_UINT, L(auth_account_failures), 1, 1000000},
+    {"auth", "max_queue", KT_UINT, L(auth_queue), 1, 1000000},
+};
+#undef L
+#define NLIMIT_KEYS (sizeof(limit_keys) / sizeof(limit_keys[0]))
+
+static void limits_defaults(struct config_limits *l)
+{
+    l->per_address = 50;
+    l->ipv4_prefix = 32;
+    l->ipv6_prefix = 64;
+    l->max_commands = 10000;
+    l->max_junk = 100;
+    l->timeout_greeting = 60;
+    l->timeout_session = 3600;
+    l->min_data_rate = 500;
+    l->max_pending_output = 64u << 10;
+    l->body_memory = 0; /* unset: limits_check makes it max(256M, max_message_size) */
+    l->auth_account_failures = 20;
+    l->auth_queue = 64;
+}
+
+/* Checks across keys, after the parse.  Returns 0 or -1 with err set. */
+static int limits_check(struct config *cfg, const char *file, char *err, size_t errlen)
+{
+    if (cfg->limits.body_memory == 0) {
+        cfg->limits.body_memory = 256ull << 20;
+        if (cfg->limits.body_memory < cfg->max_message_size)
+            cfg->limits.body_memory = cfg->max_message_size;
+    }
+    if (cfg->limits.body_memory < cfg->max_message_size) {
+        snprintf(err, errlen,
+                 "%s: [limits] body_memory (%llu) is smaller than [server] max_message_size "
+                 "(%llu): a message of the largest size could never be accepted",
+                 file, (unsigned long long)cfg->limits.body_memory,
+                 (unsigned long long)cfg->max_message_size);
+        return -1;
+    }
+    return 0;
+}
+
+/* The limit key section/name, or NULL; *idx is its loader.seen[] index. */
+static const struct key_def *limits_key_find(const char *section, const char *name, int *idx)
+{
+    for (size_t i = 0; i < NLIMIT_KEYS; i++) {
+        if (strcmp(limit_keys[i].section, section) == 0 && strcmp(limit_keys[i].name, name) == 0) {
+            *idx = (int)(NKEYS + i);
+            return &limit_keys[i];
+        }
+    }
+    return NULL;
+}
+
+/*
  * State of one load.  Invariants: lineno is the number of the line the
  * reader handed out last (the one libinih is working on); once failed is
  * set, err holds the message and the reader returns no more lines.
@@ -118,8 +195,9 @@ struct loader {
     bool line_indented;             /* current line starts with blank */
     bool has_prev_key;              /* libinih's prev_name is set: an
                                        indented line continues that key */
-    bool seen[NKEYS];               /* duplicate detection */
+    bool seen[NKEYS + NLIMIT_KEYS]; /* duplicate detection */
     bool dk_seen[DK__COUNT];        /* the same for domains_keys */
+    bool ck_seen[8];                /* the same for [checks], see checks_key_set() */
     int last_key;                   /* key of the previous handler call */
     struct {                        /* [resolver], see resolver_key() */
         bool seen_dnssec, seen_anchor;
@@ -189,8 +267,12 @@ static char *config_reader(char *str, int num, void *stream)
         load_fail(ld, "line too long (at most %d characters)", num - 3);
         return NULL;
     }
-    memcpy(str, p, n);
-    str[n] = '\0';
+    /* Copy the text and one "\n", not the line's own ending: a line may end
+     * in any number of CRs, which would overrun str.  libinih strips
+     * trailing white space, so this changes no value. */
+    memcpy(str, p, text);
+    str[text] = '\n';
+    str[text + 1] = '\0';
 
     /* Section headers: catch unknown sections even without keys.  libinih
      * takes an indented line after a key as a continuation, even one that
@@ -483,7 +565,7 @@ static int key_set(struct loader *ld, const struct key_def *k, const char *value
             *(uint64_t *)(base + k->off) = v;
         return 0;
     case KT_SIZE:
-        if (config_parse_size(value, &v) < 0 || v < k->min) {
+        if (config_parse_size(value, &v) < 0 || v < k->min || (k->max != 0 && v > k->max)) {
             load_fail(ld, "[%s] %s: expected a size such as 1000, 512K, 25M or 1G, got '%s'",
                       k->section, k->name, value);
             return -1;
@@ -929,6 +1011,88 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- [checks]: inbound SPF / iprev / DKIM / DMARC (issue 11 part 6) ---- */
+
+static const char *const checks_keys[] = {
+    "enabled", "spf_reject", "dmarc_reject", "timeout", "dkim_max_signatures",
+    "public_suffix_list",
+};
+
+static void checks_defaults(struct config *cfg)
+{
+    cfg->checks.enabled = true;
+    cfg->checks.spf_reject = false;
+    cfg->checks.dmarc_reject = true;
+    cfg->checks.timeout_ms = 10000;
+    cfg->checks.dkim_max_signatures = 5;
+}
+
+/* One key of [checks]. */
+static int checks_key_set(struct loader *ld, const char *name, const char *value)
+{
+    struct config_checks *ck = &ld->cfg->checks;
+    size_t k;
+    uint64_t v;
+
+    for (k = 0; k < sizeof(checks_keys) / sizeof(checks_keys[0]); k++)
+        if (strcmp(checks_keys[k], name) == 0)
+            break;
+    if (k == sizeof(checks_keys) / sizeof(checks_keys[0])) {
+        load_fail(ld, "unknown key '%s' in [checks]", name);
+        return -1;
+    }
+    if (ld->ck_seen[k]) {
+        if (ld->line_indented)
+            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                          "indentation",
+                      name);
+        else
+            load_fail(ld, "duplicate key '%s' in [checks]", name);
+        return -1;
+    }
+    ld->ck_seen[k] = true;
+    ld->last_key = -1;
+    switch (k) {
+    case 0:
+    case 1:
+    case 2: {
+        bool *b = k == 0 ? &ck->enabled : k == 1 ? &ck->spf_reject : &ck->dmarc_reject;
+        if (parse_bool(value, b) < 0) {
+            load_fail(ld, "[checks] %s: expected on or off, got '%s'", name, value);
+            return -1;
+        }
+        return 0;
+    }
+    case 3:
+        if (parse_duration_ms(value, 120000, &ck->timeout_ms) < 0 || ck->timeout_ms < 100) {
+            load_fail(ld, "[checks] timeout: expected a time from 100ms to 120s such as 10s "
+                          "or 2500ms, got '%s'",
+                      value);
+            return -1;
+        }
+        return 0;
+    case 4:
+        if (parse_u64(value, &v) < 0 || v < 1 || v > 16) {
+            load_fail(ld, "[checks] dkim_max_signatures: expected 1 to 16, got '%s'", value);
+            return -1;
+        }
+        ck->dkim_max_signatures = (unsigned)v;
+        return 0;
+    case 5:
+        if (*value == '\0') {
+            load_fail(ld, "[checks] public_suffix_list: empty path");
+            return -1;
+        }
+        if ((ck->public_suffix_list = path_join(ld->cfg->dir, value)) == NULL) {
+            load_fail(ld, "out of memory");
+            return -1;
+        }
+        ck->public_suffix_list_set = true;
+        return 0;
+    }
+    return 0;
+}
+
 /* ini_handler: one "name = value" (or an indented continuation line). */
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -951,12 +1115,16 @@ static int config_handler(void *user, const char *section, const char *name, con
     ld->res.last = NULL;
     if (domains_section(section))
         return domains_key_set(ld, section, name, value) == 0;
+    if (strcmp(section, "checks") == 0)
+        return checks_key_set(ld, name, value) == 0;
     for (idx = 0; idx < (int)NKEYS; idx++) {
         if (strcmp(keys[idx].section, section) == 0 && strcmp(keys[idx].name, name) == 0) {
             k = &keys[idx];
             break;
         }
     }
+    if (k == NULL)
+        k = limits_key_find(section, name, &idx);
     if (k == NULL) {
         load_fail(ld, "unknown key '%s' in [%s]", name, section);
         return 0;
@@ -996,6 +1164,7 @@ void config_free(struct config *cfg)
     free(cfg->user);
     free(cfg->control_group);
     domains_free(cfg);
+    free(cfg->checks.public_suffix_list);
     free(cfg);
 }
 
@@ -1036,6 +1205,11 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     cfg->auth_fail_window = 300;
     res_conf_init(&cfg->resolver);
     domains_defaults(cfg);
+    checks_defaults(cfg);
+    limits_defaults(&cfg->limits);
+    cfg->spool_opts = (struct config_spool){.segment_size = 64ull << 20,
+                                            .checkpoint_size = 4ull << 20,
+                                            .compact_min_age = 60, .compact_live_pct = 50};
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier
@@ -1077,6 +1251,11 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     if (cfg->log_level == NULL && (cfg->log_level = strdup("info")) == NULL)
         goto nomem;
     if (domains_finish(cfg, file, err, errlen) < 0)
+        goto fail;
+    if (cfg->checks.public_suffix_list == NULL &&
+        (cfg->checks.public_suffix_list = strdup(PSL_DEFAULT_PATH)) == NULL)
+        goto nomem;
+    if (limits_check(cfg, file, err, errlen) < 0)
         goto fail;
     if (cfg->nlistens == 0) {
         set_err(err, errlen,
@@ -1189,6 +1368,8 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
         {"auth.cache_ttl", cur->auth_cache_ttl != next->auth_cache_ttl},
         {"auth.max_failures", cur->auth_max_failures != next->auth_max_failures},
         {"auth.fail_window", cur->auth_fail_window != next->auth_fail_window},
+        {"checks.public_suffix_list", str_differs(cur->checks.public_suffix_list,
+                                                  next->checks.public_suffix_list)},
     };
     int n = 0;
     size_t used = 0;
@@ -1233,7 +1414,8 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     next->nlistens = cur->nlistens;
     if (str_replace_dup(&next->spool, cur->spool) < 0 ||
         str_replace_dup(&next->user, cur->user) < 0 ||
-        str_replace_dup(&next->control_group, cur->control_group) < 0)
+        str_replace_dup(&next->control_group, cur->control_group) < 0 ||
+        str_replace_dup(&next->checks.public_suffix_list, cur->checks.public_suffix_list) < 0)
         return -ENOMEM;
     next->reactors = cur->reactors;
     next->io = cur->io;

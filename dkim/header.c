@@ -57,9 +57,9 @@ bad:
     return -1;
 }
 
-bool dkim_from_domain(const struct dkim_field *f, char *out, size_t cap)
+/* The domain of the one mailbox in p[0..end) (see dkim_from_domain). */
+static bool mailbox_domain(const char *p, const char *end, char *out, size_t cap)
 {
-    const char *p = f->p + f->name_len + 1, *end = f->p + f->len;
     const char *spec = NULL, *spec_end = NULL;
     const char *at = NULL;
     int depth = 0;
@@ -137,4 +137,65 @@ bool dkim_from_domain(const struct dkim_field *f, char *out, size_t cap)
         n--; /* a trailing root dot */
     out[n] = '\0';
     return n > 0;
+}
+
+bool dkim_from_domain(const struct dkim_field *f, char *out, size_t cap)
+{
+    return mailbox_domain(f->p + f->name_len + 1, f->p + f->len, out, cap);
+}
+
+int dkim_from_domains(const struct dkim_field *f, char (*out)[DKIM_DOMAIN_MAX + 1], size_t max)
+{
+    const char *p = f->p + f->name_len + 1, *end = f->p + f->len, *start = p;
+    int depth = 0;
+    bool quoted = false, in_angle = false;
+    size_t n = 0;
+
+    /* Split at commas outside quotes, comments and angle brackets. */
+    for (;; p++) {
+        if (p < end) {
+            char c = *p;
+            if (quoted) {
+                if (c == '\\' && p + 1 < end)
+                    p++;
+                else if (c == '"')
+                    quoted = false;
+                continue;
+            }
+            if (depth > 0) {
+                if (c == '\\' && p + 1 < end)
+                    p++;
+                else if (c == '(')
+                    depth++;
+                else if (c == ')')
+                    depth--;
+                continue;
+            }
+            if (c == '"')
+                quoted = true;
+            else if (c == '(')
+                depth = 1;
+            else if (c == '<')
+                in_angle = true;
+            else if (c == '>')
+                in_angle = false;
+            if (c != ',' || in_angle)
+                continue;
+        }
+        char d[DKIM_DOMAIN_MAX + 1];
+        if (!mailbox_domain(start, p, d, sizeof(d)))
+            return -1;
+        bool seen = false;
+        for (size_t i = 0; i < n; i++)
+            seen = seen || strcmp(out[i], d) == 0;
+        if (!seen) {
+            if (n == max)
+                return -1;
+            memcpy(out[n++], d, sizeof(d));
+        }
+        if (p >= end)
+            break;
+        start = p + 1;
+    }
+    return (int)n;
 }

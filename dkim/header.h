@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#define DKIM_DOMAIN_MAX 253      /* a domain name in text, no final dot */
+
 /* One header field, a slice of the block, CRLF (and folds) included. */
 struct dkim_field {
     const char *p;
@@ -41,5 +43,13 @@ bool dkim_field_is(const struct dkim_field *f, const char *name);
  * Returns true when found.
  */
 bool dkim_from_domain(const struct dkim_field *f, char *out, size_t cap);
+
+/*
+ * The distinct domains of every mailbox of a From field (RFC 5322 3.6.2
+ * allows a mailbox-list), in order, each as dkim_from_domain writes it, at
+ * most max.  Returns the count (>= 1), or -1 when a mailbox has no domain
+ * or there are more than max distinct domains.
+ */
+int dkim_from_domains(const struct dkim_field *f, char (*out)[DKIM_DOMAIN_MAX + 1], size_t max);
 
 #endif

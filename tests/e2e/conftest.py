@@ -87,6 +87,11 @@ def make_conf(backend, **over):
         "auth": {},
         # No greeting delay: tests connect often (test_domains.py checks it).
         "smtp": {"greeting_delay": "0"},
+        # The inbound checks on port 25 look names up: .test names and the
+        # loopback reverse zones are answered inside libunbound, anything
+        # else goes to a forwarder on a loopback port where nothing listens
+        # (SERVFAIL), never to the internet.  Tests with a DNS zone add stubs.
+        "resolver": {"forward": "127.0.0.1@9"},
     }
     for k, v in over.items():
         sec, key = k.split(".", 1)
@@ -115,11 +120,14 @@ class Server:
         with open(os.path.join(self.dir, "ortoo.conf"), "w") as f:
             f.write(conf_text)
         self.proc = None
+        self.wrapper = []          # command prefix (e.g. `ip netns exec NS`)
+        self.env = None            # environment (None: inherit)
         self.log = []              # stderr lines, across restarts
         self.addrs = {}            # role -> [(host, port)], current run
         self.returncodes = []      # exit status of every finished run
         self.env = None            # environment of the next start (None: ours)
         self._reader = None
+        self.wrapper = []          # argv prefix, e.g. no_io_uring.py
 
     # ---- life cycle -------------------------------------------------
     def start(self, timeout=20):
@@ -127,9 +135,10 @@ class Server:
         self.addrs = {}
         self.log.append(f"--- {self.name}: start ---")
         self.proc = subprocess.Popen(
-            [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
+            self.wrapper + [ORTOO, "-c", self.dir, "serve"], env=self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            errors="replace", env=self.env)
+            errors="replace")
         ready = threading.Event()
         proc = self.proc
 
