@@ -187,16 +187,17 @@ int dr_taglist_parse(const char *text, size_t len, struct dr_tag *tags, size_t m
 /* The tag called name (exact, case-sensitive as RFC 6376 3.2 says), or NULL. */
 const struct dr_tag *dr_tag_find(const struct dr_tag *tags, size_t n, const char *name);
 
-/* A DMARC record (RFC 7489 6.3), values as slices of the text. */
-struct dmarc_policy {
-    char p[16], sp[16];                  /* "none" / "quarantine" / "reject"; sp "" absent */
-    unsigned pct;                        /* 0-100; 100 when absent */
-    char adkim, aspf;                    /* 'r' or 's' */
-    char rua[512];                       /* the rua tag as written, or "" */
-};
-/* Parse a DMARC record.  Returns 0, -ENOENT (not "v=DMARC1" first: not a
- * DMARC record) or -EINVAL with *err. */
-int dr_dmarc_parse(const char *text, size_t len, struct dmarc_policy *out, const char **err);
+/*
+ * Check a DMARC record strictly, as its publisher should write it (RFC
+ * 7489 6.3-6.4): p= present and valid, sp=, pct=, adkim=, aspf= valid when
+ * present, rua= a list of mailto: URIs.  Receivers are lenient (core/dmarc.c
+ * reads a bad value as its default, and a record without a usable p= but
+ * with rua= as p=none): doctor says what they will do, and that it is not
+ * what was written.  rua[ruacap] gets the rua= value ("" when absent).
+ * Returns 0, -ENOENT (v=DMARC1 is not the first tag: not a DMARC record) or
+ * -EINVAL with *err.
+ */
+int dr_dmarc_lint(const char *text, size_t len, char *rua, size_t ruacap, const char **err);
 
 /*
  * The mailbox of one "mailto:" URI of a rua/ruf list (RFC 7489 6.2: the

@@ -24,6 +24,7 @@
 
 #include "cli/doctor.h"
 #include "core/config.h"
+#include "core/dmarc.h"
 #include "core/recipients.h"
 #include "core/users.h"
 #include "dkim/keys.h"
@@ -374,13 +375,14 @@ int dr_mailto(const char *uri, size_t len, char *out, size_t cap)
     return 1;
 }
 
-int dr_dmarc_parse(const char *text, size_t len, struct dmarc_policy *out, const char **err)
+int dr_dmarc_lint(const char *text, size_t len, char *rua, size_t ruacap, const char **err)
 {
     struct dr_tag tags[DR_TAGS_MAX];
-    memset(out, 0, sizeof(*out));
+    static const char *const policies[] = {"none", "quarantine", "reject"};
     *err = NULL;
-    /* RFC 7489 6.3: v=DMARC1 first, or it is not a DMARC record. */
-    if (!starts_with_tag(text, len, "v", "DMARC1"))
+    if (ruacap > 0)
+        rua[0] = '\0';
+    if (!dmarc_record_is(text, len))
         return -ENOENT;
     int n = dr_taglist_parse(text, len, tags, DR_TAGS_MAX, err);
     if (n < 0)
@@ -390,57 +392,48 @@ int dr_dmarc_parse(const char *text, size_t len, struct dmarc_policy *out, const
         *err = "no p= tag (the policy)";
         return -EINVAL;
     }
-    if (!tag_is(t, "none") && !tag_is(t, "quarantine") && !tag_is(t, "reject")) {
-        *err = "p= must be none, quarantine or reject";
-        return -EINVAL;
-    }
-    snprintf(out->p, sizeof(out->p), "%.*s", (int)t->value_len, t->value);
-    if ((t = dr_tag_find(tags, (size_t)n, "sp")) != NULL) {
-        if (!tag_is(t, "none") && !tag_is(t, "quarantine") && !tag_is(t, "reject")) {
-            *err = "sp= must be none, quarantine or reject";
+    static const char *const ptags[] = {"p", "sp"};
+    for (size_t k = 0; k < 2; k++) {
+        if ((t = dr_tag_find(tags, (size_t)n, ptags[k])) == NULL)
+            continue;
+        bool ok = false;
+        for (size_t i = 0; i < 3; i++)
+            ok = ok || tag_is(t, policies[i]);
+        if (!ok) {
+            *err = k == 0 ? "p= must be none, quarantine or reject"
+                          : "sp= must be none, quarantine or reject";
             return -EINVAL;
         }
-        snprintf(out->sp, sizeof(out->sp), "%.*s", (int)t->value_len, t->value);
     }
-    out->pct = 100;
     if ((t = dr_tag_find(tags, (size_t)n, "pct")) != NULL) {
         unsigned v = 0;
-        if (t->value_len == 0 || t->value_len > 3) {
-            *err = "pct= must be a number from 0 to 100";
-            return -EINVAL;
-        }
-        for (size_t i = 0; i < t->value_len; i++) {
-            if (!isdigit((unsigned char)t->value[i])) {
-                *err = "pct= must be a number from 0 to 100";
-                return -EINVAL;
-            }
+        bool ok = t->value_len > 0 && t->value_len <= 3;
+        for (size_t i = 0; ok && i < t->value_len; i++) {
+            ok = isdigit((unsigned char)t->value[i]);
             v = v * 10 + (unsigned)(t->value[i] - '0');
         }
-        if (v > 100) {
+        if (!ok || v > 100) {
             *err = "pct= must be a number from 0 to 100";
             return -EINVAL;
         }
-        out->pct = v;
     }
-    out->adkim = out->aspf = 'r';
     static const char *const align[] = {"adkim", "aspf"};
     for (size_t k = 0; k < 2; k++) {
-        if ((t = dr_tag_find(tags, (size_t)n, align[k])) == NULL)
-            continue;
-        if (!tag_is(t, "r") && !tag_is(t, "s")) {
+        if ((t = dr_tag_find(tags, (size_t)n, align[k])) != NULL && !tag_is(t, "r") &&
+            !tag_is(t, "s")) {
             *err = k == 0 ? "adkim= must be r or s" : "aspf= must be r or s";
             return -EINVAL;
         }
-        *(k == 0 ? &out->adkim : &out->aspf) = (char)tolower((unsigned char)t->value[0]);
     }
     if ((t = dr_tag_find(tags, (size_t)n, "rua")) != NULL) {
-        if (t->value_len >= sizeof(out->rua)) {
+        char copy[1024], box[USERS_KEY_MAX + 1];
+        if (t->value_len >= sizeof(copy) || t->value_len >= ruacap) {
             *err = "rua= is too long";
             return -EINVAL;
         }
-        snprintf(out->rua, sizeof(out->rua), "%.*s", (int)t->value_len, t->value);
-        char box[USERS_KEY_MAX + 1], copy[sizeof(out->rua)];
-        memcpy(copy, out->rua, sizeof(copy));
+        memcpy(copy, t->value, t->value_len);
+        copy[t->value_len] = '\0';
+        memcpy(rua, copy, t->value_len + 1);
         for (char *save = NULL, *u = strtok_r(copy, ",", &save); u != NULL;
              u = strtok_r(NULL, ",", &save)) {
             if (dr_mailto(u, strlen(u), box, sizeof(box)) <= 0) {
@@ -1020,15 +1013,18 @@ static void check_report_boxes(struct doctor *dr, const char *name, const char *
     }
 }
 
-static const char *policy_words(const char *p)
+static const char *policy_words(enum dmarc_policy p)
 {
-    if (strcasecmp(p, "reject") == 0)
-        return "refused";
-    if (strcasecmp(p, "quarantine") == 0)
-        return "put in spam";
-    return "delivered as usual (monitoring only)";
+    return p == DMARC_P_REJECT       ? "refused"
+           : p == DMARC_P_QUARANTINE ? "put in spam"
+                                     : "delivered as usual (monitoring only)";
 }
 
+/*
+ * DMARC: the record as receivers read it (core/dmarc.c, the parser of
+ * ortoo's own inbound checks), explained in one line, after a strict look
+ * at what was written (dr_dmarc_lint), then the report mailboxes.
+ */
 static void check_dmarc(struct doctor *dr)
 {
     char sh[DR_SHORT_MAX];
@@ -1036,11 +1032,16 @@ static void check_dmarc(struct doctor *dr)
     char name[RES_NAME_MAX + 16], sug[RES_NAME_MAX + 128];
     snprintf(name, sizeof(name), "_dmarc.%s", dr->domain);
     snprintf(sug, sizeof(sug), "v=DMARC1; p=quarantine; rua=mailto:postmaster@%s", dr->domain);
-    size_t idx[2];
 
     if (lookup_failed(dr, "dmarc", name, a, "the DMARC record", DR_FAIL))
         return;
-    size_t n = txt_select(a, "DMARC1", idx, 2);
+    size_t n = 0, idx = 0;
+    for (size_t i = 0; a->status == RES_OK && i < a->n; i++) {
+        if (dmarc_record_is(a->txt[i].text, a->txt[i].len)) {
+            if (n++ == 0)
+                idx = i;
+        }
+    }
     if (n == 0) {
         add(dr, DR_FAIL, "dmarc", name, fmt(dr, "no DMARC record at %s", name),
             "Gmail and Yahoo require DMARC from bulk senders, and without it nothing asks "
@@ -1054,31 +1055,39 @@ static void check_dmarc(struct doctor *dr)
             fmt(dr, "keep only one, e.g.:\n%s. IN TXT \"%s\"", name, sug));
         return;
     }
-    const struct res_txt *t = &a->txt[idx[0]];
-    struct dmarc_policy pol;
+    const struct res_txt *t = &a->txt[idx];
+    struct dmarc_record rec;
+    char rua[512];
     const char *err = NULL;
-    if (dr_dmarc_parse(t->text, t->len, &pol, &err) < 0) {
+    bool usable = dmarc_record_parse(t->text, t->len, &rec) == 0;
+    if (dr_dmarc_lint(t->text, t->len, rua, sizeof(rua), &err) < 0) {
+        char why[128];
+        if (usable)
+            snprintf(why, sizeof(why), "receivers read it as p=%s, which is not what it says",
+                     dmarc_policy_name(rec.p));
+        else
+            snprintf(why, sizeof(why), "receivers ignore a record they cannot use: as if "
+                                       "there were none");
         add(dr, DR_FAIL, "dmarc", name,
             fmt(dr, "the DMARC record %s does not parse: %s", txt_short(t, sh),
                 err ? err : "syntax error"),
-            "receivers ignore a record they cannot parse: as if there were none",
-            txt_record(dr, name, sug));
+            why, txt_record(dr, name, sug));
         return;
     }
     char pct[64] = "";
-    if (pol.pct < 100)
-        snprintf(pct, sizeof(pct), " (%u%% of it; the rest one step milder)", pol.pct);
+    if (rec.pct < 100)
+        snprintf(pct, sizeof(pct), " (%u%% of it; the rest one step milder)", rec.pct);
     add(dr, DR_OK, "dmarc", name,
         fmt(dr,
             "p=%s: mail failing DMARC is %s%s; subdomains: %s; alignment: DKIM %s, SPF %s; "
             "%s%s",
-            pol.p, policy_words(pol.p), pct,
-            pol.sp[0] ? pol.sp : "as the domain", pol.adkim == 's' ? "strict" : "relaxed",
-            pol.aspf == 's' ? "strict" : "relaxed", pol.rua[0] ? "reports to " : "no reports (no rua=)",
-            pol.rua),
+            dmarc_policy_name(rec.p), policy_words(rec.p), pct,
+            rec.sp == rec.p ? "the same" : dmarc_policy_name(rec.sp),
+            rec.adkim_strict ? "strict" : "relaxed", rec.aspf_strict ? "strict" : "relaxed",
+            rua[0] ? "reports to " : "no reports (no rua=)", rua),
         NULL, NULL);
-    if (pol.rua[0] != '\0')
-        check_report_boxes(dr, "dmarc-rua", name, pol.rua, "DMARC");
+    if (rua[0] != '\0')
+        check_report_boxes(dr, "dmarc-rua", name, rua, "DMARC");
 }
 
 /* Does a TLSA record of a match the server's certificate?  Sets *usable. */

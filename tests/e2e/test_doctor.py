@@ -172,7 +172,7 @@ def world(tmp_path_factory):
             "@": ["MX 10 mx.elsewhere.test.", ("TXT", ["v=spf1 ip4:192.0.2.1 -all"]),
                   ("TXT", ["v=spf1 mx -all"])],
             "s1._domainkey": [("TXT", [other_ed25519_record()])],
-            "_dmarc": [("TXT", ["v=DMARC1; p=bogus"])],
+            "_dmarc": [("TXT", ["v=DMARC1; p=bogus; rua=mailto:postmaster@wrong.test"])],
             "_mta-sts": [("TXT", ["v=STSv1; id="])],
             "_smtp._tls": [("TXT", ["v=TLSRPTv1; rua=ftp://reports.example"])],
         }),
@@ -490,6 +490,8 @@ def test_dkim_other_key(wrong_report, world):
 def test_dmarc_does_not_parse(wrong_report):
     c = one(wrong_report, "dmarc")
     assert c["status"] == "FAIL" and "p= must be none, quarantine or reject" in c["detail"], c
+    # what ortoo's own inbound checks (core/dmarc.c) make of it: RFC 7489 6.6.3
+    assert "receivers read it as p=none" in c["why"], c
     assert c["fix"].startswith('_dmarc.wrong.test. IN TXT "v=DMARC1; p=quarantine')
 
 
