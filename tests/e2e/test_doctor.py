@@ -268,13 +268,12 @@ def good_report(world, listener):
     args = []
     for ip in GOOD_IPS:
         args += ["--ip", ip]
-    t0 = time.monotonic()
     rc, rep, err = doctor(world, "good", "good.test", *args, "--port25-target", listener)
-    return rc, rep, err, time.monotonic() - t0
+    return rc, rep, err
 
 
 def test_good_domain_all_ok(good_report):
-    rc, rep, err, _ = good_report
+    rc, rep, err = good_report
     bad = [c for c in rep["checks"] if c["status"] != "OK"]
     assert not bad, show(rep) + "\n" + err
     assert rc == 0, err
@@ -292,7 +291,7 @@ def test_good_domain_all_ok(good_report):
 
 
 def test_good_details(good_report, world, listener):
-    _, rep, _, _ = good_report
+    _, rep, _ = good_report
     assert "10 mail.good.test" in one(rep, "mx")["detail"]
     assert "DNSSEC: secure" in one(rep, "mx")["detail"]
     assert "127.0.0.25" in one(rep, "address")["detail"]
@@ -314,12 +313,6 @@ def test_good_details(good_report, world, listener):
     assert "reports@good.test" in one(rep, "tls-rpt")["detail"]
     assert "optional" in one(rep, "mta-sts")["detail"]
     assert listener in one(rep, "port25")["detail"]
-
-
-def test_good_lookups_run_concurrently(good_report):
-    """About thirty lookups and a connection: all at once, not one after another."""
-    _, _, _, elapsed = good_report
-    assert elapsed < 15, elapsed
 
 
 def test_good_text_output(world, listener):
@@ -594,7 +587,10 @@ def test_usage_errors(world, args):
 
 
 def test_deadline(world, tmp_path):
-    """A resolver that never answers: every lookup is reported, within --timeout."""
+    """A resolver that never answers: every lookup is reported, within --timeout.
+    About fifteen lookups (and the SPF and FCrDNS checks) each wait the whole
+    2 s: one after another they would take half a minute; at once, one
+    deadline."""
     mute = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)   # reads nothing, answers nothing
     mute.bind(("127.0.0.1", 0))
     cfg = tmp_path / "mute"
