@@ -27,6 +27,7 @@ int cli_check(const char *config_dir, int argc, char **argv);    /* cli/cli_chec
 int cli_sendmail(const char *config_dir, int argc, char **argv); /* cli/cli_sendmail.c */
 int cli_lookup(const char *config_dir, int argc, char **argv);   /* cli/cli_lookup.c */
 int cli_dkim(const char *config_dir, int argc, char **argv);     /* cli/cli_dkim.c */
+int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
 
 /* Set by main() when -c named the configuration directory (sendmail then
  * warns when it cannot read it instead of falling back silently). */

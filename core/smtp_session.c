@@ -42,6 +42,7 @@
 
 #include "core/auth.h"
 #include "io/maillog.h"
+#include "io/metrics.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "dkim/sign.h"
@@ -763,6 +764,7 @@ static void on_auth_done(struct auth_req *req, bool ok)
 {
     struct smtp_session *s = req->owner;
     s->auth_busy = false;
+    metrics_inc(ok ? METRICS_AUTH_SUCCESS : METRICS_AUTH_FAILURE);
     if (s->state == ST_CLOSING) {
         session_maybe_free(s);
         return;
@@ -833,6 +835,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
         return;
     }
     if (auth_throttled(s->r->auth, s->client_addr)) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         s->errors++;
         return;
@@ -1600,7 +1603,9 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     log_debug("session=%s event=connect client=%s port=%d role=%s", s->id, s->client_addr,
               s->client_port, config_role_name(role));
 
+    metrics_inc(METRICS_CONN_ACCEPTED + role);
     if (r->nsessions > r->cfg->max_connections) {
+        metrics_inc(METRICS_CONN_REFUSED_TOTAL);
         reply(s, "421 4.3.2 %s Too many connections, try again later", r->cfg->hostname);
         s->close_after_send = true;
         session_enter(s, ST_CLOSING);

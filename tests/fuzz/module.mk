@@ -23,7 +23,7 @@ $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h re
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c -linih
 
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
-                            dkim/canon.h dkim/keys.h dkim/sign.h io/log.c
+                            dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
