@@ -12,7 +12,7 @@ FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramete
                -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined
 FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_dkim_sign \
-             $(FUZZ_DIR)/fuzz_maildrop
+             $(FUZZ_DIR)/fuzz_maildrop $(FUZZ_DIR)/fuzz_metrics_http
 
 $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core/smtp_parse.h
 	@mkdir -p $(dir $@)
@@ -28,6 +28,11 @@ $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
 $(FUZZ_DIR)/fuzz_maildrop: tests/fuzz/fuzz_maildrop.c core/maildrop_format.c core/maildrop.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
+
+$(FUZZ_DIR)/fuzz_metrics_http: tests/fuzz/fuzz_metrics_http.c core/metrics_http_parse.c \
+                               core/metrics_http.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 

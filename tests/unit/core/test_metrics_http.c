@@ -36,6 +36,7 @@
 #undef METRICS_HTTP_TIMEOUT_MS
 #define METRICS_HTTP_TIMEOUT_MS 1500 /* the deadline, short for the test */
 #include "core/metrics_http.c"
+#include "core/metrics_http_parse.c"
 
 #include "core/control.h"
 #include "core/stats.h"
