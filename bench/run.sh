@@ -235,7 +235,9 @@ import re, sys
 path, smtp, sub, subs, spool, reactors, io = sys.argv[1:8]
 want = {"listen": {"smtp": "127.0.0.1:" + smtp, "submission": "127.0.0.1:" + sub,
                    "submissions": "127.0.0.1:" + subs},
-        "server": {"spool": spool, "reactors": reactors, "io": io, "log_level": "warn"}}
+        "server": {"spool": spool, "reactors": reactors, "io": io, "log_level": "warn"},
+        # No banner delay (early-talker check): the peers do not delay either.
+        "smtp": {"greeting_delay": "0"}}
 out, section, seen = [], None, set()
 def flush(sec):
     for k, v in want.get(sec, {}).items():

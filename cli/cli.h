@@ -27,6 +27,11 @@ int cli_check(const char *config_dir, int argc, char **argv);    /* cli/cli_chec
 int cli_sendmail(const char *config_dir, int argc, char **argv); /* cli/cli_sendmail.c */
 int cli_lookup(const char *config_dir, int argc, char **argv);   /* cli/cli_lookup.c */
 int cli_dkim(const char *config_dir, int argc, char **argv);     /* cli/cli_dkim.c */
+int cli_domain(const char *config_dir, int argc, char **argv);   /* cli/cli_domain.c */
+
+/* Tell a running server that domains/ changed (users, aliases, domains)
+ * and print which happened; never fails.  cli/cli_domain.c. */
+void cli_notify_server(const char *config_dir);
 int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
 
 /* Set by main() when -c named the configuration directory (sendmail then

@@ -4,10 +4,11 @@
  *
  * Writes a configuration directory that `ortoo serve` accepts as it is:
  * ortoo.conf, a self-signed certificate under certs/<H>/ (certgen), the
- * domain's users file and an RSA-2048 DKIM key under domains/<DOMAIN>/dkim/
- * (unless the domain has one); with --dev also the spool directory inside it
- * (a real server's spool is /var/spool/ortoo, made by the daemon or
- * tmpfiles.d).  With --dev the listeners
+ * domain's directory with its users and aliases files, an RSA-2048 DKIM key
+ * under domains/<DOMAIN>/dkim/ (unless the domain has one), the SRS secret
+ * srs.key (0600: the key that signs rewritten senders of forwarded mail);
+ * with --dev also the spool directory inside it (a real server's spool is
+ * /var/spool/ortoo, made by the daemon or tmpfiles.d).  With --dev the listeners
  * are on loopback high ports and a user dev@DOMAIN is made with a random
  * password, kept in clear in DIR/dev-password (0600) so that `make run` can
  * show it every time.  Then it prints what to do next: how to start, how to
@@ -420,9 +421,11 @@ static int users_make(const struct init_opts *o)
     if (path_fmt(path, sizeof path, "%s/domains", o->dir) < 0 ||
         dir_make(path, INIT_DIR_MODE) < 0)
         return -1;
-    if (path_fmt(path, sizeof path, "%s/domains/%s", o->dir, o->domain) < 0 ||
-        dir_make(path, INIT_DIR_MODE) < 0)
+    char err[512];
+    if (users_domain_add(o->dir, o->domain, err, sizeof err) < 0) {
+        fprintf(stderr, "ortoo init: %s\n", err);
         return -1;
+    }
     if (path_fmt(path, sizeof path, "%s/domains/%s/users", o->dir, o->domain) < 0)
         return -1;
     if (file_exists(path))
@@ -432,6 +435,32 @@ static int users_make(const struct init_opts *o)
                      "# Manage them with: ortoo user add|del|list|check\n",
                      o->domain);
     return file_write(path, header, (size_t)n, 0640, false);
+}
+
+/* srs.key: 32 random bytes in base64, readable by the owner only. */
+static int srs_key_make(const struct init_opts *o)
+{
+    unsigned char key[32];
+    char b64[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_ORIGINAL)];
+    char path[PATH_MAX], text[256];
+
+    if (path_fmt(path, sizeof path, "%s/srs.key", o->dir) < 0)
+        return -1;
+    if (file_exists(path))
+        return 0;
+    randombytes_buf(key, sizeof key);
+    sodium_bin2base64(b64, sizeof b64, key, sizeof key, sodium_base64_VARIANT_ORIGINAL);
+    int n = snprintf(text, sizeof text,
+                     "# SRS secret: signs the rewritten senders of forwarded mail. Keep it\n"
+                     "# private. To rotate, put a new line first and keep the old one below\n"
+                     "# for a few weeks (bounces to old addresses still verify).\n"
+                     "%s\n",
+                     b64);
+    int rc = file_write(path, text, (size_t)n, 0600, false);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(b64, sizeof b64);
+    sodium_memzero(text, sizeof text);
+    return rc;
 }
 
 /* dev@<domain> with a fresh random password, hashed in users, clear in dev-password. */
@@ -586,6 +615,8 @@ int cli_init(const char *config_dir, int argc, char **argv)
     if (certs_make(&o, &made_cert) < 0)
         return 1;
     if (users_make(&o) < 0)
+        return 1;
+    if (srs_key_make(&o) < 0)
         return 1;
     if (o.dev && dev_user_make(&o) < 0)
         return 1;

@@ -50,6 +50,8 @@ static const struct subcommand subcommands[] = {
      {"ortoo [-c DIR] user add|del|check ADDRESS [--password-stdin]",
       "ortoo [-c DIR] user list [DOMAIN]"},
      true},
+    {"domain", cli_domain, "manage the local domains",
+     {"ortoo [-c DIR] domain add|del|list [DOMAIN] [--force]"}, true},
     {"queue", cli_queue, "inspect the queue",
      {"ortoo [-c DIR] queue list [--json]", "ortoo [-c DIR] queue show ID [--raw]"}, true},
     {"dkim", cli_dkim, "DKIM keys: make one, print the DNS records",

@@ -81,7 +81,27 @@ static const struct key_def keys[] = {
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver"};
+static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp"};
+
+/* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
+enum domains_key {
+    DK_MAILDIR_ROOT, DK_PLUS_SEPARATOR, DK_CASE_SENSITIVE, DK_ALLOW_PIPE,
+    DK_SRS_SECRET, DK_SRS_SECRET_FILE, DK_SRS_MAX_AGE, DK_SRS_SEPARATOR,
+    DK_GREETING_DELAY, DK__COUNT
+};
+static const struct {
+    const char *section, *name;
+} domains_keys[DK__COUNT] = {
+    [DK_MAILDIR_ROOT] = {"local", "maildir_root"},
+    [DK_PLUS_SEPARATOR] = {"local", "plus_separator"},
+    [DK_CASE_SENSITIVE] = {"local", "case_sensitive"},
+    [DK_ALLOW_PIPE] = {"local", "allow_pipe"},
+    [DK_SRS_SECRET] = {"srs", "secret"},
+    [DK_SRS_SECRET_FILE] = {"srs", "secret_file"},
+    [DK_SRS_MAX_AGE] = {"srs", "max_age"},
+    [DK_SRS_SEPARATOR] = {"srs", "separator"},
+    [DK_GREETING_DELAY] = {"smtp", "greeting_delay"},
+};
 
 /*
  * State of one load.  Invariants: lineno is the number of the line the
@@ -99,6 +119,7 @@ struct loader {
     bool has_prev_key;              /* libinih's prev_name is set: an
                                        indented line continues that key */
     bool seen[NKEYS];               /* duplicate detection */
+    bool dk_seen[DK__COUNT];        /* the same for domains_keys */
     int last_key;                   /* key of the previous handler call */
     bool seen_metrics;              /* [listen] metrics, see metrics_key() */
     struct {                        /* [resolver], see resolver_key() */
@@ -169,8 +190,12 @@ static char *config_reader(char *str, int num, void *stream)
         load_fail(ld, "line too long (at most %d characters)", num - 3);
         return NULL;
     }
-    memcpy(str, p, n);
-    str[n] = '\0';
+    /* Copy the text and one "\n", not the line's own ending: a line may end
+     * in any number of CRs, which would overrun str.  libinih strips
+     * trailing white space, so this changes no value. */
+    memcpy(str, p, text);
+    str[text] = '\n';
+    str[text + 1] = '\0';
 
     /* Section headers: catch unknown sections even without keys.  libinih
      * takes an indented line after a key as a continuation, even one that
@@ -638,6 +663,277 @@ static int resolver_key(struct loader *ld, const char *name, const char *value)
     return 0;
 }
 
+/* ---- [local], [srs], [smtp]: local domains, SRS, greeting (issue 11) ---- */
+
+static bool domains_section(const char *section)
+{
+    return strcmp(section, "local") == 0 || strcmp(section, "srs") == 0 ||
+           strcmp(section, "smtp") == 0;
+}
+
+static void domains_defaults(struct config *cfg)
+{
+    strcpy(cfg->local.plus_separator, "+");
+    cfg->local.case_sensitive = false;
+    cfg->local.allow_pipe = false;
+    cfg->srs.max_age = 21;
+    cfg->srs.separator = '=';
+    cfg->smtp.greeting_delay_ms = 1000;
+}
+
+static void domains_free(struct config *cfg)
+{
+    free(cfg->local.maildir_root);
+    if (cfg->srs.secrets != NULL) {
+        for (size_t i = 0; i < cfg->srs.nsecrets; i++) {
+            explicit_bzero(cfg->srs.secrets[i], strlen(cfg->srs.secrets[i]));
+            free(cfg->srs.secrets[i]);
+        }
+        free(cfg->srs.secrets);
+    }
+    if (cfg->srs.secret != NULL) {
+        explicit_bzero(cfg->srs.secret, strlen(cfg->srs.secret));
+        free(cfg->srs.secret);
+    }
+    free(cfg->srs.secret_file);
+}
+
+/* on | off (also yes/no, true/false, 1/0). */
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"on", "yes", "true", "1"};
+    static const char *const no[] = {"off", "no", "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* "1500ms", "2s", "2" (seconds) into milliseconds, at most max_ms. */
+static int parse_duration_ms(const char *v, uint64_t max_ms, unsigned *out)
+{
+    char num[24];
+    size_t len = strlen(v);
+    uint64_t n, mult = 1000;
+
+    if (len > 2 && strcmp(v + len - 2, "ms") == 0) {
+        len -= 2;
+        mult = 1;
+    } else if (len > 1 && v[len - 1] == 's') {
+        len -= 1;
+    }
+    if (len == 0 || len >= sizeof(num))
+        return -1;
+    memcpy(num, v, len);
+    num[len] = '\0';
+    if (parse_u64(num, &n) < 0 || n > max_ms / mult)
+        return -1;
+    *out = (unsigned)(n * mult);
+    return 0;
+}
+
+/* One key of [local], [srs] or [smtp]. */
+static int domains_key_set(struct loader *ld, const char *section, const char *name,
+                           const char *value)
+{
+    struct config *cfg = ld->cfg;
+    int k;
+    uint64_t v;
+
+    for (k = 0; k < DK__COUNT; k++)
+        if (strcmp(domains_keys[k].section, section) == 0 && strcmp(domains_keys[k].name, name) == 0)
+            break;
+    if (k == DK__COUNT) {
+        load_fail(ld, "unknown key '%s' in [%s]", name, section);
+        return -1;
+    }
+    if (ld->dk_seen[k]) {
+        if (ld->line_indented)
+            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                          "indentation",
+                      name);
+        else
+            load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+        return -1;
+    }
+    ld->dk_seen[k] = true;
+    ld->last_key = -1;
+    switch ((enum domains_key)k) {
+    case DK_MAILDIR_ROOT:
+        if (*value == '\0') {
+            load_fail(ld, "[local] maildir_root: empty path");
+            return -1;
+        }
+        if ((cfg->local.maildir_root = path_join(cfg->dir, value)) == NULL)
+            goto nomem;
+        return 0;
+    case DK_PLUS_SEPARATOR:
+        /* Characters that cannot be part of a domain and are not '@', '"',
+         * '\\', '.' or a blank: each one starts a +tag. */
+        if (strlen(value) >= sizeof(cfg->local.plus_separator) ||
+            strspn(value, "+-=_#%&!~$^") != strlen(value)) {
+            load_fail(ld, "[local] plus_separator: expected up to %zu of the characters "
+                          "+-=_#%%&!~$^ (empty: off), got '%s'",
+                      sizeof(cfg->local.plus_separator) - 1, value);
+            return -1;
+        }
+        strcpy(cfg->local.plus_separator, value);
+        return 0;
+    case DK_CASE_SENSITIVE:
+    case DK_ALLOW_PIPE:
+        if (parse_bool(value, k == DK_CASE_SENSITIVE ? &cfg->local.case_sensitive
+                                                     : &cfg->local.allow_pipe) < 0) {
+            load_fail(ld, "[%s] %s: expected on or off, got '%s'", section, name, value);
+            return -1;
+        }
+        return 0;
+    case DK_SRS_SECRET:
+        if (strlen(value) < 16) {
+            load_fail(ld, "[srs] secret: at least 16 characters (better: let `ortoo init` "
+                          "make srs.key)");
+            return -1;
+        }
+        if ((cfg->srs.secret = strdup(value)) == NULL)
+            goto nomem;
+        return 0;
+    case DK_SRS_SECRET_FILE:
+        if (*value == '\0') {
+            load_fail(ld, "[srs] secret_file: empty path");
+            return -1;
+        }
+        if ((cfg->srs.secret_file = path_join(cfg->dir, value)) == NULL)
+            goto nomem;
+        cfg->srs.secret_file_set = true;
+        return 0;
+    case DK_SRS_MAX_AGE:
+        if (parse_u64(value, &v) < 0 || v < 1 || v > 1000) {
+            load_fail(ld, "[srs] max_age: expected days from 1 to 1000, got '%s'", value);
+            return -1;
+        }
+        cfg->srs.max_age = (unsigned)v;
+        return 0;
+    case DK_SRS_SEPARATOR:
+        if (strlen(value) != 1 || strchr("=+-", value[0]) == NULL) {
+            load_fail(ld, "[srs] separator: expected =, + or -, got '%s'", value);
+            return -1;
+        }
+        cfg->srs.separator = value[0];
+        return 0;
+    case DK_GREETING_DELAY:
+        if (parse_duration_ms(value, 30000, &cfg->smtp.greeting_delay_ms) < 0) {
+            load_fail(ld, "[smtp] greeting_delay: expected a time up to 30s such as 0, 1s "
+                          "or 500ms, got '%s'",
+                      value);
+            return -1;
+        }
+        return 0;
+    case DK__COUNT:
+        break;
+    }
+    return 0;
+nomem:
+    load_fail(ld, "out of memory");
+    return -1;
+}
+
+/* After the parse: path defaults and cross-key checks. */
+static int domains_finish(struct config *cfg, const char *file, char *err, size_t errlen)
+{
+    if (cfg->local.maildir_root == NULL && (cfg->local.maildir_root = strdup("/var/vmail")) == NULL)
+        goto nomem;
+    if (cfg->srs.secret != NULL && cfg->srs.secret_file_set) {
+        set_err(err, errlen, "%s: [srs] has both secret and secret_file; keep one", file);
+        return -1;
+    }
+    if (cfg->srs.secret_file == NULL && (cfg->srs.secret_file = path_join(cfg->dir, "srs.key")) == NULL)
+        goto nomem;
+    return 0;
+nomem:
+    set_err(err, errlen, "%s: out of memory", file);
+    return -1;
+}
+
+/* Append a copy of s[0..len) to cfg->srs.secrets.  Returns 0 or -ENOMEM. */
+static int srs_secret_add(struct config_srs *srs, const char *s, size_t len)
+{
+    char **n = realloc(srs->secrets, (srs->nsecrets + 2) * sizeof(*n));
+    if (n == NULL)
+        return -ENOMEM;
+    srs->secrets = n;
+    if ((n[srs->nsecrets] = strndup(s, len)) == NULL)
+        return -ENOMEM;
+    n[++srs->nsecrets] = NULL;
+    return 0;
+}
+
+int config_srs_load(struct config *cfg, char *err, size_t errlen)
+{
+    struct config_srs *srs = &cfg->srs;
+    char buf[4096];
+    FILE *f;
+    size_t n;
+    int lineno = 0;
+
+    if (srs->nsecrets > 0)
+        return 0; /* loaded already */
+    if (srs->secret != NULL)
+        return srs_secret_add(srs, srs->secret, strlen(srs->secret)) == 0 ? 0 : -1;
+    f = fopen(srs->secret_file, "re");
+    if (f == NULL) {
+        if (errno == ENOENT && !srs->secret_file_set)
+            return 0;
+        set_err(err, errlen, "%s: %s", srs->secret_file, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    if (ferror(f) || !feof(f)) {
+        set_err(err, errlen, "%s: %s", srs->secret_file,
+                ferror(f) ? "read error" : "larger than 4 KB");
+        fclose(f);
+        explicit_bzero(buf, sizeof(buf));
+        return -1;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    for (char *line = buf, *next; line != NULL && *line != '\0'; line = next) {
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        lineno++;
+        size_t len = strlen(line);
+        while (len > 0 && strchr(" \t\r", line[len - 1]) != NULL)
+            len--;
+        while (len > 0 && (*line == ' ' || *line == '\t'))
+            line++, len--;
+        if (len == 0 || line[0] == '#')
+            continue;
+        if (len < 16) {
+            set_err(err, errlen, "%s:%d: a secret needs at least 16 characters",
+                    srs->secret_file, lineno);
+            explicit_bzero(buf, sizeof(buf));
+            return -1;
+        }
+        if (srs_secret_add(srs, line, len) < 0) {
+            set_err(err, errlen, "%s: out of memory", srs->secret_file);
+            explicit_bzero(buf, sizeof(buf));
+            return -1;
+        }
+    }
+    explicit_bzero(buf, sizeof(buf));
+    if (srs->nsecrets == 0) {
+        set_err(err, errlen, "%s: no secret in the file", srs->secret_file);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- [listen] metrics ------------------------------------------------ */
 
 /*
@@ -716,6 +1012,8 @@ static int config_handler(void *user, const char *section, const char *name, con
         return metrics_key(ld, value) == 0;
     }
     ld->res.last = NULL;
+    if (domains_section(section))
+        return domains_key_set(ld, section, name, value) == 0;
     for (idx = 0; idx < (int)NKEYS; idx++) {
         if (strcmp(keys[idx].section, section) == 0 && strcmp(keys[idx].name, name) == 0) {
             k = &keys[idx];
@@ -760,6 +1058,7 @@ void config_free(struct config *cfg)
     res_conf_clear(&cfg->resolver);
     free(cfg->user);
     free(cfg->control_group);
+    domains_free(cfg);
     free(cfg);
 }
 
@@ -799,6 +1098,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     cfg->auth_max_failures = 5;
     cfg->auth_fail_window = 300;
     res_conf_init(&cfg->resolver);
+    domains_defaults(cfg);
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier
@@ -839,6 +1139,8 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         goto nomem;
     if (cfg->log_level == NULL && (cfg->log_level = strdup("info")) == NULL)
         goto nomem;
+    if (domains_finish(cfg, file, err, errlen) < 0)
+        goto fail;
     if (cfg->nlistens == 0) {
         set_err(err, errlen,
                 "%s: no listeners: set smtp, submission or submissions in [listen]", file);

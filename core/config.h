@@ -37,6 +37,32 @@ struct config_listen {
     socklen_t addr_len;
 };
 
+/* [local]: local domains (see docs/config.md). */
+struct config_local {
+    char *maildir_root;              /* absolute; default /var/vmail */
+    char plus_separator[8];          /* characters that start a +tag; "" disables; default "+" */
+    bool case_sensitive;             /* local parts match exactly; default off (any case) */
+    bool allow_pipe;                 /* "|command" alias targets allowed; default off */
+};
+
+/* [srs]: the Sender Rewriting Scheme for forwarded mail (core/srs.h). */
+struct config_srs {
+    char **secrets;                  /* NULL-terminated; secrets[0] signs, all verify;
+                                        filled by config_srs_load(); none: SRS off */
+    size_t nsecrets;
+    char *secret;                    /* inline `secret =`, or NULL */
+    char *secret_file;               /* absolute; default dir/srs.key (optional then) */
+    bool secret_file_set;            /* secret_file was given: it must exist */
+    unsigned max_age;                /* days a rewritten address stays valid; default 21 */
+    char separator;                  /* after SRS0/SRS1: '=' (default), '+' or '-' */
+};
+
+/* [smtp]: the port 25 role's own knobs. */
+struct config_smtp {
+    unsigned greeting_delay_ms;      /* wait before the 220 on port 25; input before it
+                                        is an early talker (refused); default 1000 */
+};
+
 /*
  * [listen] metrics: the Prometheus endpoint (core/metrics_http.c,
  * docs/metrics.md).  Off unless set.  A bare port (or ":port") means
@@ -85,6 +111,10 @@ struct config {
      * (core/privdrop.c, core/control.c) */
     char *user;                      /* account to run as when started as root; default "ortoo" */
     char *control_group;             /* group of <spool>/control; NULL: the user's group */
+    /* [local], [srs], [smtp] */
+    struct config_local local;
+    struct config_srs srs;
+    struct config_smtp smtp;
 };
 
 /*
@@ -113,6 +143,16 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
  * unusable: free it).
  */
 int config_keep_restart_fields(struct config *next, const struct config *cur);
+
+/*
+ * Read the SRS secrets into cfg->srs.secrets: the inline `secret`, else the
+ * lines of secret_file ('#' comments and blank lines skipped; the first
+ * line signs, every line verifies).  A missing default file (srs.key) is
+ * not an error: SRS stays off.  Kept out of config_load() because the file
+ * is readable by the daemon's user only (0600) while other commands read
+ * ortoo.conf too.  Returns 0 or -1 with "file: message" in err.  Blocking.
+ */
+int config_srs_load(struct config *cfg, char *err, size_t errlen);
 
 /* "smtp" / "submission" / "submissions". */
 const char *config_role_name(enum listen_role r);

@@ -14,7 +14,9 @@
  * the log and the answer), and a timer rotates the TLS ticket keys.
  * Started as root, it drops to [server] user after binding its ports and
  * loading its certificates, before the reactors open the spool
- * (core/privdrop.c).
+ * (core/privdrop.c).  It also watches domains/ with inotify (core/watch.c):
+ * a changed users or aliases file reloads after a short quiet period,
+ * without a command.
  *
  * A reactor owns its io_loop, its spool shard, its resolver context and one
  * SO_REUSEPORT socket per configured listener; the kernel spreads
@@ -51,6 +53,7 @@
 #include "core/stats.h"
 #include "core/users.h"
 #include "dkim/keys.h"
+#include "core/watch.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
@@ -58,6 +61,7 @@
 #include "spool/spool.h"
 
 #define SERVER_BACKLOG 4096
+#define SERVER_WATCH_QUIET_MS 100   /* quiet time after a domains/ change before reloading */
 
 struct reactor;
 
@@ -391,9 +395,28 @@ static struct tls_server *reload_tls(struct server *srv, const struct config *cf
     return tls;
 }
 
+/* A problem in domains/ that does not stop the load (e.g. an alias target
+ * that names nobody). */
+static void on_users_warning(void *arg, const char *msg)
+{
+    log_warnx("event=domains-warning err=\"%s\"", msg);
+}
+
+/* Load users and aliases by the rules of [local]. */
+static int load_users(const struct config *cfg, struct users **out, char *err, size_t errlen)
+{
+    const struct users_opts opts = {
+        .case_sensitive = cfg->local.case_sensitive,
+        .allow_pipe = cfg->local.allow_pipe,
+        .plus_separator = cfg->local.plus_separator,
+        .warn = on_users_warning,
+    };
+    return users_load_opts(cfg->dir, &opts, out, err, errlen);
+}
+
 /*
- * Load domains/ again (users added or removed with `ortoo user`); NULL
- * (logged) on failure.  The replaced table stays allocated until exit,
+ * Load domains/ again (users and aliases, changed by `ortoo user`, `ortoo
+ * domain` or by hand); NULL (logged, the current table stays) on failure.  The replaced table stays allocated until exit,
  * because a password verification in flight may still read a hash string
  * from it (a table is a few KB; a reload is rare).
  */
@@ -410,14 +433,14 @@ static struct users *reload_users(struct server *srv, const struct config *cfg,
         return NULL;
     }
     srv->old_users = old;
-    if (users_load(cfg->dir, &u, err, sizeof(err)) < 0) {
+    if (load_users(cfg, &u, err, sizeof(err)) < 0) {
         log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users)", err);
         job->failed = true;
         job_append(job->errors, sizeof(job->errors), "users: %s (keeping the current users)",
                    err);
         return NULL;
     }
-    log_info("event=reloaded what=users");
+    log_info("event=reloaded what=users domains=%zu", users_domain_count(u));
     job_append(job->done, sizeof(job->done), "users");
     return u;
 }
@@ -687,6 +710,13 @@ static int start_control(struct server *srv, const struct priv_target *priv, cha
 
 /* ---- serve ---- */
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static unsigned online_cpus(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
@@ -713,8 +743,18 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
     }
-    if (users_load(cfg->dir, &srv.users, err, sizeof(err)) < 0) {
+    if (config_srs_load(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: SRS: %s\n", err);
+        return 1;
+    }
+    /* Watching starts before the first load: an edit made while it runs
+     * is not missed (at worst it is loaded twice). */
+    struct watch *watch = watch_new(cfg->dir);
+    if (watch == NULL)
+        log_warn("event=watch-off (changes to domains/ need `ortoo reload`)");
+    if (load_users(cfg, &srv.users, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
+        watch_free(watch);
         return 1;
     }
     if (dkim_keys_load(cfg->dir, NULL, &srv.dkim, err, sizeof(err)) < 0) {
@@ -848,6 +888,10 @@ int server_run(const char *config_dir)
     char pidpath[4096];
     snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, SERVER_PID_FILE);
     write_pid_file(pidpath);
+    if (cfg->srs.nsecrets == 0)
+        log_warnx("event=srs-off (no SRS secret: mail forwarded to other domains would keep "
+                  "its sender and fail SPF there; `ortoo init` makes srs.key)");
+    uint64_t reload_at = 0; /* CLOCK_MONOTONIC ms of a pending domains/ reload, 0: none */
     notify_systemd("READY=1");
 
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
@@ -858,17 +902,33 @@ int server_run(const char *config_dir)
     }
     int status = 0;
     for (;;) {
-        /* Signals, the ticket timer, then the control socket's fds (a
-         * negative fd, a timer that could not be made, is skipped). */
-        struct pollfd pfd[2 + CONTROL_MAX_POLLFDS] = {{.fd = sfd, .events = POLLIN},
-                                                      {.fd = tfd, .events = POLLIN}};
-        size_t nctl = control_pollfds(srv.ctl, pfd + 2, CONTROL_MAX_POLLFDS);
-        if (poll(pfd, 2 + nctl, control_timeout(srv.ctl)) < 0) {
+        /* Signals, the ticket timer, the domains/ watch, then the control
+         * socket's fds (a negative fd, a timer that could not be made, is
+         * skipped). */
+        struct pollfd pfd[3 + CONTROL_MAX_POLLFDS] = {
+            {.fd = sfd, .events = POLLIN},
+            {.fd = tfd, .events = POLLIN},
+            {.fd = watch ? watch_fd(watch) : -1, .events = POLLIN}};
+        size_t nctl = control_pollfds(srv.ctl, pfd + 3, CONTROL_MAX_POLLFDS);
+        int wait_ms = control_timeout(srv.ctl);
+        if (reload_at != 0) {
+            uint64_t now = now_ms();
+            int w = now >= reload_at ? 0 : (int)(reload_at - now);
+            if (wait_ms < 0 || w < wait_ms)
+                wait_ms = w;
+        }
+        if (poll(pfd, 3 + nctl, wait_ms) < 0) {
             if (errno == EINTR)
                 continue;
             fatal("poll");
         }
-        control_dispatch(srv.ctl, pfd + 2, nctl);
+        control_dispatch(srv.ctl, pfd + 3, nctl);
+        if (watch != NULL && (pfd[2].revents & POLLIN) && watch_read(watch))
+            reload_at = now_ms() + SERVER_WATCH_QUIET_MS;
+        if (reload_at != 0 && now_ms() >= reload_at) {
+            reload_at = 0;
+            server_reload(&srv, NULL);
+        }
         if (tfd >= 0 && (pfd[1].revents & POLLIN)) {
             uint64_t n;
             if (read(tfd, &n, sizeof(n)) > 0 && srv.tls != NULL)
@@ -949,6 +1009,7 @@ int server_run(const char *config_dir)
     config_free(srv.cfg);
     if (tfd >= 0)
         close(tfd);
+    watch_free(watch);
     close(sfd);
     unlink(pidpath); /* (pidpath was computed from the configuration at start) */
     log_info("event=stopped");

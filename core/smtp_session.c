@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/recipients.h"
 #include "io/maillog.h"
 #include "io/metrics.h"
 #include "core/smtp_parse.h"
@@ -116,6 +117,7 @@ struct smtp_session {
     bool tls_active;              /* handshake completed */
 
     bool skip_line;               /* discarding the rest of an overlong line */
+    bool greet_pending;           /* port 25: 220 held back ([smtp] greeting_delay) */
     unsigned errors;              /* bad commands so far */
 
     /* Greeting / identity. */
@@ -457,6 +459,8 @@ void smtp_session_close_all(struct smtp_reactor *r)
 
 /* ---- timeouts ---- */
 
+static void greeting(struct smtp_session *s);
+
 static uint64_t state_timeout_ms(const struct smtp_session *s)
 {
     const struct config *cfg = s->r->cfg;
@@ -475,6 +479,17 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
 {
     struct smtp_session *s = op->owner;
     if (res < 0 || s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    if (s->greet_pending) {
+        /* The client waited for the banner, as RFC 5321 3.1 asks. */
+        s->greet_pending = false;
+        greeting(s);
+        session_flush(s);
+        s->last_activity = io_loop_now(s->r->loop);
+        if (io_timer_start(s->r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0)
+            smtp_close(s, "timer submit failed");
         session_maybe_free(s);
         return;
     }
@@ -614,6 +629,19 @@ static void session_plain_input(struct smtp_session *s, const char *data, size_t
         smtp_close(s, "out of memory");
 }
 
+/* Bytes before the banner (RFC 5321 3.1: the client waits for it): a bot
+ * that does not speak SMTP.  554 instead of 220 (RFC 5321 3.1), then close;
+ * what it sent is never parsed. */
+static void early_talker(struct smtp_session *s)
+{
+    s->greet_pending = false;
+    maillog_rejected(s->id, s->client_addr, "connect", NULL, "554 5.5.1", "early-talker");
+    reply(s, "554 5.5.1 %s Protocol error: data sent before the greeting", s->r->cfg->hostname);
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+    session_flush(s);
+}
+
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct smtp_session *s = op->owner;
@@ -638,6 +666,11 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         }
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    if (s->greet_pending) {
+        early_talker(s);
         session_maybe_free(s);
         return;
     }
@@ -1038,13 +1071,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         }
         memcpy(addr, a.path, a.path_len);
         addr[a.path_len] = '\0';
-        if (users_is_local_domain(s->r->users, a.addr.domain, a.addr.domain_len)) {
-            if (users_hash(s->r->users, a.path, a.path_len) == NULL) {
-                maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1", "no-such-user");
-                reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: no such user", addr);
-                return;
-            }
-        } else if (!s->authed) {
+        /* core/recipients.h: users, aliases, catch-all, SRS bounces. */
+        int st = recipients_resolve(s->r->users, cfg, a.path, a.path_len, time(NULL), NULL);
+        if (st == RCPT_UNKNOWN || st == RCPT_SRS_INVALID) {
+            bool srs = st == RCPT_SRS_INVALID;
+            maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1",
+                             srs ? "bad-srs" : "no-such-user");
+            reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: %s", addr,
+                        srs ? "invalid or expired bounce address" : "no such user");
+            return;
+        }
+        if (st < 0) {
+            log_warnx("session=%s event=rcpt-failed err=%d", s->id, st);
+            reply(s, "451 4.3.0 Local configuration problem, try again later");
+            return;
+        }
+        if (st == RCPT_NOT_LOCAL && !s->authed) {
             maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.7.1", "relay-denied");
             reply_error(s, "550 5.7.1 <%s>: Relay access denied", addr);
             return;
@@ -1619,11 +1661,15 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
             session_maybe_free(s);
             return;
         }
+    } else if (role == ROLE_SMTP && r->cfg->smtp.greeting_delay_ms > 0) {
+        s->greet_pending = true; /* the 220 comes from on_timer; input first is refused */
     } else {
         greeting(s);
     }
     if (io_recv_start(r->loop, &s->recv_op, fd, on_recv) < 0 ||
-        io_timer_start(r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0) {
+        io_timer_start(r->loop, &s->timer_op,
+                       s->greet_pending ? r->cfg->smtp.greeting_delay_ms : state_timeout_ms(s),
+                       on_timer) < 0) {
         smtp_close(s, "submit failed");
         session_maybe_free(s);
         return;

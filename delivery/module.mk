@@ -1,3 +1,3 @@
-# delivery/: the sending side: DSN building, and (coming) the SMTP client,
-# the scheduler and local delivery.
+# delivery/: the sending side: DSN building, local (Maildir) delivery, and
+# (coming) the SMTP client and the scheduler.
 SRCS += $(wildcard delivery/*.c)

@@ -149,6 +149,7 @@ static const char *const reject_names[METRICS_REJECT_N] = {
     [METRICS_REJECT_TOO_BIG] = "too-big",
     [METRICS_REJECT_LINE_TOO_LONG] = "line-too-long",
     [METRICS_REJECT_BODY_MEMORY] = "body-memory",
+    [METRICS_REJECT_BAD_SRS] = "bad-srs",
     [METRICS_REJECT_OTHER] = "other",
 };
 

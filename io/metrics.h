@@ -38,7 +38,8 @@
 #include <stdint.h>
 
 /* Why a message was refused (maillog_rejected's reason; docs/metrics.md).
- * A reason not in this list counts as OTHER. */
+ * A reason not in this list counts as OTHER (tests/e2e/test_metrics.py
+ * checks that every reason the code logs is listed). */
 enum metrics_reject {
     METRICS_REJECT_EARLY_TALKER = 0, /* "early-talker": spoke before the greeting */
     METRICS_REJECT_NO_SUCH_USER,     /* "no-such-user" */
@@ -47,6 +48,7 @@ enum metrics_reject {
     METRICS_REJECT_TOO_BIG,          /* "too-big" */
     METRICS_REJECT_LINE_TOO_LONG,    /* "line-too-long" */
     METRICS_REJECT_BODY_MEMORY,      /* "body-memory" ([limits] body_memory) */
+    METRICS_REJECT_BAD_SRS,          /* "bad-srs": a forged or expired SRS bounce address */
     METRICS_REJECT_OTHER,            /* any other reason */
     METRICS_REJECT_N
 };

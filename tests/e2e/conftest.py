@@ -85,6 +85,8 @@ def make_conf(backend, **over):
         },
         "tls": {"cert_dir": "certs"},
         "auth": {},
+        # No greeting delay: tests connect often (test_domains.py checks it).
+        "smtp": {"greeting_delay": "0"},
     }
     for k, v in over.items():
         sec, key = k.split(".", 1)
@@ -118,6 +120,7 @@ class Server:
         self.returncodes = []      # exit status of every finished run
         self.env = None            # environment of the next start (None: ours)
         self._reader = None
+        self.wrapper = []          # argv prefix, e.g. no_io_uring.py
 
     # ---- life cycle -------------------------------------------------
     def start(self, timeout=20):
@@ -125,7 +128,7 @@ class Server:
         self.addrs = {}
         self.log.append(f"--- {self.name}: start ---")
         self.proc = subprocess.Popen(
-            [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
+            self.wrapper + [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             errors="replace", env=self.env)
         ready = threading.Event()

@@ -18,6 +18,7 @@ README = os.path.join(HERE, "..", "..", "README.md")
 HELP = [
     (), ("init",), ("check",), ("serve",), ("reload",), ("stats",), ("user",),
     ("user", "add"), ("user", "del"), ("user", "list"), ("user", "check"),
+    ("domain",), ("domain", "add"), ("domain", "del"), ("domain", "list"),
     ("queue",), ("queue", "list"), ("queue", "show"), ("dkim",), ("dkim", "keygen"),
     ("dkim", "show"), ("lookup",), ("send",), ("sendmail",),
 ]

@@ -185,6 +185,29 @@ def test_docs_list_every_family(http_srv):
         f"{documented - served}"
 
 
+def test_every_reject_reason_named(http_srv):
+    """Every reason the code passes to maillog_rejected() is a label value
+    of its own (io/metrics.c's table), not lumped into "other"."""
+    _, _, body = scrape(http_srv)
+    served = set(re.findall(r'^ortoo_messages_rejected_total\{reason="([^"]+)"\}', body, re.M))
+    logged = set()
+    root = os.path.join(HERE, "..", "..")
+    for sub in ["core", "delivery", "io", "cli"]:
+        for name in os.listdir(os.path.join(root, sub)):
+            if not name.endswith(".c") or name == "maillog.c":
+                continue
+            with open(os.path.join(root, sub, name)) as f:
+                src = f.read()
+            for call in re.findall(r"maillog_rejected\((.*?)\);", src, re.S):
+                # The literals after the reply ("550 5.1.1") are the reasons.
+                lits = re.findall(r'"([^"]*)"', call)
+                codes = [i for i, l in enumerate(lits) if re.match(r"^\d{3} \d\.", l)]
+                assert codes, f"{name}: no reply code in maillog_rejected({call})"
+                logged |= set(lits[codes[-1] + 1:])
+    assert logged, "no maillog_rejected() call found"
+    assert logged <= served - {"other"}, f"reasons without a label: {logged - served}"
+
+
 # ---- counters move as mail flows --------------------------------------------
 
 def test_counters_move(msrv):

@@ -382,6 +382,20 @@ static void test_errors_raw(void **state)
     load_err(buf, want);
 }
 
+static void test_many_carriage_returns(void **state)
+{
+    /* A short line ending in more CRs than libinih's buffer holds: the line
+     * ends are not text, and were once copied whole into that buffer
+     * (found by fuzz_config). */
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf), "[server]\nhostname = mx.example.test");
+    memset(buf + n, '\r', 500);
+    strcpy(buf + n + 500, "\n" MIN_LISTEN);
+    struct config *cfg = load_ok(buf);
+    assert_string_equal(cfg->hostname, "mx.example.test");
+    config_free(cfg);
+}
+
 static void test_missing(void **state)
 {
     struct config *cfg = (struct config *)1;
@@ -650,6 +664,130 @@ static void test_role_name(void **state)
     assert_string_equal(config_role_name(ROLE_SUBMISSIONS), "submissions");
 }
 
+/* ---- [local], [srs], [smtp] (local domains) ---- */
+
+static void write_at(const char *rel, const char *text, mode_t mode)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    chmod(path, mode);
+}
+
+static void remove_at(const char *rel)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
+    unlink(path);
+}
+
+static void test_domains_keys(void **state)
+{
+    char err[512], want[PATH_MAX + 32];
+    struct config *cfg = load_ok(MIN_LISTEN);
+
+    /* Defaults. */
+    assert_string_equal(cfg->local.maildir_root, "/var/vmail");
+    assert_string_equal(cfg->local.plus_separator, "+");
+    assert_false(cfg->local.case_sensitive);
+    assert_false(cfg->local.allow_pipe);
+    assert_int_equal(cfg->srs.max_age, 21);
+    assert_int_equal(cfg->srs.separator, '=');
+    assert_null(cfg->srs.secret);
+    snprintf(want, sizeof(want), "%s/srs.key", tmpdir);
+    assert_string_equal(cfg->srs.secret_file, want);
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 1000);
+    /* No srs.key: SRS is off, not an error. */
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->srs.nsecrets, 0);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[local]\n"
+                             "maildir_root = mail\n"
+                             "plus_separator = +-\n"
+                             "case_sensitive = on\n"
+                             "allow_pipe = yes\n"
+                             "[srs]\n"
+                             "secret = 0123456789abcdef-inline\n"
+                             "max_age = 7\n"
+                             "separator = +\n"
+                             "[smtp]\n"
+                             "greeting_delay = 250ms\n");
+    snprintf(want, sizeof(want), "%s/mail", tmpdir);
+    assert_string_equal(cfg->local.maildir_root, want);
+    assert_string_equal(cfg->local.plus_separator, "+-");
+    assert_true(cfg->local.case_sensitive);
+    assert_true(cfg->local.allow_pipe);
+    assert_int_equal(cfg->srs.max_age, 7);
+    assert_int_equal(cfg->srs.separator, '+');
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 250);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->srs.nsecrets, 1);
+    assert_string_equal(cfg->srs.secrets[0], "0123456789abcdef-inline");
+    assert_null(cfg->srs.secrets[1]);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[local]\nplus_separator =\n[smtp]\ngreeting_delay = 0\n");
+    assert_string_equal(cfg->local.plus_separator, "");
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 0);
+    config_free(cfg);
+    cfg = load_ok(MIN_LISTEN "[smtp]\ngreeting_delay = 2s\n");
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 2000);
+    config_free(cfg);
+
+    /* The default secret file: comments, blanks, several secrets. */
+    write_at("srs.key", "# made by ortoo init\n\n  first-secret-0123456789  \r\nsecond-secret-0123456789\n",
+             0600);
+    cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->srs.nsecrets, 2);
+    assert_string_equal(cfg->srs.secrets[0], "first-secret-0123456789");
+    assert_string_equal(cfg->srs.secrets[1], "second-secret-0123456789");
+    config_free(cfg);
+    write_at("srs.key", "# nothing\n", 0600);
+    cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "srs.key: no secret in the file"));
+    config_free(cfg);
+    write_at("srs.key", "# short\nshort\n", 0600);
+    cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "srs.key:2: a secret needs at least 16 characters"));
+    config_free(cfg);
+    remove_at("srs.key");
+    /* An explicit secret_file must exist. */
+    cfg = load_ok(MIN_LISTEN "[srs]\nsecret_file = other.key\n");
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "other.key: No such file or directory"));
+    config_free(cfg);
+
+    /* Errors. */
+    load_err(MIN_LISTEN "[local]\nmaildir = x\n", ":4: unknown key 'maildir' in [local]");
+    load_err(MIN_LISTEN "[local]\ncase_sensitive = maybe\n",
+             ":4: [local] case_sensitive: expected on or off, got 'maybe'");
+    load_err(MIN_LISTEN "[local]\nallow_pipe = on\nallow_pipe = off\n",
+             ":5: duplicate key 'allow_pipe' in [local]");
+    load_err(MIN_LISTEN "[local]\nplus_separator = @\n",
+             ":4: [local] plus_separator: expected up to 7 of the characters +-=_#%&!~$^ "
+             "(empty: off), got '@'");
+    load_err(MIN_LISTEN "[local]\nmaildir_root =\n", ":4: [local] maildir_root: empty path");
+    load_err(MIN_LISTEN "[srs]\nsecret = short\n",
+             ":4: [srs] secret: at least 16 characters (better: let `ortoo init` make srs.key)");
+    load_err(MIN_LISTEN "[srs]\nmax_age = 0\n",
+             ":4: [srs] max_age: expected days from 1 to 1000, got '0'");
+    load_err(MIN_LISTEN "[srs]\nseparator = ==\n", ":4: [srs] separator: expected =, + or -, got '=='");
+    load_err(MIN_LISTEN "[smtp]\ngreeting_delay = 31s\n",
+             ":4: [smtp] greeting_delay: expected a time up to 30s such as 0, 1s or 500ms, got '31s'");
+    load_err(MIN_LISTEN "[smtp]\ngreeting_delay = 1m\n",
+             ":4: [smtp] greeting_delay: expected a time up to 30s such as 0, 1s or 500ms, got '1m'");
+    load_err(MIN_LISTEN "[srs]\nsecret = 0123456789abcdef0\nsecret_file = x\n",
+             ": [srs] has both secret and secret_file; keep one");
+    load_err(MIN_LISTEN "[smtp]\nbanner_delay = 1\n", ":4: unknown key 'banner_delay' in [smtp]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -659,6 +797,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_carriage_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
@@ -666,6 +805,7 @@ int main(void)
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
         cmocka_unit_test(test_role_name),
+        cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
