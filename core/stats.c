@@ -141,8 +141,9 @@ static void process_read(struct stats_process *p)
         char *s = strrchr(buf, ')');
         unsigned long long v[25] = {0};
         int field = 3;
-        for (char *tok = s ? strtok(s + 1, " ") : NULL; tok != NULL && field < 25;
-             tok = strtok(NULL, " "), field++)
+        char *save = NULL;
+        for (char *tok = s ? strtok_r(s + 1, " ", &save) : NULL; tok != NULL && field < 25;
+             tok = strtok_r(NULL, " ", &save), field++)
             v[field] = strtoull(tok, NULL, 10);
         p->cpu_seconds = (double)(v[14] + v[15]) / (double)tck;
         p->vsize_bytes = v[23];
@@ -175,15 +176,6 @@ static double wall_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-void stats_snapshot_local(struct stats_snapshot *snap)
-{
-    memset(snap, 0, sizeof(*snap));
-    metrics_sum(snap->cells);
-    process_read(&snap->proc);
-    snap->now = wall_now();
-    snap->io = "";
 }
 
 /* ---- rounds ---- */

@@ -112,12 +112,6 @@ int stats_collect(struct stats *st, struct stats_waiter *w, stats_cb cb, void *a
 /* Drop a waiting request (no-op when it is not waiting). */
 void stats_cancel(struct stats_waiter *w);
 
-/*
- * The counters, the process and no reactor gauges, now (for tests and for
- * a daemon without reactors yet).  Blocking only on /proc reads.
- */
-void stats_snapshot_local(struct stats_snapshot *snap);
-
 /* Append the Prometheus text exposition (format 0.0.4) of snap to b. */
 void stats_render_prometheus(const struct stats_snapshot *snap, struct stats_buf *b);
 
