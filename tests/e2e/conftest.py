@@ -115,6 +115,8 @@ class Server:
         with open(os.path.join(self.dir, "ortoo.conf"), "w") as f:
             f.write(conf_text)
         self.proc = None
+        self.wrapper = []          # command prefix (e.g. `ip netns exec NS`)
+        self.env = None            # environment (None: inherit)
         self.log = []              # stderr lines, across restarts
         self.addrs = {}            # role -> [(host, port)], current run
         self.returncodes = []      # exit status of every finished run
@@ -128,9 +130,10 @@ class Server:
         self.addrs = {}
         self.log.append(f"--- {self.name}: start ---")
         self.proc = subprocess.Popen(
-            self.wrapper + [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
+            self.wrapper + [ORTOO, "-c", self.dir, "serve"], env=self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            errors="replace", env=self.env)
+            errors="replace")
         ready = threading.Event()
         proc = self.proc
 
