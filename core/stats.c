@@ -501,7 +501,8 @@ static void histogram(struct stats_buf *b, const struct stats_snapshot *s, const
 }
 
 static const char *const role_names[] = {"smtp", "submission", "submissions"};
-static const char *const refused_names[] = {"max_connections", "per_address", "memory"};
+static const char *const refused_names[] = {"max_connections", "connections_per_address",
+                                             "memory"};
 static const char *const auth_names[] = {"success", "failure", "throttled"};
 static const char *const maildrop_names[] = {"queued", "rejected", "failed"};
 static const char *const file_names[] = {"segment", "journal"};

@@ -79,7 +79,8 @@ enum metrics_dclass {
 enum metrics_counter {
     /* Connections (core/smtp_session.c). */
     METRICS_CONN_ACCEPTED = 0,          /* + enum listen_role: smtp, submission, submissions */
-    METRICS_CONN_REFUSED = METRICS_CONN_ACCEPTED + 3, /* + total, per-address, memory */
+    METRICS_CONN_REFUSED = METRICS_CONN_ACCEPTED + 3, /* + max_connections,
+                                                         connections_per_address, memory */
     /* Receiving (io/maillog.c: every event=queued / event=rejected line). */
     METRICS_MSG_RECEIVED = METRICS_CONN_REFUSED + 3,  /* messages queued (250 after DATA) */
     METRICS_MSG_RECEIVED_RCPTS,         /* their recipients */

@@ -329,7 +329,18 @@ def test_refused_by_limit(fresh):
             assert r.code == 421, r
     m = metrics(s)
     assert val(m, "ortoo_connections_refused_total", reason="max_connections") == 1
+    assert val(m, "ortoo_connections_refused_total", reason="connections_per_address") == 0
     assert val(m, "ortoo_connections_accepted_total", role="smtp") == 2
+    # [limits] per_address: the second connection from 127.0.0.1.
+    s = fresh("peraddr", **{"listen.metrics": "127.0.0.1:0", "limits.connections_per_address": "1"})
+    with open_session(s, "smtp"):
+        with Raw(s.addr("smtp")) as c2:
+            r = c2.reply()
+            assert r.code == 421, r
+    m = metrics(s)
+    assert val(m, "ortoo_connections_refused_total", reason="connections_per_address") == 1
+    assert val(m, "ortoo_connections_refused_total", reason="max_connections") == 0
+    assert "refused by a limit (connections_per_address 1)" in s.cli("stats").stdout
 
 
 # ---- the HTTP side ----------------------------------------------------------
