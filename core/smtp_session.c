@@ -56,6 +56,7 @@
 #include "core/limits.h"
 #include "core/recipients.h"
 #include "io/maillog.h"
+#include "io/metrics.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "dkim/sign.h"
@@ -1111,6 +1112,7 @@ static void on_auth_done(struct auth_req *req, bool ok)
 {
     struct smtp_session *s = req->owner;
     s->auth_busy = false;
+    metrics_inc(ok ? METRICS_AUTH_SUCCESS : METRICS_AUTH_FAILURE);
     if (s->auth_counted) {
         /* Counted even when the client left meanwhile. */
         s->auth_counted = false;
@@ -1151,6 +1153,7 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
         session_enter(s, ST_CMD);
     enum auth_gate g = auth_attempt_begin(s->r->auth, &s->client_key, user);
     if (g != AUTH_GATE_OK) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         unsigned skipped;
         if (limit_log_ok(s->r, &skipped))
             log_info("session=%s event=auth-throttled by=%s user=%s client=%s unlogged=%u",
@@ -1215,6 +1218,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
         return;
     }
     if (auth_client_throttled(s->r->auth, &s->client_key)) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         note_junk(s);
         return;
@@ -2099,6 +2103,9 @@ static void session_process(struct smtp_session *s)
 static void connection_refused(struct smtp_session *s, enum limits_verdict v)
 {
     struct smtp_reactor *r = s->r;
+    metrics_inc(v == LIMITS_TOTAL ? METRICS_CONN_REFUSED_TOTAL
+                : v == LIMITS_PER_ADDRESS ? METRICS_CONN_REFUSED_PER_ADDRESS
+                                          : METRICS_CONN_REFUSED_MEMORY);
     const char *what = v == LIMITS_TOTAL ? "connections" : v == LIMITS_PER_ADDRESS
                                                                 ? "connections-per-address"
                                                                 : "out-of-memory";
@@ -2160,6 +2167,7 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     log_debug("session=%s event=connect client=%s port=%d role=%s", s->id, s->client_addr,
               s->client_port, config_role_name(role));
 
+    metrics_inc(METRICS_CONN_ACCEPTED + role);
     limits_key_of(r->limits, peer, &s->client_key);
     enum limits_verdict v = limits_conn_acquire(r->limits, &s->client_key);
     if (v != LIMITS_OK) {

@@ -56,6 +56,7 @@
 #include <openssl/x509v3.h>
 
 #include "io/log.h"
+#include "io/metrics.h"
 
 /* TLS 1.2 suites: forward secrecy and AEAD first, then ECDHE with CBC for
  * old peers (opportunistic SMTP TLS is better than plaintext, RFC 7435).
@@ -1236,8 +1237,10 @@ int tls_conn_handshake(struct tls_conn *c)
             /* Guard: the callback runs on every full handshake. */
             c->failed = true;
             snprintf(c->err, sizeof c->err, "server certificate was not checked");
+            metrics_tls_handshake(true, false, false);
             return TLS_ERR;
         }
+        metrics_tls_handshake(c->client != NULL, true, SSL_session_reused(c->ssl) == 1);
         conn_flush(c);
         return TLS_OK;
     }
@@ -1247,6 +1250,8 @@ int tls_conn_handshake(struct tls_conn *c)
         snprintf(c->err, sizeof c->err, "peer closed during the handshake");
         ret = TLS_ERR;
     }
+    if (ret == TLS_ERR)
+        metrics_tls_handshake(c->client != NULL, false, false);
     return ret;
 }
 
