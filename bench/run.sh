@@ -468,7 +468,7 @@ try:
 except Exception:
     print(''); sys.exit()
 d['server_cpu_us'] = ($c1 - $c0) * 1e6 / $hz / max(1, d.get('ok', 0))
-d['results'] = sorted(set(re.findall(r'(iprev|spf|dkim|dmarc)=(\w+)', os.environ.get('AR', ''))))
+d['results'] = sorted(set(re.findall(r'(?<![.\w])(iprev|spf|dkim|dmarc)=(\w+)', os.environ.get('AR', ''))))
 print(json.dumps(d))")
     record K ortoo "checks=$1" "$out"
     log "K ortoo checks=$1: $(echo "$out" | "$PY" -c 'import json,sys
