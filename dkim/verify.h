@@ -135,8 +135,11 @@ enum dkim_from_status dkim_verify_from(const struct dkim_verifier *v, const char
 unsigned dkim_verify_foreign_ar(const struct dkim_verifier *v);
 
 /*
- * The message is complete: verify (RSA/Ed25519 work, on the caller's
- * thread: ~50 us per RSA-2048 signature).  Fills *res.  Call once.
+ * The message is complete: verify, on the caller's thread.  An RSA-2048
+ * signature costs about 0.3 ms here, three quarters of it libopendkim
+ * parsing the public key anew (d2i_PUBKEY_bio: OpenSSL 3.0 builds a decoder
+ * chain per call); Ed25519 keys are read raw and cost little.  Fills *res.
+ * Call once.
  * Returns 0, or -ENOMEM.
  */
 int dkim_verify_finish(struct dkim_verifier *v, struct dkim_verify_result *res);

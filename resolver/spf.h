@@ -7,8 +7,9 @@
  * An evaluation is a struct spf_req embedded in its owner, like struct
  * res_req:
  *  - spf_check() starts it.  It returns 1 when the result is known at once
- *    (a malformed or single-label <domain> gives "none", RFC 7208 4.3): the
- *    result is in req->result and the callback will NOT run.  Otherwise it
+ *    (a malformed or single-label <domain> gives "none", RFC 7208 4.3; the
+ *    resolver refusing the first query gives "temperror"): the result is in
+ *    req->result and the callback will NOT run.  Otherwise it
  *    returns 0 and the callback runs exactly once, later, on the loop's
  *    thread, never inside spf_check();
  *  - the req is busy from a 0 return until its callback starts; the

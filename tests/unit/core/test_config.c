@@ -842,6 +842,46 @@ static void test_limits_keys(void **state)
              "(2097152): a message of the largest size could never be accepted");
 }
 
+/* [checks]: defaults, every key, the errors. */
+static void test_checks_keys(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    const struct config_checks *ck = &cfg->checks;
+    assert_true(ck->enabled);
+    assert_false(ck->spf_reject);
+    assert_true(ck->dmarc_reject);
+    assert_int_equal(ck->timeout_ms, 10000);
+    assert_int_equal(ck->dkim_max_signatures, 5);
+    assert_string_equal(ck->public_suffix_list, PSL_DEFAULT_PATH);
+    assert_false(ck->public_suffix_list_set);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[checks]\nenabled = off\nspf_reject = on\ndmarc_reject = no\n"
+                  "timeout = 2500ms\ndkim_max_signatures = 16\npublic_suffix_list = psl.dat\n");
+    ck = &cfg->checks;
+    assert_false(ck->enabled);
+    assert_true(ck->spf_reject);
+    assert_false(ck->dmarc_reject);
+    assert_int_equal(ck->timeout_ms, 2500);
+    assert_int_equal(ck->dkim_max_signatures, 16);
+    char want[PATH_MAX + 16];
+    snprintf(want, sizeof(want), "%s/psl.dat", tmpdir);
+    assert_string_equal(ck->public_suffix_list, want);
+    assert_true(ck->public_suffix_list_set);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "[checks]\nenabled = maybe\n",
+             ":4: [checks] enabled: expected on or off, got 'maybe'");
+    load_err(MIN_LISTEN "[checks]\ntimeout = 50ms\n",
+             ":4: [checks] timeout: expected a time from 100ms to 120s such as 10s or 2500ms, "
+             "got '50ms'");
+    load_err(MIN_LISTEN "[checks]\ndkim_max_signatures = 17\n",
+             ":4: [checks] dkim_max_signatures: expected 1 to 16, got '17'");
+    load_err(MIN_LISTEN "[checks]\nspf_reject = on\nspf_reject = off\n",
+             ":5: duplicate key 'spf_reject' in [checks]");
+    load_err(MIN_LISTEN "[checks]\nspf = on\n", ":4: unknown key 'spf' in [checks]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -856,6 +896,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checks_keys, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
