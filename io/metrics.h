@@ -49,6 +49,10 @@ enum metrics_reject {
     METRICS_REJECT_LINE_TOO_LONG,    /* "line-too-long" */
     METRICS_REJECT_BODY_MEMORY,      /* "body-memory" ([limits] body_memory) */
     METRICS_REJECT_BAD_SRS,          /* "bad-srs": a forged or expired SRS bounce address */
+    METRICS_REJECT_SPF,              /* "spf": SPF fail with [checks] spf_reject */
+    METRICS_REJECT_DMARC,            /* "dmarc": DMARC fail under p=reject */
+    METRICS_REJECT_DMARC_TEMPFAIL,   /* "dmarc-tempfail": DMARC fail maybe from a temperror */
+    METRICS_REJECT_DMARC_FROM,       /* "dmarc-several-from": several From fields/authors */
     METRICS_REJECT_OTHER,            /* any other reason */
     METRICS_REJECT_N
 };
