@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "core/smtp_parse.h"
+#include "io/text.h"
 
 #define ALIAS_NAME_MAX 64      /* a local part (RFC 5321 4.5.3.1.1) */
 #define ALIAS_DOMAIN_MAX 255
@@ -52,18 +53,6 @@ struct aliases {
     bool allow_pipe;
     bool finished;
 };
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 struct aliases *aliases_new(bool case_sensitive, bool allow_pipe)
 {
@@ -171,26 +160,26 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
 
     if (len > 0 && t[0] == '|') {
         if (!a->allow_pipe) {
-            seterr(ps->err, ps->errlen,
-                   "%s:%u: pipe target '%.*s' needs [local] allow_pipe = on", ps->file, line,
-                   (int)(len > 80 ? 80 : len), t);
+            text_seterr(ps->err, ps->errlen,
+                        "%s:%u: pipe target '%.*s' needs [local] allow_pipe = on", ps->file, line,
+                        (int)(len > 80 ? 80 : len), t);
             return -1;
         }
         text = t + 1;
         tlen = len - 1;
         trim(&text, &tlen);
         if (tlen == 0) {
-            seterr(ps->err, ps->errlen, "%s:%u: empty command after '|'", ps->file, line);
+            text_seterr(ps->err, ps->errlen, "%s:%u: empty command after '|'", ps->file, line);
             return -1;
         }
         kind = ALIAS_T_PIPE;
     } else if (len > 0 && t[0] == '/') {
-        seterr(ps->err, ps->errlen,
-               "%s:%u: file targets ('%.*s') are not supported; use a local user", ps->file,
-               line, (int)(len > 80 ? 80 : len), t);
+        text_seterr(ps->err, ps->errlen,
+                    "%s:%u: file targets ('%.*s') are not supported; use a local user", ps->file,
+                    line, (int)(len > 80 ? 80 : len), t);
         return -1;
     } else if (len >= 9 && strncasecmp(t, ":include:", 9) == 0) {
-        seterr(ps->err, ps->errlen, "%s:%u: :include: is not supported", ps->file, line);
+        text_seterr(ps->err, ps->errlen, "%s:%u: :include: is not supported", ps->file, line);
         return -1;
     } else {
         if (len > 0 && t[0] == '\\') {
@@ -203,8 +192,8 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
         if (at == NULL) {
             /* A bare name: a local part of this file's domain. */
             if (len == 0 || len + 1 + ps->domain_len >= sizeof(addr)) {
-                seterr(ps->err, ps->errlen, "%s:%u: bad target '%.*s'", ps->file, line,
-                       (int)(len > 80 ? 80 : len), t);
+                text_seterr(ps->err, ps->errlen, "%s:%u: bad target '%.*s'", ps->file, line,
+                            (int)(len > 80 ? 80 : len), t);
                 return -1;
             }
             memcpy(addr, t, len);
@@ -213,7 +202,7 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
             alen = len + 1 + ps->domain_len;
         } else {
             if (len >= sizeof(addr)) {
-                seterr(ps->err, ps->errlen, "%s:%u: target too long", ps->file, line);
+                text_seterr(ps->err, ps->errlen, "%s:%u: target too long", ps->file, line);
                 return -1;
             }
             memcpy(addr, t, len);
@@ -224,10 +213,10 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
         }
         addr[alen] = '\0';
         if (smtp_addr_parse(addr, alen, true, &sa) != SMTP_P_OK) {
-            seterr(ps->err, ps->errlen,
-                   "%s:%u: '%.*s' is not an address (expected name, name@domain, \\name or "
-                   "|command)",
-                   ps->file, line, (int)(len > 80 ? 80 : len), t);
+            text_seterr(ps->err, ps->errlen,
+                        "%s:%u: '%.*s' is not an address (expected name, name@domain, \\name or "
+                        "|command)",
+                        ps->file, line, (int)(len > 80 ? 80 : len), t);
             return -1;
         }
         local_len = sa.local_len;
@@ -262,7 +251,7 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
     (*tn)++;
     return 0;
 nomem:
-    seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
+    text_seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
     return -1;
 }
 
@@ -291,7 +280,7 @@ static int targets_split(struct parser *ps, unsigned line, const char *v, size_t
                 break;
         }
         if (in_q) {
-            seterr(ps->err, ps->errlen, "%s:%u: unterminated quote", ps->file, line);
+            text_seterr(ps->err, ps->errlen, "%s:%u: unterminated quote", ps->file, line);
             goto out;
         }
         const char *t = v + start;
@@ -315,13 +304,13 @@ static int targets_split(struct parser *ps, unsigned line, const char *v, size_t
         i++; /* past ',' (or the end) */
     }
     if (*tn == 0) {
-        seterr(ps->err, ps->errlen, "%s:%u: alias without a target", ps->file, line);
+        text_seterr(ps->err, ps->errlen, "%s:%u: alias without a target", ps->file, line);
         goto out;
     }
     rc = 0;
     goto out;
 nomem:
-    seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
+    text_seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
 out:
     free(item.p);
     return rc;
@@ -339,7 +328,7 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     struct alias_entry *e;
 
     if (colon == NULL) {
-        seterr(ps->err, ps->errlen, "%s:%u: expected 'name: target, ...'", ps->file, line);
+        text_seterr(ps->err, ps->errlen, "%s:%u: expected 'name: target, ...'", ps->file, line);
         return -1;
     }
     nlen = (size_t)(colon - s);
@@ -349,19 +338,19 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     if (at != NULL) {
         size_t dl = nlen - (size_t)(at - name) - 1;
         if (dl != ps->domain_len || strncasecmp(at + 1, ps->domain, dl) != 0) {
-            seterr(ps->err, ps->errlen,
-                   "%s:%u: alias '%.*s' is not in domain %s (this file holds the aliases of "
-                   "%s only)",
-                   ps->file, line, (int)(nlen > 80 ? 80 : nlen), name, ps->domain,
-                   ps->domain);
+            text_seterr(ps->err, ps->errlen,
+                        "%s:%u: alias '%.*s' is not in domain %s (this file holds the aliases of "
+                        "%s only)",
+                        ps->file, line, (int)(nlen > 80 ? 80 : nlen), name, ps->domain,
+                        ps->domain);
             return -1;
         }
         nlen = (size_t)(at - name);
     }
     if (!name_ok(name, nlen)) {
-        seterr(ps->err, ps->errlen, "%s:%u: '%.*s' is not an alias name (a local part, or * "
+        text_seterr(ps->err, ps->errlen, "%s:%u: '%.*s' is not an alias name (a local part, or * "
                                     "for the catch-all)",
-               ps->file, line, (int)(nlen > 80 ? 80 : nlen), name);
+                    ps->file, line, (int)(nlen > 80 ? 80 : nlen), name);
         return -1;
     }
     /* The key: name (lowercased unless case-sensitive) @ domain. */
@@ -403,7 +392,7 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     free(offs);
     return 0;
 nomem:
-    seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
+    text_seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
 fail:
     free(store.p);
     free(tv);
@@ -423,18 +412,18 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
     int rc = -1;
 
     if (a->finished) {
-        seterr(err, errlen, "%s: the alias table is already finished", file);
+        text_seterr(err, errlen, "%s: the alias table is already finished", file);
         return -1;
     }
     if (memchr(text, '\0', len) != NULL) {
-        seterr(err, errlen, "%s: NUL byte in the file", file);
+        text_seterr(err, errlen, "%s: NUL byte in the file", file);
         return -1;
     }
     files = realloc(a->files, (a->nfiles + 1) * sizeof(*files));
     if (files == NULL || (files[a->nfiles] = strdup(file)) == NULL) {
         if (files != NULL)
             a->files = files;
-        seterr(err, errlen, "%s: out of memory", file);
+        text_seterr(err, errlen, "%s: out of memory", file);
         return -1;
     }
     a->files = files;
@@ -454,8 +443,8 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
         if (indented) {
             /* An indented line continues the entry (aliases(5)). */
             if (entry_line == 0) {
-                seterr(err, errlen, "%s:%u: indented line without an alias before it", ps.file,
-                       lineno);
+                text_seterr(err, errlen, "%s:%u: indented line without an alias before it", ps.file,
+                            lineno);
                 goto out;
             }
             if (tbuf_add(&entry, " ", 1) < 0 || tbuf_add(&entry, l, tl) < 0)
@@ -474,7 +463,7 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
     rc = 0;
     goto out;
 nomem:
-    seterr(err, errlen, "%s:%u: out of memory", ps.file, lineno);
+    text_seterr(err, errlen, "%s:%u: out of memory", ps.file, lineno);
 out:
     free(entry.p);
     return rc;
@@ -491,19 +480,19 @@ int aliases_load_file(struct aliases *a, const char *path, const char *domain, c
     if (f == NULL) {
         if (errno == ENOENT)
             return 0;
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     buf = malloc(ALIASES_FILE_MAX + 1);
     if (buf == NULL) {
         fclose(f);
-        seterr(err, errlen, "%s: out of memory", path);
+        text_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     n = fread(buf, 1, ALIASES_FILE_MAX + 1, f);
     if (ferror(f) || n > ALIASES_FILE_MAX) {
-        seterr(err, errlen, "%s: %s", path,
-               ferror(f) ? "read error" : "larger than 4 MB");
+        text_seterr(err, errlen, "%s: %s", path,
+                    ferror(f) ? "read error" : "larger than 4 MB");
         fclose(f);
         free(buf);
         return -1;
@@ -549,9 +538,9 @@ int aliases_finish(struct aliases *a, char *err, size_t errlen)
                 p = q;
                 q = t;
             }
-            seterr(err, errlen, "%s:%u: alias %s is already defined at line %u%s", q->file,
-                   q->line, q->addr, p->line,
-                   a->case_sensitive ? "" : " (names compare without case)");
+            text_seterr(err, errlen, "%s:%u: alias %s is already defined at line %u%s", q->file,
+                        q->line, q->addr, p->line,
+                        a->case_sensitive ? "" : " (names compare without case)");
             return -1;
         }
     }

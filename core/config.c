@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "core/psl.h"
+#include "io/text.h"
 
 #define CONFIG_FILE_NAME "ortoo.conf"
 #define CONFIG_FILE_MAX (1u << 20)      /* a config file is small */
@@ -222,15 +223,6 @@ static void load_fail(struct loader *ld, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ld->err + n, ld->errlen - (size_t)n, fmt, ap);
-    va_end(ap);
-}
-
-/* Error without a line: "message" as given (file name included by caller). */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
 
@@ -927,14 +919,14 @@ static int domains_finish(struct config *cfg, const char *file, char *err, size_
     if (cfg->local.maildir_root == NULL && (cfg->local.maildir_root = strdup("/var/vmail")) == NULL)
         goto nomem;
     if (cfg->srs.secret != NULL && cfg->srs.secret_file_set) {
-        set_err(err, errlen, "%s: [srs] has both secret and secret_file; keep one", file);
+        text_seterr(err, errlen, "%s: [srs] has both secret and secret_file; keep one", file);
         return -1;
     }
     if (cfg->srs.secret_file == NULL && (cfg->srs.secret_file = path_join(cfg->dir, "srs.key")) == NULL)
         goto nomem;
     return 0;
 nomem:
-    set_err(err, errlen, "%s: out of memory", file);
+    text_seterr(err, errlen, "%s: out of memory", file);
     return -1;
 }
 
@@ -967,12 +959,12 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
     if (f == NULL) {
         if (errno == ENOENT && !srs->secret_file_set)
             return 0;
-        set_err(err, errlen, "%s: %s", srs->secret_file, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", srs->secret_file, strerror(errno));
         return -1;
     }
     n = fread(buf, 1, sizeof(buf) - 1, f);
     if (ferror(f) || !feof(f)) {
-        set_err(err, errlen, "%s: %s", srs->secret_file,
+        text_seterr(err, errlen, "%s: %s", srs->secret_file,
                 ferror(f) ? "read error" : "larger than 4 KB");
         fclose(f);
         explicit_bzero(buf, sizeof(buf));
@@ -993,20 +985,20 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
         if (len == 0 || line[0] == '#')
             continue;
         if (len < 16) {
-            set_err(err, errlen, "%s:%d: a secret needs at least 16 characters",
+            text_seterr(err, errlen, "%s:%d: a secret needs at least 16 characters",
                     srs->secret_file, lineno);
             explicit_bzero(buf, sizeof(buf));
             return -1;
         }
         if (srs_secret_add(srs, line, len) < 0) {
-            set_err(err, errlen, "%s: out of memory", srs->secret_file);
+            text_seterr(err, errlen, "%s: out of memory", srs->secret_file);
             explicit_bzero(buf, sizeof(buf));
             return -1;
         }
     }
     explicit_bzero(buf, sizeof(buf));
     if (srs->nsecrets == 0) {
-        set_err(err, errlen, "%s: no secret in the file", srs->secret_file);
+        text_seterr(err, errlen, "%s: no secret in the file", srs->secret_file);
         return -1;
     }
     return 0;
@@ -1241,7 +1233,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     struct config *cfg = calloc(1, sizeof(*cfg));
 
     if (cfg == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        text_seterr(err, errlen, "%s: out of memory", file);
         return -1;
     }
     ld.cfg = cfg;
@@ -1279,7 +1271,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     if (ld.failed && (rc <= 0 || rc >= ld.fail_line))
         goto fail;
     if (rc != 0) {
-        set_err(err, errlen, "%s:%d: syntax error (expected [section], key = value or a "
+        text_seterr(err, errlen, "%s:%d: syntax error (expected [section], key = value or a "
                              "comment)",
                 file, rc);
         goto fail;
@@ -1290,7 +1282,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         if (gethostname(host, sizeof(host) - 1) < 0)
             host[0] = '\0';
         if (!hostname_valid(host)) {
-            set_err(err, errlen,
+            text_seterr(err, errlen,
                     "%s: the system host name '%s' is not a valid host name: set hostname "
                     "in [server]",
                     file, host);
@@ -1317,14 +1309,14 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     if (limits_check(cfg, file, err, errlen) < 0)
         goto fail;
     if (cfg->nlistens == 0) {
-        set_err(err, errlen,
+        text_seterr(err, errlen,
                 "%s: no listeners: set smtp, submission or submissions in [listen]", file);
         goto fail;
     }
     for (size_t i = 0; cfg->metrics.enabled && i < cfg->nlistens; i++) {
         if (addr_port(&cfg->metrics.addr) != 0 &&
             same_addr(&cfg->metrics.addr, &cfg->listens[i].addr)) {
-            set_err(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
+            text_seterr(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
                     cfg->metrics.text, config_role_name(cfg->listens[i].role));
             goto fail;
         }
@@ -1332,7 +1324,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     *out = cfg;
     return 0;
 nomem:
-    set_err(err, errlen, "%s: out of memory", file);
+    text_seterr(err, errlen, "%s: out of memory", file);
 fail:
     config_free(cfg);
     return -1;
@@ -1347,38 +1339,38 @@ int config_load(const char *dir, struct config **out, char *err, size_t errlen)
     *out = NULL;
     if ((abs = realpath(dir, NULL)) == NULL) {
         if (errno == ENOENT)
-            set_err(err, errlen, "%s: no such configuration directory (create one with "
+            text_seterr(err, errlen, "%s: no such configuration directory (create one with "
                                  "'ortoo -c %s init DOMAIN')",
                     dir, dir);
         else
-            set_err(err, errlen, "%s: %s", dir, strerror(errno));
+            text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     if (asprintf(&file, "%s/%s", abs, CONFIG_FILE_NAME) < 0) {
         file = NULL;
-        set_err(err, errlen, "%s: out of memory", dir);
+        text_seterr(err, errlen, "%s: out of memory", dir);
         goto fail;
     }
     if ((f = fopen(file, "re")) == NULL) {
         if (errno == ENOENT)
-            set_err(err, errlen, "%s: not found (the config directory must hold %s; see "
+            text_seterr(err, errlen, "%s: not found (the config directory must hold %s; see "
                                  "docs/config.md)",
                     file, CONFIG_FILE_NAME);
         else
-            set_err(err, errlen, "%s: %s", file, strerror(errno));
+            text_seterr(err, errlen, "%s: %s", file, strerror(errno));
         goto fail;
     }
     if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        text_seterr(err, errlen, "%s: out of memory", file);
         goto fail;
     }
     size_t n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
     if (ferror(f)) {
-        set_err(err, errlen, "%s: read error", file);
+        text_seterr(err, errlen, "%s: read error", file);
         goto fail;
     }
     if (n > CONFIG_FILE_MAX) {
-        set_err(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
+        text_seterr(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
         goto fail;
     }
     rc = config_parse_buf(abs, file, buf, n, out, err, errlen);
