@@ -81,30 +81,6 @@ void aliases_free(struct aliases *a)
 
 /* ---- parsing ---- */
 
-/* A growable text buffer for an entry being assembled. */
-struct tbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int tbuf_add(struct tbuf *b, const char *s, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
 static void trim(const char **s, size_t *len)
@@ -149,7 +125,7 @@ static bool name_ok(const char *s, size_t len)
  */
 static int target_add(struct parser *ps, unsigned line, const char *t, size_t len,
                       const char *key, struct alias_target **tv, size_t *tn, size_t *tcap,
-                      struct tbuf *store, size_t **offs)
+                      struct text_buf *store, size_t **offs)
 {
     struct aliases *a = ps->a;
     enum alias_target_kind kind = ALIAS_T_ADDR;
@@ -245,7 +221,7 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
         *tcap = cap;
     }
     (*offs)[*tn] = store->len;
-    if (tbuf_add(store, text, tlen) < 0 || tbuf_add(store, "", 1) < 0)
+    if (text_add(store, text, tlen) < 0 || text_add(store, "", 1) < 0)
         goto nomem;
     (*tv)[*tn] = (struct alias_target){.kind = kind, .text = NULL, .local_len = local_len};
     (*tn)++;
@@ -262,10 +238,10 @@ nomem:
  */
 static int targets_split(struct parser *ps, unsigned line, const char *v, size_t len,
                          const char *key, struct alias_target **tv, size_t *tn,
-                         struct tbuf *store, size_t **offs)
+                         struct text_buf *store, size_t **offs)
 {
     size_t tcap = 0, i = 0;
-    struct tbuf item = {0};
+    struct text_buf item = {0};
     int rc = -1;
 
     while (i <= len) {
@@ -293,7 +269,7 @@ static int targets_split(struct parser *ps, unsigned line, const char *v, size_t
             for (size_t k = 1; k + 1 < tl; k++) {
                 if (t[k] == '\\' && k + 2 < tl && (t[k + 1] == '"' || t[k + 1] == '\\'))
                     k++;
-                if (tbuf_add(&item, &t[k], 1) < 0)
+                if (text_add(&item, &t[k], 1) < 0)
                     goto nomem;
             }
             t = item.p ? item.p : "";
@@ -322,7 +298,7 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     struct aliases *a = ps->a;
     const char *colon = memchr(s, ':', len), *name = s, *at;
     size_t nlen;
-    struct tbuf store = {0};
+    struct text_buf store = {0};
     struct alias_target *tv = NULL;
     size_t tn = 0, *offs = NULL;
     struct alias_entry *e;
@@ -356,11 +332,11 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     /* The key: name (lowercased unless case-sensitive) @ domain. */
     for (size_t i = 0; i < nlen; i++) {
         char c = a->case_sensitive ? name[i] : (char)tolower((unsigned char)name[i]);
-        if (tbuf_add(&store, &c, 1) < 0)
+        if (text_add(&store, &c, 1) < 0)
             goto nomem;
     }
-    if (tbuf_add(&store, "@", 1) < 0 || tbuf_add(&store, ps->domain, ps->domain_len) < 0 ||
-        tbuf_add(&store, "", 1) < 0)
+    if (text_add(&store, "@", 1) < 0 || text_add(&store, ps->domain, ps->domain_len) < 0 ||
+        text_add(&store, "", 1) < 0)
         goto nomem;
     {
         char key[ALIAS_NAME_MAX + 1 + ALIAS_DOMAIN_MAX + 1];
@@ -405,7 +381,7 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
 {
     struct parser ps = {.a = a, .domain = domain, .domain_len = strlen(domain), .err = err,
                         .errlen = errlen};
-    struct tbuf entry = {0};
+    struct text_buf entry = {0};
     unsigned lineno = 0, entry_line = 0;
     const char *p = text, *end = text + len;
     char **files;
@@ -447,7 +423,7 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
                             lineno);
                 goto out;
             }
-            if (tbuf_add(&entry, " ", 1) < 0 || tbuf_add(&entry, l, tl) < 0)
+            if (text_add(&entry, " ", 1) < 0 || text_add(&entry, l, tl) < 0)
                 goto nomem;
             continue;
         }
@@ -455,7 +431,7 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
             goto out;
         entry.len = 0;
         entry_line = lineno;
-        if (tbuf_add(&entry, l, tl) < 0)
+        if (text_add(&entry, l, tl) < 0)
             goto nomem;
     }
     if (entry_line != 0 && entry_add(&ps, entry_line, entry.p, entry.len) < 0)

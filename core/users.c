@@ -539,30 +539,6 @@ const char *users_find(const struct users *u, const char *addr, size_t len)
 
 /* --- Editing the users file. --- */
 
-/* A growable byte buffer for the new file contents. */
-struct ubuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int ubuf_add(struct ubuf *b, const char *s, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 256;
-        while (ncap < b->len + len + 1)
-            ncap *= 2;
-        char *p = realloc(b->p, ncap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->len, s, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
 /*
  * Check addr and compute the domain directory and users file paths.  key
  * receives the normalised address (domain lowercased).
@@ -644,7 +620,7 @@ static int read_all(const char *path, char **data, size_t *len, struct stat *st,
                     char *err, size_t errlen)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct ubuf b = {0};
+    struct text_buf b = {0};
     char chunk[4096];
     ssize_t n;
 
@@ -664,11 +640,11 @@ static int read_all(const char *path, char **data, size_t *len, struct stat *st,
                 continue;
             goto fail;
         }
-        if (ubuf_add(&b, chunk, (size_t)n) < 0)
+        if (text_add(&b, chunk, (size_t)n) < 0)
             goto fail;
     }
     close(fd);
-    if (b.p == NULL && ubuf_add(&b, "", 0) < 0) {
+    if (b.p == NULL && text_add(&b, "", 0) < 0) {
         text_seterr(err, errlen, "out of memory");
         return -1;
     }
@@ -689,13 +665,13 @@ fail:
  * -1 when out of memory.
  */
 static int rewrite(const char *old, size_t len, const char *key, const char *repl,
-                   struct ubuf *out)
+                   struct text_buf *out)
 {
     const char *p = old, *end = old + len;
     int matched = 0;
     char k[USERS_ADDR_MAX + 1];
 
-    if (ubuf_add(out, "", 0) < 0)
+    if (text_add(out, "", 0) < 0)
         return -1;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -705,15 +681,15 @@ static int rewrite(const char *old, size_t len, const char *key, const char *rep
 
         if (line_split(p, llen, &addr, &alen, &hash, &hlen) == 1 &&
             addr_key(addr, alen, k, true) >= 0 && strcasecmp(k, key) == 0) {
-            if (matched++ == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
+            if (matched++ == 0 && repl != NULL && text_add(out, repl, strlen(repl)) < 0)
                 return -1;
         } else {
-            if (ubuf_add(out, p, llen) < 0 || ubuf_add(out, "\n", 1) < 0)
+            if (text_add(out, p, llen) < 0 || text_add(out, "\n", 1) < 0)
                 return -1;
         }
         p += llen + (nl ? 1 : 0);
     }
-    if (matched == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
+    if (matched == 0 && repl != NULL && text_add(out, repl, strlen(repl)) < 0)
         return -1;
     return matched;
 }
@@ -797,7 +773,7 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
     char *old = NULL;
     size_t oldlen;
     struct stat st, cst;
-    struct ubuf out = {0};
+    struct text_buf out = {0};
     int r, ret = -1;
 
     if (hash == NULL || !hash_ok(hash, strlen(hash))) {
@@ -841,7 +817,7 @@ int users_file_del(const char *config_dir, const char *addr, char *err, size_t e
     char *old = NULL;
     size_t oldlen;
     struct stat st;
-    struct ubuf out = {0};
+    struct text_buf out = {0};
     int r, ret = -1;
 
     r = file_paths(config_dir, addr, key, dir, file, err, errlen);

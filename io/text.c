@@ -4,8 +4,12 @@
  */
 #include "io/text.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 void text_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -16,4 +20,77 @@ void text_seterr(char *err, size_t errlen, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+}
+
+void text_free(struct text_buf *b)
+{
+    free(b->p);
+    *b = (struct text_buf){0};
+}
+
+/* Make room for need more bytes and the NUL.  Returns 0 or -ENOMEM. */
+static int buf_reserve(struct text_buf *b, size_t need)
+{
+    if (b->oom)
+        return -ENOMEM;
+    if (need > SIZE_MAX / 2 - b->len) {
+        b->oom = true;
+        return -ENOMEM;
+    }
+    if (b->len + need + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + need + 1)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = true;
+        return -ENOMEM;
+    }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int text_add(struct text_buf *b, const void *s, size_t len)
+{
+    if (buf_reserve(b, len) < 0)
+        return -ENOMEM;
+    if (len > 0)
+        memcpy(b->p + b->len, s, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+int text_add_str(struct text_buf *b, const char *s)
+{
+    return text_add(b, s, strlen(s));
+}
+
+int text_printf(struct text_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (buf_reserve(b, 0) < 0)
+        return -ENOMEM;
+    /* Format into the room there is; when it does not fit, grow and again. */
+    for (int pass = 0; pass < 2; pass++) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        n = vsnprintf(b->p + b->len, room, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            break;
+        if ((size_t)n < room) {
+            b->len += (size_t)n;
+            return 0;
+        }
+        if (pass == 0 && buf_reserve(b, (size_t)n) < 0)
+            break;
+    }
+    b->p[b->len] = '\0'; /* a cut attempt leaves nothing */
+    b->oom = true;
+    return -ENOMEM;
 }

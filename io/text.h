@@ -2,7 +2,9 @@
 /*
  * text.h - small text helpers that every layer shares, so that each one is
  * written once: a message formatted into the caller's error buffer (the
- * "char *err, size_t errlen" convention of the loaders and the CLI).
+ * "char *err, size_t errlen" convention of the loaders and the CLI) and a
+ * growable string (struct text_buf) for whatever is assembled piece by
+ * piece: file contents, rewritten files, header fields, rendered figures.
  *
  * Pure functions, no I/O, no locks; one of the lowest modules with io/log.h,
  * so everything may include it.
@@ -10,6 +12,7 @@
 #ifndef ORTOO_TEXT_H
 #define ORTOO_TEXT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -19,5 +22,30 @@
  */
 void text_seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/*
+ * A growable byte string.  Zero it to start ({0}); free(p) when done.
+ * Invariants: p is NULL until the first append, then NUL-terminated at
+ * p[len] (the NUL not counted; the bytes before it may hold NULs of their
+ * own); len < cap.  Once an append has failed, oom is set and every later
+ * append fails too without changing anything, so a run of appends may be
+ * checked once at the end.
+ */
+struct text_buf {
+    char *p;        /* owned */
+    size_t len;     /* bytes held, the final NUL excluded */
+    size_t cap;     /* bytes allocated */
+    bool oom;       /* an append failed: the text is cut */
+};
+
+/* Free p and zero b, ready for reuse. */
+void text_free(struct text_buf *b);
+/* Append len bytes of s (len 0 still makes p a valid empty string).
+ * Returns 0, or -ENOMEM (oom set). */
+int text_add(struct text_buf *b, const void *s, size_t len);
+/* Append the C string s.  Returns 0 or -ENOMEM. */
+int text_add_str(struct text_buf *b, const char *s);
+/* Append printf output, of any length.  Returns 0 or -ENOMEM. */
+int text_printf(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_text.c - unit tests for io/text.c, the text helpers every layer
- * shares: error messages formatted into a caller's buffer.
+ * shares: error messages formatted into a caller's buffer; the growable
+ * string (NUL-terminated after every append, embedded NULs kept, printf of
+ * any length, a failed append sticky).
  */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,10 +32,51 @@ static void test_seterr(void **state)
     assert_string_equal(err, "keep");
 }
 
+static void test_buf(void **state)
+{
+    struct text_buf b = {0};
+
+    /* An empty append still makes a valid empty string. */
+    assert_int_equal(text_add(&b, "", 0), 0);
+    assert_non_null(b.p);
+    assert_string_equal(b.p, "");
+    assert_int_equal(text_add(&b, "a\0b", 3), 0);
+    assert_int_equal(b.len, 3);
+    assert_memory_equal(b.p, "a\0b", 4);
+    assert_int_equal(text_add_str(&b, "cd"), 0);
+    assert_int_equal(b.len, 5);
+    assert_int_equal(b.p[5], '\0');
+    text_free(&b);
+    assert_null(b.p);
+    assert_int_equal(b.len, 0);
+
+    /* printf: short, then longer than the first allocation. */
+    char big[3000];
+    memset(big, 'x', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    assert_int_equal(text_printf(&b, "%d-%s", 42, "y"), 0);
+    assert_int_equal(text_printf(&b, "[%s]", big), 0);
+    assert_int_equal(b.len, 4 + 1 + sizeof(big) - 1 + 1);
+    assert_memory_equal(b.p, "42-y[xxx", 8);
+    assert_int_equal(b.p[b.len - 1], ']');
+    assert_int_equal(b.p[b.len], '\0');
+    assert_false(b.oom);
+
+    /* Once failed, every append fails and changes nothing. */
+    size_t len = b.len;
+    b.oom = true;
+    assert_int_equal(text_add(&b, "z", 1), -ENOMEM);
+    assert_int_equal(text_printf(&b, "%s", "z"), -ENOMEM);
+    assert_int_equal(b.len, len);
+    text_free(&b);
+    assert_false(b.oom);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seterr),
+        cmocka_unit_test(test_buf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
