@@ -38,6 +38,7 @@
 #include "core/certgen.h"
 #include "core/config.h"
 #include "core/users.h"
+#include "io/text.h"
 
 #define INIT_DIR_MODE 0750
 #define INIT_TOP_DIR_MODE 0755
@@ -66,57 +67,20 @@ static void init_usage(FILE *f)
 }
 
 /*
- * Check a DNS name: labels of letters, digits and hyphens (RFC 1123 2.1),
- * not starting or ending with a hyphen, 1-63 octets each, separated by single
- * dots; at least `min_dots` dots.  Lower-cases it into out.
- * Returns 0 or -1 with the reason in why.
+ * Check a DNS name (io/text.h's host-name syntax) with at least `min_dots`
+ * dots.  Lower-cases it into out.  Returns 0 or -1 with the reason in why.
  */
 static int name_check(const char *name, unsigned min_dots, char out[INIT_NAME_MAX + 1],
                       const char **why)
 {
-    size_t len = strlen(name), label = 0;
+    size_t len = strlen(name);
     unsigned dots = 0;
 
-    if (len == 0 || len > INIT_NAME_MAX) {
-        *why = "must be 1 to 253 characters";
+    if ((*why = text_hostname_check(name, len)) != NULL)
         return -1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        if (ch == '.') {
-            if (label == 0) {
-                *why = "has an empty label (leading, trailing or double dot)";
-                return -1;
-            }
-            if (name[i - 1] == '-') {
-                *why = "has a label ending with '-'";
-                return -1;
-            }
-            dots++;
-            label = 0;
-        } else if (isalnum(ch) || ch == '-') {
-            if (ch == '-' && label == 0) {
-                *why = "has a label starting with '-'";
-                return -1;
-            }
-            if (++label > 63) {
-                *why = "has a label longer than 63 characters";
-                return -1;
-            }
-        } else {
-            *why = "may hold only letters, digits, hyphens and dots";
-            return -1;
-        }
-        out[i] = (char)tolower(ch);
-    }
-    out[len] = '\0';
-    if (label == 0) {
-        *why = "has an empty label (leading, trailing or double dot)";
-        return -1;
-    }
-    if (name[len - 1] == '-') {
-        *why = "has a label ending with '-'";
-        return -1;
+    for (size_t i = 0; i <= len; i++) {
+        dots += name[i] == '.';
+        out[i] = (char)tolower((unsigned char)name[i]);
     }
     if (dots < min_dots) {
         *why = "needs at least one dot (e.g. example.com)";

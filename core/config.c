@@ -395,25 +395,7 @@ const char *config_role_name(enum listen_role r)
 /* A host name for the greeting and HELO: RFC 1123 2.1 labels. */
 static bool hostname_valid(const char *s)
 {
-    size_t len = strlen(s), label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '.') {
-            if (label == 0 || s[i - 1] == '-')
-                return false;
-            label = 0;
-        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                   (c == '-' && label > 0)) {
-            if (++label > 63)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return s[len - 1] != '-' && s[len - 1] != '.';
+    return text_hostname_check(s, strlen(s)) == NULL;
 }
 
 /* A user or group name as useradd(8) takes it: [a-z_][a-z0-9_-]*[$]?, at

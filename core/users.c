@@ -86,31 +86,9 @@ static struct {
 
 /* --- Syntax checks. --- */
 
-/* A domain name: dot-separated labels of letters, digits and hyphens, no
- * label empty, longer than 63 or starting/ending with a hyphen (RFC 1035
- * 2.3.1, RFC 1123 2.1).  Also what keeps a domain safe as a path element. */
 bool users_domain_valid(const char *d, size_t len)
 {
-    size_t label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)d[i];
-        if (c == '.') {
-            if (label == 0 || d[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        if (!isalnum(c) && c != '-')
-            return false;
-        if (c == '-' && label == 0)
-            return false;
-        if (++label > 63)
-            return false;
-    }
-    return label > 0 && d[len - 1] != '-';
+    return text_hostname_check(d, len) == NULL;
 }
 
 /* A local part the users file can hold: non-empty, <= 64 octets, no

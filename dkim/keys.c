@@ -76,35 +76,9 @@ static const char *ssl_reason(void)
     return r != NULL ? r : "unknown error";
 }
 
-/* Dot-separated labels of letters, digits and inner hyphens (RFC 1035
- * 2.3.1 / RFC 6376 3.1 sub-domain), each 1..63, at most max in all. */
-static bool labels_valid(const char *s, size_t len, size_t max)
-{
-    size_t label = 0;
-
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (label == 0 || s[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        if (!isalnum(c) && c != '-')
-            return false;
-        if (c == '-' && label == 0)
-            return false;
-        if (++label > 63)
-            return false;
-    }
-    return label > 0 && s[len - 1] != '-';
-}
-
 bool dkim_selector_valid(const char *s, size_t len)
 {
-    return labels_valid(s, len, DKIM_SELECTOR_MAX);
+    return len <= DKIM_SELECTOR_MAX && text_hostname_check(s, len) == NULL;
 }
 
 const char *dkim_algo_sig_name(enum dkim_algo a)
@@ -529,7 +503,7 @@ int dkim_keys_load(const char *config_dir, const char *only_domain, struct dkim_
     }
     while ((errno = 0, de = readdir(dh)) != NULL) {
         /* Names that are not domains are users_load's to report. */
-        if (de->d_name[0] == '.' || !labels_valid(de->d_name, strlen(de->d_name), 253))
+        if (de->d_name[0] == '.' || text_hostname_check(de->d_name, strlen(de->d_name)) != NULL)
             continue;
         if (domain_load(ks, &cap, ddir, de->d_name, err, errlen) < 0)
             goto fail;

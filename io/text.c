@@ -94,3 +94,34 @@ int text_printf(struct text_buf *b, const char *fmt, ...)
     b->oom = true;
     return -ENOMEM;
 }
+
+const char *text_hostname_check(const char *s, size_t len)
+{
+    size_t label = 0;
+
+    if (len == 0 || len > 253)
+        return "must be 1 to 253 characters";
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '.') {
+            if (label == 0)
+                return "has an empty label (leading, trailing or double dot)";
+            if (s[i - 1] == '-')
+                return "has a label ending with '-'";
+            label = 0;
+        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                   c == '-') {
+            if (c == '-' && label == 0)
+                return "has a label starting with '-'";
+            if (++label > 63)
+                return "has a label longer than 63 characters";
+        } else {
+            return "may hold only letters, digits, hyphens and dots";
+        }
+    }
+    if (label == 0)
+        return "has an empty label (leading, trailing or double dot)";
+    if (s[len - 1] == '-')
+        return "has a label ending with '-'";
+    return NULL;
+}

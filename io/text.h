@@ -4,7 +4,9 @@
  * written once: a message formatted into the caller's error buffer (the
  * "char *err, size_t errlen" convention of the loaders and the CLI) and a
  * growable string (struct text_buf) for whatever is assembled piece by
- * piece: file contents, rewritten files, header fields, rendered figures.
+ * piece: file contents, rewritten files, header fields, rendered figures;
+ * and the host-name syntax that domains, selectors and the greeting name
+ * share.
  *
  * Pure functions, no I/O, no locks; one of the lowest modules with io/log.h,
  * so everything may include it.
@@ -47,5 +49,15 @@ int text_add(struct text_buf *b, const void *s, size_t len);
 int text_add_str(struct text_buf *b, const char *s);
 /* Append printf output, of any length.  Returns 0 or -ENOMEM. */
 int text_printf(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Host-name syntax (RFC 1035 2.3.1, RFC 1123 2.1): dot-separated labels of
+ * ASCII letters, digits and hyphens, 1 to 63 octets each, none starting or
+ * ending with a hyphen, at most 253 octets in all, no trailing dot.  Such a
+ * name is also safe as a path element.  Returns NULL when s[0..len) is one,
+ * else why not, as a phrase to follow the name ("has a label starting with
+ * '-'"; static text).
+ */
+const char *text_hostname_check(const char *s, size_t len);
 
 #endif

@@ -3,10 +3,11 @@
  * test_text.c - unit tests for io/text.c, the text helpers every layer
  * shares: error messages formatted into a caller's buffer; the growable
  * string (NUL-terminated after every append, embedded NULs kept, printf of
- * any length, a failed append sticky).
+ * any length, a failed append sticky); host-name syntax and its reasons.
  */
 #include <errno.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -72,11 +73,65 @@ static void test_buf(void **state)
     assert_false(b.oom);
 }
 
+static bool host_ok(const char *s)
+{
+    return text_hostname_check(s, strlen(s)) == NULL;
+}
+
+static void test_hostname(void **state)
+{
+    char long_label[70], long_name[260];
+
+    assert_true(host_ok("example.com"));
+    assert_true(host_ok("Mail-1.Example.COM"));
+    assert_true(host_ok("localhost"));
+    assert_true(host_ok("a"));
+    assert_true(host_ok("1.2.3"));
+    assert_false(host_ok(""));
+    assert_false(host_ok("."));
+    assert_false(host_ok("a..b"));
+    assert_false(host_ok(".a"));
+    assert_false(host_ok("a."));        /* no root dot */
+    assert_false(host_ok("-a.b"));
+    assert_false(host_ok("a-.b"));
+    assert_false(host_ok("a.b-"));
+    assert_false(host_ok("a_b.c"));     /* underscore: not a host name */
+    assert_false(host_ok("a b"));
+    assert_false(host_ok("b\xc3\xbc" "cher.test"));
+    /* Only len bytes count: a NUL or anything after them is not looked at. */
+    assert_null(text_hostname_check("ab\0", 2));
+    assert_non_null(text_hostname_check("a\0b", 3));
+    assert_null(text_hostname_check("a.b-", 3));
+
+    memset(long_label, 'x', 63);
+    long_label[63] = '\0';
+    assert_true(host_ok(long_label));
+    long_label[63] = 'x';
+    long_label[64] = '\0';
+    assert_string_equal(text_hostname_check(long_label, 64),
+                        "has a label longer than 63 characters");
+    for (size_t i = 0; i < 253; i++)
+        long_name[i] = i % 2 ? '.' : 'a';
+    long_name[253] = '\0';
+    assert_true(host_ok(long_name));            /* 253 octets: the most */
+    long_name[253] = 'a';
+    long_name[254] = '\0';
+    assert_string_equal(text_hostname_check(long_name, 254), "must be 1 to 253 characters");
+
+    assert_string_equal(text_hostname_check("a..b", 4),
+                        "has an empty label (leading, trailing or double dot)");
+    assert_string_equal(text_hostname_check("-a", 2), "has a label starting with '-'");
+    assert_string_equal(text_hostname_check("a-.b", 4), "has a label ending with '-'");
+    assert_string_equal(text_hostname_check("a_b", 3),
+                        "may hold only letters, digits, hyphens and dots");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seterr),
         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_hostname),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
