@@ -31,8 +31,9 @@ int cli_dkim(const char *config_dir, int argc, char **argv);     /* cli/cli_dkim
 int cli_domain(const char *config_dir, int argc, char **argv);   /* cli/cli_domain.c */
 int cli_doctor(const char *config_dir, int argc, char **argv);   /* cli/cli_doctor.c */
 
-/* Tell a running server that domains/ changed (users, aliases, domains)
- * and print which happened; never fails.  cli/cli_domain.c. */
+/* Tell a running server that domains/ changed (users, aliases, domains):
+ * its `reload` through the control socket.  Prints what happened; never
+ * fails.  Blocking, at most a minute.  cli/cli_serve.c. */
 void cli_notify_server(const char *config_dir);
 int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
 
