@@ -226,6 +226,33 @@ static void load_fail(struct loader *ld, const char *fmt, ...)
     va_end(ap);
 }
 
+/*
+ * The error for a key given twice in a section.  libinih passes an indented
+ * line after a key as a continuation of that key's value: cont says that is
+ * what this line is, and the message then says so.
+ */
+static void key_twice(struct loader *ld, const char *section, const char *name, bool cont)
+{
+    if (cont)
+        load_fail(ld, "indented line is read as a continuation of '%s'; remove the indentation",
+                  name);
+    else
+        load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+}
+
+/* For the sections parsed by hand: mark a key as given.  False (with the
+ * error recorded) when it was given already. */
+static bool key_first(struct loader *ld, bool *seen, const char *section, const char *name,
+                      bool cont)
+{
+    if (*seen) {
+        key_twice(ld, section, name, cont);
+        return false;
+    }
+    *seen = true;
+    return true;
+}
+
 static bool known_section(const char *s, size_t len)
 {
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
@@ -446,14 +473,19 @@ static in_port_t addr_port(const struct sockaddr_storage *a)
     return ((const struct sockaddr_in6 *)a)->sin6_port;
 }
 
-/* Append the comma-separated addresses of value to the listeners. */
-static int listen_add(struct loader *ld, const struct key_def *k, const char *value)
+/*
+ * Call item() for each comma-separated item of value, blanks around it
+ * trimmed (p[0..n) is not NUL-terminated).  A trailing comma is allowed: the
+ * list goes on over the next, indented line.  An empty item elsewhere is an
+ * error ("empty <what> in list").  Returns 0 or -1 with the error recorded.
+ */
+static int list_split(struct loader *ld, const char *section, const char *key, const char *what,
+                      const char *value, int (*item)(struct loader *, const void *arg,
+                                                     const char *p, size_t n),
+                      const void *arg)
 {
-    struct config *cfg = ld->cfg;
     const char *p = value;
 
-    if (*p == '\0')
-        return 0;               /* "smtp =": no listener for this role */
     for (;;) {
         while (*p == ' ' || *p == '\t')
             p++;
@@ -462,44 +494,62 @@ static int listen_add(struct loader *ld, const struct key_def *k, const char *va
         while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
             n--;
         if (n == 0 && e == NULL && p != value)
-            return 0;           /* a trailing comma, the list goes on below */
+            return 0; /* a trailing comma, the list goes on below */
         if (n == 0) {
-            load_fail(ld, "[listen] %s: empty address in list", k->name);
+            load_fail(ld, "[%s] %s: empty %s in list", section, key, what);
             return -1;
         }
-        struct config_listen l = {.role = (enum listen_role)k->min};
-        if (n >= sizeof(l.text)) {
-            load_fail(ld, "[listen] %s: address '%.*s' too long", k->name, (int)n, p);
+        if (item(ld, arg, p, n) < 0)
             return -1;
-        }
-        memcpy(l.text, p, n);
-        l.text[n] = '\0';
-        if (config_parse_addr(l.text, &l.addr, &l.addr_len) < 0) {
-            load_fail(ld,
-                      "[listen] %s: bad address '%s' (expected IPv4:port, [IPv6]:port "
-                      "or :port, with a literal IP)",
-                      k->name, l.text);
-            return -1;
-        }
-        for (size_t i = 0; i < cfg->nlistens; i++) {
-            if (addr_port(&l.addr) != 0 && same_addr(&l.addr, &cfg->listens[i].addr)) {
-                load_fail(ld, "[listen] %s: address %s already used by %s", k->name, l.text,
-                          config_role_name(cfg->listens[i].role));
-                return -1;
-            }
-        }
-        struct config_listen *nl =
-            realloc(cfg->listens, (cfg->nlistens + 1) * sizeof(*cfg->listens));
-        if (nl == NULL) {
-            load_fail(ld, "out of memory");
-            return -1;
-        }
-        cfg->listens = nl;
-        cfg->listens[cfg->nlistens++] = l;
         if (e == NULL)
             return 0;
         p = e + 1;
     }
+}
+
+/* One address of a [listen] list (k is its key) appended to the listeners. */
+static int listen_item(struct loader *ld, const void *arg, const char *p, size_t n)
+{
+    const struct key_def *k = arg;
+    struct config *cfg = ld->cfg;
+    struct config_listen l = {.role = (enum listen_role)k->min};
+
+    if (n >= sizeof(l.text)) {
+        load_fail(ld, "[listen] %s: address '%.*s' too long", k->name, (int)n, p);
+        return -1;
+    }
+    memcpy(l.text, p, n);
+    l.text[n] = '\0';
+    if (config_parse_addr(l.text, &l.addr, &l.addr_len) < 0) {
+        load_fail(ld,
+                  "[listen] %s: bad address '%s' (expected IPv4:port, [IPv6]:port "
+                  "or :port, with a literal IP)",
+                  k->name, l.text);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nlistens; i++) {
+        if (addr_port(&l.addr) != 0 && same_addr(&l.addr, &cfg->listens[i].addr)) {
+            load_fail(ld, "[listen] %s: address %s already used by %s", k->name, l.text,
+                      config_role_name(cfg->listens[i].role));
+            return -1;
+        }
+    }
+    struct config_listen *nl = realloc(cfg->listens, (cfg->nlistens + 1) * sizeof(*cfg->listens));
+    if (nl == NULL) {
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    cfg->listens = nl;
+    cfg->listens[cfg->nlistens++] = l;
+    return 0;
+}
+
+/* Append the comma-separated addresses of value to the listeners. */
+static int listen_add(struct loader *ld, const struct key_def *k, const char *value)
+{
+    if (*value == '\0')
+        return 0; /* "smtp =": no listener for this role */
+    return list_split(ld, "listen", k->name, "address", value, listen_item, k);
 }
 
 /* Store one value; the key is known and not a duplicate. */
@@ -602,65 +652,54 @@ nomem:
 
 /* ---- [resolver] ------------------------------------------------------- */
 
+/* One item of a forward or stub list (arg: the key). */
+static int resolver_item(struct loader *ld, const void *arg, const char *p, size_t n)
+{
+    struct res_conf *rc = &ld->cfg->resolver;
+    const char *key = arg;
+    char item[512], err[400];
+    int r;
+
+    if (n >= sizeof(item)) {
+        load_fail(ld, "[resolver] %s: item too long", key);
+        return -1;
+    }
+    memcpy(item, p, n);
+    item[n] = '\0';
+    if (strcmp(key, "forward") == 0) {
+        r = res_conf_add_forward(rc, item, err, sizeof(err));
+    } else {
+        /* "ZONE ADDR[@PORT] [ADDR[@PORT]...]" */
+        char *save = NULL, *zone = strtok_r(item, " \t", &save);
+        char *addr = strtok_r(NULL, " \t", &save);
+        if (addr == NULL) {
+            load_fail(ld, "[resolver] stub: '%s' needs a zone and a server address "
+                          "(ZONE ADDR[@PORT])", zone);
+            return -1;
+        }
+        do {
+            r = res_conf_add_stub(rc, zone, addr, err, sizeof(err));
+        } while (r == 0 && (addr = strtok_r(NULL, " \t", &save)) != NULL);
+    }
+    if (r < 0) {
+        load_fail(ld, "[resolver] %s: %s", key, err);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * The comma-separated items of a forward or stub value.  A list may go on
  * over indented lines (libinih passes each as another value of the same
- * key) or with the key repeated: both append.  A trailing comma is allowed
- * (the list goes on below); an empty item elsewhere is an error.
+ * key) or with the key repeated: both append.
  */
 static int resolver_list(struct loader *ld, const char *key, const char *value)
 {
-    struct res_conf *rc = &ld->cfg->resolver;
-    const char *p = value;
-    char item[512], err[400];
-
-    if (*p == '\0') {
+    if (*value == '\0') {
         load_fail(ld, "[resolver] %s: empty value", key);
         return -1;
     }
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *e = strchr(p, ',');
-        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == 0 && e == NULL && p != value)
-            return 0; /* trailing comma */
-        if (n == 0) {
-            load_fail(ld, "[resolver] %s: empty item in list", key);
-            return -1;
-        }
-        if (n >= sizeof(item)) {
-            load_fail(ld, "[resolver] %s: item too long", key);
-            return -1;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
-        int r;
-        if (strcmp(key, "forward") == 0) {
-            r = res_conf_add_forward(rc, item, err, sizeof(err));
-        } else {
-            /* "ZONE ADDR[@PORT] [ADDR[@PORT]...]" */
-            char *save = NULL, *zone = strtok_r(item, " \t", &save);
-            char *addr = strtok_r(NULL, " \t", &save);
-            if (addr == NULL) {
-                load_fail(ld, "[resolver] stub: '%s' needs a zone and a server address "
-                              "(ZONE ADDR[@PORT])", zone);
-                return -1;
-            }
-            do {
-                r = res_conf_add_stub(rc, zone, addr, err, sizeof(err));
-            } while (r == 0 && (addr = strtok_r(NULL, " \t", &save)) != NULL);
-        }
-        if (r < 0) {
-            load_fail(ld, "[resolver] %s: %s", key, err);
-            return -1;
-        }
-        if (e == NULL)
-            return 0;
-        p = e + 1;
-    }
+    return list_split(ld, "resolver", key, "item", value, resolver_item, key);
 }
 
 /* One key of [resolver]: dnssec, trust_anchor, forward, stub. */
@@ -683,15 +722,8 @@ static int resolver_key(struct loader *ld, const char *name, const char *value)
         load_fail(ld, "unknown key '%s' in [resolver]", name);
         return -1;
     }
-    if (*seen) {
-        if (cont)
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation", name);
-        else
-            load_fail(ld, "duplicate key '%s' in [resolver]", name);
+    if (!key_first(ld, seen, "resolver", name, cont))
         return -1;
-    }
-    *seen = true;
     ld->res.last = seen == &ld->res.seen_dnssec ? "dnssec" : "trust_anchor";
     if (seen == &ld->res.seen_dnssec) {
         if (strcmp(value, "on") == 0) {
@@ -806,16 +838,8 @@ static int domains_key_set(struct loader *ld, const char *section, const char *n
         load_fail(ld, "unknown key '%s' in [%s]", name, section);
         return -1;
     }
-    if (ld->dk_seen[k]) {
-        if (ld->line_indented)
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation",
-                      name);
-        else
-            load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+    if (!key_first(ld, &ld->dk_seen[k], section, name, ld->line_indented))
         return -1;
-    }
-    ld->dk_seen[k] = true;
     ld->last_key = -1;
     switch ((enum domains_key)k) {
     case DK_MAILDIR_ROOT:
@@ -1016,16 +1040,8 @@ static int checks_key_set(struct loader *ld, const char *name, const char *value
         load_fail(ld, "unknown key '%s' in [checks]", name);
         return -1;
     }
-    if (ld->ck_seen[k]) {
-        if (ld->line_indented)
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation",
-                      name);
-        else
-            load_fail(ld, "duplicate key '%s' in [checks]", name);
+    if (!key_first(ld, &ld->ck_seen[k], "checks", name, ld->line_indented))
         return -1;
-    }
-    ld->ck_seen[k] = true;
     ld->last_key = -1;
     switch (k) {
     case 0:
@@ -1081,15 +1097,8 @@ static int metrics_key(struct loader *ld, const char *value)
     char buf[sizeof(m->text) + 16];
     uint64_t port;
 
-    if (ld->seen_metrics) {
-        if (ld->line_indented)
-            load_fail(ld, "indented line is read as a continuation of 'metrics'; remove the "
-                          "indentation");
-        else
-            load_fail(ld, "duplicate key 'metrics' in [listen]");
+    if (!key_first(ld, &ld->seen_metrics, "listen", "metrics", ld->line_indented))
         return -1;
-    }
-    ld->seen_metrics = true;
     if (*value == '\0')
         return 0; /* "metrics =": off */
     if (strlen(value) >= sizeof(m->text)) {
@@ -1163,18 +1172,12 @@ static int config_handler(void *user, const char *section, const char *name, con
         return 0;
     }
     if (ld->seen[idx]) {
-        /* libinih passes an indented line after a key as a continuation of
-         * that key's value (configparser style).  Listen lists may go on
-         * over several lines; anything else is a mistake. */
-        if (ld->line_indented && ld->last_key == idx) {
-            if (k->type == KT_LISTEN)
-                return listen_add(ld, k, value) == 0;
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation",
-                      name);
-            return 0;
-        }
-        load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+        /* Listen lists may go on over indented lines (configparser style);
+         * anything else is a mistake. */
+        bool cont = ld->line_indented && ld->last_key == idx;
+        if (cont && k->type == KT_LISTEN)
+            return listen_add(ld, k, value) == 0;
+        key_twice(ld, section, name, cont);
         return 0;
     }
     ld->seen[idx] = true;
