@@ -123,35 +123,16 @@ static void send_usage(FILE *f)
 static int send_parse_server(const char *s, char *host, size_t hostlen, char *port,
                              size_t portlen)
 {
-    const char *h, *p;
+    const char *h;
     size_t hl;
+    bool bracketed;
+    unsigned v;
 
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        h = s + 1;
-        hl = (size_t)(end - h);
-        p = end + 2;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-            return -1; /* no port, or a bare IPv6 literal without brackets */
-        h = s;
-        hl = (size_t)(colon - s);
-        p = colon + 1;
-    }
-    if (hl == 0 || hl >= hostlen)
-        return -1;
-    size_t pl = strlen(p);
-    if (pl == 0 || pl >= portlen || strspn(p, "0123456789") != pl)
-        return -1;
-    long v = strtol(p, NULL, 10);
-    if (v < 1 || v > 65535)
+    if (text_host_port(s, &h, &hl, &bracketed, &v) < 0 || hl == 0 || hl >= hostlen || v == 0 ||
+        (size_t)snprintf(port, portlen, "%u", v) >= portlen)
         return -1;
     memcpy(host, h, hl);
     host[hl] = '\0';
-    memcpy(port, p, pl + 1);
     return 0;
 }
 

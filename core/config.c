@@ -359,30 +359,13 @@ int config_parse_size(const char *s, uint64_t *out)
 int config_parse_addr(const char *s, struct sockaddr_storage *addr, socklen_t *len)
 {
     char host[INET6_ADDRSTRLEN + 1];
-    const char *colon, *h;
+    const char *h;
     size_t hl;
-    bool v6 = false;
-    uint64_t port;
+    bool v6;
+    unsigned port;
 
     memset(addr, 0, sizeof(*addr));
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        h = s + 1;
-        hl = (size_t)(end - h);
-        colon = end + 1;
-        v6 = true;
-    } else {
-        /* IPv4 literal or empty; an unbracketed IPv6 address has more
-         * than one colon and is refused. */
-        colon = strchr(s, ':');
-        if (colon == NULL || strchr(colon + 1, ':') != NULL)
-            return -1;
-        h = s;
-        hl = (size_t)(colon - s);
-    }
-    if (strlen(colon + 1) > 5 || parse_u64(colon + 1, &port) < 0 || port > 65535)
+    if (text_host_port(s, &h, &hl, &v6, &port) < 0)
         return -1;
     if (hl >= sizeof(host) || (v6 && hl == 0))
         return -1;

@@ -125,3 +125,39 @@ const char *text_hostname_check(const char *s, size_t len)
         return "has a label ending with '-'";
     return NULL;
 }
+
+int text_host_port(const char *s, const char **host, size_t *hostlen, bool *bracketed,
+                   unsigned *port)
+{
+    const char *colon;
+    unsigned v = 0;
+
+    *bracketed = s[0] == '[';
+    if (*bracketed) {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        *host = s + 1;
+        *hostlen = (size_t)(end - *host);
+        colon = end + 1;
+    } else {
+        /* An unbracketed IPv6 address has more than one colon. */
+        colon = strchr(s, ':');
+        if (colon == NULL || strchr(colon + 1, ':') != NULL)
+            return -1;
+        *host = s;
+        *hostlen = (size_t)(colon - s);
+    }
+    size_t n = strlen(colon + 1);
+    if (n == 0 || n > 5)
+        return -1;
+    for (const char *p = colon + 1; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        v = v * 10 + (unsigned)(*p - '0');
+    }
+    if (v > 65535)
+        return -1;
+    *port = v;
+    return 0;
+}

@@ -5,8 +5,8 @@
  * "char *err, size_t errlen" convention of the loaders and the CLI) and a
  * growable string (struct text_buf) for whatever is assembled piece by
  * piece: file contents, rewritten files, header fields, rendered figures;
- * and the host-name syntax that domains, selectors and the greeting name
- * share.
+ * the host-name syntax that domains, selectors and the greeting name
+ * share; and the "HOST:PORT" form of listeners and command-line servers.
  *
  * Pure functions, no I/O, no locks; one of the lowest modules with io/log.h,
  * so everything may include it.
@@ -59,5 +59,15 @@ int text_printf(struct text_buf *b, const char *fmt, ...) __attribute__((format(
  * '-'"; static text).
  */
 const char *text_hostname_check(const char *s, size_t len);
+
+/*
+ * Split "HOST:PORT" or "[HOST]:PORT" (brackets around an IPv6 literal; a
+ * HOST without them holds no ':').  *host and *hostlen point into s (HOST
+ * may be empty: the caller decides), *bracketed says whether it was in
+ * brackets, *port is PORT: 1 to 5 digits, at most 65535 (0 passes).
+ * Returns 0, or -1 when s has no such shape.
+ */
+int text_host_port(const char *s, const char **host, size_t *hostlen, bool *bracketed,
+                   unsigned *port);
 
 #endif

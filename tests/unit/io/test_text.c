@@ -3,7 +3,8 @@
  * test_text.c - unit tests for io/text.c, the text helpers every layer
  * shares: error messages formatted into a caller's buffer; the growable
  * string (NUL-terminated after every append, embedded NULs kept, printf of
- * any length, a failed append sticky); host-name syntax and its reasons.
+ * any length, a failed append sticky); host-name syntax and its reasons;
+ * the HOST:PORT split.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -126,12 +127,50 @@ static void test_hostname(void **state)
                         "may hold only letters, digits, hyphens and dots");
 }
 
+static void hp_ok(const char *s, const char *host, bool bracketed, unsigned port)
+{
+    const char *h;
+    size_t hl;
+    bool b;
+    unsigned p;
+
+    assert_int_equal(text_host_port(s, &h, &hl, &b, &p), 0);
+    assert_int_equal(hl, strlen(host));
+    assert_memory_equal(h, host, hl);
+    assert_int_equal(b, bracketed);
+    assert_int_equal(p, port);
+}
+
+static void test_host_port(void **state)
+{
+    const char *h;
+    size_t hl;
+    bool b;
+    unsigned p;
+
+    hp_ok("127.0.0.1:25", "127.0.0.1", false, 25);
+    hp_ok("mail.example.com:587", "mail.example.com", false, 587);
+    hp_ok("[::1]:2525", "::1", true, 2525);
+    hp_ok(":25", "", false, 25);            /* empty host: the caller decides */
+    hp_ok("[]:25", "", true, 25);
+    hp_ok("h:0", "h", false, 0);
+    hp_ok("h:65535", "h", false, 65535);
+    hp_ok("h:00025", "h", false, 25);
+    static const char *const bad[] = {
+        "h", "h:", "h:65536", "h:000025", "h:2x", "h:+25", "h: 25", "::1:25", "[::1]25",
+        "[::1:25", "[::1]", "a:b:25",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        assert_int_equal(text_host_port(bad[i], &h, &hl, &b, &p), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seterr),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_hostname),
+        cmocka_unit_test(test_host_port),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
