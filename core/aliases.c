@@ -325,7 +325,7 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     }
     if (!name_ok(name, nlen)) {
         text_seterr(ps->err, ps->errlen, "%s:%u: '%.*s' is not an alias name (a local part, or * "
-                                    "for the catch-all)",
+                                         "for the catch-all)",
                     ps->file, line, (int)(nlen > 80 ? 80 : nlen), name);
         return -1;
     }

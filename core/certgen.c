@@ -236,8 +236,8 @@ int certgen_selfsigned(const char *dir, const char *hostname, char *err, size_t 
     ret = -EIO;
     key = EVP_EC_gen("P-256");
     if (key == NULL) {
-        text_seterr(err, errlen, "cannot make an ECDSA P-256 key: %s", crypto_err(ebuf,
-                    sizeof ebuf));
+        text_seterr(err, errlen, "cannot make an ECDSA P-256 key: %s",
+                    crypto_err(ebuf, sizeof ebuf));
         goto fail;
     }
     cert = cert_make(key, hostname);

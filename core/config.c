@@ -954,7 +954,7 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
     n = fread(buf, 1, sizeof(buf) - 1, f);
     if (ferror(f) || !feof(f)) {
         text_seterr(err, errlen, "%s: %s", srs->secret_file,
-                ferror(f) ? "read error" : "larger than 4 KB");
+                    ferror(f) ? "read error" : "larger than 4 KB");
         fclose(f);
         explicit_bzero(buf, sizeof(buf));
         return -1;
@@ -975,7 +975,7 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
             continue;
         if (len < 16) {
             text_seterr(err, errlen, "%s:%d: a secret needs at least 16 characters",
-                    srs->secret_file, lineno);
+                        srs->secret_file, lineno);
             explicit_bzero(buf, sizeof(buf));
             return -1;
         }
@@ -1240,8 +1240,8 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         goto fail;
     if (rc != 0) {
         text_seterr(err, errlen, "%s:%d: syntax error (expected [section], key = value or a "
-                             "comment)",
-                file, rc);
+                                 "comment)",
+                    file, rc);
         goto fail;
     }
 
@@ -1251,9 +1251,9 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
             host[0] = '\0';
         if (!hostname_valid(host)) {
             text_seterr(err, errlen,
-                    "%s: the system host name '%s' is not a valid host name: set hostname "
-                    "in [server]",
-                    file, host);
+                        "%s: the system host name '%s' is not a valid host name: set hostname "
+                        "in [server]",
+                        file, host);
             goto fail;
         }
         if ((cfg->hostname = strdup(host)) == NULL)
@@ -1278,14 +1278,14 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         goto fail;
     if (cfg->nlistens == 0) {
         text_seterr(err, errlen,
-                "%s: no listeners: set smtp, submission or submissions in [listen]", file);
+                    "%s: no listeners: set smtp, submission or submissions in [listen]", file);
         goto fail;
     }
     for (size_t i = 0; cfg->metrics.enabled && i < cfg->nlistens; i++) {
         if (addr_port(&cfg->metrics.addr) != 0 &&
             same_addr(&cfg->metrics.addr, &cfg->listens[i].addr)) {
             text_seterr(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
-                    cfg->metrics.text, config_role_name(cfg->listens[i].role));
+                        cfg->metrics.text, config_role_name(cfg->listens[i].role));
             goto fail;
         }
     }
@@ -1308,8 +1308,8 @@ int config_load(const char *dir, struct config **out, char *err, size_t errlen)
     if ((abs = realpath(dir, NULL)) == NULL) {
         if (errno == ENOENT)
             text_seterr(err, errlen, "%s: no such configuration directory (create one with "
-                                 "'ortoo -c %s init DOMAIN')",
-                    dir, dir);
+                                     "'ortoo -c %s init DOMAIN')",
+                        dir, dir);
         else
             text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
@@ -1322,8 +1322,8 @@ int config_load(const char *dir, struct config **out, char *err, size_t errlen)
     if ((f = fopen(file, "re")) == NULL) {
         if (errno == ENOENT)
             text_seterr(err, errlen, "%s: not found (the config directory must hold %s; see "
-                                 "docs/config.md)",
-                    file, CONFIG_FILE_NAME);
+                                     "docs/config.md)",
+                        file, CONFIG_FILE_NAME);
         else
             text_seterr(err, errlen, "%s: %s", file, strerror(errno));
         goto fail;

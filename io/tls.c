@@ -310,7 +310,7 @@ static SSL_CTX *host_ctx_new(struct tls_server *s, const char *dir, char *err, s
     ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL || ctx_common(ctx) < 0) {
         text_seterr(err, errlen, "%s: cannot make a TLS context: %s", dir,
-                ssl_errstr(ebuf, sizeof ebuf));
+                    ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, chain) != 1) {
@@ -323,7 +323,7 @@ static SSL_CTX *host_ctx_new(struct tls_server *s, const char *dir, char *err, s
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
         text_seterr(err, errlen, "%s does not match %s: %s", key, chain,
-                ssl_errstr(ebuf, sizeof ebuf));
+                    ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     leaf = SSL_CTX_get0_certificate(ctx);
@@ -417,7 +417,7 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
             continue;
         if (!has_chain || !has_key) {
             text_seterr(err, errlen, "%s/%s: missing", dir,
-                    has_chain ? "privkey.pem" : "fullchain.pem");
+                        has_chain ? "privkey.pem" : "fullchain.pem");
             goto fail;
         }
         ctx = host_ctx_new(s, dir, err, errlen);
@@ -451,7 +451,7 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
 
     if (s->nhosts == 0) {
         text_seterr(err, errlen, "%s: no certificate (expected <host>/fullchain.pem and "
-                             "<host>/privkey.pem)", cert_dir);
+                                 "<host>/privkey.pem)", cert_dir);
         goto fail;
     }
     qsort(s->hosts, s->nhosts, sizeof *s->hosts, host_cmp);
@@ -870,7 +870,7 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (c->ctx == NULL || ctx_common(c->ctx) < 0) {
         text_seterr(err, errlen, "cannot make a TLS client context: %s",
-                ssl_errstr(ebuf, sizeof ebuf));
+                    ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     if (o->ca_file != NULL)
@@ -879,7 +879,7 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
         ok = SSL_CTX_set_default_verify_paths(c->ctx);
     if (ok != 1) {
         text_seterr(err, errlen, "cannot load the CA store %s: %s",
-                o->ca_file ? o->ca_file : "(system)", ssl_errstr(ebuf, sizeof ebuf));
+                    o->ca_file ? o->ca_file : "(system)", ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     /* A delivery connection is busy while it lives: keeping its record
