@@ -551,33 +551,15 @@ static void conn_close(struct send_conn *c)
 /* Read a whole file into out.  Returns 0 or -1 (printed). */
 static int body_file_read(const char *path, struct text_buf *out)
 {
-    FILE *f = fopen(path, "rbe");
-    char buf[65536];
-    size_t n;
+    int r = text_read_file(path, SEND_BODY_MAX, out, NULL);
 
-    if (f == NULL) {
-        fprintf(stderr, "ortoo send: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > SEND_BODY_MAX) {
-            fprintf(stderr, "ortoo send: %s: larger than %u MiB\n", path, SEND_BODY_MAX >> 20);
-            goto fail;
-        }
-        if (text_add(out, buf, n) < 0) {
-            fprintf(stderr, "ortoo send: out of memory\n");
-            goto fail;
-        }
-    }
-    if (ferror(f)) {
-        fprintf(stderr, "ortoo send: %s: %s\n", path, strerror(errno));
-        goto fail;
-    }
-    fclose(f);
-    return 0;
-fail:
-    fclose(f);
-    return -1;
+    if (r == -EFBIG)
+        fprintf(stderr, "ortoo send: %s: larger than %u MiB\n", path, SEND_BODY_MAX >> 20);
+    else if (r == -ENOMEM)
+        fprintf(stderr, "ortoo send: out of memory\n");
+    else if (r < 0)
+        fprintf(stderr, "ortoo send: %s: %s\n", path, strerror(-r));
+    return r < 0 ? -1 : 0;
 }
 
 /*

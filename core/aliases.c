@@ -448,35 +448,18 @@ out:
 int aliases_load_file(struct aliases *a, const char *path, const char *domain, char *err,
                       size_t errlen)
 {
-    FILE *f = fopen(path, "re");
-    char *buf;
-    size_t n;
-    int rc;
+    struct text_buf buf = {0};
+    int rc = text_read_file(path, ALIASES_FILE_MAX, &buf, NULL);
 
-    if (f == NULL) {
-        if (errno == ENOENT)
-            return 0;
-        text_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    buf = malloc(ALIASES_FILE_MAX + 1);
-    if (buf == NULL) {
-        fclose(f);
-        text_seterr(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    n = fread(buf, 1, ALIASES_FILE_MAX + 1, f);
-    if (ferror(f) || n > ALIASES_FILE_MAX) {
+    if (rc == 0)
+        rc = aliases_parse(a, path, domain, buf.p, buf.len, err, errlen);
+    else if (rc == -ENOENT)
+        rc = 0;
+    else
         text_seterr(err, errlen, "%s: %s", path,
-                    ferror(f) ? "read error" : "larger than 4 MB");
-        fclose(f);
-        free(buf);
-        return -1;
-    }
-    fclose(f);
-    rc = aliases_parse(a, path, domain, buf, n, err, errlen);
-    free(buf);
-    return rc;
+                    rc == -EFBIG ? "larger than 4 MB" : strerror(-rc));
+    text_free(&buf);
+    return rc < 0 ? -1 : rc;
 }
 
 /* ---- the table ---- */

@@ -1300,8 +1300,8 @@ fail:
 
 int config_load(const char *dir, struct config **out, char *err, size_t errlen)
 {
-    char *abs = NULL, *file = NULL, *buf = NULL;
-    FILE *f = NULL;
+    char *abs = NULL, *file = NULL;
+    struct text_buf buf = {0};
     int rc = -1;
 
     *out = NULL;
@@ -1319,33 +1319,23 @@ int config_load(const char *dir, struct config **out, char *err, size_t errlen)
         text_seterr(err, errlen, "%s: out of memory", dir);
         goto fail;
     }
-    if ((f = fopen(file, "re")) == NULL) {
-        if (errno == ENOENT)
-            text_seterr(err, errlen, "%s: not found (the config directory must hold %s; see "
-                                     "docs/config.md)",
-                        file, CONFIG_FILE_NAME);
+    int r = text_read_file(file, CONFIG_FILE_MAX, &buf, NULL);
+    if (r == -ENOENT) {
+        text_seterr(err, errlen, "%s: not found (the config directory must hold %s; see "
+                                 "docs/config.md)",
+                    file, CONFIG_FILE_NAME);
+        goto fail;
+    }
+    if (r < 0) {
+        if (r == -EFBIG)
+            text_seterr(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
         else
-            text_seterr(err, errlen, "%s: %s", file, strerror(errno));
+            text_seterr(err, errlen, "%s: %s", file, strerror(-r));
         goto fail;
     }
-    if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
-        text_seterr(err, errlen, "%s: out of memory", file);
-        goto fail;
-    }
-    size_t n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
-    if (ferror(f)) {
-        text_seterr(err, errlen, "%s: read error", file);
-        goto fail;
-    }
-    if (n > CONFIG_FILE_MAX) {
-        text_seterr(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
-        goto fail;
-    }
-    rc = config_parse_buf(abs, file, buf, n, out, err, errlen);
+    rc = config_parse_buf(abs, file, buf.p, buf.len, out, err, errlen);
 fail:
-    if (f != NULL)
-        fclose(f);
-    free(buf);
+    text_free(&buf);
     free(file);
     free(abs);
     return rc;

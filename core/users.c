@@ -35,6 +35,7 @@
 #include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -593,46 +594,21 @@ static int file_paths(const char *config_dir, const char *addr, char *key, char 
     return 0;
 }
 
-/* Read a whole file; *data NULL and 0 returned when it does not exist. */
-static int read_all(const char *path, char **data, size_t *len, struct stat *st,
-                    char *err, size_t errlen)
+/* Read a whole users file into b (empty to start).  Returns 1, 0 (b left
+ * empty) when it does not exist, or -1 with err (b freed). */
+static int read_all(const char *path, struct text_buf *b, struct stat *st, char *err,
+                    size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct text_buf b = {0};
-    char chunk[4096];
-    ssize_t n;
+    int r = text_read_file(path, SIZE_MAX, b, st);
 
-    *data = NULL;
-    *len = 0;
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        text_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fd, st) < 0)
-        goto fail;
-    while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            goto fail;
-        }
-        if (text_add(&b, chunk, (size_t)n) < 0)
-            goto fail;
-    }
-    close(fd);
-    if (b.p == NULL && text_add(&b, "", 0) < 0) {
-        text_seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    *data = b.p;
-    *len = b.len;
-    return 1;
-fail:
-    text_seterr(err, errlen, "%s: %s", path, strerror(errno));
-    close(fd);
-    free(b.p);
+    if (r == 0)
+        return 1;
+    if (b->p != NULL)
+        sodium_memzero(b->p, b->len);
+    text_free(b);
+    if (r == -ENOENT)
+        return 0;
+    text_seterr(err, errlen, "%s: %s", path, strerror(-r));
     return -1;
 }
 
@@ -748,10 +724,8 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
 {
     char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX];
     char line[USERS_ADDR_MAX + USERS_HASH_MAX + 4];
-    char *old = NULL;
-    size_t oldlen;
     struct stat st, cst;
-    struct text_buf out = {0};
+    struct text_buf old = {0}, out = {0};
     int r, ret = -1;
 
     if (hash == NULL || !hash_ok(hash, strlen(hash))) {
@@ -766,11 +740,11 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
         text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
-    r = read_all(file, &old, &oldlen, &st, err, errlen);
+    r = read_all(file, &old, &st, err, errlen);
     if (r < 0)
         return -1;
     snprintf(line, sizeof(line), "%s:%s\n", key, hash);
-    if (rewrite(old ? old : "", old ? oldlen : 0, key, line, &out) < 0) {
+    if (rewrite(old.p ? old.p : "", old.len, key, line, &out) < 0) {
         text_seterr(err, errlen, "out of memory");
         goto fail;
     }
@@ -780,31 +754,29 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
     }
     ret = replace_file(dir, file, out.p, out.len, &st, err, errlen);
 fail:
-    if (old != NULL)
-        sodium_memzero(old, oldlen);
+    if (old.p != NULL)
+        sodium_memzero(old.p, old.len);
     if (out.p != NULL)
         sodium_memzero(out.p, out.len);
-    free(old);
-    free(out.p);
+    text_free(&old);
+    text_free(&out);
     return ret;
 }
 
 int users_file_del(const char *config_dir, const char *addr, char *err, size_t errlen)
 {
     char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX];
-    char *old = NULL;
-    size_t oldlen;
     struct stat st;
-    struct text_buf out = {0};
+    struct text_buf old = {0}, out = {0};
     int r, ret = -1;
 
     r = file_paths(config_dir, addr, key, dir, file, err, errlen);
     if (r != 0)
         return r;
-    r = read_all(file, &old, &oldlen, &st, err, errlen);
+    r = read_all(file, &old, &st, err, errlen);
     if (r <= 0)
         return r < 0 ? -1 : 1;
-    r = rewrite(old, oldlen, key, NULL, &out);
+    r = rewrite(old.p, old.len, key, NULL, &out);
     if (r < 0) {
         text_seterr(err, errlen, "out of memory");
         goto fail;
@@ -814,11 +786,12 @@ int users_file_del(const char *config_dir, const char *addr, char *err, size_t e
     else
         ret = replace_file(dir, file, out.p, out.len, &st, err, errlen);
 fail:
-    sodium_memzero(old, oldlen);
+    if (old.p != NULL)
+        sodium_memzero(old.p, old.len);
     if (out.p != NULL)
         sodium_memzero(out.p, out.len);
-    free(old);
-    free(out.p);
+    text_free(&old);
+    text_free(&out);
     return ret;
 }
 

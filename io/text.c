@@ -5,11 +5,13 @@
 #include "io/text.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 void text_seterr(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -93,6 +95,45 @@ int text_printf(struct text_buf *b, const char *fmt, ...)
     b->p[b->len] = '\0'; /* a cut attempt leaves nothing */
     b->oom = true;
     return -ENOMEM;
+}
+
+int text_read_file(const char *path, size_t max, struct text_buf *out, struct stat *st)
+{
+    struct stat sb;
+    size_t start = out->len;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), rc = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, st != NULL ? st : &sb) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (;;) {
+        /* At least a 64 KiB chunk of room each time; the NUL after it. */
+        if (buf_reserve(out, 65536) < 0) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        ssize_t n = read(fd, out->p + out->len, out->cap - out->len - 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            goto out;
+        }
+        out->len += (size_t)n;
+        out->p[out->len] = '\0';
+        if (n == 0)
+            break;
+        if (out->len - start > max) {
+            rc = -EFBIG;
+            goto out;
+        }
+    }
+out:
+    close(fd);
+    return rc;
 }
 
 const char *text_hostname_check(const char *s, size_t len)

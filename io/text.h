@@ -6,16 +6,19 @@
  * growable string (struct text_buf) for whatever is assembled piece by
  * piece: file contents, rewritten files, header fields, rendered figures;
  * the host-name syntax that domains, selectors and the greeting name
- * share; and the "HOST:PORT" form of listeners and command-line servers.
+ * share; the "HOST:PORT" form of listeners and command-line servers; and
+ * a whole small file read into memory (the loaders' config, users and
+ * aliases files).
  *
- * Pure functions, no I/O, no locks; one of the lowest modules with io/log.h,
- * so everything may include it.
+ * No locks, no I/O but text_read_file's; one of the lowest modules with
+ * io/log.h, so everything may include it.
  */
 #ifndef ORTOO_TEXT_H
 #define ORTOO_TEXT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 /*
  * printf into err[errlen], cut to fit and always NUL-terminated; does
@@ -49,6 +52,16 @@ int text_add(struct text_buf *b, const void *s, size_t len);
 int text_add_str(struct text_buf *b, const char *s);
 /* Append printf output, of any length.  Returns 0 or -ENOMEM. */
 int text_printf(struct text_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Append the whole file at path to out (see text_add: NUL-terminated, a
+ * valid empty string for an empty file).  At most max bytes: a larger file
+ * is -EFBIG.  st, when not NULL, gets the file's fstat.  Returns 0 or
+ * -errno: open(2)'s (-ENOENT for a missing file), read(2)'s, -EFBIG or
+ * -ENOMEM; out may then hold part of the file (the caller frees it).
+ * Blocking.
+ */
+int text_read_file(const char *path, size_t max, struct text_buf *out, struct stat *st);
 
 /*
  * Host-name syntax (RFC 1035 2.3.1, RFC 1123 2.1): dot-separated labels of

@@ -4,7 +4,8 @@
  * shares: error messages formatted into a caller's buffer; the growable
  * string (NUL-terminated after every append, embedded NULs kept, printf of
  * any length, a failed append sticky); host-name syntax and its reasons;
- * the HOST:PORT split.
+ * the HOST:PORT split; reading a whole file (empty, appended, too large,
+ * missing).
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -12,7 +13,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -164,6 +169,55 @@ static void test_host_port(void **state)
         assert_int_equal(text_host_port(bad[i], &h, &hl, &b, &p), -1);
 }
 
+static void test_read_file(void **state)
+{
+    char dir[] = "/tmp/test_text.XXXXXX", path[64];
+    struct text_buf b = {0};
+    struct stat st;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/f", dir);
+
+    /* Missing. */
+    assert_int_equal(text_read_file(path, 100, &b, NULL), -ENOENT);
+    text_free(&b);
+
+    /* Empty: a valid empty string. */
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fclose(f);
+    assert_int_equal(text_read_file(path, 100, &b, &st), 0);
+    assert_non_null(b.p);
+    assert_int_equal(b.len, 0);
+    assert_string_equal(b.p, "");
+    assert_true(S_ISREG(st.st_mode));
+    text_free(&b);
+
+    /* Larger than the first chunk, appended after what b holds; exactly
+     * max bytes pass, one more does not. */
+    size_t n = 200000;
+    f = fopen(path, "w");
+    for (size_t i = 0; i < n; i++)
+        fputc('a' + (int)(i % 26), f);
+    fclose(f);
+    assert_int_equal(text_add_str(&b, "head:"), 0);
+    assert_int_equal(text_read_file(path, n, &b, NULL), 0);
+    assert_int_equal(b.len, 5 + n);
+    assert_memory_equal(b.p, "head:abc", 8);
+    assert_int_equal(b.p[b.len - 1], 'a' + (int)((n - 1) % 26));
+    assert_int_equal(b.p[b.len], '\0');
+    text_free(&b);
+    assert_int_equal(text_read_file(path, n - 1, &b, NULL), -EFBIG);
+    text_free(&b);
+
+    /* A directory opens but does not read. */
+    assert_int_equal(text_read_file(dir, 100, &b, NULL), -EISDIR);
+    text_free(&b);
+
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -171,6 +225,7 @@ int main(void)
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_hostname),
         cmocka_unit_test(test_host_port),
+        cmocka_unit_test(test_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
