@@ -37,6 +37,12 @@ int cli_doctor(const char *config_dir, int argc, char **argv);   /* cli/cli_doct
 void cli_notify_server(const char *config_dir);
 int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
 
+/* For a command that takes no argument (argv[0] is cmd): -h or --help
+ * prints usage on stdout (status 0); any other argument is a usage error
+ * (status 2, the usage on stderr).  Returns that status, or -1 when there is
+ * no argument.  cli/cli_serve.c. */
+int cli_no_args(const char *cmd, int argc, char **argv, const char *usage);
+
 /* Set by main() when -c named the configuration directory (sendmail then
  * warns when it cannot read it instead of falling back silently). */
 extern bool cli_config_explicit;

@@ -18,6 +18,20 @@
 
 #define CLI_CONTROL_TIMEOUT_MS 60000
 
+int cli_no_args(const char *cmd, int argc, char **argv, const char *usage)
+{
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "ortoo %s: unexpected argument '%s'\n", cmd, argv[1]);
+        fputs(usage, stderr);
+        return 2;
+    }
+    return -1;
+}
+
 int cli_serve(const char *config_dir, int argc, char **argv)
 {
     static const char usage[] =
@@ -27,16 +41,8 @@ int cli_serve(const char *config_dir, int argc, char **argv)
         "it binds its ports, loads its certificates, then runs as [server] user.\n"
         "SIGHUP or 'ortoo reload' re-read the configuration, certificates and users;\n"
         "SIGTERM stops it gracefully.\n";
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "ortoo serve: unexpected argument '%s'\n", argv[1]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    return server_run(config_dir);
+    int rc = cli_no_args("serve", argc, argv, usage);
+    return rc >= 0 ? rc : server_run(config_dir);
 }
 
 static void print_line(const char *text, void *arg)
@@ -133,16 +139,10 @@ int cli_reload(const char *config_dir, int argc, char **argv)
         "a restart (listeners, reactors, spool, user) are named.\n";
     char status[2048];
 
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "ortoo reload: unexpected argument '%s'\n", argv[1]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    int rc = cli_control_call(config_dir, "reload", "reload", NULL, NULL, status, sizeof(status));
+    int rc = cli_no_args("reload", argc, argv, usage);
+    if (rc >= 0)
+        return rc;
+    rc = cli_control_call(config_dir, "reload", "reload", NULL, NULL, status, sizeof(status));
     if (rc == 0) {
         printf("%s\n", status);
         return 0;
