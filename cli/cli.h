@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "core/control.h"
 
@@ -58,6 +59,17 @@ extern bool cli_config_explicit;
  */
 int cli_control_call(const char *config_dir, const char *what, const char *request,
                      control_line_cb on_line, void *arg, char *status, size_t statuslen);
+
+/*
+ * Write len bytes of data to path atomically: a temporary file next to it
+ * (mode mode, group gid unless (gid_t)-1), written and fsync'ed, then
+ * renamed over path, or linked to it when exclusive (then -EEXIST, not
+ * printed, when path exists); the directory is synced after.  Other
+ * failures print "ortoo CMD: cannot write PATH: why" and return -1.
+ * Blocking.  cli/cli_init.c.
+ */
+int cli_file_write(const char *cmd, const char *path, const char *data, size_t len, mode_t mode,
+                   gid_t gid, bool exclusive);
 
 /* Shared with `init` (cli/cli_dkim.c). */
 

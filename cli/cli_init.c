@@ -212,23 +212,21 @@ static bool file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/*
- * Write len bytes to path atomically with the given mode: path.tmp, fsync,
- * rename.  With exclusive, fail with EEXIST if path already exists (checked
- * by link(2) instead of rename so that a concurrent init cannot clobber).
- * Returns 0 or -1 (printed).
- */
-static int file_write(const char *path, const char *data, size_t len, mode_t mode,
-                      bool exclusive)
+int cli_file_write(const char *cmd, const char *path, const char *data, size_t len, mode_t mode,
+                   gid_t gid, bool exclusive)
 {
-    char tmp[PATH_MAX];
+    char tmp[PATH_MAX], dir[PATH_MAX];
     int fd = -1;
 
-    if (path_fmt(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
-        return -1;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        goto fail_noclean;
+    }
+    fd = mkostemp(tmp, O_CLOEXEC); /* 0600 from the start: a key is never exposed */
     if (fd < 0)
-        goto fail;
+        goto fail_noclean;
+    if (gid != (gid_t)-1)
+        (void)!fchown(fd, (uid_t)-1, gid);
     if (fchmod(fd, mode) < 0)
         goto fail;
     for (size_t off = 0; off < len;) {
@@ -241,25 +239,53 @@ static int file_write(const char *path, const char *data, size_t len, mode_t mod
     }
     if (fsync(fd) < 0)
         goto fail;
-    if (close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
+    int rc = close(fd);
     fd = -1;
+    if (rc < 0)
+        goto fail;
     if (exclusive) {
-        if (link(tmp, path) < 0)
-            goto fail;
+        /* link(2), not rename: a file that appeared meanwhile is kept. */
+        rc = link(tmp, path);
+        int e = errno;
         unlink(tmp);
+        if (rc < 0 && e == EEXIST)
+            return -EEXIST;
+        errno = e;
+        if (rc < 0)
+            goto fail_noclean;
     } else if (rename(tmp, path) < 0) {
         goto fail;
     }
+    /* The new name is durable once the directory is synced. */
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        int dfd = open(slash == dir ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)!fsync(dfd);
+            close(dfd);
+        }
+    }
     return 0;
 fail:
-    fprintf(stderr, "ortoo init: cannot write %s: %s\n", path, strerror(errno));
     if (fd >= 0)
         close(fd);
     unlink(tmp);
+fail_noclean:
+    fprintf(stderr, "ortoo %s: cannot write %s: %s\n", cmd, path, strerror(errno));
     return -1;
+}
+
+/* cli_file_write for init: no group change; an existing file is an error
+ * (printed) when exclusive. */
+static int file_write(const char *path, const char *data, size_t len, mode_t mode,
+                      bool exclusive)
+{
+    int rc = cli_file_write("init", path, data, len, mode, (gid_t)-1, exclusive);
+    if (rc == -EEXIST)
+        fprintf(stderr, "ortoo init: cannot write %s: %s\n", path, strerror(EEXIST));
+    return rc < 0 ? -1 : 0;
 }
 
 /* The listener lines of ortoo.conf for this mode. */
