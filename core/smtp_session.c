@@ -418,23 +418,30 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
  * reactor, which says how many were not logged since the last one.
  * Returns true when this one may be logged; *skipped gets that count.
  */
-static bool limit_log_ok(struct smtp_reactor *r, unsigned *skipped)
+static bool log_gate(struct smtp_reactor *r, uint64_t *last, unsigned *unlogged,
+                     unsigned *skipped)
 {
     uint64_t now = io_loop_now(r->loop);
-    if (r->limit_log_ns != 0 && now - r->limit_log_ns < NS_PER_S) {
-        r->limit_unlogged++;
+    if (*last != 0 && now - *last < NS_PER_S) {
+        (*unlogged)++;
         return false;
     }
-    *skipped = r->limit_unlogged;
-    r->limit_log_ns = now;
-    r->limit_unlogged = 0;
+    *skipped = *unlogged;
+    *last = now;
+    *unlogged = 0;
     return true;
+}
+
+static bool limit_log_ok(struct smtp_reactor *r, unsigned *skipped)
+{
+    return log_gate(r, &r->limit_log_ns, &r->limit_unlogged, skipped);
 }
 
 /*
  * The session is being closed for abuse (what: the limit it hit): its
- * prefix goes into the penalty box (core/policy.h), once per session.  The
- * new box is logged through limit_log_ok.
+ * prefix goes into the penalty box (core/policy.h), once per session.  A
+ * new box is logged, at most one line a second per reactor of its own (the
+ * refusals and the limit that led to it must not crowd it out).
  */
 static void session_abuse(struct smtp_session *s, const char *what)
 {
@@ -444,7 +451,7 @@ static void session_abuse(struct smtp_session *s, const char *what)
     unsigned level, skipped;
     uint64_t box = policy_abuse(&s->pol, s->r->cfg, s->r->limits, &s->client_key,
                                 io_loop_now(s->r->loop), &level);
-    if (box > 0 && limit_log_ok(s->r, &skipped)) {
+    if (box > 0 && log_gate(s->r, &s->r->box_log_ns, &s->r->box_unlogged, &skipped)) {
         char prefix[64];
         log_info("session=%s event=penalty-box what=%s client=%s prefix=%s seconds=%llu "
                  "level=%u unlogged=%u",
@@ -1594,9 +1601,9 @@ static int dkim_finish(struct smtp_session *s)
     if (res.nsigs > 0)
         log_debug("session=%s event=dkim-signed d=%s signatures=%u", s->id, res.domain, res.nsigs);
     else
-        log_info("session=%s event=dkim-unsigned user=%s client=%s why=\"%s\"", s->id,
-                 s->authed ? log_q(s->auth_user) : "-", s->client_addr,
-                 res.why_unsigned ? res.why_unsigned : "-");
+        log_info("session=%s event=dkim-unsigned user=%s why=\"%s\" client=%s", s->id,
+                 log_q(s->authed ? s->auth_user : NULL),
+                 res.why_unsigned ? res.why_unsigned : "-", s->client_addr);
     if (res.signatures != NULL || res.added != NULL) {
         char *prefix = NULL;
         if (asprintf(&prefix, "%s%s%s", res.signatures ? res.signatures : "", s->received,

@@ -49,6 +49,8 @@ struct smtp_reactor {
     bool stopping;                  /* shutting down: close sessions when idle */
     uint64_t limit_log_ns;          /* last "event=limit" line (one a second) */
     unsigned limit_unlogged;        /* limit events since that line, not logged */
+    uint64_t box_log_ns;            /* last "event=penalty-box" line (one a second) */
+    unsigned box_unlogged;          /* prefixes boxed since that line, not logged */
     /* Called (on the reactor) when stopping and the last session is gone. */
     void (*on_drained)(struct smtp_reactor *r);
 };
