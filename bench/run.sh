@@ -265,7 +265,7 @@ want = {"listen": {"smtp": "127.0.0.1:" + smtp, "submission": "127.0.0.1:" + sub
         # No banner delay (early-talker check): the peers do not delay either.
         "smtp": {"greeting_delay": "0"},
         # Every load comes from 127.0.0.1 (scenario E holds 10,000 connections);
-        # the attackers of scenario I use 127.0.0.2.
+        # the attackers of scenario I use 127.0.0.2 and 127.0.0.3.
         "limits": {"connections_per_address": "20000"}}
 out, section, seen = [], None, set()
 def flush(sec):
@@ -472,7 +472,8 @@ fi
 # ortoo with its default limits (but connections_per_address, see start_ortoo); ortoo-load
 # (50 connections, 2 KB, 100 per connection, pipelining) alone, then while bench/attack.py
 # floods (50 connections sending EHLO without reading replies, reopened when ortoo closes
-# them) or slowloris-es (1000 connections, one byte a second) from 127.0.0.2.  Peak RSS:
+# them) from 127.0.0.2, or slowloris-es (1000 connections, one byte a second) from 127.0.0.3
+# (another address: the flood's prefix is still in ortoo's penalty box).  Peak RSS:
 # VmHWM reset before each run (/proc/PID/clear_refs) and read after it.
 hwm_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null; }
@@ -483,9 +484,10 @@ if want I && [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
         apid=""
         if [[ $mode != none ]]; then
             nconn=50
-            [[ $mode == slowloris ]] && nconn=1000
+            src=127.0.0.2
+            [[ $mode == slowloris ]] && nconn=1000 && src=127.0.0.3
             "$PY" "$ROOT/bench/attack.py" --server "127.0.0.1:$ORTOO_PORT" --mode "$mode" \
-                --connections "$nconn" --duration $((IDUR + 3)) --source 127.0.0.2 --json \
+                --connections "$nconn" --duration $((IDUR + 3)) --source "$src" --json \
                 >"$WORK/attack.$mode.json" 2>>"$OUT/attack.err" &
             apid=$!
             PIDS+=($apid)
@@ -810,7 +812,7 @@ else:
 L.append("## I. Well-behaved clients under attack (issue 8)\n")
 L.append("ortoo with its default limits; ortoo-load, $CONNS connections from 127.0.0.1, 2 KB, 100 messages"
          " per connection, pipelining, for a fixed time, alone and then while \`bench/attack.py\` attacks from"
-         " 127.0.0.2: *flood* = 50 connections sending EHLO lines as fast as ortoo takes them and never"
+         " 127.0.0.2 (*flood*) or 127.0.0.3 (*slowloris*): *flood* = 50 connections sending EHLO lines as fast as ortoo takes them and never"
          " reading a reply (reopened when ortoo closes them); *slowloris* = 1,000 connections sending one"
          " byte a second. Peak RSS: VmHWM of the run (reset before it). The attacker runs on the same 2"
          " cores; its CPU time is shown.\n")

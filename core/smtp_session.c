@@ -698,9 +698,14 @@ static void session_shutdown(struct smtp_session *s)
     session_flush(s);
 }
 
+static void held_sweep(struct smtp_reactor *r, bool all);
+
 void smtp_session_close_all(struct smtp_reactor *r)
 {
     r->stopping = true;
+    held_sweep(r, true);
+    if (r->held_timer_ready)
+        io_cancel(r->loop, &r->held_timer);
     if (r->sessions == NULL) {
         if (r->on_drained != NULL)
             r->on_drained(r);
@@ -2114,15 +2119,60 @@ static void peer_text(const struct sockaddr_storage *peer, char out[INET6_ADDRST
 }
 
 /*
- * The client's prefix is in the penalty box (core/policy.h): refuse it
- * before a session exists, as cheaply as the kernel lets us -- no
- * allocation, no read, no timer, no io_uring op.  One non-blocking send of
- * a 421 (RFC 5321 3.1; none on implicit TLS, where plaintext would be
- * garbage), then the close.  A client that pushed bytes already (a flooder
- * does not wait for the banner) gets an RST from that close, and nothing it
- * sent is ever read; a real MTA that waited reads the 421 and retries
- * later.  Logged through limit_log_ok.
+ * The refusal of a boxed client (core/policy.h), as cheap as we could
+ * make it, measured with bench/attack.py (docs/config.md has the figures):
+ * a flooder that does not wait for the banner pushes its first write (up to
+ * the initial TCP window, ~64 KiB) before we even accept, and reconnects as
+ * soon as it notices the close.  Closing at once (an RST, since its bytes
+ * are unread) cost ~11 us a connection here, and the flooder came back
+ * ~20,000 times a second: its own reconnects and writes then took the CPU
+ * the good clients needed.  So the socket is held: one 421 written without
+ * waiting (RFC 5321 3.1, 4.2.2; none on implicit TLS), nothing read, no
+ * session, no recv, and it is reset SESSION_HOLD_MS later (or earlier, when
+ * SMTP_HELD_MAX newer ones need the room).  The flooder's writes stop at the
+ * full window and it sits idle; a real MTA reads the 421 and goes away on
+ * its own.  What a held socket costs is its fd and the bytes the kernel
+ * queued before the accept; nothing on our side grows with the flood.
  */
+#define SESSION_HOLD_MS 5000
+
+/* Reset a held connection: no FIN dance, no TIME_WAIT, its bytes dropped. */
+static void held_reset(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static void on_held_timer(struct io_op *op, int res, const char *data, unsigned flags);
+
+/* Reset the held connections due by now (all of them with all), oldest
+ * first, and arm the timer for the next one. */
+static void held_sweep(struct smtp_reactor *r, bool all)
+{
+    uint64_t now = io_loop_now(r->loop);
+    while (r->held_count > 0) {
+        struct smtp_held *h = &r->held[r->held_head];
+        if (!all && h->until > now)
+            break;
+        held_reset(h->fd);
+        r->held_head = (r->held_head + 1) % SMTP_HELD_MAX;
+        r->held_count--;
+    }
+    if (r->held_count == 0 || io_op_busy(&r->held_timer))
+        return;
+    uint64_t due = r->held[r->held_head].until;
+    if (io_timer_start(r->loop, &r->held_timer, (due - now) / 1000000u + 1, on_held_timer) < 0)
+        held_sweep(r, true); /* no timer: hold nothing */
+}
+
+static void on_held_timer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct smtp_reactor *r = op->owner;
+    held_sweep(r, r->stopping);
+}
+
+/* Refuse a connection from a boxed prefix; left: ns of box left. */
 static void box_refuse(struct smtp_reactor *r, int fd, enum listen_role role,
                        const struct sockaddr_storage *peer, const struct limits_key *k,
                        uint64_t left)
@@ -2137,7 +2187,24 @@ static void box_refuse(struct smtp_reactor *r, int fd, enum listen_role role,
         if (n > 0 && (size_t)n < sizeof(line))
             (void)send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
     }
-    close(fd);
+    if (r->stopping) {
+        held_reset(fd);
+    } else {
+        if (!r->held_timer_ready) {
+            io_op_init(&r->held_timer, r);
+            r->held_timer_ready = true;
+        }
+        if (r->held_count == SMTP_HELD_MAX) { /* full: the oldest goes first */
+            held_reset(r->held[r->held_head].fd);
+            r->held_head = (r->held_head + 1) % SMTP_HELD_MAX;
+            r->held_count--;
+        }
+        struct smtp_held *h = &r->held[(r->held_head + r->held_count) % SMTP_HELD_MAX];
+        h->fd = fd;
+        h->until = io_loop_now(r->loop) + SESSION_HOLD_MS * 1000000ull;
+        r->held_count++;
+        held_sweep(r, false);
+    }
     unsigned skipped;
     if (limit_log_ok(r, &skipped)) {
         char addr[INET6_ADDRSTRLEN], prefix[64];
