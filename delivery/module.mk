@@ -1,3 +1,6 @@
-# delivery/: the sending side: DSN building, local (Maildir) delivery, and
-# (coming) the SMTP client and the scheduler.
+# delivery/: the sending side: the SMTP client (reply parser, body cursor,
+# client state machine) and its connection pool, DSN building, bounces,
+# local (Maildir) delivery.
 SRCS += $(wildcard delivery/*.c)
+# The client's tests drive this tree's server and the benchmark sink.
+$(BUILD)/tests/unit/delivery/test_smtp_client: $(BUILD)/ortoo $(BUILD)/bench/ortoo-sink

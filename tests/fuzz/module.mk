@@ -13,9 +13,14 @@ FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramete
                -fno-sanitize-recover=undefined
 FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_dkim_sign \
              $(FUZZ_DIR)/fuzz_maildrop $(FUZZ_DIR)/fuzz_aliases $(FUZZ_DIR)/fuzz_srs \
-             $(FUZZ_DIR)/fuzz_spf_record
+             $(FUZZ_DIR)/fuzz_spf_record \
+             $(FUZZ_DIR)/fuzz_smtp_reply
 
 $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core/smtp_parse.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
+
+$(FUZZ_DIR)/fuzz_smtp_reply: tests/fuzz/fuzz_smtp_reply.c delivery/smtp_reply.c delivery/smtp_reply.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
