@@ -63,6 +63,21 @@ struct config_smtp {
                                         is an early talker (refused); default 1000 */
 };
 
+/* [checks]: inbound checks on port 25 (core/checks.h). */
+struct config_checks {
+    bool enabled;                    /* SPF, iprev, DKIM, DMARC for unauthenticated mail
+                                        on port 25; default on */
+    bool spf_reject;                 /* 550 5.7.23 at the end of DATA for an SPF fail of
+                                        MAIL FROM that DMARC does not pass; default off */
+    bool dmarc_reject;               /* 550 5.7.1 for a DMARC fail whose policy (after
+                                        pct=) is reject; default on */
+    unsigned timeout_ms;             /* longest wait at the final dot for pending
+                                        results, then temperror; default 10 s */
+    unsigned dkim_max_signatures;    /* DKIM signatures verified per message; default 5 */
+    char *public_suffix_list;        /* absolute; default PSL_DEFAULT_PATH (core/psl.h) */
+    bool public_suffix_list_set;     /* given: the file must exist */
+};
+
 /*
  * [limits] and the limit keys of [auth]: what one client may hold or cost
  * (issue 8, docs/config.md).  Every bound a remote peer can push against is
@@ -150,6 +165,8 @@ struct config {
     struct config_local local;
     struct config_srs srs;
     struct config_smtp smtp;
+    /* [checks] (checks_key_set() in config.c) */
+    struct config_checks checks;
     /* [limits] (and [auth] account_max_failures, max_queue) */
     struct config_limits limits;
     /* [relay] */

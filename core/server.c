@@ -46,11 +46,13 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/checks.h"
 #include "core/config.h"
 #include "core/control.h"
 #include "core/maildrop.h"
 #include "core/privdrop.h"
 #include "core/limits.h"
+#include "core/psl.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
@@ -94,6 +96,7 @@ struct server {
     struct tls_server *tls;
     struct auth *auth;
     struct dkim_keys *dkim;       /* DKIM keys (our reference) */
+    struct psl *psl;              /* Public Suffix List for DMARC (read at start) or NULL */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
     struct config **old_cfgs;     /* replaced configurations, freed at exit (reload) */
@@ -238,6 +241,12 @@ static void *reactor_main(void *arg)
     /* The resolver context reads its trust anchors now (start-up). */
     re->ctx.res = res_ctx_new(re->ctx.loop, &cfg->resolver, err, sizeof(err));
     if (re->ctx.res == NULL) {
+        reactor_report(srv, -EINVAL, err);
+        return NULL;
+    }
+    /* Inbound checks (core/checks.h): a libopendkim handle per reactor. */
+    re->ctx.checks = checks_reactor_new(re->ctx.loop, re->ctx.res, srv->psl, err, sizeof(err));
+    if (re->ctx.checks == NULL) {
         reactor_report(srv, -EINVAL, err);
         return NULL;
     }
@@ -856,6 +865,18 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: DKIM: %s\n", err);
         return 1;
     }
+    /* DMARC's organizational domains.  Without the list (the publicsuffix
+     * package) only the implicit rule applies: say so, unless it was asked
+     * for by name. */
+    srv.psl = psl_load(cfg->checks.public_suffix_list, err, sizeof(err));
+    if (srv.psl == NULL && cfg->checks.public_suffix_list_set) {
+        fprintf(stderr, "ortoo: [checks] %s\n", err);
+        return 1;
+    }
+    if (srv.psl == NULL)
+        log_warnx("event=psl-missing err=\"%s\" (DMARC uses the last two labels as the "
+                  "organizational domain; install the publicsuffix package)",
+                  err);
     bool need_tls = false;
     for (size_t i = 0; i < cfg->nlistens; i++)
         if (cfg->listens[i].role != ROLE_SMTP)
@@ -1083,6 +1104,7 @@ int server_run(const char *config_dir)
             tls_server_free(re->ctx.tls);
         dkim_keys_free(re->ctx.dkim);
         free(re->listeners);
+        checks_reactor_free(re->ctx.checks);
         res_ctx_free(re->ctx.res);
         io_loop_free(re->ctx.loop);
     }
@@ -1092,6 +1114,7 @@ int server_run(const char *config_dir)
         tls_server_free(srv.tls);
     users_free(srv.users);
     dkim_keys_free(srv.dkim);
+    psl_free(srv.psl);
     for (size_t i = 0; i < srv.nold_users; i++)
         users_free(srv.old_users[i]);
     free(srv.old_users);

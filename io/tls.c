@@ -579,6 +579,21 @@ out:
     return ok;
 }
 
+bool tls_tlsa_match_der(const struct tls_tlsa *r, const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    if (der == NULL || len == 0 || len > LONG_MAX)
+        return false;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    if (x == NULL) {
+        ERR_clear_error();
+        return false;
+    }
+    bool ok = tlsa_match(r, x);
+    X509_free(x);
+    return ok;
+}
+
 /* Put c's reference names into p: the first replaces, the rest add. */
 static bool param_set_names(const struct tls_conn *c, X509_VERIFY_PARAM *p)
 {

@@ -20,7 +20,7 @@ HELP = [
     ("user", "add"), ("user", "del"), ("user", "list"), ("user", "check"),
     ("domain",), ("domain", "add"), ("domain", "del"), ("domain", "list"),
     ("queue",), ("queue", "list"), ("queue", "show"), ("dkim",), ("dkim", "keygen"),
-    ("dkim", "show"), ("lookup",), ("send",), ("sendmail",),
+    ("dkim", "show"), ("doctor",), ("lookup",), ("send",), ("sendmail",),
 ]
 
 

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "dkim/canon.c"
+#include "dkim/header.c"
 #include "dkim/keys.c"
 #include "dkim/sign.c"
 #include "io/log.c"
