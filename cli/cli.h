@@ -34,6 +34,7 @@ int cli_doctor(const char *config_dir, int argc, char **argv);   /* cli/cli_doct
 /* Tell a running server that domains/ changed (users, aliases, domains)
  * and print which happened; never fails.  cli/cli_domain.c. */
 void cli_notify_server(const char *config_dir);
+int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
 
 /* Set by main() when -c named the configuration directory (sendmail then
  * warns when it cannot read it instead of falling back silently). */

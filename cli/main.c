@@ -23,11 +23,8 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/version.h"
 #include "io/log.h"
-
-#ifndef ORTOO_VERSION
-#define ORTOO_VERSION "0.1.0-dev"
-#endif
 
 /* One subcommand: its name, its entry point, a line of help, its synopsis
  * lines, and whether it needs an existing configuration directory. */
@@ -47,6 +44,8 @@ static const struct subcommand subcommands[] = {
     {"serve", cli_serve, "run the mail server", {"ortoo [-c DIR] serve"}, true},
     {"reload", cli_reload, "reload the running server (configuration, certificates, users)",
      {"ortoo [-c DIR] reload"}, true},
+    {"stats", cli_stats, "the running server's figures (as its metrics endpoint has them)",
+     {"ortoo [-c DIR] stats [--prometheus]"}, true},
     {"user", cli_user, "manage the users of the local domains",
      {"ortoo [-c DIR] user add|del|check ADDRESS [--password-stdin]",
       "ortoo [-c DIR] user list [DOMAIN]"},

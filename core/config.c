@@ -212,6 +212,7 @@ struct loader {
     bool relay_rate_seen;           /* [relay] messages_per_hour given */
     bool ck_seen[8];                /* the same for [checks], see checks_key_set() */
     int last_key;                   /* key of the previous handler call */
+    bool seen_metrics;              /* [listen] metrics, see metrics_key() */
     struct {                        /* [resolver], see resolver_key() */
         bool seen_dnssec, seen_anchor;
         const char *last;           /* key of the previous [resolver] call */
@@ -1283,6 +1284,59 @@ static int checks_key_set(struct loader *ld, const char *name, const char *value
     return 0;
 }
 
+/* ---- [listen] metrics ------------------------------------------------ */
+
+/*
+ * [listen] metrics = PORT | :PORT | IPv4:PORT | [IPv6]:PORT, or empty (off).
+ * One address.  A port alone listens on 127.0.0.1: the figures stay on the
+ * machine unless an address is written out.
+ */
+static int metrics_key(struct loader *ld, const char *value)
+{
+    struct config_metrics *m = &ld->cfg->metrics;
+    char buf[sizeof(m->text) + 16];
+    uint64_t port;
+
+    if (ld->seen_metrics) {
+        if (ld->line_indented)
+            load_fail(ld, "indented line is read as a continuation of 'metrics'; remove the "
+                          "indentation");
+        else
+            load_fail(ld, "duplicate key 'metrics' in [listen]");
+        return -1;
+    }
+    ld->seen_metrics = true;
+    if (*value == '\0')
+        return 0; /* "metrics =": off */
+    if (strlen(value) >= sizeof(m->text)) {
+        load_fail(ld, "[listen] metrics: address '%s' too long", value);
+        return -1;
+    }
+    if (strchr(value, ',') != NULL) {
+        load_fail(ld, "[listen] metrics: one address only, got '%s'", value);
+        return -1;
+    }
+    if (parse_u64(value[0] == ':' ? value + 1 : value, &port) == 0) {
+        if (port > 65535) {
+            load_fail(ld, "[listen] metrics: port %s out of range", value);
+            return -1;
+        }
+        snprintf(buf, sizeof(buf), "127.0.0.1:%u", (unsigned)port);
+    } else {
+        snprintf(buf, sizeof(buf), "%s", value);
+    }
+    if (buf[0] == ':' || config_parse_addr(buf, &m->addr, &m->addr_len) < 0) {
+        load_fail(ld,
+                  "[listen] metrics: bad address '%s' (expected PORT for 127.0.0.1, "
+                  "IPv4:PORT or [IPv6]:PORT, with a literal IP)",
+                  value);
+        return -1;
+    }
+    snprintf(m->text, sizeof(m->text), "%s", value);
+    m->enabled = true;
+    return 0;
+}
+
 /* ini_handler: one "name = value" (or an indented continuation line). */
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -1301,6 +1355,11 @@ static int config_handler(void *user, const char *section, const char *name, con
     if (strcmp(section, "resolver") == 0) {
         ld->last_key = -1;
         return resolver_key(ld, name, value) == 0;
+    }
+    if (strcmp(section, "listen") == 0 && strcmp(name, "metrics") == 0) {
+        ld->last_key = -1;
+        ld->res.last = NULL;
+        return metrics_key(ld, value) == 0;
     }
     ld->res.last = NULL;
     if (strcmp(section, "relay") == 0)
@@ -1455,6 +1514,14 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
                 "%s: no listeners: set smtp, submission or submissions in [listen]", file);
         goto fail;
     }
+    for (size_t i = 0; cfg->metrics.enabled && i < cfg->nlistens; i++) {
+        if (addr_port(&cfg->metrics.addr) != 0 &&
+            same_addr(&cfg->metrics.addr, &cfg->listens[i].addr)) {
+            set_err(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
+                    cfg->metrics.text, config_role_name(cfg->listens[i].role));
+            goto fail;
+        }
+    }
     *out = cfg;
     return 0;
 nomem:
@@ -1550,6 +1617,7 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
         bool differs;
     } d[] = {
         {"listen", listens_differ(cur, next)},
+        {"listen.metrics", strcmp(cur->metrics.text, next->metrics.text) != 0},
         {"server.reactors", cur->reactors != next->reactors},
         {"server.io", cur->io != next->io},
         {"server.spool", str_differs(cur->spool, next->spool)},
@@ -1606,6 +1674,7 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     free(next->listens);
     next->listens = l;
     next->nlistens = cur->nlistens;
+    next->metrics = cur->metrics;
     if (str_replace_dup(&next->spool, cur->spool) < 0 ||
         str_replace_dup(&next->user, cur->user) < 0 ||
         str_replace_dup(&next->control_group, cur->control_group) < 0 ||

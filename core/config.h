@@ -127,6 +127,19 @@ struct config_relay {
     size_t nuser_rates;
 };
 
+/*
+ * [listen] metrics: the Prometheus endpoint (core/metrics_http.c,
+ * docs/metrics.md).  Off unless set.  A bare port (or ":port") means
+ * 127.0.0.1: exposing the figures beyond the machine takes an address
+ * written out.
+ */
+struct config_metrics {
+    bool enabled;                    /* set and not empty */
+    char text[80];                   /* as written, e.g. "9187" or "[::1]:9187" */
+    struct sockaddr_storage addr;    /* where to listen (port 0: any free port) */
+    socklen_t addr_len;
+};
+
 struct config {
     char *dir;                       /* absolute config directory */
     char *file;                      /* dir/ortoo.conf */
@@ -147,6 +160,7 @@ struct config {
     /* [listen] */
     struct config_listen *listens;
     size_t nlistens;
+    struct config_metrics metrics;   /* [listen] metrics (parsed by metrics_key()) */
     /* [tls] */
     char *cert_dir;                  /* absolute; default dir/certs */
     unsigned ticket_rotate;          /* seconds between ticket key rotations; default 3600 */

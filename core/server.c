@@ -50,11 +50,13 @@
 #include "core/config.h"
 #include "core/control.h"
 #include "core/maildrop.h"
+#include "core/metrics_http.h"
 #include "core/privdrop.h"
 #include "core/limits.h"
 #include "core/psl.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
+#include "core/stats.h"
 #include "core/users.h"
 #include "dkim/keys.h"
 #include "core/watch.h"
@@ -103,6 +105,8 @@ struct server {
     size_t nold_cfgs;
     struct control *ctl;          /* control socket and the main thread's poll set */
     struct maildrop *md;          /* local submission pickup */
+    struct stats *stats;          /* figures: `stats` command, metrics endpoint */
+    struct metrics_http *metrics; /* [listen] metrics, or NULL */
     struct smtp_reactor **rctx;   /* &reactors[i].ctx, for the pickup */
     bool verbose_cli;             /* -v: the log level stays debug across reloads */
     bool stopping;                /* SIGTERM/SIGINT seen */
@@ -707,6 +711,15 @@ static int start_control(struct server *srv, const struct priv_target *priv, cha
         snprintf(err, errlen, "cannot register the reload command");
         return -1;
     }
+    if ((srv->stats = stats_new(srv->ctl)) == NULL) {
+        snprintf(err, errlen, "cannot register the stats command");
+        return -1;
+    }
+    /* Bound here, before the privilege drop, like the SMTP ports. */
+    if (srv->cfg->metrics.enabled &&
+        metrics_http_start(srv->ctl, srv->stats, &srv->cfg->metrics, &srv->metrics, err,
+                           errlen) < 0)
+        return -1;
     bool root = geteuid() == 0;
     snprintf(path, sizeof(path), "%s/%s", srv->cfg->spool, CONTROL_SOCKET_NAME);
     if (control_listen(srv->ctl, path, 0660, root ? priv->uid : (uid_t)-1, priv->control_gid,
@@ -991,6 +1004,8 @@ int server_run(const char *config_dir)
         fatal("calloc");
     for (unsigned i = 0; i < srv.nreactors; i++)
         srv.rctx[i] = &srv.reactors[i].ctx;
+    stats_attach(srv.stats, srv.rctx, srv.nreactors,
+                 io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)));
     srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
     if (srv.md == NULL) /* local submission off; SMTP still works */
         log_warnx("event=maildrop-disabled err=\"%s\"", err);
@@ -1000,6 +1015,10 @@ int server_run(const char *config_dir)
         log_info("event=listening role=%s addr=%s reactors=%u", config_role_name(cfg->listens[j].role),
                  text, srv.nreactors);
     }
+    if (srv.metrics != NULL)
+        log_info("event=listening role=metrics addr=%s path=/metrics%s",
+                 metrics_http_addr(srv.metrics),
+                 metrics_http_loopback(srv.metrics) ? "" : " exposed=yes (not loopback)");
     log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s dkim_keys=%zu", cfg->hostname,
              srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
              srv.tls ? "on" : "off", cfg->spool, dkim_keys_count(srv.dkim));
@@ -1068,6 +1087,9 @@ int server_run(const char *config_dir)
             break;
         }
     }
+    /* The figures first: a gathering round needs the reactors. */
+    metrics_http_free(srv.metrics);
+    stats_free(srv.stats, 2000);
     /* Local submissions in flight get their commit first (the reactors must
      * still run for that); the files of the others stay in the maildrop. */
     maildrop_stop(srv.md, 5000);

@@ -63,6 +63,7 @@
 #include "core/policy.h"
 #include "core/recipients.h"
 #include "io/maillog.h"
+#include "io/metrics.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "dkim/sign.h"
@@ -1164,6 +1165,7 @@ static void on_auth_done(struct auth_req *req, bool ok)
 {
     struct smtp_session *s = req->owner;
     s->auth_busy = false;
+    metrics_inc(ok ? METRICS_AUTH_SUCCESS : METRICS_AUTH_FAILURE);
     if (s->auth_counted) {
         /* Counted even when the client left meanwhile. */
         s->auth_counted = false;
@@ -1205,6 +1207,7 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
     enum auth_gate g =
         auth_attempt_begin(s->r->auth, policy_auth_client(&s->pol, &s->client_key), user);
     if (g != AUTH_GATE_OK) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         unsigned skipped;
         if (limit_log_ok(s->r, &skipped))
             log_info("session=%s event=auth-throttled by=%s user=%s client=%s unlogged=%u",
@@ -1270,6 +1273,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
         return;
     }
     if (auth_client_throttled(s->r->auth, policy_auth_client(&s->pol, &s->client_key))) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         note_junk(s);
         return;
@@ -2172,6 +2176,9 @@ static void session_process(struct smtp_session *s)
 static void connection_refused(struct smtp_session *s, enum limits_verdict v)
 {
     struct smtp_reactor *r = s->r;
+    metrics_inc(v == LIMITS_TOTAL ? METRICS_CONN_REFUSED_TOTAL
+                : v == LIMITS_PER_ADDRESS ? METRICS_CONN_REFUSED_PER_ADDRESS
+                                          : METRICS_CONN_REFUSED_MEMORY);
     const char *what = v == LIMITS_TOTAL ? "connections" : v == LIMITS_PER_ADDRESS
                                                                 ? "connections-per-address"
                                                                 : "out-of-memory";
@@ -2272,6 +2279,8 @@ static void box_refuse(struct smtp_reactor *r, int fd, enum listen_role role,
                        uint64_t left)
 {
     unsigned long long secs = (left + NS_PER_S - 1) / NS_PER_S;
+    metrics_inc(METRICS_CONN_ACCEPTED + role);
+    metrics_inc(METRICS_CONN_REFUSED_PENALTY_BOX);
     if (role != ROLE_SUBMISSIONS) {
         char line[200];
         int n = snprintf(line, sizeof(line),
@@ -2349,6 +2358,7 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     log_debug("session=%s event=connect client=%s port=%d role=%s trusted=%d", s->id,
               s->client_addr, s->client_port, config_role_name(role), s->pol.trusted);
 
+    metrics_inc(METRICS_CONN_ACCEPTED + role);
     enum limits_verdict v = limits_conn_acquire(r->limits, &s->client_key);
     if (v != LIMITS_OK) {
         connection_refused(s, v);

@@ -40,6 +40,7 @@
 #include "dkim/canon.h"
 #include "dkim/header.h"
 #include "dkim/keys.h"
+#include "io/metrics.h"
 
 #define SIGN_FOLD 76          /* fold signature lines before this column */
 #define SIGN_HOST_MAX 255
@@ -505,6 +506,7 @@ int dkim_sign_finish(struct dkim_signer *sg, struct dkim_sign_result *res)
         if ((rc = sign_one(sg, k, bh64, &out)) < 0)
             goto fail;
         res->nsigs++;
+        metrics_inc(METRICS_DKIM_SIGNED + dkim_key_algo(k));
     }
     res->signatures = out.p;
     res->domain = sg->domain;

@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "io/log.h"
+#include "io/metrics.h"
 
 /* "<addr>" escaped for a log value (a thread-local log_q slot). */
 static const char *angle(const char *addr)
@@ -24,6 +25,7 @@ static const char *angle(const char *addr)
 void maillog_queued(const char *msgid, const char *session, const char *client,
                     const char *sender, size_t nrcpts, uint64_t size, const char *user)
 {
+    metrics_received(nrcpts, size);
     log_info("msgid=%s session=%s event=queued client=%s from=%s nrcpt=%zu size=%llu%s%s",
              msgid, session, client, angle(sender), nrcpts, (unsigned long long)size,
              user ? " user=" : "", user ? log_q(user) : "");
@@ -32,6 +34,7 @@ void maillog_queued(const char *msgid, const char *session, const char *client,
 void maillog_rejected(const char *session, const char *client, const char *stage,
                       const char *addr, const char *reply, const char *reason)
 {
+    metrics_rejected(reason);
     log_info("session=%s event=rejected stage=%s client=%s addr=%s reply=%s reason=%s",
              session, stage, client, angle(addr), log_q(reply), reason);
 }

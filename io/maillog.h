@@ -3,6 +3,8 @@
  * maillog.h - one function per mail event, so that every line about a
  * message has the same keys in the same order (what log readers and
  * fail2ban-style filters match on).  Lines go through io/log.h at info.
+ * Each event is also counted (io/metrics.h), so that the metrics and the
+ * log cannot disagree.
  */
 #ifndef ORTOO_MAILLOG_H
 #define ORTOO_MAILLOG_H

@@ -179,7 +179,8 @@ int tls_conn_feed(struct tls_conn *c, const void *data, size_t len);
 
 /* Advance the handshake.  TLS_OK when complete, TLS_AGAIN when it needs
  * more input (send what tls_conn_take_out gives first), TLS_ERR on failure
- * (tls_conn_error() says why). */
+ * (tls_conn_error() says why).  TLS_OK and TLS_ERR are counted once each
+ * (io/metrics.h: full, resumed or failed, server or client side). */
 int tls_conn_handshake(struct tls_conn *c);
 
 /* Read decrypted bytes.  Returns > 0 bytes, TLS_AGAIN (0 is never

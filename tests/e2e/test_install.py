@@ -21,6 +21,7 @@ EXPECTED = {
     "share/doc/ortoo/README.md", "share/doc/ortoo/config.md",
     "share/doc/ortoo/setup.md", "share/doc/ortoo/control.md",
     "share/doc/ortoo/doctor.md",
+    "share/doc/ortoo/metrics.md",
 }
 
 

@@ -285,6 +285,7 @@ def test_penalty_box(fresh):
                 r"prefix=127\.0\.0\.2/32 seconds=3 level=0")
     # A good client from another address is served meanwhile.
     assert_serving(s)
+    assert re.search(r"refused by a limit \(penalty_box [1-9]", s.cli("stats").stdout)
     # Refused for the box time ...
     while time.monotonic() - t_boxed < 2.5:
         assert refused(s, OTHER) is not None, "admitted before the box ended"

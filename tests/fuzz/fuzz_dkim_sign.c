@@ -20,6 +20,7 @@
 #include "dkim/keys.c"
 #include "dkim/sign.c"
 #include "io/log.c"
+#include "io/metrics.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

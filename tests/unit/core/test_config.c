@@ -594,6 +594,69 @@ static void test_resolver(void **state)
         load_err(cases[i].text, cases[i].want);
 }
 
+/* [listen] metrics: off by default, a port alone is loopback, an address
+ * is taken as written, one only, restart needed to change it. */
+static void test_metrics_key(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    assert_false(cfg->metrics.enabled);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics = 9187\n");
+    assert_true(cfg->metrics.enabled);
+    assert_string_equal(cfg->metrics.text, "9187");
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&cfg->metrics.addr;
+    assert_int_equal(a->sin_family, AF_INET);
+    assert_int_equal(ntohl(a->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(a->sin_port), 9187);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics = :0\n");
+    a = (const struct sockaddr_in *)&cfg->metrics.addr;
+    assert_int_equal(ntohl(a->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(a->sin_port), 0);
+    config_free(cfg);
+
+    cfg = load_ok("[listen]\nmetrics = 0.0.0.0:9187\nsmtp = 127.0.0.1:0\n");
+    a = (const struct sockaddr_in *)&cfg->metrics.addr;
+    assert_int_equal(a->sin_addr.s_addr, htonl(INADDR_ANY));
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics = [::1]:9187\n");
+    assert_int_equal(cfg->metrics.addr.ss_family, AF_INET6);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics =\n");
+    assert_false(cfg->metrics.enabled);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "metrics = 9187\nmetrics = 9188\n",
+             ":4: duplicate key 'metrics' in [listen]");
+    load_err(MIN_LISTEN "metrics = 70000\n", ":3: [listen] metrics: port 70000 out of range");
+    load_err(MIN_LISTEN "metrics = 127.0.0.1:1, 127.0.0.1:2\n",
+             ":3: [listen] metrics: one address only, got '127.0.0.1:1, 127.0.0.1:2'");
+    load_err(MIN_LISTEN "metrics = localhost:9187\n",
+             ":3: [listen] metrics: bad address 'localhost:9187' (expected PORT for "
+             "127.0.0.1, IPv4:PORT or [IPv6]:PORT, with a literal IP)");
+    load_err(MIN_LISTEN "metrics = ::1:9187\n",
+             ":3: [listen] metrics: bad address '::1:9187' (expected PORT for "
+             "127.0.0.1, IPv4:PORT or [IPv6]:PORT, with a literal IP)");
+    load_err("[listen]\nsmtp = 127.0.0.1:2525\nmetrics = 127.0.0.1:2525\n",
+             ": [listen] metrics: address 127.0.0.1:2525 already used by smtp");
+
+    /* A reload keeps the running endpoint and says a restart is needed. */
+    struct config *cur = load_ok(MIN_LISTEN "metrics = 9187\n[server]\nuser = root\n");
+    struct config *next = load_ok(MIN_LISTEN "metrics = 9188\n[server]\nuser = root\n");
+    char out[128];
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 1);
+    assert_string_equal(out, "listen.metrics");
+    assert_int_equal(config_keep_restart_fields(next, cur), 0);
+    assert_string_equal(next->metrics.text, "9187");
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 0);
+    config_free(cur);
+    config_free(next);
+}
+
 static void test_role_name(void **state)
 {
     assert_string_equal(config_role_name(ROLE_SMTP), "smtp");
@@ -884,6 +947,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_limits_keys, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
         cmocka_unit_test(test_role_name),
         cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_relay_keys, setup, teardown),
