@@ -849,6 +849,20 @@ nomem:
     return -1;
 }
 
+/* One item of a [relay] list (arg: the key), copied for relay_item. */
+static int relay_list_item(struct loader *ld, const void *arg, const char *p, size_t n)
+{
+    char item[256];
+
+    if (n >= sizeof(item)) {
+        load_fail(ld, "[relay] %s: item too long", (const char *)arg);
+        return -1;
+    }
+    memcpy(item, p, n);
+    item[n] = '\0';
+    return relay_item(ld, arg, item);
+}
+
 /*
  * One key of [relay].  trusted_networks and user_messages_per_hour are
  * comma-separated lists that may go on over indented lines or repeat the
@@ -859,20 +873,12 @@ static int relay_key(struct loader *ld, const char *name, const char *value)
 {
     bool list = strcmp(name, "trusted_networks") == 0 ||
                 strcmp(name, "user_messages_per_hour") == 0;
-    char item[256];
 
     ld->last_key = -1;
     if (strcmp(name, "messages_per_hour") == 0) {
         uint64_t v;
-        if (ld->relay_rate_seen) {
-            if (ld->line_indented)
-                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                              "indentation", name);
-            else
-                load_fail(ld, "duplicate key '%s' in [relay]", name);
+        if (!key_first(ld, &ld->relay_rate_seen, "relay", name, ld->line_indented))
             return -1;
-        }
-        ld->relay_rate_seen = true;
         if (parse_u64(value, &v) < 0 || v > 1000000) {
             load_fail(ld, "[relay] messages_per_hour: expected 0 (no limit) to 1000000, "
                           "got '%s'", value);
@@ -885,31 +891,9 @@ static int relay_key(struct loader *ld, const char *name, const char *value)
         load_fail(ld, "unknown key '%s' in [relay]", name);
         return -1;
     }
-    for (const char *p = value;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *e = strchr(p, ',');
-        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == 0 && e == NULL)
-            return 0; /* an empty value, or a trailing comma */
-        if (n == 0) {
-            load_fail(ld, "[relay] %s: empty item in list", name);
-            return -1;
-        }
-        if (n >= sizeof(item)) {
-            load_fail(ld, "[relay] %s: item too long", name);
-            return -1;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
-        if (relay_item(ld, name, item) < 0)
-            return -1;
-        if (e == NULL)
-            return 0;
-        p = e + 1;
-    }
+    if (*value == '\0')
+        return 0; /* an empty list */
+    return list_split(ld, "relay", name, "item", value, relay_list_item, name);
 }
 
 static void relay_free(struct config_relay *rl)
