@@ -1326,6 +1326,11 @@ bool tls_conn_verified(const struct tls_conn *c)
     return c->client != NULL && c->verified;
 }
 
+bool tls_conn_verify_failed(const struct tls_conn *c)
+{
+    return c->client != NULL && c->verify_err[0] != '\0';
+}
+
 const char *tls_conn_dane_match(const struct tls_conn *c)
 {
     return c->verify == TLS_VERIFY_DANE && c->verified ? c->dane_match : NULL;

@@ -153,6 +153,9 @@ struct tls_conn *tls_conn_new_client_opts(struct tls_client *c, const struct tls
  * was resumed; NULL otherwise). */
 bool tls_conn_verified(const struct tls_conn *c);
 const char *tls_conn_dane_match(const struct tls_conn *c);
+/* After a failed handshake: true when the server's certificate failed the
+ * connection's checks (as opposed to a protocol or transport failure). */
+bool tls_conn_verify_failed(const struct tls_conn *c);
 
 /* New connection in server or client mode.  NULL on ENOMEM. */
 struct tls_conn *tls_conn_new_server(struct tls_server *s);
