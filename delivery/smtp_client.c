@@ -1006,8 +1006,8 @@ static void on_send(struct io_op *op, int res, const char *data, unsigned flags)
                     "lost connection while sending: %s", strerror(-res));
         goto out;
     }
-    if (c->state == CL_TXN && c->body.active)
-        deadline_reset(c); /* progress on the body */
+    if (c->state == CL_TXN)
+        deadline_reset(c); /* progress; after the body's last bytes: data_done */
     client_flush(c);
 out:
     c->depth--;

@@ -556,7 +556,8 @@ static int group_teardown(void **state)
     {
         /* Sanitizer reports of the server fail the run. */
         char *log = read_file(ortoo_log, NULL);
-        bool bad = log != NULL && (strstr(log, "AddressSanitizer") || strstr(log, "runtime error"));
+        bool bad = log != NULL && (strstr(log, "AddressSanitizer") || strstr(log, "LeakSanitizer") ||
+                                   strstr(log, "runtime error"));
         if (bad)
             fprintf(stderr, "%s\n", log);
         free(log);
