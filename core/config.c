@@ -97,6 +97,10 @@ struct loader {
                                        indented line continues that key */
     bool seen[NKEYS];               /* duplicate detection */
     int last_key;                   /* key of the previous handler call */
+    struct {                        /* [delivery], [destination], [routes] */
+        char **seen;                /* "section\nkey" given so far */
+        size_t nseen;
+    } dlv;
     struct {                        /* [resolver], see resolver_key() */
         bool seen_dnssec, seen_anchor;
         const char *last;           /* key of the previous [resolver] call */
@@ -133,6 +137,10 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...)
 
 static bool known_section(const char *s, size_t len)
 {
+    if (len > 12 && memcmp(s, "destination ", 12) == 0)
+        return true; /* [destination DOMAIN]: the domain is checked at its keys */
+    if ((len == 8 && memcmp(s, "delivery", 8) == 0) || (len == 6 && memcmp(s, "routes", 6) == 0))
+        return true;
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
         if (strlen(sections[i]) == len && memcmp(sections[i], s, len) == 0)
             return true;
@@ -608,6 +616,58 @@ static int resolver_key(struct loader *ld, const char *name, const char *value)
     return 0;
 }
 
+/* ---- [delivery], [destination DOMAIN], [routes] ------------------------ */
+
+/*
+ * One key of the delivery sections, checked and stored by delivery/route.c.
+ * A key given twice in the same section is an error here (route.c would
+ * overwrite); [routes] detects its own duplicates.
+ */
+static int delivery_key(struct loader *ld, const char *section, const char *name,
+                        const char *value)
+{
+    struct route_conf *rc = &ld->cfg->delivery;
+    char err[400], *tag;
+    int r;
+
+    if (strcmp(section, "routes") == 0) {
+        r = route_conf_route_add(rc, name, value, err, sizeof err);
+        if (r < 0)
+            load_fail(ld, "%s", err);
+        return r;
+    }
+    if (asprintf(&tag, "%s\n%s", section, name) < 0) {
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < ld->dlv.nseen; i++) {
+        if (strcmp(ld->dlv.seen[i], tag) == 0) {
+            free(tag);
+            if (ld->line_indented)
+                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                              "indentation", name);
+            else
+                load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+            return -1;
+        }
+    }
+    char **ns = realloc(ld->dlv.seen, (ld->dlv.nseen + 1) * sizeof *ns);
+    if (ns == NULL) {
+        free(tag);
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    ld->dlv.seen = ns;
+    ld->dlv.seen[ld->dlv.nseen++] = tag;
+    if (strcmp(section, "delivery") == 0)
+        r = route_conf_set(rc, ld->cfg->dir, name, value, err, sizeof err);
+    else
+        r = route_conf_dest_set(rc, ld->cfg->dir, section + 12, name, value, err, sizeof err);
+    if (r < 0)
+        load_fail(ld, "%s", err);
+    return r;
+}
+
 /* ini_handler: one "name = value" (or an indented continuation line). */
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -620,12 +680,18 @@ static int config_handler(void *user, const char *section, const char *name, con
     ld->has_prev_key = true;
     if (*section == '\0') {
         load_fail(ld, "'%s' outside of a section ([server], [listen], [tls], [auth], "
-                      "[resolver])", name);
+                      "[resolver], [delivery], [routes], [destination DOMAIN])", name);
         return 0;
     }
     if (strcmp(section, "resolver") == 0) {
         ld->last_key = -1;
         return resolver_key(ld, name, value) == 0;
+    }
+    if (strcmp(section, "delivery") == 0 || strcmp(section, "routes") == 0 ||
+        strncmp(section, "destination ", 12) == 0) {
+        ld->last_key = -1;
+        ld->res.last = NULL;
+        return delivery_key(ld, section, name, value) == 0;
     }
     ld->res.last = NULL;
     for (idx = 0; idx < (int)NKEYS; idx++) {
@@ -670,6 +736,7 @@ void config_free(struct config *cfg)
     free(cfg->listens);
     free(cfg->cert_dir);
     res_conf_clear(&cfg->resolver);
+    route_conf_clear(&cfg->delivery);
     free(cfg);
 }
 
@@ -709,11 +776,15 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     cfg->auth_max_failures = 5;
     cfg->auth_fail_window = 300;
     res_conf_init(&cfg->resolver);
+    route_conf_init(&cfg->delivery);
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier
      * line wins. */
     int rc = ini_parse_stream(config_reader, &ld, config_handler, &ld);
+    for (size_t i = 0; i < ld.dlv.nseen; i++)
+        free(ld.dlv.seen[i]);
+    free(ld.dlv.seen);
     if (rc == -2)
         goto nomem;
     if (ld.failed && (rc <= 0 || rc >= ld.fail_line))

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include "io/loop.h"
+#include "delivery/route.h"
 #include "resolver/resolver.h"
 
 enum listen_role { ROLE_SMTP = 0, ROLE_SUBMISSION, ROLE_SUBMISSIONS };
@@ -60,6 +61,9 @@ struct config {
     unsigned auth_fail_window;       /* seconds; default 300 */
     /* [resolver] (parsed by resolver_key() in config.c) */
     struct res_conf resolver;        /* dnssec, trust_anchor, forward, stub */
+    /* [delivery], [destination DOMAIN], [routes] (parsed by delivery_key()
+     * in config.c into delivery/route.h's struct) */
+    struct route_conf delivery;
 };
 
 /*

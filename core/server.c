@@ -39,6 +39,7 @@
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
+#include "delivery/scheduler.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
@@ -66,6 +67,9 @@ struct reactor {
     struct listener *listeners;   /* one per configured listener */
     size_t nlisteners;
     int cpu;                      /* CPU to pin to, -1: none */
+    struct sched *sched;          /* delivery scheduler (delivery/scheduler.h) */
+    bool sessions_drained;        /* shutdown: the last session is gone */
+    bool sched_stopped;           /* shutdown: the scheduler let go of everything */
     struct server *srv;
 };
 
@@ -175,6 +179,13 @@ static void on_accept(struct io_op *op, int res, const char *data, unsigned flag
 
 /* ---- reactor threads ---- */
 
+/* The scheduler asks which recipient domains are ours (never sent out). */
+static bool reactor_is_local(void *arg, const char *domain)
+{
+    struct reactor *re = arg;
+    return users_is_local_domain(re->ctx.users, domain, strlen(domain));
+}
+
 static void reactor_report(struct server *srv, int err, const char *msg)
 {
     pthread_mutex_lock(&srv->lock);
@@ -222,6 +233,26 @@ static void *reactor_main(void *arg)
         reactor_report(srv, rc, err);
         return NULL;
     }
+    /* Delivery: one scheduler per reactor, on its shard and resolver.  It
+     * builds its TLS client context now (reads the CA store). */
+    struct sched_params schp = {
+        .loop = re->ctx.loop,
+        .spool = re->ctx.spool,
+        .res = re->ctx.res,
+        .conf = &cfg->delivery,
+        .hostname = cfg->hostname,
+        .index = re->ctx.index,
+        .is_local = reactor_is_local,
+        .local = NULL, /* local delivery: not wired yet; local mail stays queued */
+        .arg = re,
+    };
+    re->sched = sched_new(&schp, err, sizeof(err));
+    if (re->sched == NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "reactor %u: delivery: %.200s", re->ctx.index, err);
+        reactor_report(srv, -EINVAL, msg);
+        return NULL;
+    }
     for (size_t i = 0; i < re->nlisteners; i++) {
         struct listener *l = &re->listeners[i];
         io_op_init(&l->op, l);
@@ -244,11 +275,27 @@ static void *reactor_main(void *arg)
 
 /* ---- shutdown ---- */
 
-/* All sessions are gone: stop the loop (this may run inside a spool
- * callback, so the shard is closed by the main thread after the join). */
+/* Stop the loop once the sessions and the scheduler are both done (this
+ * may run inside a spool callback, so the shard is closed by the main
+ * thread after the join). */
+static void reactor_maybe_stop(struct reactor *re)
+{
+    if (re->sessions_drained && re->sched_stopped)
+        io_loop_stop(re->ctx.loop);
+}
+
 static void on_drained(struct smtp_reactor *r)
 {
-    io_loop_stop(r->loop);
+    struct reactor *re = (struct reactor *)((char *)r - offsetof(struct reactor, ctx));
+    re->sessions_drained = true;
+    reactor_maybe_stop(re);
+}
+
+static void on_sched_stopped(void *arg)
+{
+    struct reactor *re = arg;
+    re->sched_stopped = true;
+    reactor_maybe_stop(re);
 }
 
 /* Runs on the reactor (posted by the main thread at SIGTERM/SIGINT). */
@@ -259,6 +306,9 @@ static void reactor_shutdown(void *arg)
         io_cancel(re->ctx.loop, &re->listeners[i].op);
         io_cancel(re->ctx.loop, &re->listeners[i].retry);
     }
+    /* Deliveries in flight are dropped: their state in the spool is as
+     * before the attempt, so they are tried again after a restart. */
+    sched_stop(re->sched, on_sched_stopped, re);
     smtp_session_close_all(&re->ctx);
 }
 
@@ -416,6 +466,11 @@ int server_run(const char *config_dir)
         return 1;
     }
     struct config *cfg = srv.cfg;
+    /* Smarthost credentials ([destination] auth_file): read once, now. */
+    if (route_conf_load_secrets(&cfg->delivery, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        return 1;
+    }
     if (cfg->log_level != NULL) {
         enum log_level lvl = LOG_LVL_INFO;
         if (strcmp(cfg->log_level, "warn") == 0)
@@ -594,6 +649,7 @@ int server_run(const char *config_dir)
         struct reactor *re = &srv.reactors[i];
         if (re->ctx.spool != NULL)
             spool_shard_close(re->ctx.spool);
+        sched_free(re->sched);
         for (size_t j = 0; j < re->nlisteners; j++)
             close(re->listeners[j].fd);
         if (re->ctx.tls != NULL)

@@ -21,9 +21,9 @@ $(FUZZ_DIR)/fuzz_smtp_reply: tests/fuzz/fuzz_smtp_reply.c delivery/smtp_reply.c 
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c -linih
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c delivery/route.c -linih
 
 .PHONY: fuzz-bins fuzz-run
 fuzz-bins: $(FUZZ_BINS)
