@@ -9,6 +9,9 @@
 #   make test             deps, build, unit tests, e2e tests (both io backends)
 #   make TLS=boringssl check-tls   the TLS layer and its unit test on BoringSSL
 #   make bench            benchmarks (QUICK=1 for a short run)
+#   make install          PREFIX=/usr/local DESTDIR=: binary, sendmail links,
+#                         systemd unit, sysusers/tmpfiles, man pages, docs
+#   make uninstall        the same files removed
 
 .DEFAULT_GOAL := all
 
@@ -58,7 +61,7 @@ LIB := $(BUILD)/libortoo.a
 BIN := $(BUILD)/ortoo
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/%)
 
-.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins
+.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins install uninstall
 all: ortoo
 
 ortoo: $(BIN)
@@ -118,6 +121,46 @@ fmt:
 
 clean:
 	rm -rf build ortoo
+
+# ---- install ----
+# Creates nothing outside $(DESTDIR) (no account, no spool, no systemctl):
+# the README's install section and the unit's header say what to run then.
+# Debian's places: the binary in bin (users run `ortoo send`), sendmail in
+# sbin (/usr/sbin/sendmail with PREFIX=/usr) and lib (the historical
+# /usr/lib/sendmail), units and sysusers/tmpfiles under lib, man pages and
+# docs under share.
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR := $(PREFIX)/bin
+SBINDIR := $(PREFIX)/sbin
+LIBDIR := $(PREFIX)/lib
+MANDIR := $(PREFIX)/share/man
+DOCDIR := $(PREFIX)/share/doc/ortoo
+UNITDIR := $(LIBDIR)/systemd/system
+INSTALL_FILES := $(BINDIR)/ortoo $(SBINDIR)/sendmail $(LIBDIR)/sendmail \
+    $(UNITDIR)/ortoo.service $(LIBDIR)/sysusers.d/ortoo.conf $(LIBDIR)/tmpfiles.d/ortoo.conf \
+    $(MANDIR)/man8/ortoo.8 $(MANDIR)/man5/ortoo.conf.5 \
+    $(DOCDIR)/README.md $(DOCDIR)/config.md $(DOCDIR)/setup.md $(DOCDIR)/control.md
+
+install: all
+	@test -x ortoo || { echo "make install: ./ortoo is missing (MODE=release builds it)"; exit 1; }
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) \
+	    $(DESTDIR)$(UNITDIR) $(DESTDIR)$(LIBDIR)/sysusers.d $(DESTDIR)$(LIBDIR)/tmpfiles.d \
+	    $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(DOCDIR)
+	install -m 0755 ortoo $(DESTDIR)$(BINDIR)/ortoo
+	ln -sfn $(shell realpath -m --relative-to=$(SBINDIR) $(BINDIR)/ortoo) $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sfn $(shell realpath -m --relative-to=$(LIBDIR) $(SBINDIR)/sendmail) $(DESTDIR)$(LIBDIR)/sendmail
+	sed 's|/usr/local/bin/ortoo|$(BINDIR)/ortoo|g' systemd/ortoo.service > $(DESTDIR)$(UNITDIR)/ortoo.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ortoo.service
+	install -m 0644 systemd/ortoo.sysusers $(DESTDIR)$(LIBDIR)/sysusers.d/ortoo.conf
+	install -m 0644 systemd/ortoo.tmpfiles $(DESTDIR)$(LIBDIR)/tmpfiles.d/ortoo.conf
+	install -m 0644 man/ortoo.8 $(DESTDIR)$(MANDIR)/man8/ortoo.8
+	install -m 0644 man/ortoo.conf.5 $(DESTDIR)$(MANDIR)/man5/ortoo.conf.5
+	install -m 0644 README.md docs/config.md docs/setup.md docs/control.md $(DESTDIR)$(DOCDIR)/
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALL_FILES))
+	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 # BoringSSL build of the TLS layer (RECIPES.md: Debian's android-libboringssl-dev).
 BSSL_CFLAGS := -I/usr/include/android

@@ -4,11 +4,16 @@
  *
  * Writes a configuration directory that `ortoo serve` accepts as it is:
  * ortoo.conf, a self-signed certificate under certs/<H>/ (certgen), the
- * domain's users file, and the spool directory.  With --dev the listeners
+ * domain's directory with its users and aliases files, an RSA-2048 DKIM key
+ * under domains/<DOMAIN>/dkim/ (unless the domain has one), the SRS secret
+ * srs.key (0600: the key that signs rewritten senders of forwarded mail);
+ * with --dev also the spool directory inside it (a real server's spool is
+ * /var/spool/ortoo, made by the daemon or tmpfiles.d).  With --dev the listeners
  * are on loopback high ports and a user dev@DOMAIN is made with a random
  * password, kept in clear in DIR/dev-password (0600) so that `make run` can
  * show it every time.  Then it prints what to do next: how to start, how to
- * add a user, a test `ortoo send` line, and the DNS records to publish.
+ * add a user, a test `ortoo send` line, and the DNS records to publish
+ * (DKIM's among them).
  *
  * ortoo.conf is written last (temp file + fsync + rename): its presence
  * means the directory is complete, so an init that failed half-way can simply
@@ -18,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -28,11 +34,13 @@
 
 #include <sodium.h>
 
-#include "core/certgen.h"
 #include "cli/cli.h"
+#include "core/certgen.h"
+#include "core/config.h"
 #include "core/users.h"
 
 #define INIT_DIR_MODE 0750
+#define INIT_TOP_DIR_MODE 0755
 #define INIT_DEV_PASSWORD_LEN 16
 #define INIT_NAME_MAX 253 /* RFC 1035 2.3.4: a name is at most 255 octets on the wire */
 
@@ -304,17 +312,35 @@ static void listen_lines(bool dev, const char **smtp, const char **sub, const ch
     }
 }
 
+/*
+ * Where the queue goes and who the daemon runs as.  A real server keeps its
+ * queue in /var/spool/ortoo (the config directory holds no state) and runs
+ * as the ortoo account; a --dev directory keeps its spool inside (var/dev/
+ * spool for `make run`) and runs as whoever runs it (root included, so that
+ * `make run` works as root on a fresh machine).
+ */
+static void server_lines(bool dev, char *spool, size_t slen, char *user, size_t ulen)
+{
+    struct passwd *pw = dev ? getpwuid(geteuid()) : NULL;
+
+    snprintf(spool, slen, "%s", dev ? "spool" : CONFIG_DEFAULT_SPOOL);
+    snprintf(user, ulen, "%s", pw != NULL ? pw->pw_name : CONFIG_DEFAULT_USER);
+}
+
 /* Render ortoo.conf into buf.  Returns its length or -1 if it does not fit. */
 static int conf_render(const struct init_opts *o, char *buf, size_t len)
 {
     const char *smtp, *sub, *subs;
+    char spool[64], user[64];
 
     listen_lines(o->dev, &smtp, &sub, &subs);
+    server_lines(o->dev, spool, sizeof spool, user, sizeof user);
     int n = snprintf(buf, len,
                      "# ortoo configuration - see docs/config.md\n"
                      "[server]\n"
                      "hostname = %s\n"
-                     "spool = spool\n"
+                     "spool = %s\n"
+                     "user = %s\n"
                      "reactors = auto\n"
                      "io = auto\n"
                      "max_message_size = 25M\n"
@@ -326,7 +352,7 @@ static int conf_render(const struct init_opts *o, char *buf, size_t len)
                      "\n"
                      "[tls]\n"
                      "cert_dir = certs\n",
-                     o->hostname, smtp, sub, subs);
+                     o->hostname, spool, user, smtp, sub, subs);
     return (n < 0 || (size_t)n >= len) ? -1 : n;
 }
 
@@ -395,9 +421,11 @@ static int users_make(const struct init_opts *o)
     if (path_fmt(path, sizeof path, "%s/domains", o->dir) < 0 ||
         dir_make(path, INIT_DIR_MODE) < 0)
         return -1;
-    if (path_fmt(path, sizeof path, "%s/domains/%s", o->dir, o->domain) < 0 ||
-        dir_make(path, INIT_DIR_MODE) < 0)
+    char err[512];
+    if (users_domain_add(o->dir, o->domain, err, sizeof err) < 0) {
+        fprintf(stderr, "ortoo init: %s\n", err);
         return -1;
+    }
     if (path_fmt(path, sizeof path, "%s/domains/%s/users", o->dir, o->domain) < 0)
         return -1;
     if (file_exists(path))
@@ -407,6 +435,32 @@ static int users_make(const struct init_opts *o)
                      "# Manage them with: ortoo user add|del|list|check\n",
                      o->domain);
     return file_write(path, header, (size_t)n, 0640, false);
+}
+
+/* srs.key: 32 random bytes in base64, readable by the owner only. */
+static int srs_key_make(const struct init_opts *o)
+{
+    unsigned char key[32];
+    char b64[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_ORIGINAL)];
+    char path[PATH_MAX], text[256];
+
+    if (path_fmt(path, sizeof path, "%s/srs.key", o->dir) < 0)
+        return -1;
+    if (file_exists(path))
+        return 0;
+    randombytes_buf(key, sizeof key);
+    sodium_bin2base64(b64, sizeof b64, key, sizeof key, sodium_base64_VARIANT_ORIGINAL);
+    int n = snprintf(text, sizeof text,
+                     "# SRS secret: signs the rewritten senders of forwarded mail. Keep it\n"
+                     "# private. To rotate, put a new line first and keep the old one below\n"
+                     "# for a few weeks (bounces to old addresses still verify).\n"
+                     "%s\n",
+                     b64);
+    int rc = file_write(path, text, (size_t)n, 0600, false);
+    sodium_memzero(key, sizeof key);
+    sodium_memzero(b64, sizeof b64);
+    sodium_memzero(text, sizeof text);
+    return rc;
 }
 
 /* dev@<domain> with a fresh random password, hashed in users, clear in dev-password. */
@@ -454,12 +508,17 @@ static void summary_print(const struct init_opts *o, const char *absdir, bool ex
         printf("\nDev user: dev@%s  password: %s\n", o->domain, pw);
         sodium_memzero(pw, sizeof pw);
     }
-    printf("\nNext steps:\n"
-           "  Start the server:\n"
+    printf("\nNext steps:\n");
+    if (!o->dev)
+        printf("  Let the server's account read the configuration, and check it:\n"
+               "    chgrp -R ortoo %s && chmod -R g+rX %s\n"
+               "    ortoo -c %s check\n",
+               absdir, absdir, absdir);
+    printf("  Start the server%s:\n"
            "    ortoo -c %s serve\n"
            "  Add a user (asks for the password):\n"
            "    ortoo -c %s user add you@%s\n",
-           absdir, absdir, o->domain);
+           o->dev ? "" : " (or: systemctl enable --now ortoo)", absdir, absdir, o->domain);
     if (o->dev)
         printf("  Send a test message through submission (self-signed cert: --insecure):\n"
                "    ortoo send --server 127.0.0.1:2587 --starttls --insecure \\\n"
@@ -486,10 +545,25 @@ static void summary_print(const struct init_opts *o, const char *absdir, bool ex
            "  %s. TXT \"v=spf1 mx -all\"\n"
            "  _dmarc.%s. TXT \"v=DMARC1; p=quarantine; rua=mailto:postmaster@%s\"\n"
            "  and a reverse DNS (PTR) record for the server's address naming %s\n"
-           "  (set at your hosting provider).\n"
-           "DKIM records will come with 'ortoo dkim keygen %s' (not yet available).\n",
+           "  (set at your hosting provider).\n",
            o->domain, o->hostname, o->hostname, o->hostname, o->domain, o->domain, o->domain,
-           o->hostname, o->domain);
+           o->hostname);
+    /* The DKIM records, from the keys themselves (see cli_dkim.c). */
+    fflush(stdout);
+    if (cli_dkim_print_records(o->dir, o->domain, stdout, "  ") == 0)
+        printf("  (no DKIM key: make one with 'ortoo -c %s dkim keygen %s')\n", absdir,
+               o->domain);
+}
+
+/* An RSA DKIM key for the domain, unless it has a key already. */
+static int dkim_make(const struct init_opts *o)
+{
+    int n = cli_dkim_print_records(o->dir, o->domain, NULL, "");
+    if (n < 0)
+        return -1;
+    if (n > 0)
+        return 0;
+    return cli_dkim_keygen(o->dir, o->domain, NULL, false, false, NULL);
 }
 
 /*
@@ -529,7 +603,10 @@ int cli_init(const char *config_dir, int argc, char **argv)
         return 0;
     }
 
-    if (dir_make_parents(o.dir, INIT_DIR_MODE) < 0)
+    /* The directory and ortoo.conf are world-readable (no secret in them),
+     * so that sendmail run by any user finds the spool; users, keys and
+     * certificates stay in 0750 directories. */
+    if (dir_make_parents(o.dir, INIT_TOP_DIR_MODE) < 0)
         return 1;
     if (realpath(o.dir, absdir) == NULL) {
         fprintf(stderr, "ortoo init: %s: %s\n", o.dir, strerror(errno));
@@ -539,9 +616,14 @@ int cli_init(const char *config_dir, int argc, char **argv)
         return 1;
     if (users_make(&o) < 0)
         return 1;
+    if (srs_key_make(&o) < 0)
+        return 1;
     if (o.dev && dev_user_make(&o) < 0)
         return 1;
-    if (path_fmt(path, sizeof path, "%s/spool", o.dir) < 0 || dir_make(path, INIT_DIR_MODE) < 0)
+    if (dkim_make(&o) < 0)
+        return 1;
+    if (o.dev && (path_fmt(path, sizeof path, "%s/spool", o.dir) < 0 ||
+                  dir_make(path, INIT_DIR_MODE) < 0))
         return 1;
 
     int n = conf_render(&o, conf, sizeof conf);
@@ -549,7 +631,7 @@ int cli_init(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "ortoo init: configuration too long\n");
         return 1;
     }
-    if (file_write(conf_path, conf, (size_t)n, 0640, true) < 0)
+    if (file_write(conf_path, conf, (size_t)n, 0644, true) < 0)
         return 1;
 
     if (made_cert)

@@ -1,13 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_queue.c - `ortoo queue list [--json]`: the messages in the spool.
+ * cli_queue.c - `ortoo queue list [--json]`: the messages in the spool;
+ * `ortoo queue show ID [--raw]`: one message as it will be delivered.
  *
  * Loads the configuration only to find the spool directory, then reads it
  * with spool_scan(), which is read-only and safe while the daemon runs.  The
  * table is streamed (one line per message as the scan finds it, then
  * "N messages"), so a large queue costs no memory.  --json prints one
- * object per line instead, for scripts.  The other queue commands (show,
- * flush, delete, bounce) are to come.
+ * object per line instead, for scripts.
+ *
+ * show prints the header fields stored with the envelope (DKIM-Signature,
+ * Received, an added Date / Message-ID), then the stored message
+ * dot-unstuffed (dkim/canon.h), streamed from the mapped segment: exactly
+ * the bytes delivery sends after DATA, before its own dot-stuffing.  --raw
+ * prints only that; without it a few envelope lines and an empty line come
+ * first.  The other queue commands (flush, delete, bounce) are to come,
+ * with a control socket.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +27,7 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "dkim/canon.h"
 #include "spool/spool.h"
 
 /* What the scan callback needs. */
@@ -32,11 +41,14 @@ static void queue_usage(FILE *f)
 {
     fprintf(f,
             "usage: ortoo [-c DIR] queue list [--json]\n"
+            "       ortoo [-c DIR] queue show ID [--raw]\n"
             "\n"
             "  list     the messages in the spool: ID, SIZE, AGE, STATE, SENDER, RECIPIENTS\n"
             "           (--json: one JSON object per line)\n"
+            "  show     one message as it will be delivered (header fields added by ortoo,\n"
+            "           then the message); --raw: the message only, no envelope lines\n"
             "\n"
-            "show, flush, delete and bounce are not implemented yet.\n");
+            "flush, delete and bounce are not implemented yet.\n");
 }
 
 /* "5s", "3m", "2h", "1d": the age in its largest whole unit. */
@@ -284,6 +296,106 @@ out:
     return status;
 }
 
+/* What the show callback needs. */
+struct queue_show {
+    const char *id;
+    bool raw;
+    bool found;
+    bool write_failed;
+};
+
+static void stdout_bytes(void *arg, const char *data, size_t len)
+{
+    struct queue_show *qs = arg;
+    if (fwrite(data, 1, len, stdout) != len)
+        qs->write_failed = true;
+}
+
+static int on_show(const struct spool_msg_info *m, void *arg)
+{
+    struct queue_show *qs = arg;
+
+    if (strcmp(m->id, qs->id) != 0)
+        return 0;
+    qs->found = true;
+    if (!qs->raw) {
+        char when[64] = "";
+        time_t t = (time_t)m->received_at;
+        struct tm tm;
+        if (gmtime_r(&t, &tm) != NULL)
+            strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        printf("id: %s\nreceived: %s\nsender: <", m->id, when);
+        text_safe(stdout, m->sender);
+        printf(">\n");
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            printf("recipient: <");
+            text_safe(stdout, m->rcpts[i]);
+            printf("> %s\n", rcpt_state_name(m->rcpt_state ? m->rcpt_state[i]
+                                                           : SPOOL_RCPT_PENDING));
+        }
+        if (m->auth_user != NULL && m->auth_user[0] != '\0') {
+            printf("auth-user: ");
+            text_safe(stdout, m->auth_user);
+            printf("\n");
+        }
+        printf("client: %s\nsize: %" PRIu64 "\n\n", m->client_addr ? m->client_addr : "",
+               m->size);
+    }
+    if (m->headers != NULL)
+        stdout_bytes(qs, m->headers, strlen(m->headers));
+    struct dkim_unstuff u;
+    dkim_unstuff_init(&u);
+    dkim_unstuff_feed(&u, m->data, (size_t)m->size, stdout_bytes, qs);
+    return 1; /* found: stop the scan */
+}
+
+/* `queue show ID [--raw]`.  Returns the exit status. */
+static int queue_show(const char *config_dir, int argc, char **argv)
+{
+    struct queue_show qs = {0};
+    struct config *cfg = NULL;
+    char err[512] = "";
+    int status = 1;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--raw") == 0) {
+            qs.raw = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            queue_usage(stdout);
+            return 0;
+        } else if (argv[i][0] == '-' || qs.id != NULL) {
+            fprintf(stderr, "ortoo queue show: unexpected argument '%s'\n", argv[i]);
+            queue_usage(stderr);
+            return 2;
+        } else {
+            qs.id = argv[i];
+        }
+    }
+    if (qs.id == NULL) {
+        fprintf(stderr, "ortoo queue show: ID is missing\n");
+        queue_usage(stderr);
+        return 2;
+    }
+    if (config_load(config_dir, &cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "ortoo queue: %s\n", err[0] ? err : "cannot load the configuration");
+        return 1;
+    }
+    int rc = spool_scan(cfg->spool, on_show, &qs);
+    fflush(stdout);
+    if (rc < 0 && rc != -ENOENT) {
+        fprintf(stderr, "ortoo queue: cannot read the spool %s: %s\n", cfg->spool,
+                strerror(-rc));
+    } else if (!qs.found) {
+        fprintf(stderr, "ortoo queue show: no message %s in the queue\n", qs.id);
+    } else if (qs.write_failed || ferror(stdout)) {
+        fprintf(stderr, "ortoo queue show: write error\n");
+    } else {
+        status = 0;
+    }
+    config_free(cfg);
+    return status;
+}
+
 /*
  * Entry point (see cli.h).  Reads the configuration and the spool, never
  * writes.  Returns 0, 1 on failure, 2 on a usage error.
@@ -296,12 +408,13 @@ int cli_queue(const char *config_dir, int argc, char **argv)
     }
     if (strcmp(argv[1], "list") == 0)
         return queue_list(config_dir, argc - 1, argv + 1);
+    if (strcmp(argv[1], "show") == 0)
+        return queue_show(config_dir, argc - 1, argv + 1);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         queue_usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "show") == 0 || strcmp(argv[1], "flush") == 0 ||
-        strcmp(argv[1], "delete") == 0 || strcmp(argv[1], "bounce") == 0)
+    if (strcmp(argv[1], "flush") == 0 || strcmp(argv[1], "delete") == 0 || strcmp(argv[1], "bounce") == 0)
         fprintf(stderr, "ortoo queue: '%s' is not implemented yet\n", argv[1]);
     else
         fprintf(stderr, "ortoo queue: unknown command '%s'\n", argv[1]);

@@ -10,8 +10,11 @@
  *
  * Passwords are read from the terminal with echo off (twice for add), or as
  * one line from stdin with --password-stdin (for scripts).  Every buffer that
- * held a password is wiped before it is released.  Exit status: 0 ok,
- * 1 failure (including "password WRONG" and "no such user"), 2 usage error.
+ * held a password is wiped before it is released.  The domain must be
+ * local already (`ortoo domain add`); "*@domain" is not a user but the
+ * catch-all alias.  After add and del the running server is told
+ * (cli_notify_server).  Exit status: 0 ok, 1 failure (including "password
+ * WRONG" and "no such user"), 2 usage error.
  */
 #include "cli/cli.h"
 
@@ -47,7 +50,8 @@ static int usage(const char *why)
 }
 
 /* local@domain with a dot-atom local part (RFC 5322 3.2.3 atext, plus UTF-8
- * octets as RFC 6531 allows), at most 64 octets (RFC 5321 4.5.3.1.1). */
+ * octets as RFC 6531 allows), at most 64 octets (RFC 5321 4.5.3.1.1); not
+ * '/' (the name is a Maildir directory) nor '*' (see wildcard_hint). */
 static bool addr_ok(const char *a)
 {
     const char *at = strrchr(a, '@');
@@ -62,7 +66,7 @@ static bool addr_ok(const char *a)
         unsigned char c = (unsigned char)a[i];
         if (c == '.' && a[i + 1] == '.')
             return false;
-        if (!isalnum(c) && c < 0x80 && strchr(".!#$%&'*+-/=?^_`{|}~", c) == NULL)
+        if (!isalnum(c) && c < 0x80 && strchr(".!#$%&'+-=?^_`{|}~", c) == NULL)
             return false;
     }
     return users_domain_valid(at + 1, strlen(at + 1));
@@ -170,13 +174,18 @@ fail:
     return ret;
 }
 
-/* Parse "ADDRESS [--password-stdin]" style arguments. */
+/* Parse "ADDRESS [--password-stdin]" style arguments.  Returns 0, -1 on a
+ * usage error (printed), 1 after printing the help (-h). */
 static int parse_args(int argc, char **argv, bool allow_stdin, const char **pos,
                       int maxpos, int *npos, bool *pw_stdin)
 {
     *npos = 0;
     *pw_stdin = false;
     for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage_text, stdout);
+            return 1;
+        }
         if (allow_stdin && strcmp(argv[i], "--password-stdin") == 0) {
             *pw_stdin = true;
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
@@ -192,11 +201,45 @@ static int parse_args(int argc, char **argv, bool allow_stdin, const char **pos,
     return 0;
 }
 
+/* A name with '*' is someone trying to make a catch-all: say how. */
+static bool wildcard_hint(const char *sub, const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    if (at == NULL || memchr(addr, '*', (size_t)(at - addr)) == NULL)
+        return false;
+    fprintf(stderr,
+            "ortoo user %s: '%s' is not a user name. A catch-all is an alias: put\n"
+            "  *: you%s\n"
+            "in domains/%s/aliases (any other name then goes to you%s).\n",
+            sub, addr, at, at + 1, at);
+    return true;
+}
+
 static int cmd_add(const char *config_dir, const char *addr, bool pw_stdin)
 {
-    char pw[PW_MAX + 2], hash[128], err[512];
+    char pw[PW_MAX + 2], hash[128], err[512], dir[4096];
+    const char *domain = strrchr(addr, '@') + 1;
     size_t len = 0;
     int r;
+
+    if (!pw_stdin && !isatty(STDIN_FILENO)) {
+        fprintf(stderr, "ortoo user: stdin is not a terminal; use --password-stdin\n");
+        return 2;
+    }
+    /* Before the password prompt: a typo in the domain must not make a
+     * new local domain (it would take that domain's mail). */
+    r = users_domain_dir(config_dir, domain, dir, sizeof(dir));
+    if (r < 0) {
+        fprintf(stderr, "ortoo user add: %s/domains: %s\n", config_dir, strerror(errno));
+        return 1;
+    }
+    if (r > 0) {
+        fprintf(stderr,
+                "ortoo user add: %s is not a local domain; if it should be, first run:\n"
+                "  ortoo domain add %s\n",
+                domain, domain);
+        return 1;
+    }
 
     r = get_password(pw_stdin, true, pw, &len);
     if (r != 0)
@@ -212,6 +255,7 @@ static int cmd_add(const char *config_dir, const char *addr, bool pw_stdin)
         return 1;
     }
     printf("user %s: password set\n", addr);
+    cli_notify_server(config_dir);
     return 0;
 }
 
@@ -229,6 +273,7 @@ static int cmd_del(const char *config_dir, const char *addr)
         return 1;
     }
     printf("user %s: deleted\n", addr);
+    cli_notify_server(config_dir);
     return 0;
 }
 
@@ -400,17 +445,23 @@ int cli_user(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "ortoo user: unknown command %s\n", sub);
         return usage(NULL);
     }
-    if (parse_args(argc, argv, strcmp(sub, "add") == 0 || strcmp(sub, "check") == 0, pos, 1,
-                   &npos, &pw_stdin) < 0)
+    ret = parse_args(argc, argv, strcmp(sub, "add") == 0 || strcmp(sub, "check") == 0, pos, 1,
+                     &npos, &pw_stdin);
+    if (ret > 0)
+        return 0; /* -h */
+    if (ret < 0)
         return usage(NULL);
     if (strcmp(sub, "list") == 0) {
         ret = cmd_list(config_dir, pos[0]);
     } else if (npos != 1) {
         fprintf(stderr, "ortoo user %s: missing ADDRESS\n", sub);
         return usage(NULL);
+    } else if (wildcard_hint(sub, pos[0])) {
+        return 2;
     } else if (!addr_ok(pos[0])) {
-        fprintf(stderr, "ortoo user %s: invalid address %s (expected local@domain)\n", sub,
-                pos[0]);
+        fprintf(stderr, "ortoo user %s: invalid address %s (expected local@domain; for a "
+                        "forward or a catch-all, see domains/<domain>/aliases)\n",
+                sub, pos[0]);
         return 2;
     } else if (strcmp(sub, "add") == 0) {
         ret = cmd_add(config_dir, pos[0], pw_stdin);

@@ -6,38 +6,71 @@
  * -h/--help, --version), picks the configuration directory (-c, else
  * $ORTOO_CONFIG, else /etc/ortoo), sets up logging, and hands the rest of
  * argv to one of the cli_* functions declared in cli/cli.h.  Each of them
- * returns the process exit status.  Invoked under the name "sendmail" the
- * binary will one day take sendmail's flags; for now it says so and fails.
+ * returns the process exit status.  Invoked under the name "sendmail" (the
+ * /usr/sbin/sendmail link), the binary is the sendmail command line
+ * (cli/cli_sendmail.c) and takes sendmail's flags instead.
+ *
+ * The table below is also the command synopsis that `ortoo --help` prints;
+ * the README's command list is checked against it by a test
+ * (tests/e2e/test_cli.py), so the two cannot drift apart.
  */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
+#include "core/config.h"
 #include "io/log.h"
 
 #ifndef ORTOO_VERSION
 #define ORTOO_VERSION "0.1.0-dev"
 #endif
 
-#define DEFAULT_CONFIG_DIR "/etc/ortoo"
-
-/* One subcommand: its name, its entry point and a line of help. */
+/* One subcommand: its name, its entry point, a line of help, its synopsis
+ * lines, and whether it needs an existing configuration directory. */
 struct subcommand {
     const char *name;
     int (*run)(const char *config_dir, int argc, char **argv);
     const char *help;
+    const char *synopsis[3];
+    bool needs_config;
 };
 
 static const struct subcommand subcommands[] = {
-    { "serve", cli_serve, "run the mail server" },
-    { "init",  cli_init,  "write a ready config directory: init DOMAIN [--dev]" },
-    { "user",  cli_user,  "manage users: user add|del|list|check" },
-    { "send",  cli_send,  "send a test message: send --server HOST:PORT --from F --to T" },
-    { "queue", cli_queue, "inspect the queue: queue list [--json]" },
-    { "reload", cli_reload, "reload certificates and users in the running server" },
-    { "lookup", cli_lookup, "look a name up as ortoo sees it: lookup MX|A|AAAA|TLSA|PTR|TXT NAME" },
+    {"init", cli_init, "write a ready configuration directory",
+     {"ortoo [-c DIR] init DOMAIN [--hostname H] [--dev] [--if-missing]"}, false},
+    {"check", cli_check, "check the configuration, certificates, users, aliases and keys",
+     {"ortoo [-c DIR] check"}, true},
+    {"serve", cli_serve, "run the mail server", {"ortoo [-c DIR] serve"}, true},
+    {"reload", cli_reload, "reload the running server (configuration, certificates, users)",
+     {"ortoo [-c DIR] reload"}, true},
+    {"user", cli_user, "manage the users of the local domains",
+     {"ortoo [-c DIR] user add|del|check ADDRESS [--password-stdin]",
+      "ortoo [-c DIR] user list [DOMAIN]"},
+     true},
+    {"domain", cli_domain, "manage the local domains",
+     {"ortoo [-c DIR] domain add|del|list [DOMAIN] [--force]"}, true},
+    {"queue", cli_queue, "inspect the queue",
+     {"ortoo [-c DIR] queue list [--json]", "ortoo [-c DIR] queue show ID [--raw]"}, true},
+    {"dkim", cli_dkim, "DKIM keys: make one, print the DNS records",
+     {"ortoo [-c DIR] dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519] [--force]",
+      "ortoo [-c DIR] dkim show DOMAIN"},
+     true},
+    {"lookup", cli_lookup, "look a name up as ortoo sees it (DNSSEC state included)",
+     {"ortoo [-c DIR] lookup [--timeout S] MX|A|AAAA|TLSA|PTR|TXT NAME"}, true},
+    {"send", cli_send, "send a test message through an SMTP server",
+     {"ortoo send --server HOST:PORT [--starttls|--tls] [--insecure] "
+      "[--user U --password-stdin]",
+      "           --from F --to T [--subject S] [--body-file F]"},
+     false},
+    {"sendmail", cli_sendmail, "sendmail for applications and cron (also as 'sendmail')",
+     {"ortoo [-c DIR] sendmail [-t] [-i] [-f SENDER] [-F NAME] [-bm|-bs|-bp] [RCPT...]"},
+     false},
 };
+#define NSUBCOMMANDS (sizeof subcommands / sizeof subcommands[0])
 
 static void usage(FILE *f)
 {
@@ -51,10 +84,15 @@ static void usage(FILE *f)
             "  -h         this help\n"
             "\n"
             "commands:\n",
-            DEFAULT_CONFIG_DIR);
-    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
-        fprintf(f, "  %-6s     %s\n", subcommands[i].name, subcommands[i].help);
-    fprintf(f, "\nRun 'ortoo COMMAND -h' for the options of a command.\n");
+            CONFIG_DEFAULT_DIR);
+    for (size_t i = 0; i < NSUBCOMMANDS; i++)
+        fprintf(f, "  %-9s  %s\n", subcommands[i].name, subcommands[i].help);
+    fprintf(f, "\nsynopsis:\n");
+    for (size_t i = 0; i < NSUBCOMMANDS; i++)
+        for (size_t k = 0; k < 3 && subcommands[i].synopsis[k] != NULL; k++)
+            fprintf(f, "  %s\n", subcommands[i].synopsis[k]);
+    fprintf(f, "\nRun 'ortoo COMMAND -h' for the options of a command.  Invoked as\n"
+               "'sendmail', ortoo takes sendmail's flags (sendmail -h).\n");
 }
 
 /* The last path component of argv[0]. */
@@ -66,6 +104,43 @@ static const char *prog_basename(const char *argv0)
     return slash ? slash + 1 : argv0;
 }
 
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0)
+            return true;
+    return false;
+}
+
+/*
+ * A command that reads the configuration gets a clear word when there is
+ * none, rather than an empty answer: the directory or its ortoo.conf is
+ * missing.  Returns 0 or the exit status.
+ */
+static int config_dir_check(const char *dir, bool from_default)
+{
+    struct stat st;
+    char conf[4200];
+
+    if (stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr,
+                "ortoo: the configuration directory %s %s.\n"
+                "Create one with: ortoo -c %s init DOMAIN%s\n",
+                dir, errno == ENOENT || S_ISDIR(st.st_mode) ? "does not exist" : "is not usable",
+                dir, from_default ? "  (or name another with -c DIR or $ORTOO_CONFIG)" : "");
+        return 1;
+    }
+    snprintf(conf, sizeof(conf), "%s/ortoo.conf", dir);
+    if (stat(conf, &st) < 0 && errno == ENOENT) {
+        fprintf(stderr,
+                "ortoo: %s has no ortoo.conf: it is not an ortoo configuration directory.\n"
+                "Create one with: ortoo -c %s init DOMAIN\n",
+                dir, dir);
+        return 1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *config_dir = NULL;
@@ -73,8 +148,10 @@ int main(int argc, char **argv)
     int i;
 
     if (strcmp(prog_basename(argc > 0 ? argv[0] : NULL), "sendmail") == 0) {
-        fprintf(stderr, "sendmail mode not implemented yet\n");
-        return 1;
+        const char *env = getenv("ORTOO_CONFIG");
+        log_init("sendmail", LOG_LVL_WARN);
+        return cli_sendmail(env != NULL && env[0] != '\0' ? env : CONFIG_DEFAULT_DIR, argc,
+                            argv);
     }
 
     /* Global options stop at the first word that is not one: the subcommand. */
@@ -113,16 +190,31 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (config_dir == NULL || config_dir[0] == '\0') {
+    bool from_default = false;
+    if (config_dir != NULL && config_dir[0] != '\0') {
+        cli_config_explicit = true;
+    } else {
         const char *env = getenv("ORTOO_CONFIG");
-        config_dir = (env != NULL && env[0] != '\0') ? env : DEFAULT_CONFIG_DIR;
+        from_default = env == NULL || env[0] == '\0';
+        config_dir = from_default ? CONFIG_DEFAULT_DIR : env;
     }
 
     log_init("ortoo", level);
 
-    for (size_t k = 0; k < sizeof subcommands / sizeof subcommands[0]; k++) {
-        if (strcmp(argv[i], subcommands[k].name) == 0)
-            return subcommands[k].run(config_dir, argc - i, argv + i);
+    for (size_t k = 0; k < NSUBCOMMANDS; k++) {
+        const struct subcommand *sc = &subcommands[k];
+        if (strcmp(argv[i], sc->name) != 0)
+            continue;
+        if (sc->needs_config && !wants_help(argc - i, argv + i)) {
+            int rc = config_dir_check(config_dir, from_default);
+            if (rc != 0)
+                return rc;
+        }
+        return sc->run(config_dir, argc - i, argv + i);
+    }
+    if (strcmp(argv[i], "help") == 0) {
+        usage(stdout);
+        return 0;
     }
     fprintf(stderr, "ortoo: unknown command '%s'\n", argv[i]);
     usage(stderr);

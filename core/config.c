@@ -39,6 +39,7 @@ enum key_type {
     KT_IO,              /* auto | uring | epoll */
     KT_LOGLEVEL,        /* warn | info | debug */
     KT_LISTEN,          /* comma-separated addresses; role in min */
+    KT_NAME,            /* a user or group name (useradd's rule), char * */
 };
 
 /* One key of ortoo.conf: where it lives and what it accepts. */
@@ -65,6 +66,8 @@ static const struct key_def keys[] = {
     {"server", "timeout_tls", KT_UINT, F(timeout_tls), 1, 3600},
     {"server", "batch_delay_us", KT_U64, F(batch_delay_us), 0, 1000000},
     {"server", "log_level", KT_LOGLEVEL, F(log_level), 0, 0},
+    {"server", "user", KT_NAME, F(user), 0, 0},
+    {"server", "control_group", KT_NAME, F(control_group), 0, 0},
     {"listen", "smtp", KT_LISTEN, 0, ROLE_SMTP, 0},
     {"listen", "submission", KT_LISTEN, 0, ROLE_SUBMISSION, 0},
     {"listen", "submissions", KT_LISTEN, 0, ROLE_SUBMISSIONS, 0},
@@ -78,7 +81,27 @@ static const struct key_def keys[] = {
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver"};
+static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp"};
+
+/* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
+enum domains_key {
+    DK_MAILDIR_ROOT, DK_PLUS_SEPARATOR, DK_CASE_SENSITIVE, DK_ALLOW_PIPE,
+    DK_SRS_SECRET, DK_SRS_SECRET_FILE, DK_SRS_MAX_AGE, DK_SRS_SEPARATOR,
+    DK_GREETING_DELAY, DK__COUNT
+};
+static const struct {
+    const char *section, *name;
+} domains_keys[DK__COUNT] = {
+    [DK_MAILDIR_ROOT] = {"local", "maildir_root"},
+    [DK_PLUS_SEPARATOR] = {"local", "plus_separator"},
+    [DK_CASE_SENSITIVE] = {"local", "case_sensitive"},
+    [DK_ALLOW_PIPE] = {"local", "allow_pipe"},
+    [DK_SRS_SECRET] = {"srs", "secret"},
+    [DK_SRS_SECRET_FILE] = {"srs", "secret_file"},
+    [DK_SRS_MAX_AGE] = {"srs", "max_age"},
+    [DK_SRS_SEPARATOR] = {"srs", "separator"},
+    [DK_GREETING_DELAY] = {"smtp", "greeting_delay"},
+};
 
 /*
  * State of one load.  Invariants: lineno is the number of the line the
@@ -96,6 +119,7 @@ struct loader {
     bool has_prev_key;              /* libinih's prev_name is set: an
                                        indented line continues that key */
     bool seen[NKEYS];               /* duplicate detection */
+    bool dk_seen[DK__COUNT];        /* the same for domains_keys */
     int last_key;                   /* key of the previous handler call */
     struct {                        /* [delivery], [destination], [routes] */
         char **seen;                /* "section\nkey" given so far */
@@ -325,6 +349,23 @@ static bool hostname_valid(const char *s)
     return s[len - 1] != '-' && s[len - 1] != '.';
 }
 
+/* A user or group name as useradd(8) takes it: [a-z_][a-z0-9_-]*[$]?, at
+ * most 32 characters (also keeps it safe in log lines). */
+static bool name_valid(const char *s)
+{
+    size_t len = strlen(s);
+
+    if (len == 0 || len > 32 || !((s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return false;
+    for (size_t i = 1; i < len; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              (c == '$' && i == len - 1)))
+            return false;
+    }
+    return true;
+}
+
 /* dir + "/" + path unless path is absolute; NULL on ENOMEM. */
 static char *path_join(const char *dir, const char *path)
 {
@@ -494,6 +535,15 @@ static int key_set(struct loader *ld, const struct key_def *k, const char *value
         return 0;
     case KT_LISTEN:
         return listen_add(ld, k, value);
+    case KT_NAME:
+        if (!name_valid(value)) {
+            load_fail(ld, "[%s] %s: '%s' is not a valid user or group name", k->section,
+                      k->name, value);
+            return -1;
+        }
+        if ((*(char **)(base + k->off) = strdup(value)) == NULL)
+            goto nomem;
+        return 0;
     }
     return 0;
 nomem:
@@ -668,6 +718,277 @@ static int delivery_key(struct loader *ld, const char *section, const char *name
     return r;
 }
 
+/* ---- [local], [srs], [smtp]: local domains, SRS, greeting (issue 11) ---- */
+
+static bool domains_section(const char *section)
+{
+    return strcmp(section, "local") == 0 || strcmp(section, "srs") == 0 ||
+           strcmp(section, "smtp") == 0;
+}
+
+static void domains_defaults(struct config *cfg)
+{
+    strcpy(cfg->local.plus_separator, "+");
+    cfg->local.case_sensitive = false;
+    cfg->local.allow_pipe = false;
+    cfg->srs.max_age = 21;
+    cfg->srs.separator = '=';
+    cfg->smtp.greeting_delay_ms = 1000;
+}
+
+static void domains_free(struct config *cfg)
+{
+    free(cfg->local.maildir_root);
+    if (cfg->srs.secrets != NULL) {
+        for (size_t i = 0; i < cfg->srs.nsecrets; i++) {
+            explicit_bzero(cfg->srs.secrets[i], strlen(cfg->srs.secrets[i]));
+            free(cfg->srs.secrets[i]);
+        }
+        free(cfg->srs.secrets);
+    }
+    if (cfg->srs.secret != NULL) {
+        explicit_bzero(cfg->srs.secret, strlen(cfg->srs.secret));
+        free(cfg->srs.secret);
+    }
+    free(cfg->srs.secret_file);
+}
+
+/* on | off (also yes/no, true/false, 1/0). */
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"on", "yes", "true", "1"};
+    static const char *const no[] = {"off", "no", "false", "0"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* "1500ms", "2s", "2" (seconds) into milliseconds, at most max_ms. */
+static int parse_duration_ms(const char *v, uint64_t max_ms, unsigned *out)
+{
+    char num[24];
+    size_t len = strlen(v);
+    uint64_t n, mult = 1000;
+
+    if (len > 2 && strcmp(v + len - 2, "ms") == 0) {
+        len -= 2;
+        mult = 1;
+    } else if (len > 1 && v[len - 1] == 's') {
+        len -= 1;
+    }
+    if (len == 0 || len >= sizeof(num))
+        return -1;
+    memcpy(num, v, len);
+    num[len] = '\0';
+    if (parse_u64(num, &n) < 0 || n > max_ms / mult)
+        return -1;
+    *out = (unsigned)(n * mult);
+    return 0;
+}
+
+/* One key of [local], [srs] or [smtp]. */
+static int domains_key_set(struct loader *ld, const char *section, const char *name,
+                           const char *value)
+{
+    struct config *cfg = ld->cfg;
+    int k;
+    uint64_t v;
+
+    for (k = 0; k < DK__COUNT; k++)
+        if (strcmp(domains_keys[k].section, section) == 0 && strcmp(domains_keys[k].name, name) == 0)
+            break;
+    if (k == DK__COUNT) {
+        load_fail(ld, "unknown key '%s' in [%s]", name, section);
+        return -1;
+    }
+    if (ld->dk_seen[k]) {
+        if (ld->line_indented)
+            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                          "indentation",
+                      name);
+        else
+            load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+        return -1;
+    }
+    ld->dk_seen[k] = true;
+    ld->last_key = -1;
+    switch ((enum domains_key)k) {
+    case DK_MAILDIR_ROOT:
+        if (*value == '\0') {
+            load_fail(ld, "[local] maildir_root: empty path");
+            return -1;
+        }
+        if ((cfg->local.maildir_root = path_join(cfg->dir, value)) == NULL)
+            goto nomem;
+        return 0;
+    case DK_PLUS_SEPARATOR:
+        /* Characters that cannot be part of a domain and are not '@', '"',
+         * '\\', '.' or a blank: each one starts a +tag. */
+        if (strlen(value) >= sizeof(cfg->local.plus_separator) ||
+            strspn(value, "+-=_#%&!~$^") != strlen(value)) {
+            load_fail(ld, "[local] plus_separator: expected up to %zu of the characters "
+                          "+-=_#%%&!~$^ (empty: off), got '%s'",
+                      sizeof(cfg->local.plus_separator) - 1, value);
+            return -1;
+        }
+        strcpy(cfg->local.plus_separator, value);
+        return 0;
+    case DK_CASE_SENSITIVE:
+    case DK_ALLOW_PIPE:
+        if (parse_bool(value, k == DK_CASE_SENSITIVE ? &cfg->local.case_sensitive
+                                                     : &cfg->local.allow_pipe) < 0) {
+            load_fail(ld, "[%s] %s: expected on or off, got '%s'", section, name, value);
+            return -1;
+        }
+        return 0;
+    case DK_SRS_SECRET:
+        if (strlen(value) < 16) {
+            load_fail(ld, "[srs] secret: at least 16 characters (better: let `ortoo init` "
+                          "make srs.key)");
+            return -1;
+        }
+        if ((cfg->srs.secret = strdup(value)) == NULL)
+            goto nomem;
+        return 0;
+    case DK_SRS_SECRET_FILE:
+        if (*value == '\0') {
+            load_fail(ld, "[srs] secret_file: empty path");
+            return -1;
+        }
+        if ((cfg->srs.secret_file = path_join(cfg->dir, value)) == NULL)
+            goto nomem;
+        cfg->srs.secret_file_set = true;
+        return 0;
+    case DK_SRS_MAX_AGE:
+        if (parse_u64(value, &v) < 0 || v < 1 || v > 1000) {
+            load_fail(ld, "[srs] max_age: expected days from 1 to 1000, got '%s'", value);
+            return -1;
+        }
+        cfg->srs.max_age = (unsigned)v;
+        return 0;
+    case DK_SRS_SEPARATOR:
+        if (strlen(value) != 1 || strchr("=+-", value[0]) == NULL) {
+            load_fail(ld, "[srs] separator: expected =, + or -, got '%s'", value);
+            return -1;
+        }
+        cfg->srs.separator = value[0];
+        return 0;
+    case DK_GREETING_DELAY:
+        if (parse_duration_ms(value, 30000, &cfg->smtp.greeting_delay_ms) < 0) {
+            load_fail(ld, "[smtp] greeting_delay: expected a time up to 30s such as 0, 1s "
+                          "or 500ms, got '%s'",
+                      value);
+            return -1;
+        }
+        return 0;
+    case DK__COUNT:
+        break;
+    }
+    return 0;
+nomem:
+    load_fail(ld, "out of memory");
+    return -1;
+}
+
+/* After the parse: path defaults and cross-key checks. */
+static int domains_finish(struct config *cfg, const char *file, char *err, size_t errlen)
+{
+    if (cfg->local.maildir_root == NULL && (cfg->local.maildir_root = strdup("/var/vmail")) == NULL)
+        goto nomem;
+    if (cfg->srs.secret != NULL && cfg->srs.secret_file_set) {
+        set_err(err, errlen, "%s: [srs] has both secret and secret_file; keep one", file);
+        return -1;
+    }
+    if (cfg->srs.secret_file == NULL && (cfg->srs.secret_file = path_join(cfg->dir, "srs.key")) == NULL)
+        goto nomem;
+    return 0;
+nomem:
+    set_err(err, errlen, "%s: out of memory", file);
+    return -1;
+}
+
+/* Append a copy of s[0..len) to cfg->srs.secrets.  Returns 0 or -ENOMEM. */
+static int srs_secret_add(struct config_srs *srs, const char *s, size_t len)
+{
+    char **n = realloc(srs->secrets, (srs->nsecrets + 2) * sizeof(*n));
+    if (n == NULL)
+        return -ENOMEM;
+    srs->secrets = n;
+    if ((n[srs->nsecrets] = strndup(s, len)) == NULL)
+        return -ENOMEM;
+    n[++srs->nsecrets] = NULL;
+    return 0;
+}
+
+int config_srs_load(struct config *cfg, char *err, size_t errlen)
+{
+    struct config_srs *srs = &cfg->srs;
+    char buf[4096];
+    FILE *f;
+    size_t n;
+    int lineno = 0;
+
+    if (srs->nsecrets > 0)
+        return 0; /* loaded already */
+    if (srs->secret != NULL)
+        return srs_secret_add(srs, srs->secret, strlen(srs->secret)) == 0 ? 0 : -1;
+    f = fopen(srs->secret_file, "re");
+    if (f == NULL) {
+        if (errno == ENOENT && !srs->secret_file_set)
+            return 0;
+        set_err(err, errlen, "%s: %s", srs->secret_file, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    if (ferror(f) || !feof(f)) {
+        set_err(err, errlen, "%s: %s", srs->secret_file,
+                ferror(f) ? "read error" : "larger than 4 KB");
+        fclose(f);
+        explicit_bzero(buf, sizeof(buf));
+        return -1;
+    }
+    fclose(f);
+    buf[n] = '\0';
+    for (char *line = buf, *next; line != NULL && *line != '\0'; line = next) {
+        next = strchr(line, '\n');
+        if (next != NULL)
+            *next++ = '\0';
+        lineno++;
+        size_t len = strlen(line);
+        while (len > 0 && strchr(" \t\r", line[len - 1]) != NULL)
+            len--;
+        while (len > 0 && (*line == ' ' || *line == '\t'))
+            line++, len--;
+        if (len == 0 || line[0] == '#')
+            continue;
+        if (len < 16) {
+            set_err(err, errlen, "%s:%d: a secret needs at least 16 characters",
+                    srs->secret_file, lineno);
+            explicit_bzero(buf, sizeof(buf));
+            return -1;
+        }
+        if (srs_secret_add(srs, line, len) < 0) {
+            set_err(err, errlen, "%s: out of memory", srs->secret_file);
+            explicit_bzero(buf, sizeof(buf));
+            return -1;
+        }
+    }
+    explicit_bzero(buf, sizeof(buf));
+    if (srs->nsecrets == 0) {
+        set_err(err, errlen, "%s: no secret in the file", srs->secret_file);
+        return -1;
+    }
+    return 0;
+}
+
 /* ini_handler: one "name = value" (or an indented continuation line). */
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -694,6 +1015,8 @@ static int config_handler(void *user, const char *section, const char *name, con
         return delivery_key(ld, section, name, value) == 0;
     }
     ld->res.last = NULL;
+    if (domains_section(section))
+        return domains_key_set(ld, section, name, value) == 0;
     for (idx = 0; idx < (int)NKEYS; idx++) {
         if (strcmp(keys[idx].section, section) == 0 && strcmp(keys[idx].name, name) == 0) {
             k = &keys[idx];
@@ -737,6 +1060,9 @@ void config_free(struct config *cfg)
     free(cfg->cert_dir);
     res_conf_clear(&cfg->resolver);
     route_conf_clear(&cfg->delivery);
+    free(cfg->user);
+    free(cfg->control_group);
+    domains_free(cfg);
     free(cfg);
 }
 
@@ -777,6 +1103,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     cfg->auth_fail_window = 300;
     res_conf_init(&cfg->resolver);
     route_conf_init(&cfg->delivery);
+    domains_defaults(cfg);
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier
@@ -810,12 +1137,18 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         if ((cfg->hostname = strdup(host)) == NULL)
             goto nomem;
     }
-    if (cfg->spool == NULL && (cfg->spool = path_join(dir, "spool")) == NULL)
+    /* The default spool is outside the config directory, where Debian keeps
+     * mail queues: the config directory holds no state (docs/config.md). */
+    if (cfg->spool == NULL && (cfg->spool = strdup(CONFIG_DEFAULT_SPOOL)) == NULL)
+        goto nomem;
+    if (cfg->user == NULL && (cfg->user = strdup(CONFIG_DEFAULT_USER)) == NULL)
         goto nomem;
     if (cfg->cert_dir == NULL && (cfg->cert_dir = path_join(dir, "certs")) == NULL)
         goto nomem;
     if (cfg->log_level == NULL && (cfg->log_level = strdup("info")) == NULL)
         goto nomem;
+    if (domains_finish(cfg, file, err, errlen) < 0)
+        goto fail;
     if (cfg->nlistens == 0) {
         set_err(err, errlen,
                 "%s: no listeners: set smtp, submission or submissions in [listen]", file);
@@ -838,7 +1171,12 @@ int config_load(const char *dir, struct config **out, char *err, size_t errlen)
 
     *out = NULL;
     if ((abs = realpath(dir, NULL)) == NULL) {
-        set_err(err, errlen, "%s: %s", dir, strerror(errno));
+        if (errno == ENOENT)
+            set_err(err, errlen, "%s: no such configuration directory (create one with "
+                                 "'ortoo -c %s init DOMAIN')",
+                    dir, dir);
+        else
+            set_err(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     if (asprintf(&file, "%s/%s", abs, CONFIG_FILE_NAME) < 0) {
@@ -876,4 +1214,105 @@ fail:
     free(file);
     free(abs);
     return rc;
+}
+
+/* ---- reload: what needs a restart ---- */
+
+static bool str_differs(const char *a, const char *b)
+{
+    if (a == NULL || b == NULL)
+        return a != b;
+    return strcmp(a, b) != 0;
+}
+
+static bool listens_differ(const struct config *a, const struct config *b)
+{
+    if (a->nlistens != b->nlistens)
+        return true;
+    for (size_t i = 0; i < a->nlistens; i++) {
+        /* Compare as written: the running copy has port 0 resolved. */
+        if (a->listens[i].role != b->listens[i].role ||
+            strcmp(a->listens[i].text, b->listens[i].text) != 0)
+            return true;
+    }
+    return false;
+}
+
+int config_restart_diff(const struct config *cur, const struct config *next, char *out,
+                        size_t cap)
+{
+    /* The settings fixed at start: sockets (listen), threads and their
+     * loops (reactors, io, auth.workers), the spool and its shards, the
+     * process's identity, and what the password workers were built with. */
+    const struct {
+        const char *name;
+        bool differs;
+    } d[] = {
+        {"listen", listens_differ(cur, next)},
+        {"server.reactors", cur->reactors != next->reactors},
+        {"server.io", cur->io != next->io},
+        {"server.spool", str_differs(cur->spool, next->spool)},
+        {"server.batch_delay_us", cur->batch_delay_us != next->batch_delay_us},
+        {"server.user", str_differs(cur->user, next->user)},
+        {"server.control_group", str_differs(cur->control_group, next->control_group)},
+        {"tls.ticket_rotate", cur->ticket_rotate != next->ticket_rotate},
+        {"auth.workers", cur->auth_workers != next->auth_workers},
+        {"auth.cache_ttl", cur->auth_cache_ttl != next->auth_cache_ttl},
+        {"auth.max_failures", cur->auth_max_failures != next->auth_max_failures},
+        {"auth.fail_window", cur->auth_fail_window != next->auth_fail_window},
+    };
+    int n = 0;
+    size_t used = 0;
+
+    if (cap > 0)
+        out[0] = '\0';
+    for (size_t i = 0; i < sizeof(d) / sizeof(d[0]); i++) {
+        if (!d[i].differs)
+            continue;
+        if (cap > used) {
+            int w = snprintf(out + used, cap - used, "%s%s", n ? "," : "", d[i].name);
+            if (w > 0)
+                used = (size_t)w >= cap - used ? cap - 1 : used + (size_t)w;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* *dst = strdup(src) (NULL stays NULL), freeing the old value. */
+static int str_replace_dup(char **dst, const char *src)
+{
+    char *n = NULL;
+    if (src != NULL && (n = strdup(src)) == NULL)
+        return -ENOMEM;
+    free(*dst);
+    *dst = n;
+    return 0;
+}
+
+int config_keep_restart_fields(struct config *next, const struct config *cur)
+{
+    struct config_listen *l = NULL;
+    if (cur->nlistens > 0) {
+        l = malloc(cur->nlistens * sizeof(*l));
+        if (l == NULL)
+            return -ENOMEM;
+        memcpy(l, cur->listens, cur->nlistens * sizeof(*l));
+    }
+    free(next->listens);
+    next->listens = l;
+    next->nlistens = cur->nlistens;
+    if (str_replace_dup(&next->spool, cur->spool) < 0 ||
+        str_replace_dup(&next->user, cur->user) < 0 ||
+        str_replace_dup(&next->control_group, cur->control_group) < 0)
+        return -ENOMEM;
+    next->reactors = cur->reactors;
+    next->io = cur->io;
+    next->batch_delay_us = cur->batch_delay_us;
+    next->ticket_rotate = cur->ticket_rotate;
+    next->auth_workers = cur->auth_workers;
+    next->auth_cache_ttl = cur->auth_cache_ttl;
+    next->auth_max_failures = cur->auth_max_failures;
+    next->auth_fail_window = cur->auth_fail_window;
+    return 0;
 }

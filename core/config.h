@@ -22,6 +22,13 @@
 #include "delivery/route.h"
 #include "resolver/resolver.h"
 
+/* Defaults where Debian expects them (docs/config.md): the configuration in
+ * /etc/ortoo (cli/main.c), the queue in /var/spool/ortoo, and the account
+ * the daemon runs as after it was started as root. */
+#define CONFIG_DEFAULT_DIR "/etc/ortoo"
+#define CONFIG_DEFAULT_SPOOL "/var/spool/ortoo"
+#define CONFIG_DEFAULT_USER "ortoo"
+
 enum listen_role { ROLE_SMTP = 0, ROLE_SUBMISSION, ROLE_SUBMISSIONS };
 
 struct config_listen {
@@ -31,12 +38,38 @@ struct config_listen {
     socklen_t addr_len;
 };
 
+/* [local]: local domains (see docs/config.md). */
+struct config_local {
+    char *maildir_root;              /* absolute; default /var/vmail */
+    char plus_separator[8];          /* characters that start a +tag; "" disables; default "+" */
+    bool case_sensitive;             /* local parts match exactly; default off (any case) */
+    bool allow_pipe;                 /* "|command" alias targets allowed; default off */
+};
+
+/* [srs]: the Sender Rewriting Scheme for forwarded mail (core/srs.h). */
+struct config_srs {
+    char **secrets;                  /* NULL-terminated; secrets[0] signs, all verify;
+                                        filled by config_srs_load(); none: SRS off */
+    size_t nsecrets;
+    char *secret;                    /* inline `secret =`, or NULL */
+    char *secret_file;               /* absolute; default dir/srs.key (optional then) */
+    bool secret_file_set;            /* secret_file was given: it must exist */
+    unsigned max_age;                /* days a rewritten address stays valid; default 21 */
+    char separator;                  /* after SRS0/SRS1: '=' (default), '+' or '-' */
+};
+
+/* [smtp]: the port 25 role's own knobs. */
+struct config_smtp {
+    unsigned greeting_delay_ms;      /* wait before the 220 on port 25; input before it
+                                        is an early talker (refused); default 1000 */
+};
+
 struct config {
     char *dir;                       /* absolute config directory */
     char *file;                      /* dir/ortoo.conf */
     /* [server] */
     char *hostname;                  /* default: gethostname() */
-    char *spool;                     /* absolute; default dir/spool */
+    char *spool;                     /* absolute; default CONFIG_DEFAULT_SPOOL */
     unsigned reactors;               /* 0 = auto (online CPUs) */
     enum io_backend io;              /* auto | uring | epoll */
     uint64_t max_message_size;       /* bytes; default 25 MiB ("25M" style accepted) */
@@ -61,6 +94,14 @@ struct config {
     unsigned auth_fail_window;       /* seconds; default 300 */
     /* [resolver] (parsed by resolver_key() in config.c) */
     struct res_conf resolver;        /* dnssec, trust_anchor, forward, stub */
+    /* [server] operation: privileges and the control socket
+     * (core/privdrop.c, core/control.c) */
+    char *user;                      /* account to run as when started as root; default "ortoo" */
+    char *control_group;             /* group of <spool>/control; NULL: the user's group */
+    /* [local], [srs], [smtp] */
+    struct config_local local;
+    struct config_srs srs;
+    struct config_smtp smtp;
     /* [delivery], [destination DOMAIN], [routes] (parsed by delivery_key()
      * in config.c into delivery/route.h's struct) */
     struct route_conf delivery;
@@ -72,6 +113,36 @@ struct config {
  */
 int config_load(const char *dir, struct config **out, char *err, size_t errlen);
 void config_free(struct config *cfg);
+
+/*
+ * What a reload cannot apply: writes into out (NUL-terminated, truncated to
+ * cap) the comma-separated names ("listen", "server.reactors", ...) of the
+ * settings that differ between the running configuration `cur` and the
+ * freshly loaded `next` and only take effect at a restart (sockets, threads,
+ * the spool, privileges).  Returns how many differ (0: everything in next can
+ * be applied by a reload).  Borrows both.  A key added to struct config that
+ * needs a restart must be listed here.
+ */
+int config_restart_diff(const struct config *cur, const struct config *next, char *out,
+                        size_t cap);
+
+/*
+ * Give next the running values of every setting config_restart_diff()
+ * covers (copies; cur is not changed, reactors may still read it), so that
+ * a reload applies only what it can.  Returns 0 or -ENOMEM (next is then
+ * unusable: free it).
+ */
+int config_keep_restart_fields(struct config *next, const struct config *cur);
+
+/*
+ * Read the SRS secrets into cfg->srs.secrets: the inline `secret`, else the
+ * lines of secret_file ('#' comments and blank lines skipped; the first
+ * line signs, every line verifies).  A missing default file (srs.key) is
+ * not an error: SRS stays off.  Kept out of config_load() because the file
+ * is readable by the daemon's user only (0600) while other commands read
+ * ortoo.conf too.  Returns 0 or -1 with "file: message" in err.  Blocking.
+ */
+int config_srs_load(struct config *cfg, char *err, size_t errlen);
 
 /* "smtp" / "submission" / "submissions". */
 const char *config_role_name(enum listen_role r);

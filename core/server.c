@@ -6,10 +6,17 @@
  * binds the listeners (resolving port 0 once so that every reactor listens
  * on the same port), starts one reactor thread per CPU (pinned), waits for
  * all of them to be ready, logs the listening addresses and `event=ready`,
- * tells systemd (READY=1 on $NOTIFY_SOCKET), and then only handles signals:
- * SIGTERM/SIGINT stop the reactors gracefully, SIGHUP reloads the
- * certificates and the users (other settings need a restart), and a timer
- * rotates the TLS ticket keys.
+ * tells systemd (READY=1 on $NOTIFY_SOCKET), and then only handles signals,
+ * the control socket (core/control.c) and the maildrop pickup
+ * (core/maildrop.c): SIGTERM/SIGINT stop the reactors gracefully, SIGHUP or
+ * `reload` on the control socket re-read the configuration, the
+ * certificates, the users and the DKIM keys (settings that need a restart are named in
+ * the log and the answer), and a timer rotates the TLS ticket keys.
+ * Started as root, it drops to [server] user after binding its ports and
+ * loading its certificates, before the reactors open the spool
+ * (core/privdrop.c).  It also watches domains/ with inotify (core/watch.c):
+ * a changed users or aliases file reloads after a short quiet period,
+ * without a command.
  *
  * A reactor owns its io_loop, its spool shard, its resolver context and one
  * SO_REUSEPORT socket per configured listener; the kernel spreads
@@ -23,6 +30,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,10 +44,15 @@
 
 #include "core/auth.h"
 #include "core/config.h"
+#include "core/control.h"
+#include "core/maildrop.h"
+#include "core/privdrop.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
 #include "delivery/scheduler.h"
+#include "dkim/keys.h"
+#include "core/watch.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
@@ -47,6 +60,7 @@
 #include "spool/spool.h"
 
 #define SERVER_BACKLOG 4096
+#define SERVER_WATCH_QUIET_MS 100   /* quiet time after a domains/ change before reloading */
 
 struct reactor;
 
@@ -78,8 +92,16 @@ struct server {
     struct users *users;
     struct tls_server *tls;
     struct auth *auth;
+    struct dkim_keys *dkim;       /* DKIM keys (our reference) */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
+    struct config **old_cfgs;     /* replaced configurations, freed at exit (reload) */
+    size_t nold_cfgs;
+    struct control *ctl;          /* control socket and the main thread's poll set */
+    struct maildrop *md;          /* local submission pickup */
+    struct smtp_reactor **rctx;   /* &reactors[i].ctx, for the pickup */
+    bool verbose_cli;             /* -v: the log level stays debug across reloads */
+    bool stopping;                /* SIGTERM/SIGINT seen */
     struct reactor *reactors;
     unsigned nreactors;
     pthread_mutex_t lock;
@@ -312,14 +334,39 @@ static void reactor_shutdown(void *arg)
     smtp_session_close_all(&re->ctx);
 }
 
-/* ---- reload (SIGHUP) ---- */
+/* ---- reload (SIGHUP, `ortoo reload`) ---- */
+
+static void notify_systemd(const char *msg);
+
+/*
+ * One reload.  The main thread loads everything, then every reactor takes
+ * the new state between events (on_reactor_swap); the last one to do so
+ * posts reload_finish back to the main thread, which answers `ortoo reload`
+ * only then: when the command returns, every new connection gets the new
+ * certificates and limits.
+ */
+struct reload_job {
+    struct server *srv;
+    struct control_req *req;      /* `reload` on the control socket, or NULL (SIGHUP) */
+    atomic_uint pending;          /* reactors that have not swapped yet */
+    struct control_task task;
+    bool failed;                  /* something could not be reloaded */
+    char done[256];               /* what was reloaded, for the answer */
+    char errors[1024];            /* "what: why; ..." */
+    char restart[256];            /* settings that need a restart */
+};
 
 /* What a reactor takes at a reload; NULL fields stay as they are. */
 struct reactor_swap {
     struct reactor *re;
+    const struct config *cfg;     /* owned by the server */
     struct tls_server *tls;       /* one reference, handed to the reactor */
     const struct users *users;    /* owned by the server */
+    struct dkim_keys *dkim;       /* one reference, handed to the reactor */
+    struct reload_job *job;
 };
+
+static void reload_finish(void *arg);
 
 /* On the reactor, between events: take the new context and table.  Our
  * reference to the old TLS context is dropped; connections made from it keep
@@ -327,6 +374,7 @@ struct reactor_swap {
 static void on_reactor_swap(void *arg)
 {
     struct reactor_swap *sw = arg;
+    struct reload_job *job = sw->job;
     if (sw->tls != NULL) {
         struct tls_server *old = sw->re->ctx.tls;
         sw->re->ctx.tls = sw->tls;
@@ -335,72 +383,288 @@ static void on_reactor_swap(void *arg)
     }
     if (sw->users != NULL)
         sw->re->ctx.users = sw->users;
+    if (sw->dkim != NULL) {
+        /* Signers in flight hold their own reference to the old set. */
+        dkim_keys_free(sw->re->ctx.dkim);
+        sw->re->ctx.dkim = sw->dkim;
+    }
+    if (sw->cfg != NULL)
+        sw->re->ctx.cfg = sw->cfg;
     free(sw);
+    if (atomic_fetch_sub(&job->pending, 1) == 1)
+        control_post(job->srv->ctl, &job->task, reload_finish, job);
 }
 
-/* Load the certificates again; NULL (logged) when they are unusable. */
-static struct tls_server *reload_tls(struct server *srv)
+static void job_append(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void job_append(char *buf, size_t cap, const char *fmt, ...)
+{
+    size_t len = strlen(buf);
+    if (len + 3 >= cap)
+        return;
+    if (len > 0) {
+        memcpy(buf + len, "; ", 3);
+        len += 2;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + len, cap - len, fmt, ap);
+    va_end(ap);
+}
+
+/* Load the certificates again; NULL (logged, and noted in job) when they
+ * are unusable. */
+static struct tls_server *reload_tls(struct server *srv, const struct config *cfg,
+                                     struct reload_job *job)
 {
     char err[256];
-    struct tls_server *tls = tls_server_new(srv->cfg->cert_dir, srv->cfg->hostname, err, sizeof(err));
-    if (tls == NULL)
-        log_warnx("event=reload-failed what=tls err=\"%s\" (keeping the current certificates)", err);
-    else
+    struct tls_server *tls = tls_server_new(cfg->cert_dir, cfg->hostname, err, sizeof(err));
+    if (tls == NULL) {
+        log_warnx("event=reload-failed what=tls err=\"%s\" (keeping the current certificates)",
+                  err);
+        bool need_tls = false;
+        for (size_t i = 0; i < cfg->nlistens; i++)
+            if (cfg->listens[i].role != ROLE_SMTP)
+                need_tls = true;
+        if (srv->tls == NULL && !need_tls) {
+            /* Never had certificates and needs none: nothing broke. */
+            job_append(job->done, sizeof(job->done), "no certificates (STARTTLS off)");
+        } else {
+            job->failed = true;
+            job_append(job->errors, sizeof(job->errors),
+                       "certificates: %s (still serving the previous ones)", err);
+        }
+    } else {
         log_info("event=reloaded what=tls certificates=%zu", tls_server_count(tls));
+        job_append(job->done, sizeof(job->done), "certificates (%zu)", tls_server_count(tls));
+    }
     return tls;
 }
 
+/* A problem in domains/ that does not stop the load (e.g. an alias target
+ * that names nobody). */
+static void on_users_warning(void *arg, const char *msg)
+{
+    log_warnx("event=domains-warning err=\"%s\"", msg);
+}
+
+/* Load users and aliases by the rules of [local]. */
+static int load_users(const struct config *cfg, struct users **out, char *err, size_t errlen)
+{
+    const struct users_opts opts = {
+        .case_sensitive = cfg->local.case_sensitive,
+        .allow_pipe = cfg->local.allow_pipe,
+        .plus_separator = cfg->local.plus_separator,
+        .warn = on_users_warning,
+    };
+    return users_load_opts(cfg->dir, &opts, out, err, errlen);
+}
+
 /*
- * Load domains/ again (users added or removed with `ortoo user`); NULL
- * (logged) on failure.  The replaced table stays allocated until exit,
+ * Load domains/ again (users and aliases, changed by `ortoo user`, `ortoo
+ * domain` or by hand); NULL (logged, the current table stays) on failure.  The replaced table stays allocated until exit,
  * because a password verification in flight may still read a hash string
  * from it (a table is a few KB; a reload is rare).
  */
-static struct users *reload_users(struct server *srv)
+static struct users *reload_users(struct server *srv, const struct config *cfg,
+                                  struct reload_job *job)
 {
     char err[512];
     struct users *u = NULL;
     struct users **old = realloc(srv->old_users, (srv->nold_users + 1) * sizeof(*old));
     if (old == NULL) {
         log_warnx("event=reload-failed what=users err=\"out of memory\"");
+        job->failed = true;
+        job_append(job->errors, sizeof(job->errors), "users: out of memory");
         return NULL;
     }
     srv->old_users = old;
-    if (users_load(srv->cfg->dir, &u, err, sizeof(err)) < 0) {
+    if (load_users(cfg, &u, err, sizeof(err)) < 0) {
         log_warnx("event=reload-failed what=users err=\"%s\" (keeping the current users)", err);
+        job->failed = true;
+        job_append(job->errors, sizeof(job->errors), "users: %s (keeping the current users)",
+                   err);
         return NULL;
     }
-    log_info("event=reloaded what=users");
+    log_info("event=reloaded what=users domains=%zu", users_domain_count(u));
+    job_append(job->done, sizeof(job->done), "users");
     return u;
 }
 
-/* SIGHUP: certificates and users; other settings need a restart. */
-static void server_reload(struct server *srv)
+/* Load the DKIM keys again; NULL (logged, and noted in job) on failure. */
+static struct dkim_keys *reload_dkim(const struct config *cfg, struct reload_job *job)
 {
-    struct tls_server *tls = reload_tls(srv);
-    struct users *users = reload_users(srv);
-    if (tls == NULL && users == NULL)
+    char err[512];
+    struct dkim_keys *ks = NULL;
+    if (dkim_keys_load(cfg->dir, NULL, &ks, err, sizeof(err)) < 0) {
+        log_warnx("event=reload-failed what=dkim err=\"%s\" (keeping the current keys)", err);
+        job->failed = true;
+        job_append(job->errors, sizeof(job->errors), "DKIM keys: %s (keeping the current keys)",
+                   err);
+        return NULL;
+    }
+    log_info("event=reloaded what=dkim keys=%zu domains=%zu", dkim_keys_count(ks),
+             dkim_keys_domain_count(ks));
+    job_append(job->done, sizeof(job->done), "DKIM keys (%zu)", dkim_keys_count(ks));
+    return ks;
+}
+
+/*
+ * ortoo.conf again.  Settings that need a restart keep their running values
+ * (named in the log and the answer); the rest (limits, timeouts, hostname,
+ * cert_dir, log_level) apply to new sessions and new commands.  NULL when
+ * the file is broken (logged; the running configuration stays).
+ */
+static struct config *reload_config(struct server *srv, struct reload_job *job)
+{
+    char err[512];
+    struct config *cfg = NULL;
+    struct config **old = realloc(srv->old_cfgs, (srv->nold_cfgs + 1) * sizeof(*old));
+    if (old == NULL) {
+        job->failed = true;
+        job_append(job->errors, sizeof(job->errors), "configuration: out of memory");
+        return NULL;
+    }
+    srv->old_cfgs = old;
+    if (config_load(srv->cfg->dir, &cfg, err, sizeof(err)) < 0) {
+        log_warnx("event=reload-failed what=config err=\"%s\" (keeping the current settings)",
+                  err);
+        job->failed = true;
+        job_append(job->errors, sizeof(job->errors), "configuration: %s (keeping the current "
+                                                     "settings)", err);
+        return NULL;
+    }
+    if (config_restart_diff(srv->cfg, cfg, job->restart, sizeof(job->restart)) > 0)
+        log_warnx("event=reload-restart-needed settings=%s (they keep their running values "
+                  "until a restart)",
+                  job->restart);
+    if (config_keep_restart_fields(cfg, srv->cfg) < 0) {
+        config_free(cfg);
+        job->failed = true;
+        job_append(job->errors, sizeof(job->errors), "configuration: out of memory");
+        return NULL;
+    }
+    log_info("event=reloaded what=config");
+    job_append(job->done, sizeof(job->done), "configuration");
+    return cfg;
+}
+
+/* The log level of a configuration (-v on the command line wins). */
+static void apply_log_level(const struct server *srv, const struct config *cfg)
+{
+    if (srv->verbose_cli || cfg->log_level == NULL)
         return;
+    enum log_level lvl = LOG_LVL_INFO;
+    if (strcmp(cfg->log_level, "warn") == 0)
+        lvl = LOG_LVL_WARN;
+    else if (strcmp(cfg->log_level, "debug") == 0)
+        lvl = LOG_LVL_DEBUG;
+    log_init("ortoo", lvl);
+}
+
+/*
+ * SIGHUP or `reload`: the configuration, the certificates, the users and
+ * the DKIM keys.
+ * req (may be NULL) is answered when every reactor has the new state.
+ * Main thread.
+ */
+static void server_reload(struct server *srv, struct control_req *req)
+{
+    struct reload_job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        log_warnx("event=reload-failed err=\"out of memory\"");
+        if (req != NULL)
+            control_done(req, false, "out of memory");
+        return;
+    }
+    char msg[64];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    notify_systemd(msg);
+    job->srv = srv;
+    job->req = req;
+
+    struct config *cfg = reload_config(srv, job);
+    const struct config *use = cfg != NULL ? cfg : srv->cfg;
+    struct tls_server *tls = reload_tls(srv, use, job);
+    struct users *users = reload_users(srv, use, job);
+    struct dkim_keys *dkim = reload_dkim(use, job);
+    if (tls == NULL && users == NULL && dkim == NULL && cfg == NULL) {
+        atomic_init(&job->pending, 1);
+        reload_finish(job);
+        return;
+    }
+    atomic_init(&job->pending, srv->nreactors);
     for (unsigned i = 0; i < srv->nreactors; i++) {
         struct reactor_swap *sw = malloc(sizeof(*sw));
         if (sw == NULL)
             fatal("malloc"); /* a reactor left on the old state would be worse */
         sw->re = &srv->reactors[i];
+        sw->cfg = cfg;
         sw->tls = tls != NULL ? tls_server_ref(tls) : NULL;
         sw->users = users;
+        sw->dkim = dkim != NULL ? dkim_keys_ref(dkim) : NULL;
+        sw->job = job;
         if (io_loop_post(srv->reactors[i].ctx.loop, on_reactor_swap, sw) < 0)
             fatal("io_loop_post");
+    }
+    if (cfg != NULL) {
+        srv->old_cfgs[srv->nold_cfgs++] = srv->cfg;
+        srv->cfg = cfg;
+        apply_log_level(srv, cfg);
+        if (srv->md != NULL)
+            maildrop_set_config(srv->md, cfg);
     }
     if (tls != NULL) {
         if (srv->tls != NULL)
             tls_server_free(srv->tls);
         srv->tls = tls;
     }
+    if (dkim != NULL) {
+        dkim_keys_free(srv->dkim);
+        srv->dkim = dkim;
+    }
     if (users != NULL) {
         auth_set_users(srv->auth, users);
         srv->old_users[srv->nold_users++] = srv->users;
         srv->users = users;
     }
+}
+
+/* Main thread, once every reactor has swapped: log, tell systemd, answer. */
+static void reload_finish(void *arg)
+{
+    struct reload_job *job = arg;
+    if (job->failed)
+        log_warnx("event=reload-done ok=0 errors=\"%s\"", job->errors);
+    else
+        log_info("event=reload-done ok=1 reloaded=\"%s\"", job->done);
+    if (!job->srv->stopping)
+        notify_systemd("READY=1");
+    if (job->req != NULL) {
+        if (job->done[0] != '\0')
+            control_reply(job->req, "reloaded: %s", job->done);
+        if (job->restart[0] != '\0')
+            control_reply(job->req,
+                          "needs a restart (running values kept): %s", job->restart);
+        if (job->failed)
+            control_done(job->req, false, "%s", job->errors);
+        else
+            control_done(job->req, true, "reloaded");
+    }
+    free(job);
+}
+
+/* `reload` on the control socket. */
+static void on_ctl_reload(struct control_req *req, int argc, char **argv, void *arg)
+{
+    if (argc != 1) {
+        control_done(req, false, "usage: reload");
+        return;
+    }
+    server_reload(arg, req);
 }
 
 /* ---- systemd ---- */
@@ -426,9 +690,10 @@ static void notify_systemd(const char *msg)
     close(fd);
 }
 
-/* ---- pid file and `ortoo reload` ---- */
+/* ---- pid file ---- */
 
-/* Write our pid (atomically: temp file + rename) for `ortoo reload`. */
+/* Write our pid (atomically: temp file + rename) for scripts and monitoring
+ * (`ortoo reload` uses the control socket). */
 static void write_pid_file(const char *path)
 {
     char tmp[4200];
@@ -445,7 +710,49 @@ static void write_pid_file(const char *path)
     }
 }
 
+/* ---- control socket ---- */
+
+/*
+ * <spool>/control (0660, the daemon's user and [server] control_group) for
+ * the administrator's commands, <spool>/pickup (0666, public commands only)
+ * for sendmail.  Made before the privilege drop, so that root can give them
+ * any group.  Returns 0 or -1 with err.
+ */
+static int start_control(struct server *srv, const struct priv_target *priv, char *err,
+                         size_t errlen)
+{
+    char path[4200];
+    srv->ctl = control_new();
+    if (srv->ctl == NULL) {
+        snprintf(err, errlen, "cannot create the control socket: out of memory");
+        return -1;
+    }
+    if (control_register(srv->ctl, "reload", 0,
+                         "re-read the configuration, certificates and users", on_ctl_reload,
+                         srv) < 0) {
+        snprintf(err, errlen, "cannot register the reload command");
+        return -1;
+    }
+    bool root = geteuid() == 0;
+    snprintf(path, sizeof(path), "%s/%s", srv->cfg->spool, CONTROL_SOCKET_NAME);
+    if (control_listen(srv->ctl, path, 0660, root ? priv->uid : (uid_t)-1, priv->control_gid,
+                       false, err, errlen) < 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/%s", srv->cfg->spool, CONTROL_PUBLIC_SOCKET_NAME);
+    if (control_listen(srv->ctl, path, 0666, root ? priv->uid : (uid_t)-1,
+                       root ? priv->gid : (gid_t)-1, true, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
 /* ---- serve ---- */
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
 
 static unsigned online_cpus(void)
 {
@@ -466,22 +773,35 @@ int server_run(const char *config_dir)
         return 1;
     }
     struct config *cfg = srv.cfg;
-    /* Smarthost credentials ([destination] auth_file): read once, now. */
+    srv.verbose_cli = log_get_level() == LOG_LVL_DEBUG; /* -v */
+    apply_log_level(&srv, cfg);
+    struct priv_target priv;
+    if (priv_resolve(cfg, &priv, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        return 1;
+    }
+    /* Smarthost credentials ([destination] auth_file): read once, now,
+     * before privileges are dropped (like the SRS secrets). */
     if (route_conf_load_secrets(&cfg->delivery, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
     }
-    if (cfg->log_level != NULL) {
-        enum log_level lvl = LOG_LVL_INFO;
-        if (strcmp(cfg->log_level, "warn") == 0)
-            lvl = LOG_LVL_WARN;
-        else if (strcmp(cfg->log_level, "debug") == 0)
-            lvl = LOG_LVL_DEBUG;
-        if (log_get_level() != LOG_LVL_DEBUG) /* -v wins */
-            log_init("ortoo", lvl);
+    if (config_srs_load(cfg, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: SRS: %s\n", err);
+        return 1;
     }
-    if (users_load(cfg->dir, &srv.users, err, sizeof(err)) < 0) {
+    /* Watching starts before the first load: an edit made while it runs
+     * is not missed (at worst it is loaded twice). */
+    struct watch *watch = watch_new(cfg->dir);
+    if (watch == NULL)
+        log_warn("event=watch-off (changes to domains/ need `ortoo reload`)");
+    if (load_users(cfg, &srv.users, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
+        watch_free(watch);
+        return 1;
+    }
+    if (dkim_keys_load(cfg->dir, NULL, &srv.dkim, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: DKIM: %s\n", err);
         return 1;
     }
     bool need_tls = false;
@@ -533,6 +853,7 @@ int server_run(const char *config_dir)
         re->ctx.users = srv.users;
         re->ctx.tls = srv.tls ? tls_server_ref(srv.tls) : NULL;
         re->ctx.auth = srv.auth;
+        re->ctx.dkim = dkim_keys_ref(srv.dkim);
         re->ctx.on_drained = on_drained;
         re->nlisteners = cfg->nlistens;
         re->listeners = calloc(cfg->nlistens, sizeof(*re->listeners));
@@ -561,6 +882,16 @@ int server_run(const char *config_dir)
         }
     }
 
+    /* The control sockets, then the switch to [server] user: the reactors
+     * open the spool as that user. */
+    if (priv_prepare_spool(cfg->spool, &priv, err, sizeof(err)) < 0 ||
+        start_control(&srv, &priv, err, sizeof(err)) < 0 ||
+        priv_drop(&priv, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        control_free(srv.ctl);
+        return 1;
+    }
+
     for (unsigned i = 0; i < srv.nreactors; i++) {
         if (pthread_create(&srv.reactors[i].thread, NULL, reactor_main, &srv.reactors[i]) != 0)
             fatal("pthread_create");
@@ -573,18 +904,31 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: %s\n", srv.start_msg);
         _exit(1); /* other reactors may be running: no orderly teardown */
     }
+    /* Local submission: the maildrop is ready before the server says so. */
+    srv.rctx = calloc(srv.nreactors, sizeof(*srv.rctx));
+    if (srv.rctx == NULL)
+        fatal("calloc");
+    for (unsigned i = 0; i < srv.nreactors; i++)
+        srv.rctx[i] = &srv.reactors[i].ctx;
+    srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
+    if (srv.md == NULL) /* local submission off; SMTP still works */
+        log_warnx("event=maildrop-disabled err=\"%s\"", err);
     for (size_t j = 0; j < cfg->nlistens; j++) {
         char text[80];
         addr_text(&cfg->listens[j].addr, text, sizeof(text));
         log_info("event=listening role=%s addr=%s reactors=%u", config_role_name(cfg->listens[j].role),
                  text, srv.nreactors);
     }
-    log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s", cfg->hostname,
+    log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s dkim_keys=%zu", cfg->hostname,
              srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
-             srv.tls ? "on" : "off", cfg->spool);
+             srv.tls ? "on" : "off", cfg->spool, dkim_keys_count(srv.dkim));
     char pidpath[4096];
     snprintf(pidpath, sizeof(pidpath), "%s/%s", cfg->spool, SERVER_PID_FILE);
     write_pid_file(pidpath);
+    if (cfg->srs.nsecrets == 0)
+        log_warnx("event=srs-off (no SRS secret: mail forwarded to other domains would keep "
+                  "its sender and fail SPF there; `ortoo init` makes srs.key)");
+    uint64_t reload_at = 0; /* CLOCK_MONOTONIC ms of a pending domains/ reload, 0: none */
     notify_systemd("READY=1");
 
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
@@ -595,11 +939,32 @@ int server_run(const char *config_dir)
     }
     int status = 0;
     for (;;) {
-        struct pollfd pfd[2] = {{.fd = sfd, .events = POLLIN}, {.fd = tfd, .events = POLLIN}};
-        if (poll(pfd, tfd >= 0 ? 2 : 1, -1) < 0) {
+        /* Signals, the ticket timer, the domains/ watch, then the control
+         * socket's fds (a negative fd, a timer that could not be made, is
+         * skipped). */
+        struct pollfd pfd[3 + CONTROL_MAX_POLLFDS] = {
+            {.fd = sfd, .events = POLLIN},
+            {.fd = tfd, .events = POLLIN},
+            {.fd = watch ? watch_fd(watch) : -1, .events = POLLIN}};
+        size_t nctl = control_pollfds(srv.ctl, pfd + 3, CONTROL_MAX_POLLFDS);
+        int wait_ms = control_timeout(srv.ctl);
+        if (reload_at != 0) {
+            uint64_t now = now_ms();
+            int w = now >= reload_at ? 0 : (int)(reload_at - now);
+            if (wait_ms < 0 || w < wait_ms)
+                wait_ms = w;
+        }
+        if (poll(pfd, 3 + nctl, wait_ms) < 0) {
             if (errno == EINTR)
                 continue;
             fatal("poll");
+        }
+        control_dispatch(srv.ctl, pfd + 3, nctl);
+        if (watch != NULL && (pfd[2].revents & POLLIN) && watch_read(watch))
+            reload_at = now_ms() + SERVER_WATCH_QUIET_MS;
+        if (reload_at != 0 && now_ms() >= reload_at) {
+            reload_at = 0;
+            server_reload(&srv, NULL);
         }
         if (tfd >= 0 && (pfd[1].revents & POLLIN)) {
             uint64_t n;
@@ -612,17 +977,19 @@ int server_run(const char *config_dir)
         if (read(sfd, &si, sizeof(si)) != sizeof(si))
             continue;
         if (si.ssi_signo == SIGHUP) {
-            notify_systemd("RELOADING=1");
-            server_reload(&srv);
-            notify_systemd("READY=1");
+            server_reload(&srv, NULL);
             continue;
         }
         if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
             log_info("event=stopping signal=%s", si.ssi_signo == SIGTERM ? "TERM" : "INT");
+            srv.stopping = true;
             notify_systemd("STOPPING=1");
             break;
         }
     }
+    /* Local submissions in flight get their commit first (the reactors must
+     * still run for that); the files of the others stay in the maildrop. */
+    maildrop_stop(srv.md, 5000);
     /* Graceful: each reactor stops accepting, says 421 to its sessions and
      * stops its loop when they are gone; after 5 s we stop regardless. */
     for (unsigned i = 0; i < srv.nreactors; i++)
@@ -654,6 +1021,7 @@ int server_run(const char *config_dir)
             close(re->listeners[j].fd);
         if (re->ctx.tls != NULL)
             tls_server_free(re->ctx.tls);
+        dkim_keys_free(re->ctx.dkim);
         free(re->listeners);
         res_ctx_free(re->ctx.res);
         io_loop_free(re->ctx.loop);
@@ -663,14 +1031,22 @@ int server_run(const char *config_dir)
     if (srv.tls != NULL)
         tls_server_free(srv.tls);
     users_free(srv.users);
+    dkim_keys_free(srv.dkim);
     for (size_t i = 0; i < srv.nold_users; i++)
         users_free(srv.old_users[i]);
     free(srv.old_users);
+    control_run_posted(srv.ctl); /* reload answers the reactors posted before they stopped */
+    control_free(srv.ctl);
+    free(srv.rctx);
+    for (size_t i = 0; i < srv.nold_cfgs; i++)
+        config_free(srv.old_cfgs[i]);
+    free(srv.old_cfgs);
     config_free(srv.cfg);
     if (tfd >= 0)
         close(tfd);
+    watch_free(watch);
     close(sfd);
-    unlink(pidpath);
+    unlink(pidpath); /* (pidpath was computed from the configuration at start) */
     log_info("event=stopped");
     return status;
 }

@@ -41,9 +41,11 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/recipients.h"
 #include "io/maillog.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
+#include "dkim/sign.h"
 #include "io/log.h"
 #include "io/loop.h"
 #include "io/tls.h"
@@ -114,6 +116,7 @@ struct smtp_session {
     bool tls_active;              /* handshake completed */
 
     bool skip_line;               /* discarding the rest of an overlong line */
+    bool greet_pending;           /* port 25: 220 held back ([smtp] greeting_delay) */
     unsigned errors;              /* bad commands so far */
 
     /* Greeting / identity. */
@@ -142,6 +145,7 @@ struct smtp_session {
     bool bdat_failed;             /* a BDAT chunk was refused: discard until LAST */
     uint64_t chunk_size;          /* size of the current BDAT chunk */
     char *received;               /* Received: header for this message (owned) */
+    struct dkim_signer *dkim;     /* signer of the message in progress (owned) or NULL */
     unsigned nmsgs;               /* messages accepted in this session */
 };
 
@@ -353,6 +357,8 @@ static void transaction_reset(struct smtp_session *s)
     s->bdat_failed = false;
     free(s->received);
     s->received = NULL;
+    dkim_sign_free(s->dkim);
+    s->dkim = NULL;
 }
 
 static void session_free(struct smtp_session *s)
@@ -452,6 +458,8 @@ void smtp_session_close_all(struct smtp_reactor *r)
 
 /* ---- timeouts ---- */
 
+static void greeting(struct smtp_session *s);
+
 static uint64_t state_timeout_ms(const struct smtp_session *s)
 {
     const struct config *cfg = s->r->cfg;
@@ -470,6 +478,17 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
 {
     struct smtp_session *s = op->owner;
     if (res < 0 || s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    if (s->greet_pending) {
+        /* The client waited for the banner, as RFC 5321 3.1 asks. */
+        s->greet_pending = false;
+        greeting(s);
+        session_flush(s);
+        s->last_activity = io_loop_now(s->r->loop);
+        if (io_timer_start(s->r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0)
+            smtp_close(s, "timer submit failed");
         session_maybe_free(s);
         return;
     }
@@ -609,6 +628,19 @@ static void session_plain_input(struct smtp_session *s, const char *data, size_t
         smtp_close(s, "out of memory");
 }
 
+/* Bytes before the banner (RFC 5321 3.1: the client waits for it): a bot
+ * that does not speak SMTP.  554 instead of 220 (RFC 5321 3.1), then close;
+ * what it sent is never parsed. */
+static void early_talker(struct smtp_session *s)
+{
+    s->greet_pending = false;
+    maillog_rejected(s->id, s->client_addr, "connect", NULL, "554 5.5.1", "early-talker");
+    reply(s, "554 5.5.1 %s Protocol error: data sent before the greeting", s->r->cfg->hostname);
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+    session_flush(s);
+}
+
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct smtp_session *s = op->owner;
@@ -633,6 +665,11 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         }
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
+        session_maybe_free(s);
+        return;
+    }
+    if (s->greet_pending) {
+        early_talker(s);
         session_maybe_free(s);
         return;
     }
@@ -1031,13 +1068,22 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
         }
         memcpy(addr, a.path, a.path_len);
         addr[a.path_len] = '\0';
-        if (users_is_local_domain(s->r->users, a.addr.domain, a.addr.domain_len)) {
-            if (users_hash(s->r->users, a.path, a.path_len) == NULL) {
-                maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1", "no-such-user");
-                reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: no such user", addr);
-                return;
-            }
-        } else if (!s->authed) {
+        /* core/recipients.h: users, aliases, catch-all, SRS bounces. */
+        int st = recipients_resolve(s->r->users, cfg, a.path, a.path_len, time(NULL), NULL);
+        if (st == RCPT_UNKNOWN || st == RCPT_SRS_INVALID) {
+            bool srs = st == RCPT_SRS_INVALID;
+            maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.1.1",
+                             srs ? "bad-srs" : "no-such-user");
+            reply_error(s, "550 5.1.1 <%s>: Recipient address rejected: %s", addr,
+                        srs ? "invalid or expired bounce address" : "no such user");
+            return;
+        }
+        if (st < 0) {
+            log_warnx("session=%s event=rcpt-failed err=%d", s->id, st);
+            reply(s, "451 4.3.0 Local configuration problem, try again later");
+            return;
+        }
+        if (st == RCPT_NOT_LOCAL && !s->authed) {
             maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.7.1", "relay-denied");
             reply_error(s, "550 5.7.1 <%s>: Relay access denied", addr);
             return;
@@ -1108,6 +1154,64 @@ static int make_received(struct smtp_session *s)
     return 0;
 }
 
+/* ---- DKIM (dkim/sign.h) ---- */
+
+/*
+ * A message starts.  What an authenticated user sends is a submission: it
+ * gets a Date and a Message-ID when it lacks them (RFC 6409 8.2-8.3) and is
+ * signed when the domain of its From field has keys.  Mail that arrives
+ * without AUTH (inbound on port 25) is neither changed nor signed.
+ */
+static void dkim_begin(struct smtp_session *s)
+{
+    dkim_sign_free(s->dkim);
+    s->dkim = NULL;
+    if (!s->authed)
+        return;
+    struct dkim_sign_params p = {
+        .now = (int64_t)time(NULL), .add_missing = true, .hostname = s->r->cfg->hostname};
+    s->dkim = dkim_sign_open(s->r->dkim, &p); /* NULL: answered 451 at the end */
+}
+
+/*
+ * The final dot, before the spool: make the signatures and put them, with
+ * the added fields, into the prefix stored with the envelope and sent ahead
+ * of the message.  The order is DKIM-Signature(s), Received, the added Date
+ * and Message-ID.  The signature is made here, on the reactor (~0.35 ms for
+ * RSA-2048, ~25 us for Ed25519): reactors are one per CPU, so a worker
+ * thread would add a hand-off without adding CPU.  Returns 0 or -errno (the
+ * caller answers 451).
+ */
+static int dkim_finish(struct smtp_session *s)
+{
+    struct dkim_sign_result res;
+    if (s->dkim == NULL)
+        return -ENOMEM;
+    int rc = dkim_sign_finish(s->dkim, &res);
+    if (rc < 0) {
+        log_warnx("session=%s event=dkim-failed err=%d", s->id, rc);
+        return rc;
+    }
+    if (res.nsigs > 0)
+        log_debug("session=%s event=dkim-signed d=%s signatures=%u", s->id, res.domain, res.nsigs);
+    else
+        log_info("session=%s event=dkim-unsigned user=%s why=\"%s\"", s->id, s->auth_user,
+                 res.why_unsigned ? res.why_unsigned : "-");
+    if (res.signatures != NULL || res.added != NULL) {
+        char *prefix = NULL;
+        if (asprintf(&prefix, "%s%s%s", res.signatures ? res.signatures : "", s->received,
+                     res.added ? res.added : "") < 0) {
+            rc = -ENOMEM;
+        } else {
+            free(s->received);
+            s->received = prefix;
+        }
+    }
+    free(res.signatures);
+    free(res.added);
+    return rc;
+}
+
 static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
 {
     if (!s->has_mail) {
@@ -1125,6 +1229,7 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
     s->msg.len = 0;
     s->too_big = false;
     smtp_data_scan_init(&s->scan);
+    dkim_begin(s);
     session_enter(s, ST_DATA);
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
@@ -1152,6 +1257,10 @@ static void message_end(struct smtp_session *s)
     }
     if (make_received(s) < 0) {
         reply(s, "451 4.3.0 Out of memory");
+        goto reject;
+    }
+    if (s->authed && dkim_finish(s) < 0) {
+        reply(s, "451 4.3.0 Temporary local problem (signing), try again later");
         goto reject;
     }
     struct spool_envelope env = {
@@ -1243,6 +1352,7 @@ static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
         s->msg.len = 0;
         s->too_big = false;
         smtp_data_scan_init(&s->scan);
+        dkim_begin(s);
     }
     session_enter(s, ST_BDAT);
 }
@@ -1363,7 +1473,10 @@ static void msg_append(struct smtp_session *s, const char *data, size_t len)
     if (buf_append(&s->msg, data, len) < 0) {
         s->too_big = true; /* answered as too big: we cannot hold it */
         s->msg.len = 0;
+        return;
     }
+    if (s->dkim != NULL)
+        dkim_sign_feed(s->dkim, data, len);
 }
 
 /*
@@ -1397,10 +1510,13 @@ static void bdat_input(struct smtp_session *s)
             s->too_big = true; /* the rest of the chunks is counted, not kept */
             s->msg.len = 0;
         } else {
+            size_t from = s->msg.len;
             s->msg.len += smtp_bdat_stuff(&s->scan, s->in.data, n, s->msg.data + s->msg.len);
             if (s->msg.len > max) {
                 s->too_big = true;
                 s->msg.len = 0;
+            } else if (s->dkim != NULL) {
+                dkim_sign_feed(s->dkim, s->msg.data + from, s->msg.len - from);
             }
         }
     }
@@ -1540,11 +1656,15 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
             session_maybe_free(s);
             return;
         }
+    } else if (role == ROLE_SMTP && r->cfg->smtp.greeting_delay_ms > 0) {
+        s->greet_pending = true; /* the 220 comes from on_timer; input first is refused */
     } else {
         greeting(s);
     }
     if (io_recv_start(r->loop, &s->recv_op, fd, on_recv) < 0 ||
-        io_timer_start(r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0) {
+        io_timer_start(r->loop, &s->timer_op,
+                       s->greet_pending ? r->cfg->smtp.greeting_delay_ms : state_timeout_ms(s),
+                       on_timer) < 0) {
         smtp_close(s, "submit failed");
         session_maybe_free(s);
         return;

@@ -25,6 +25,7 @@ struct res_ctx;
 struct tls_server;
 struct auth;
 struct users;
+struct dkim_keys;
 
 /* Per-reactor context shared by its sessions (owned by core/server.c). */
 struct smtp_reactor {
@@ -36,6 +37,7 @@ struct smtp_reactor {
     const struct users *users;      /* local domains and users */
     struct tls_server *tls;         /* server certificates (NULL: no TLS) */
     struct auth *auth;              /* password verification (shared) */
+    struct dkim_keys *dkim;         /* DKIM signing keys (a reference; swapped at reload) */
     size_t nsessions;               /* live sessions on this reactor */
     uint64_t session_seq;           /* for session ids */
     uint64_t accepted;              /* messages queued (stats) */

@@ -2,15 +2,18 @@
 /*
  * users.c - local domains and their users (see users.h).
  *
- * users_load() walks <config>/domains/: every sub-directory is a local
- * domain (its name, lowercased, is the domain) and its optional "users" file
- * holds "address:argon2-string" lines.  The result is an immutable table of
- * two sorted arrays (domains, users) searched with bsearch(), so lookups need
- * no lock and a reload simply builds a new table.
+ * users_load_opts() walks <config>/domains/: every sub-directory is a
+ * local domain (its name, lowercased, is the domain), its optional "users"
+ * file holds "address:argon2-string" lines and its optional "aliases" file
+ * is parsed by core/aliases.c.  The result is an immutable table of two
+ * sorted arrays (domains, users) searched with bsearch(), plus the alias
+ * table, so lookups need no lock and a reload simply builds a new table.
+ * Before it is returned, recipients_verify() checks the alias chains.
  *
- * Keys are normalised as "<local part as written>@<domain lowercased>": the
- * domain is case-insensitive (RFC 5321 2.4), the local part is exact (RFC
- * 5321 2.4 leaves it to the receiving host; the session handles Postmaster).
+ * Keys are normalised as "<local part>@<domain lowercased>": the domain is
+ * case-insensitive (RFC 5321 2.4); the local part is lowercased too unless
+ * the table is case-sensitive (RFC 5321 2.4 leaves it to the receiving host,
+ * and people type Alice@ for alice@).
  *
  * The CLI edits a users file through users_file_set()/users_file_del(), which
  * keep every other line (comments included) and replace the file atomically:
@@ -20,10 +23,14 @@
  */
 #include "core/users.h"
 
+#include "core/aliases.h"
+#include "core/recipients.h"
+
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -45,17 +52,28 @@ struct users_entry {
     char *hash; /* argon2 string as stored in the file */
 };
 
+/* One local domain. */
+struct users_domain {
+    char *name;                /* lowercase, owned */
+    const char *first_user;    /* key of the first user in its users file, or
+                                  NULL (points into users[]'s strings) */
+};
+
 /*
  * The loaded table.  Invariants: domains[] holds ndomains distinct lowercase
  * names sorted by strcmp; users[] holds nusers entries sorted by strcmp on
- * key with no duplicates; every user's domain is in domains[].  Immutable
- * after users_load() returns.
+ * key with no duplicates (keys normalised by the table's case rule); every
+ * user's domain is in domains[]; aliases is finished.  Immutable after
+ * users_load_opts() returns.
  */
 struct users {
-    char **domains;            /* sorted, lowercase */
+    struct users_domain *domains; /* sorted by name */
     size_t ndomains;
     struct users_entry *users; /* sorted by key */
     size_t nusers;
+    bool case_sensitive;       /* local parts exact */
+    char plus_separator[8];    /* plus-addressing separators, "" off */
+    struct aliases *aliases;   /* owned */
 };
 
 /* Test seam for the syscalls of the atomic rewrite. */
@@ -108,8 +126,8 @@ bool users_domain_valid(const char *d, size_t len)
     return label > 0 && d[len - 1] != '-';
 }
 
-/* A local part we are willing to store: non-empty, <= 64 octets, no control
- * characters, spaces, ':' (the file's separator) or '@'. */
+/* A local part the users file can hold: non-empty, <= 64 octets, no
+ * control characters, spaces, ':' (the file's separator) or '@'. */
 static bool local_ok(const char *l, size_t len)
 {
     if (len == 0 || len > USERS_LOCAL_MAX)
@@ -120,6 +138,14 @@ static bool local_ok(const char *l, size_t len)
             return false;
     }
     return true;
+}
+
+/* ... that also names a mailbox: not '*' (the catch-all is an alias), no
+ * '/' and no leading '.' (it is a Maildir directory name). */
+static bool mailbox_ok(const char *l, size_t len)
+{
+    return local_ok(l, len) && l[0] != '.' && memchr(l, '/', len) == NULL &&
+           memchr(l, '*', len) == NULL;
 }
 
 /* An argon2 string as crypto_pwhash_str() writes it. */
@@ -137,21 +163,20 @@ static bool hash_ok(const char *h, size_t len)
 
 /*
  * Build the normalised key of addr (len bytes) into key[USERS_ADDR_MAX + 1]:
- * local part exact, domain lowercased; the '@' is the last one.  Returns the
- * key length, or -1 when addr has no '@' or is too long.
+ * domain lowercased, local part lowercased when fold; the '@' is the last
+ * one.  Returns the key length, or -1 when addr has no '@', holds a NUL or
+ * is too long.
  */
-static int addr_key(const char *addr, size_t len, char *key)
+static int addr_key(const char *addr, size_t len, char *key, bool fold)
 {
-    const char *at = memrchr(addr, '@', len);
-    size_t llen, dlen;
+    const char *at = len > 0 ? memrchr(addr, '@', len) : NULL;
+    size_t llen;
 
-    if (at == NULL || len > USERS_ADDR_MAX)
+    if (at == NULL || len > USERS_ADDR_MAX || memchr(addr, '\0', len) != NULL)
         return -1;
     llen = (size_t)(at - addr);
-    dlen = len - llen - 1;
-    memcpy(key, addr, llen + 1);
-    for (size_t i = 0; i < dlen; i++)
-        key[llen + 1 + i] = (char)tolower((unsigned char)at[1 + i]);
+    for (size_t i = 0; i < len; i++)
+        key[i] = (fold || i > llen) ? (char)tolower((unsigned char)addr[i]) : addr[i];
     key[len] = '\0';
     return (int)len;
 }
@@ -159,15 +184,20 @@ static int addr_key(const char *addr, size_t len, char *key)
 bool users_addr_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
     char ka[USERS_ADDR_MAX + 1], kb[USERS_ADDR_MAX + 1];
-    int la = addr_key(a, alen, ka), lb = addr_key(b, blen, kb);
+    int la = addr_key(a, alen, ka, true), lb = addr_key(b, blen, kb, true);
     return la >= 0 && la == lb && memcmp(ka, kb, (size_t)la) == 0;
+}
+
+int users_key(const struct users *u, const char *addr, size_t len, char *key)
+{
+    return addr_key(addr, len, key, u == NULL || !u->case_sensitive);
 }
 
 /* --- Loading. --- */
 
-static int cmp_str(const void *a, const void *b)
+static int cmp_domain(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const struct users_domain *)a)->name, ((const struct users_domain *)b)->name);
 }
 
 static int cmp_entry(const void *a, const void *b)
@@ -234,11 +264,13 @@ static int push_user(struct users *u, size_t *cap, const char *key, const char *
     return 0;
 }
 
-/* Load one domain's users file (absent is fine).  Duplicates are detected
- * after sorting, by users_load(). */
-static int load_file(struct users *u, size_t *cap, const char *path, const char *domain,
-                     char *err, size_t errlen)
+/* Load one domain's users file (absent is fine) and note its first user in
+ * u->domains[di].  Duplicates are detected after sorting, by
+ * users_load_opts(). */
+static int load_file(struct users *u, size_t *cap, const char *path, size_t di,
+                     const struct users_opts *opts, char *err, size_t errlen)
 {
+    const char *domain = u->domains[di].name;
     FILE *f = fopen(path, "re");
     char *line = NULL;
     size_t linecap = 0;
@@ -266,11 +298,22 @@ static int load_file(struct users *u, size_t *cap, const char *path, const char 
             goto fail;
         }
         at = memrchr(addr, '@', alen);
-        if (at == NULL || addr_key(addr, alen, key) < 0 ||
+        if (at == NULL || addr_key(addr, alen, key, !u->case_sensitive) < 0 ||
             !local_ok(addr, (size_t)(at - addr))) {
             seterr(err, errlen, "%s:%u: invalid address '%.*s'", path, lineno,
                    (int)(alen > 100 ? 100 : alen), addr);
             goto fail;
+        }
+        if (!mailbox_ok(addr, (size_t)(at - addr))) {
+            /* Older versions let `user add '*@domain'` through: say what
+             * it should be, but do not refuse the whole table for it. */
+            char msg[PATH_MAX + 512];
+            snprintf(msg, sizeof(msg), "%s:%u: '%.*s' is not a user name (a catch-all is an "
+                     "alias: '*: you@%s' in the aliases file); line ignored",
+                     path, lineno, (int)(alen > 100 ? 100 : alen), addr, domain);
+            if (opts->warn != NULL)
+                opts->warn(opts->warn_arg, msg);
+            continue;
         }
         if (strcmp(key + (at - addr) + 1, domain) != 0) {
             seterr(err, errlen, "%s:%u: address '%.*s' is not in domain %s", path, lineno,
@@ -286,6 +329,8 @@ static int load_file(struct users *u, size_t *cap, const char *path, const char 
             seterr(err, errlen, "%s:%u: out of memory", path, lineno);
             goto fail;
         }
+        if (u->domains[di].first_user == NULL)
+            u->domains[di].first_user = u->users[u->nusers - 1].key;
     }
     if (ferror(f)) {
         seterr(err, errlen, "%s: %s", path, strerror(errno));
@@ -300,8 +345,10 @@ fail:
     return -1;
 }
 
-int users_load(const char *config_dir, struct users **out, char *err, size_t errlen)
+int users_load_opts(const char *config_dir, const struct users_opts *opts, struct users **out,
+                    char *err, size_t errlen)
 {
+    static const struct users_opts defaults = {0};
     struct users *u = calloc(1, sizeof(*u));
     size_t ucap = 0, dcap = 0;
     char dpath[PATH_MAX], path[PATH_MAX];
@@ -309,10 +356,16 @@ int users_load(const char *config_dir, struct users **out, char *err, size_t err
     struct dirent *de;
 
     *out = NULL;
-    if (u == NULL) {
+    if (opts == NULL)
+        opts = &defaults;
+    if (u == NULL || (u->aliases = aliases_new(opts->case_sensitive, opts->allow_pipe)) == NULL) {
+        free(u);
         seterr(err, errlen, "out of memory");
         return -1;
     }
+    u->case_sensitive = opts->case_sensitive;
+    snprintf(u->plus_separator, sizeof(u->plus_separator), "%s",
+             opts->plus_separator ? opts->plus_separator : "+");
     snprintf(dpath, sizeof(dpath), "%s/domains", config_dir);
     dir = opendir(dpath);
     if (dir == NULL) {
@@ -344,7 +397,7 @@ int users_load(const char *config_dir, struct users **out, char *err, size_t err
         }
         if (u->ndomains == dcap) {
             size_t ncap = dcap ? dcap * 2 : 8;
-            char **d = realloc(u->domains, ncap * sizeof(*d));
+            struct users_domain *d = realloc(u->domains, ncap * sizeof(*d));
             if (d == NULL)
                 goto oom;
             u->domains = d;
@@ -355,13 +408,20 @@ int users_load(const char *config_dir, struct users **out, char *err, size_t err
             goto oom;
         for (char *p = dom; *p; p++)
             *p = (char)tolower((unsigned char)*p);
-        u->domains[u->ndomains++] = dom;
+        u->domains[u->ndomains++] = (struct users_domain){.name = dom, .first_user = NULL};
         if (snprintf(path, sizeof(path), "%s/%s/users", dpath, de->d_name) >=
             (int)sizeof(path)) {
             seterr(err, errlen, "%s/%s/users: path too long", dpath, de->d_name);
             goto fail;
         }
-        if (load_file(u, &ucap, path, dom, err, errlen) < 0)
+        if (load_file(u, &ucap, path, u->ndomains - 1, opts, err, errlen) < 0)
+            goto fail;
+        if (snprintf(path, sizeof(path), "%s/%s/aliases", dpath, de->d_name) >=
+            (int)sizeof(path)) {
+            seterr(err, errlen, "%s/%s/aliases: path too long", dpath, de->d_name);
+            goto fail;
+        }
+        if (aliases_load_file(u->aliases, path, dom, err, errlen) < 0)
             goto fail;
     }
     if (errno != 0) {
@@ -369,11 +429,11 @@ int users_load(const char *config_dir, struct users **out, char *err, size_t err
         goto fail;
     }
     if (u->ndomains > 0)
-        qsort(u->domains, u->ndomains, sizeof(*u->domains), cmp_str);
+        qsort(u->domains, u->ndomains, sizeof(*u->domains), cmp_domain);
     for (size_t i = 1; i < u->ndomains; i++) {
-        if (strcmp(u->domains[i - 1], u->domains[i]) == 0) {
+        if (strcmp(u->domains[i - 1].name, u->domains[i].name) == 0) {
             seterr(err, errlen, "%s: domain %s appears twice (directory names differ "
-                   "only in case)", dpath, u->domains[i]);
+                   "only in case)", dpath, u->domains[i].name);
             goto fail;
         }
     }
@@ -381,13 +441,20 @@ int users_load(const char *config_dir, struct users **out, char *err, size_t err
         qsort(u->users, u->nusers, sizeof(*u->users), cmp_entry);
     for (size_t i = 1; i < u->nusers; i++) {
         if (strcmp(u->users[i - 1].key, u->users[i].key) == 0) {
-            seterr(err, errlen, "%s: user %s is listed twice", dpath, u->users[i].key);
+            seterr(err, errlen, "%s: user %s is listed twice%s", dpath, u->users[i].key,
+                   u->case_sensitive ? "" : " (local parts compare without case: [local] "
+                                            "case_sensitive = off)");
             goto fail;
         }
     }
 done:
     if (dir != NULL)
         closedir(dir);
+    dir = NULL;
+    if (aliases_finish(u->aliases, err, errlen) < 0)
+        goto fail;
+    if (recipients_verify(u, opts->warn, opts->warn_arg, err, errlen) < 0)
+        goto fail;
     *out = u;
     return 0;
 oom:
@@ -399,45 +466,88 @@ fail:
     return -1;
 }
 
+int users_load(const char *config_dir, struct users **out, char *err, size_t errlen)
+{
+    return users_load_opts(config_dir, NULL, out, err, errlen);
+}
+
 void users_free(struct users *u)
 {
     if (u == NULL)
         return;
     for (size_t i = 0; i < u->ndomains; i++)
-        free(u->domains[i]);
+        free(u->domains[i].name);
     for (size_t i = 0; i < u->nusers; i++) {
         free(u->users[i].key);
         free(u->users[i].hash);
     }
+    aliases_free(u->aliases);
     free(u->domains);
     free(u->users);
     free(u);
 }
 
-bool users_is_local_domain(const struct users *u, const char *domain, size_t len)
+const struct aliases *users_aliases(const struct users *u) { return u ? u->aliases : NULL; }
+
+bool users_case_sensitive(const struct users *u) { return u != NULL && u->case_sensitive; }
+
+const char *users_plus_separator(const struct users *u) { return u ? u->plus_separator : ""; }
+
+size_t users_domain_count(const struct users *u) { return u ? u->ndomains : 0; }
+
+const char *users_domain_at(const struct users *u, size_t i)
+{
+    return u != NULL && i < u->ndomains ? u->domains[i].name : NULL;
+}
+
+/* The domain entry for domain (len bytes, any case), or NULL. */
+static const struct users_domain *domain_find(const struct users *u, const char *domain,
+                                              size_t len)
 {
     char buf[USERS_DOMAIN_MAX + 1];
-    const char *key = buf;
+    struct users_domain key = {.name = buf};
 
     if (u == NULL || u->ndomains == 0 || len == 0 || len > USERS_DOMAIN_MAX)
-        return false;
+        return NULL;
     for (size_t i = 0; i < len; i++)
         buf[i] = (char)tolower((unsigned char)domain[i]);
     buf[len] = '\0';
     if (strlen(buf) != len) /* embedded NUL */
-        return false;
-    return bsearch(&key, u->domains, u->ndomains, sizeof(*u->domains), cmp_str) != NULL;
+        return NULL;
+    return bsearch(&key, u->domains, u->ndomains, sizeof(*u->domains), cmp_domain);
+}
+
+bool users_is_local_domain(const struct users *u, const char *domain, size_t len)
+{
+    return domain_find(u, domain, len) != NULL;
+}
+
+const char *users_first(const struct users *u, const char *domain, size_t len)
+{
+    const struct users_domain *d = domain_find(u, domain, len);
+    return d != NULL ? d->first_user : NULL;
+}
+
+static const struct users_entry *user_find(const struct users *u, const char *addr, size_t len)
+{
+    char key[USERS_ADDR_MAX + 1];
+    struct users_entry k = {.key = key};
+
+    if (u == NULL || u->nusers == 0 || addr_key(addr, len, key, !u->case_sensitive) < 0)
+        return NULL;
+    return bsearch(&k, u->users, u->nusers, sizeof(*u->users), cmp_entry);
 }
 
 const char *users_hash(const struct users *u, const char *addr, size_t len)
 {
-    char key[USERS_ADDR_MAX + 1];
-    struct users_entry k = {.key = key}, *e;
-
-    if (u == NULL || u->nusers == 0 || addr_key(addr, len, key) < 0 || strlen(key) != len)
-        return NULL;
-    e = bsearch(&k, u->users, u->nusers, sizeof(*u->users), cmp_entry);
+    const struct users_entry *e = user_find(u, addr, len);
     return e ? e->hash : NULL;
+}
+
+const char *users_find(const struct users *u, const char *addr, size_t len)
+{
+    const struct users_entry *e = user_find(u, addr, len);
+    return e ? e->key : NULL;
 }
 
 /* --- Editing the users file. --- */
@@ -470,21 +580,72 @@ static int ubuf_add(struct ubuf *b, const char *s, size_t len)
  * Check addr and compute the domain directory and users file paths.  key
  * receives the normalised address (domain lowercased).
  */
+int users_domain_dir(const char *config_dir, const char *domain, char *path, size_t cap)
+{
+    char dpath[PATH_MAX];
+    size_t len = strlen(domain);
+    DIR *dir;
+    struct dirent *de;
+    int rc = 1;
+
+    if (!users_domain_valid(domain, len)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (snprintf(dpath, sizeof(dpath), "%s/domains", config_dir) >= (int)sizeof(dpath)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    dir = opendir(dpath);
+    if (dir == NULL)
+        return errno == ENOENT ? 1 : -1;
+    while ((de = readdir(dir)) != NULL) {
+        struct stat st;
+        if (strcasecmp(de->d_name, domain) != 0)
+            continue;
+        if (snprintf(path, cap, "%s/%s", dpath, de->d_name) >= (int)cap) {
+            errno = ENAMETOOLONG;
+            rc = -1;
+            break;
+        }
+        if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+            rc = 0;
+            break;
+        }
+    }
+    closedir(dir);
+    return rc;
+}
+
+/*
+ * Check addr and find the domain directory and users file.  key receives
+ * the address with the domain lowercased.  Returns 0, 1 when the domain is
+ * not local (err says so), or -1 with err.
+ */
 static int file_paths(const char *config_dir, const char *addr, char *key, char *dir,
                       char *file, char *err, size_t errlen)
 {
     size_t len = strlen(addr);
     const char *at = strrchr(addr, '@');
     const char *dom;
+    int r;
 
-    if (at == NULL || addr_key(addr, len, key) < 0 || !local_ok(addr, (size_t)(at - addr)) ||
+    if (at == NULL || addr_key(addr, len, key, false) < 0 || !mailbox_ok(addr, (size_t)(at - addr)) ||
         !users_domain_valid(at + 1, strlen(at + 1))) {
         seterr(err, errlen, "invalid address '%s' (expected local@domain)", addr);
         return -1;
     }
     dom = key + (at - addr) + 1;
-    if (snprintf(dir, PATH_MAX, "%s/domains/%s", config_dir, dom) >= PATH_MAX ||
-        snprintf(file, PATH_MAX, "%s/users", dir) >= PATH_MAX) {
+    r = users_domain_dir(config_dir, dom, dir, PATH_MAX);
+    if (r < 0) {
+        seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
+        return -1;
+    }
+    if (r > 0) {
+        seterr(err, errlen, "%s is not a local domain", dom);
+        return 1;
+    }
+    if (snprintf(file, PATH_MAX, "%s/users", dir) >= PATH_MAX) {
         seterr(err, errlen, "%s: path too long", config_dir);
         return -1;
     }
@@ -556,7 +717,7 @@ static int rewrite(const char *old, size_t len, const char *key, const char *rep
         size_t alen, hlen;
 
         if (line_split(p, llen, &addr, &alen, &hash, &hlen) == 1 &&
-            addr_key(addr, alen, k) >= 0 && strcmp(k, key) == 0) {
+            addr_key(addr, alen, k, true) >= 0 && strcasecmp(k, key) == 0) {
             if (matched++ == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
                 return -1;
         } else {
@@ -644,7 +805,7 @@ fail:
 int users_file_set(const char *config_dir, const char *addr, const char *hash, char *err,
                    size_t errlen)
 {
-    char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX], dpath[PATH_MAX];
+    char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX];
     char line[USERS_ADDR_MAX + USERS_HASH_MAX + 4];
     char *old = NULL;
     size_t oldlen;
@@ -652,29 +813,16 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
     struct ubuf out = {0};
     int r, ret = -1;
 
-    if (file_paths(config_dir, addr, key, dir, file, err, errlen) < 0)
-        return -1;
     if (hash == NULL || !hash_ok(hash, strlen(hash))) {
         seterr(err, errlen, "not an argon2 password hash");
         return -1;
     }
-    snprintf(dpath, sizeof(dpath), "%s/domains", config_dir);
-    /* New directories and a new file take the config directory's group, so
-     * that a daemon running as that group can read them. */
-    if (stat(config_dir, &cst) < 0) {
-        seterr(err, errlen, "%s: %s", config_dir, strerror(errno));
+    if (file_paths(config_dir, addr, key, dir, file, err, errlen) != 0)
         return -1;
-    }
-    if (mkdir(dpath, 0755) == 0)
-        (void)!chown(dpath, (uid_t)-1, cst.st_gid);
-    else if (errno != EEXIST) {
-        seterr(err, errlen, "mkdir %s: %s", dpath, strerror(errno));
-        return -1;
-    }
-    if (mkdir(dir, 0750) == 0)
-        (void)!chown(dir, (uid_t)-1, cst.st_gid);
-    else if (errno != EEXIST) {
-        seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+    /* A new file takes the domain directory's group, so that a daemon
+     * running as that group can read it. */
+    if (stat(dir, &cst) < 0) {
+        seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
     r = read_all(file, &old, &oldlen, &st, err, errlen);
@@ -685,7 +833,7 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
         seterr(err, errlen, "out of memory");
         goto fail;
     }
-    if (r == 0) { /* no file yet: root's uid, the config directory's group */
+    if (r == 0) { /* no file yet: our uid, the domain directory's group */
         st.st_uid = (uid_t)-1;
         st.st_gid = cst.st_gid;
     }
@@ -709,8 +857,9 @@ int users_file_del(const char *config_dir, const char *addr, char *err, size_t e
     struct ubuf out = {0};
     int r, ret = -1;
 
-    if (file_paths(config_dir, addr, key, dir, file, err, errlen) < 0)
-        return -1;
+    r = file_paths(config_dir, addr, key, dir, file, err, errlen);
+    if (r != 0)
+        return r;
     r = read_all(file, &old, &oldlen, &st, err, errlen);
     if (r <= 0)
         return r < 0 ? -1 : 1;
@@ -730,6 +879,177 @@ fail:
     free(old);
     free(out.p);
     return ret;
+}
+
+/* --- Adding and removing domains. --- */
+
+/* fsync a directory (after a mkdir, rename or removal in it). */
+static int dir_sync(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = users_sys.fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static const char aliases_template[] =
+    "# Aliases of %s: one \"name: target, target\" per line (see docs/config.md).\n"
+    "#   sales: alice, bob              local users (or other aliases)\n"
+    "#   me: someone@gmail.com          forwarded to a remote address\n"
+    "#   *: alice                       the catch-all: any other name\n"
+    "# The running server picks up changes to this file by itself.\n";
+
+int users_domain_add(const char *config_dir, const char *domain, char *err, size_t errlen)
+{
+    char lc[USERS_DOMAIN_MAX + 1], dpath[PATH_MAX], dir[PATH_MAX], file[PATH_MAX];
+    char text[sizeof(aliases_template) + USERS_DOMAIN_MAX];
+    size_t len = strlen(domain);
+    struct stat cst;
+    int r, n;
+
+    if (!users_domain_valid(domain, len)) {
+        seterr(err, errlen, "invalid domain '%s'", domain);
+        return -1;
+    }
+    for (size_t i = 0; i <= len; i++)
+        lc[i] = (char)tolower((unsigned char)domain[i]);
+    r = users_domain_dir(config_dir, lc, dir, sizeof(dir));
+    if (r == 0)
+        return 1;
+    if (r < 0) {
+        seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
+        return -1;
+    }
+    /* New directories take the config directory's group, so that a daemon
+     * running as that group can read them. */
+    if (stat(config_dir, &cst) < 0) {
+        seterr(err, errlen, "%s: %s", config_dir, strerror(errno));
+        return -1;
+    }
+    if (snprintf(dpath, sizeof(dpath), "%s/domains", config_dir) >= (int)sizeof(dpath) ||
+        snprintf(dir, sizeof(dir), "%s/%s", dpath, lc) >= (int)sizeof(dir) ||
+        snprintf(file, sizeof(file), "%s/aliases", dir) >= (int)sizeof(file)) {
+        seterr(err, errlen, "%s: path too long", config_dir);
+        return -1;
+    }
+    if (mkdir(dpath, 0755) == 0) {
+        (void)!chown(dpath, (uid_t)-1, cst.st_gid);
+        (void)dir_sync(config_dir);
+    } else if (errno != EEXIST) {
+        seterr(err, errlen, "mkdir %s: %s", dpath, strerror(errno));
+        return -1;
+    }
+    if (mkdir(dir, 0750) < 0) {
+        seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    (void)!chown(dir, (uid_t)-1, cst.st_gid);
+    n = snprintf(text, sizeof(text), aliases_template, lc);
+    cst.st_uid = (uid_t)-1;
+    if (replace_file(dir, file, text, (size_t)n, &cst, err, errlen) < 0)
+        return -1;
+    if (dir_sync(dpath) < 0) {
+        seterr(err, errlen, "%s: fsync: %s", dpath, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Lines of path that are entries: not blank, not '#', not indented. */
+static int count_entries(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "re");
+    char *line = NULL;
+    size_t cap = 0;
+
+    *n = 0;
+    if (f == NULL)
+        return errno == ENOENT ? 0 : -1;
+    while (getline(&line, &cap, f) >= 0) {
+        const char *p = line;
+        if (*p == ' ' || *p == '\t')
+            continue;
+        while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        if (*p != '\0' && *p != '#')
+            (*n)++;
+    }
+    free(line);
+    fclose(f);
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    return remove(path);
+}
+
+int users_domain_del(const char *config_dir, const char *domain, bool force, char *err,
+                     size_t errlen)
+{
+    char dir[PATH_MAX], path[PATH_MAX + 256], what[256] = "";
+    size_t nusers = 0, naliases = 0, nother = 0;
+    DIR *d;
+    struct dirent *de;
+    int r = users_domain_dir(config_dir, domain, dir, sizeof(dir));
+
+    if (r > 0)
+        return 1;
+    if (r < 0) {
+        seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
+        return -1;
+    }
+    d = opendir(dir);
+    if (d == NULL) {
+        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path))
+            continue;
+        if (strcmp(de->d_name, "users") == 0) {
+            if (count_entries(path, &nusers) < 0)
+                goto readfail;
+        } else if (strcmp(de->d_name, "aliases") == 0) {
+            if (count_entries(path, &naliases) < 0)
+                goto readfail;
+        } else if (de->d_name[0] != '.') {
+            size_t l = strlen(what);
+            if (nother++ < 4 && l + strlen(de->d_name) + 3 < sizeof(what))
+                snprintf(what + l, sizeof(what) - l, "%s%.200s", l ? ", " : "", de->d_name);
+        }
+    }
+    closedir(d);
+    d = NULL;
+    if (!force && (nusers > 0 || naliases > 0 || nother > 0)) {
+        char lc[USERS_DOMAIN_MAX + 1];
+        snprintf(lc, sizeof(lc), "%s", domain);
+        for (char *p = lc; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        seterr(err, errlen, "%s is not empty: %zu user%s, %zu alias%s%s%s", lc, nusers,
+               nusers == 1 ? "" : "s", naliases, naliases == 1 ? "" : "es",
+               nother ? ", " : "", what);
+        return 2;
+    }
+    if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+        seterr(err, errlen, "removing %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/domains", config_dir);
+    if (dir_sync(path) < 0) {
+        seterr(err, errlen, "%s: fsync: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+readfail:
+    seterr(err, errlen, "%s: %s", path, strerror(errno));
+    if (d != NULL)
+        closedir(d);
+    return -1;
 }
 
 /* --- Passwords. --- */

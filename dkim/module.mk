@@ -1,2 +1,6 @@
-# dkim/: signing and verification (not yet built).
+# dkim/: DKIM signing (canonicalization, key sets, the incremental signer).
 SRCS += $(wildcard dkim/*.c)
+# The unit tests cross-check every signature with libopendkim, in process.
+$(BUILD)/tests/unit/dkim/%: TEST_LIBS += -lopendkim
+# The benchmark compares with libopendkim's signing in the same run.
+$(BUILD)/bench/ortoo-dkimbench: LIBS += -lopendkim

@@ -20,6 +20,7 @@ report.
 import base64
 import json
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -90,6 +91,9 @@ def make_conf(backend, **over):
             "max_recipients": str(MAX_RECIPIENTS),
             "max_errors": str(MAX_ERRORS),
             "timeout_command": "30",
+            # Run as whoever runs the tests (root needs `user = root` said
+            # explicitly, else the daemon wants to switch to `ortoo`).
+            "user": pwd.getpwuid(os.geteuid()).pw_name,
         },
         "listen": {
             "smtp": "127.0.0.1:0, [::1]:0",
@@ -99,6 +103,8 @@ def make_conf(backend, **over):
         "tls": {"cert_dir": "certs"},
         "auth": {},
         "routes": {"*": f"[127.0.0.1]:{blackhole_port()}"},
+        # No greeting delay: tests connect often (test_domains.py checks it).
+        "smtp": {"greeting_delay": "0"},
     }
     for k, v in over.items():
         sec, key = k.split(".", 1)
@@ -130,6 +136,7 @@ class Server:
         self.log = []              # stderr lines, across restarts
         self.addrs = {}            # role -> [(host, port)], current run
         self.returncodes = []      # exit status of every finished run
+        self.env = None            # environment of the next start (None: ours)
         self._reader = None
 
     # ---- life cycle -------------------------------------------------
@@ -140,7 +147,7 @@ class Server:
         self.proc = subprocess.Popen(
             [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            errors="replace")
+            errors="replace", env=self.env)
         ready = threading.Event()
         proc = self.proc
 

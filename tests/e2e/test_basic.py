@@ -211,7 +211,7 @@ def test_queue_list(srv):
     # The text form: one row per message, then "N messages".
     p = srv.cli("queue", "list")
     lines = p.stdout.strip().splitlines()
-    assert lines[-1].strip() == f"{len(rows)} messages", lines[-1]
+    assert lines[-1].strip() == f"{len(rows)} message{'' if len(rows) == 1 else 's'}", lines[-1]
     mine = [l for l in lines if l.split() and l.split()[0] == qid]
     assert len(mine) == 1, p.stdout[-2000:]
     assert "ql@client.test" in mine[0] and "alice@example.test" in mine[0]

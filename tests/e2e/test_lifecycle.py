@@ -45,7 +45,18 @@ def test_init_layout(tmp_path):
     for f in ("ortoo.conf", "certs/mx.example.test/fullchain.pem",
               "certs/mx.example.test/privkey.pem", "domains/example.test/users"):
         assert (d / f).is_file(), f"ortoo init did not write {f}"
-    assert (d / "spool").is_dir(), "ortoo init did not make spool/"
+    # A real server's queue is not in the config directory (which holds no
+    # state): init names /var/spool/ortoo and runs as the ortoo account.
+    assert not (d / "spool").exists(), "ortoo init made a spool in the config dir"
+    conf = (d / "ortoo.conf").read_text()
+    assert "spool = /var/spool/ortoo" in conf and "user = ortoo" in conf, conf
+    # sendmail run by any user reads ortoo.conf (no secret in it) to find the
+    # spool; users and keys stay private.
+    import stat
+    assert stat.S_IMODE(d.stat().st_mode) == 0o755
+    assert stat.S_IMODE((d / "ortoo.conf").stat().st_mode) == 0o644
+    for sub in ("domains", "certs"):
+        assert stat.S_IMODE((d / sub).stat().st_mode) == 0o750, sub
     key = (d / "certs/mx.example.test/privkey.pem").read_text()
     assert "PRIVATE KEY" in key
     out = subprocess.run(["openssl", "pkey", "-in",

@@ -72,34 +72,37 @@ def test_bdat_pipelined_big_chunks(srv):
 
 
 def test_sighup_reloads_users(fresh):
-    """A user added with `ortoo user add` while the server runs is known after
-    SIGHUP (RCPT accepted, AUTH works); a removed one is gone after `ortoo
-    reload`; `ortoo reload` without a running server is a clear error."""
-    import signal
+    """A user added with `ortoo user add` while the server runs is known at
+    once: the CLI tells the server (SIGHUP through the pid file) and says so
+    (RCPT accepted, AUTH works); a removed one is gone the same way; `ortoo
+    reload` still works; without a running server it is a clear error."""
     from conftest import open_session, wait_log
 
     s = fresh("hupusers")
     carol = f"carol@{DOMAIN}"
-    s.cli("user", "add", carol, "--password-stdin", input="carol-pw-3\n")
     with open_session(s, "smtp") as c:
         c.expect("MAIL FROM:<x@client.test>", 250)
         c.expect(f"RCPT TO:<{carol}>", 550, "5.1.1")
     start = len(s.log)
-    s.proc.send_signal(signal.SIGHUP)
-    wait_log(s, r"event=reloaded what=users", start)
+    r = s.cli("user", "add", carol, "--password-stdin", input="carol-pw-3\n")
+    assert f"the running server was told to reload (pid {s.proc.pid})" in r.stdout, r.stdout
+    wait_log(s, r"event=reload-done ok=1", start)
     with open_session(s, "smtp") as c:
         c.expect("MAIL FROM:<x@client.test>", 250)
         c.expect(f"RCPT TO:<{carol}>", 250, "2.1.5")
     with open_session(s, "submissions", auth=(carol, "carol-pw-3")) as c:
         c.expect(f"MAIL FROM:<{carol}>", 250)
-    s.cli("user", "del", carol)
     start = len(s.log)
-    r = s.cli("reload")  # `ortoo reload`: the pid file in the spool, then SIGHUP
-    assert f"pid {s.proc.pid}" in r.stdout, r.stdout
-    wait_log(s, r"event=reloaded what=users", start)
+    r = s.cli("user", "del", carol)
+    assert "the running server was told to reload" in r.stdout, r.stdout
+    wait_log(s, r"event=reload-done ok=1", start)
     with open_session(s, "smtp") as c:
         c.expect("MAIL FROM:<x@client.test>", 250)
         c.expect(f"RCPT TO:<{carol}>", 550, "5.1.1")
+    start = len(s.log)
+    r = s.cli("reload")  # `ortoo reload`: through the control socket
+    assert "reloaded" in r.stdout and "certificates" in r.stdout, r.stdout
+    wait_log(s, r"event=reloaded what=tls", start)
     s.stop()
     r = s.cli("reload", check=False)
-    assert r.returncode == 1 and "no running server" in r.stderr, (r.returncode, r.stderr)
+    assert r.returncode == 1 and "not running" in r.stderr, (r.returncode, r.stderr)

@@ -11,7 +11,9 @@ FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -I. -g -O1 \
                -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined
-FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_smtp_reply
+FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_dkim_sign \
+             $(FUZZ_DIR)/fuzz_maildrop $(FUZZ_DIR)/fuzz_aliases $(FUZZ_DIR)/fuzz_srs \
+             $(FUZZ_DIR)/fuzz_spf_record
 
 $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core/smtp_parse.h
 	@mkdir -p $(dir $@)
@@ -24,6 +26,27 @@ $(FUZZ_DIR)/fuzz_smtp_reply: tests/fuzz/fuzz_smtp_reply.c delivery/smtp_reply.c 
 $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c delivery/route.c -linih
+
+$(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
+                            dkim/canon.h dkim/keys.h dkim/sign.h io/log.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
+
+$(FUZZ_DIR)/fuzz_maildrop: tests/fuzz/fuzz_maildrop.c core/maildrop_format.c core/maildrop.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
+
+$(FUZZ_DIR)/fuzz_aliases: tests/fuzz/fuzz_aliases.c core/aliases.c core/aliases.h core/smtp_parse.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
+
+$(FUZZ_DIR)/fuzz_srs: tests/fuzz/fuzz_srs.c core/srs.c core/srs.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lcrypto
+
+$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c core/spf_record.c core/spf_record.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
 .PHONY: fuzz-bins fuzz-run
 fuzz-bins: $(FUZZ_BINS)

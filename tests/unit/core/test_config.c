@@ -87,8 +87,9 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->file, conf);
     gethostname(host, sizeof(host) - 1);
     assert_string_equal(cfg->hostname, host);
-    snprintf(want, sizeof(want), "%s/spool", tmpdir);
-    assert_string_equal(cfg->spool, want);
+    assert_string_equal(cfg->spool, "/var/spool/ortoo");
+    assert_string_equal(cfg->user, "ortoo");
+    assert_null(cfg->control_group);
     snprintf(want, sizeof(want), "%s/certs", tmpdir);
     assert_string_equal(cfg->cert_dir, want);
     assert_int_equal(cfg->reactors, 0);
@@ -395,12 +396,45 @@ static void test_missing(void **state)
     assert_string_equal(err, want);
 
     assert_int_equal(config_load("/nonexistent-ortoo-dir", &cfg, err, sizeof(err)), -1);
-    assert_string_equal(err, "/nonexistent-ortoo-dir: No such file or directory");
+    assert_string_equal(err, "/nonexistent-ortoo-dir: no such configuration directory "
+                             "(create one with 'ortoo -c /nonexistent-ortoo-dir init DOMAIN')");
 
     /* A tiny err buffer is never overrun. */
     char small[8];
     assert_int_equal(config_load("/nonexistent-ortoo-dir", &cfg, small, sizeof(small)), -1);
     assert_string_equal(small, "/nonexi");
+}
+
+/* [server] user and control_group, and what a reload cannot apply. */
+static void test_operation_keys(void **state)
+{
+    struct config *a = load_ok("[server]\nuser = mail_er-1\ncontrol_group = adm\n" MIN_LISTEN);
+    assert_string_equal(a->user, "mail_er-1");
+    assert_string_equal(a->control_group, "adm");
+    config_free(a);
+    load_err("[server]\nuser = Root\n" MIN_LISTEN,
+             ":2: [server] user: 'Root' is not a valid user or group name");
+    load_err("[server]\ncontrol_group = a b\n" MIN_LISTEN,
+             ":2: [server] control_group: 'a b' is not a valid user or group name");
+    load_err("[server]\nuser = \n" MIN_LISTEN,
+             ":2: [server] user: '' is not a valid user or group name");
+
+    char out[256];
+    struct config *cur = load_ok("[server]\nmax_recipients = 5\nreactors = 2\n" MIN_LISTEN);
+    struct config *same = load_ok("[server]\nmax_recipients = 7\nreactors = 2\n"
+                                  "hostname = other.example\n" MIN_LISTEN);
+    assert_int_equal(config_restart_diff(cur, same, out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    struct config *next = load_ok("[server]\nreactors = 3\nuser = root\n"
+                                  "[listen]\nsmtp = 127.0.0.1:0, [::1]:0\n");
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 3);
+    assert_string_equal(out, "listen,server.reactors,server.user");
+    char tiny[10];
+    assert_int_equal(config_restart_diff(cur, next, tiny, sizeof(tiny)), 3);
+    assert_true(strlen(tiny) < sizeof(tiny));
+    config_free(cur);
+    config_free(same);
+    config_free(next);
 }
 
 static void test_parse_addr(void **state)
@@ -553,6 +587,130 @@ static void test_role_name(void **state)
     assert_string_equal(config_role_name(ROLE_SUBMISSIONS), "submissions");
 }
 
+/* ---- [local], [srs], [smtp] (local domains) ---- */
+
+static void write_at(const char *rel, const char *text, mode_t mode)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    chmod(path, mode);
+}
+
+static void remove_at(const char *rel)
+{
+    char path[PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", tmpdir, rel);
+    unlink(path);
+}
+
+static void test_domains_keys(void **state)
+{
+    char err[512], want[PATH_MAX + 32];
+    struct config *cfg = load_ok(MIN_LISTEN);
+
+    /* Defaults. */
+    assert_string_equal(cfg->local.maildir_root, "/var/vmail");
+    assert_string_equal(cfg->local.plus_separator, "+");
+    assert_false(cfg->local.case_sensitive);
+    assert_false(cfg->local.allow_pipe);
+    assert_int_equal(cfg->srs.max_age, 21);
+    assert_int_equal(cfg->srs.separator, '=');
+    assert_null(cfg->srs.secret);
+    snprintf(want, sizeof(want), "%s/srs.key", tmpdir);
+    assert_string_equal(cfg->srs.secret_file, want);
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 1000);
+    /* No srs.key: SRS is off, not an error. */
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->srs.nsecrets, 0);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[local]\n"
+                             "maildir_root = mail\n"
+                             "plus_separator = +-\n"
+                             "case_sensitive = on\n"
+                             "allow_pipe = yes\n"
+                             "[srs]\n"
+                             "secret = 0123456789abcdef-inline\n"
+                             "max_age = 7\n"
+                             "separator = +\n"
+                             "[smtp]\n"
+                             "greeting_delay = 250ms\n");
+    snprintf(want, sizeof(want), "%s/mail", tmpdir);
+    assert_string_equal(cfg->local.maildir_root, want);
+    assert_string_equal(cfg->local.plus_separator, "+-");
+    assert_true(cfg->local.case_sensitive);
+    assert_true(cfg->local.allow_pipe);
+    assert_int_equal(cfg->srs.max_age, 7);
+    assert_int_equal(cfg->srs.separator, '+');
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 250);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->srs.nsecrets, 1);
+    assert_string_equal(cfg->srs.secrets[0], "0123456789abcdef-inline");
+    assert_null(cfg->srs.secrets[1]);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[local]\nplus_separator =\n[smtp]\ngreeting_delay = 0\n");
+    assert_string_equal(cfg->local.plus_separator, "");
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 0);
+    config_free(cfg);
+    cfg = load_ok(MIN_LISTEN "[smtp]\ngreeting_delay = 2s\n");
+    assert_int_equal(cfg->smtp.greeting_delay_ms, 2000);
+    config_free(cfg);
+
+    /* The default secret file: comments, blanks, several secrets. */
+    write_at("srs.key", "# made by ortoo init\n\n  first-secret-0123456789  \r\nsecond-secret-0123456789\n",
+             0600);
+    cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->srs.nsecrets, 2);
+    assert_string_equal(cfg->srs.secrets[0], "first-secret-0123456789");
+    assert_string_equal(cfg->srs.secrets[1], "second-secret-0123456789");
+    config_free(cfg);
+    write_at("srs.key", "# nothing\n", 0600);
+    cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "srs.key: no secret in the file"));
+    config_free(cfg);
+    write_at("srs.key", "# short\nshort\n", 0600);
+    cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "srs.key:2: a secret needs at least 16 characters"));
+    config_free(cfg);
+    remove_at("srs.key");
+    /* An explicit secret_file must exist. */
+    cfg = load_ok(MIN_LISTEN "[srs]\nsecret_file = other.key\n");
+    assert_int_equal(config_srs_load(cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "other.key: No such file or directory"));
+    config_free(cfg);
+
+    /* Errors. */
+    load_err(MIN_LISTEN "[local]\nmaildir = x\n", ":4: unknown key 'maildir' in [local]");
+    load_err(MIN_LISTEN "[local]\ncase_sensitive = maybe\n",
+             ":4: [local] case_sensitive: expected on or off, got 'maybe'");
+    load_err(MIN_LISTEN "[local]\nallow_pipe = on\nallow_pipe = off\n",
+             ":5: duplicate key 'allow_pipe' in [local]");
+    load_err(MIN_LISTEN "[local]\nplus_separator = @\n",
+             ":4: [local] plus_separator: expected up to 7 of the characters +-=_#%&!~$^ "
+             "(empty: off), got '@'");
+    load_err(MIN_LISTEN "[local]\nmaildir_root =\n", ":4: [local] maildir_root: empty path");
+    load_err(MIN_LISTEN "[srs]\nsecret = short\n",
+             ":4: [srs] secret: at least 16 characters (better: let `ortoo init` make srs.key)");
+    load_err(MIN_LISTEN "[srs]\nmax_age = 0\n",
+             ":4: [srs] max_age: expected days from 1 to 1000, got '0'");
+    load_err(MIN_LISTEN "[srs]\nseparator = ==\n", ":4: [srs] separator: expected =, + or -, got '=='");
+    load_err(MIN_LISTEN "[smtp]\ngreeting_delay = 31s\n",
+             ":4: [smtp] greeting_delay: expected a time up to 30s such as 0, 1s or 500ms, got '31s'");
+    load_err(MIN_LISTEN "[smtp]\ngreeting_delay = 1m\n",
+             ":4: [smtp] greeting_delay: expected a time up to 30s such as 0, 1s or 500ms, got '1m'");
+    load_err(MIN_LISTEN "[srs]\nsecret = 0123456789abcdef0\nsecret_file = x\n",
+             ": [srs] has both secret and secret_file; keep one");
+    load_err(MIN_LISTEN "[smtp]\nbanner_delay = 1\n", ":4: unknown key 'banner_delay' in [smtp]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -564,9 +722,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_role_name),
+        cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

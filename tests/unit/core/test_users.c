@@ -125,12 +125,22 @@ static void test_load_good(void **state)
 
     assert_string_equal(users_hash(u, "alice@example.com", 17), hash1);
     assert_string_equal(users_hash(u, "alice@EXAMPLE.COM", 17), hash1);
-    assert_null(users_hash(u, "Alice@example.com", 17)); /* local part exact */
+    /* Local parts compare without case by default ([local] case_sensitive). */
+    assert_string_equal(users_hash(u, "Alice@example.com", 17), hash1);
     assert_string_equal(users_hash(u, "Bob@example.com", 15), hash2);
-    assert_null(users_hash(u, "bob@example.com", 15));
+    assert_string_equal(users_hash(u, "bob@example.com", 15), hash2);
+    assert_string_equal(users_find(u, "BOB@example.com", 15), "bob@example.com");
     assert_null(users_hash(u, "carol@example.com", 17));
     assert_null(users_hash(u, "alice", 5));
     assert_null(users_hash(u, "alice@other.org", 15));
+    users_free(u);
+
+    /* Case-sensitive: the local part is exact. */
+    struct users_opts o = {.case_sensitive = true};
+    assert_int_equal(users_load_opts(dir, &o, &u, err, sizeof(err)), 0);
+    assert_null(users_hash(u, "Alice@example.com", 17));
+    assert_string_equal(users_hash(u, "Bob@example.com", 15), hash2);
+    assert_null(users_hash(u, "bob@example.com", 15));
     users_free(u);
 }
 
@@ -267,8 +277,8 @@ static void test_file_set_del(void **state)
     assert_string_equal(got, want);
     free(got);
     assert_int_equal(users_file_del(dir, "bob@example.com", err, sizeof(err)), 1);
-    assert_int_equal(users_file_del(dir, "Alice@example.com", err, sizeof(err)), 1);
     assert_int_equal(users_file_del(dir, "x@nowhere.test", err, sizeof(err)), 1);
+    assert_string_equal(err, "nowhere.test is not a local domain");
     assert_int_equal(count_temps(dir, "example.com"), 0);
 
     /* The edited file loads and answers. */
@@ -278,17 +288,36 @@ static void test_file_set_del(void **state)
     assert_null(users_hash(u, "bob@example.com", 15));
     users_free(u);
 
-    /* A new domain directory is created. */
+    /* A user of a domain that is not local is refused... */
+    assert_int_equal(users_file_set(dir, "x@New.Example", hash1, err, sizeof(err)), -1);
+    assert_string_equal(err, "new.example is not a local domain");
+    assert_int_equal(users_domain_dir(dir, "new.example", path, sizeof(path)), 1);
+    /* ... until the domain is added. */
+    assert_int_equal(users_domain_add(dir, "New.Example", err, sizeof(err)), 0);
+    assert_int_equal(users_domain_add(dir, "new.example", err, sizeof(err)), 1);
     assert_int_equal(users_file_set(dir, "x@New.Example", hash1, err, sizeof(err)), 0);
     got = read_text(dir, "domains/new.example/users");
     snprintf(want, sizeof(want), "x@new.example:%s\n", hash1);
     assert_string_equal(got, want);
+    free(got);
+    /* A line that differs in the case of its local part is the same user. */
+    assert_int_equal(users_file_set(dir, "X@new.example", hash2, err, sizeof(err)), 0);
+    got = read_text(dir, "domains/new.example/users");
+    snprintf(want, sizeof(want), "X@new.example:%s\n", hash2);
+    assert_string_equal(got, want);
+    free(got);
+    /* A domain directory in another case is found. */
+    write_file(dir, "domains/Mixed.Test", NULL);
+    assert_int_equal(users_file_set(dir, "m@mixed.test", hash1, err, sizeof(err)), 0);
+    got = read_text(dir, "domains/Mixed.Test/users");
+    assert_non_null(strstr(got, "m@mixed.test:"));
     free(got);
 
     /* A new file and directory take the config directory's group (as root
      * in this test; skipped otherwise). */
     if (geteuid() == 0) {
         assert_int_equal(chown(dir, (uid_t)-1, 4242), 0);
+        assert_int_equal(users_domain_add(dir, "group.test", err, sizeof(err)), 0);
         assert_int_equal(users_file_set(dir, "g@group.test", hash1, err, sizeof(err)), 0);
         snprintf(path, sizeof(path), "%s/domains/group.test/users", dir);
         assert_int_equal(stat(path, &st), 0);
@@ -515,6 +544,15 @@ static void test_cli(void **state)
     assert_false(users_is_local_domain(u, "x.test", 6));
     users_free(u);
 
+    /* A domain that is not local is refused (with the hint on stderr);
+     * "*@" is no user. */
+    assert_int_equal(run_cli(dir, "hunter2\n", out, sizeof(out), 4, "user", "add", "zed@X.test", "--password-stdin"), 1);
+    assert_int_equal(run_cli(dir, "hunter2\n", out, sizeof(out), 4, "user", "add", "*@X.test", "--password-stdin"), 2);
+    assert_int_equal(run_cli(dir, "hunter2\n", out, sizeof(out), 4, "user", "add", "a*b@X.test", "--password-stdin"), 2);
+    assert_int_equal(run_cli(dir, "hunter2\n", out, sizeof(out), 4, "user", "add", "a/b@X.test", "--password-stdin"), 2);
+    assert_int_equal(users_domain_add(dir, "x.test", err, sizeof(err)), 0);
+    assert_int_equal(users_domain_add(dir, "y.test", err, sizeof(err)), 0);
+
     /* add, list, check. */
     assert_int_equal(run_cli(dir, "hunter2\n", out, sizeof(out), 4, "user", "add", "zed@X.test", "--password-stdin"), 0);
     assert_int_equal(run_cli(dir, "pw two\r\n", out, sizeof(out), 4, "user", "add", "amy@x.test", "--password-stdin"), 0);
@@ -547,6 +585,87 @@ static void test_cli(void **state)
     assert_string_equal(out, "amy@x.test\nbo@y.test\n");
 }
 
+/* --- Domains (users_domain_add/del and `ortoo domain`). --- */
+
+static int run_domain(const char *dir, int argc, ...)
+{
+    char *argv[8];
+    va_list ap;
+    int saved = dup(1), devnull = open("/dev/null", O_WRONLY), ret;
+
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++)
+        argv[i] = va_arg(ap, char *);
+    va_end(ap);
+    argv[argc] = NULL;
+    fflush(stdout);
+    dup2(devnull, 1);
+    ret = cli_domain(dir, argc, argv);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    close(devnull);
+    return ret;
+}
+
+static void test_domains(void **state)
+{
+    const char *dir = *state;
+    char err[256], path[PATH_MAX], text[512];
+    struct users *u;
+    struct stat st;
+
+    /* add: a directory and a commented aliases file; idempotent. */
+    assert_int_equal(run_domain(dir, 3, "domain", "add", "Example.COM"), 0);
+    snprintf(path, sizeof(path), "%s/domains/example.com", dir);
+    assert_int_equal(stat(path, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0750);
+    char *got = read_text(dir, "domains/example.com/aliases");
+    assert_non_null(strstr(got, "# Aliases of example.com"));
+    free(got);
+    assert_int_equal(run_domain(dir, 3, "domain", "add", "example.com"), 0);
+    assert_int_equal(run_domain(dir, 3, "domain", "add", "two.test"), 0);
+    assert_int_equal(users_load(dir, &u, err, sizeof(err)), 0);
+    assert_int_equal(users_domain_count(u), 2);
+    assert_string_equal(users_domain_at(u, 0), "example.com");
+    assert_string_equal(users_domain_at(u, 1), "two.test");
+    users_free(u);
+
+    /* Usage errors. */
+    assert_int_equal(run_domain(dir, 2, "domain", "add"), 2);
+    assert_int_equal(run_domain(dir, 3, "domain", "add", "localhost"), 2);
+    assert_int_equal(run_domain(dir, 3, "domain", "add", "bad_name.test"), 2);
+    assert_int_equal(run_domain(dir, 3, "domain", "add", "../etc"), 2);
+    assert_int_equal(run_domain(dir, 4, "domain", "add", "a.test", "b.test"), 2);
+    assert_int_equal(run_domain(dir, 4, "domain", "add", "a.test", "--force"), 2);
+    assert_int_equal(run_domain(dir, 3, "domain", "list", "a.test"), 2);
+    assert_int_equal(run_domain(dir, 2, "domain", "frob"), 2);
+    assert_int_equal(run_domain(dir, 2, "domain", "list"), 0);
+
+    /* del: only when empty, unless --force. */
+    snprintf(text, sizeof(text), "# users\nu@example.com:%s\n", hash1);
+    write_file(dir, "domains/example.com/users", text);
+    assert_int_equal(users_domain_del(dir, "example.com", false, err, sizeof(err)), 2);
+    assert_string_equal(err, "example.com is not empty: 1 user, 0 aliases");
+    write_file(dir, "domains/example.com/aliases", "# c\nsales: u\n  , u\n*: u\n");
+    write_file(dir, "domains/example.com/dkim", NULL);
+    assert_int_equal(users_domain_del(dir, "EXAMPLE.com", false, err, sizeof(err)), 2);
+    assert_string_equal(err, "example.com is not empty: 1 user, 2 aliases, dkim");
+    assert_int_equal(run_domain(dir, 3, "domain", "del", "example.com"), 1);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(run_domain(dir, 4, "domain", "del", "example.com", "--force"), 0);
+    assert_int_equal(stat(path, &st), -1);
+    assert_int_equal(run_domain(dir, 3, "domain", "del", "example.com"), 1);
+    assert_int_equal(users_domain_del(dir, "example.com", false, err, sizeof(err)), 1);
+    /* Comment-only files count as empty. */
+    write_file(dir, "domains/two.test/users", "# nobody yet\n\n");
+    assert_int_equal(run_domain(dir, 3, "domain", "del", "two.test"), 0);
+    assert_int_equal(users_load(dir, &u, err, sizeof(err)), 0);
+    assert_int_equal(users_domain_count(u), 0);
+    users_free(u);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -559,6 +678,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_file_set_invalid, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_set_failures, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_domains, setup, teardown),
     };
 
     if (users_hash_password("secret1", 7, hash1) < 0 ||
