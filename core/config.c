@@ -15,6 +15,8 @@
  */
 #include "core/config.h"
 
+#include "io/log.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
@@ -1314,5 +1316,9 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     next->auth_cache_ttl = cur->auth_cache_ttl;
     next->auth_max_failures = cur->auth_max_failures;
     next->auth_fail_window = cur->auth_fail_window;
+    /* Smarthost credentials were read at start (as root, maybe). */
+    char err[300];
+    if (route_conf_keep_secrets(&next->delivery, &cur->delivery, err, sizeof err) < 0)
+        log_warnx("event=reload-warning what=delivery err=\"%s\"", err);
     return 0;
 }

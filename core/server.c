@@ -47,6 +47,7 @@
 #include "core/control.h"
 #include "core/maildrop.h"
 #include "core/privdrop.h"
+#include "core/queue_ctl.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/users.h"
@@ -93,6 +94,7 @@ struct server {
     struct tls_server *tls;
     struct auth *auth;
     struct dkim_keys *dkim;       /* DKIM keys (our reference) */
+    struct queue_ctl *qctl;       /* `queue flush|delete|bounce` (core/queue_ctl.h) */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
     struct config **old_cfgs;     /* replaced configurations, freed at exit (reload) */
@@ -388,8 +390,10 @@ static void on_reactor_swap(void *arg)
         dkim_keys_free(sw->re->ctx.dkim);
         sw->re->ctx.dkim = sw->dkim;
     }
-    if (sw->cfg != NULL)
+    if (sw->cfg != NULL) {
         sw->re->ctx.cfg = sw->cfg;
+        sched_set_conf(sw->re->sched, &sw->cfg->delivery);
+    }
     free(sw);
     if (atomic_fetch_sub(&job->pending, 1) == 1)
         control_post(job->srv->ctl, &job->task, reload_finish, job);
@@ -913,6 +917,22 @@ int server_run(const char *config_dir)
     srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
     if (srv.md == NULL) /* local submission off; SMTP still works */
         log_warnx("event=maildrop-disabled err=\"%s\"", err);
+    /* Queue commands on the control socket, run by every reactor's scheduler. */
+    {
+        struct io_loop **loops = calloc(srv.nreactors, sizeof(*loops));
+        struct sched **scheds = calloc(srv.nreactors, sizeof(*scheds));
+        if (loops == NULL || scheds == NULL)
+            fatal("calloc");
+        for (unsigned i = 0; i < srv.nreactors; i++) {
+            loops[i] = srv.reactors[i].ctx.loop;
+            scheds[i] = srv.reactors[i].sched;
+        }
+        srv.qctl = queue_ctl_new(srv.ctl, srv.nreactors, loops, scheds);
+        if (srv.qctl == NULL)
+            log_warn("event=queue-commands-disabled");
+        free(loops);
+        free(scheds);
+    }
     for (size_t j = 0; j < cfg->nlistens; j++) {
         char text[80];
         addr_text(&cfg->listens[j].addr, text, sizeof(text));
@@ -1037,6 +1057,7 @@ int server_run(const char *config_dir)
     free(srv.old_users);
     control_run_posted(srv.ctl); /* reload answers the reactors posted before they stopped */
     control_free(srv.ctl);
+    queue_ctl_free(srv.qctl);
     free(srv.rctx);
     for (size_t i = 0; i < srv.nold_cfgs; i++)
         config_free(srv.old_cfgs[i]);

@@ -534,6 +534,34 @@ int route_conf_load_secrets(struct route_conf *c, char *err, size_t errlen)
     return 0;
 }
 
+int route_conf_keep_secrets(struct route_conf *next, const struct route_conf *cur, char *err,
+                            size_t errlen)
+{
+    int rc = 0;
+
+    for (size_t i = 0; i < next->ndests; i++) {
+        struct route_dest *d = &next->dests[i];
+        const struct route_dest *old = NULL;
+        if (d->auth_file == NULL || d->auth_user != NULL)
+            continue;
+        for (size_t k = 0; k < cur->ndests; k++)
+            if (cur->dests[k].auth_file != NULL && cur->dests[k].auth_user != NULL &&
+                strcmp(cur->dests[k].auth_file, d->auth_file) == 0)
+                old = &cur->dests[k];
+        if (old != NULL) {
+            d->auth_user = strdup(old->auth_user);
+            d->auth_pass = strdup(old->auth_pass);
+            if (d->auth_user == NULL || d->auth_pass == NULL)
+                return fail(err, errlen, -ENOMEM, "out of memory");
+            continue;
+        }
+        int r = load_auth(d, err, errlen);
+        if (r < 0 && rc == 0)
+            rc = r;
+    }
+    return rc;
+}
+
 const struct route *route_lookup(const struct route_conf *c, const char *domain)
 {
     const struct route *star = NULL;

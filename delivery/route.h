@@ -155,6 +155,15 @@ int route_conf_route_add(struct route_conf *c, const char *domain, const char *v
  */
 int route_conf_load_secrets(struct route_conf *c, char *err, size_t errlen);
 
+/*
+ * At a reload: give every destination of next whose auth_file is the same
+ * as in cur the credentials read at start (the daemon may no longer be
+ * able to read the file); others are read now, and a failure is returned
+ * (-errno, message in err) with the rest kept.  Returns 0 or -errno.
+ */
+int route_conf_keep_secrets(struct route_conf *next, const struct route_conf *cur, char *err,
+                            size_t errlen);
+
 /* The route for a recipient domain (lower case): its own entry, else "*",
  * else NULL (deliver by MX). */
 const struct route *route_lookup(const struct route_conf *c, const char *domain);

@@ -757,6 +757,24 @@ void sched_stop(struct sched *s, void (*done)(void *arg), void *arg)
     io_defer(s->loop, &s->stop_op, on_stop_poll);
 }
 
+void sched_set_conf(struct sched *s, const struct route_conf *conf)
+{
+    s->conf = conf;
+    s->helo = conf->helo_name ? conf->helo_name : s->hostname;
+    for (size_t i = 0; i < s->dcap; i++) {
+        for (struct dest *d = s->dtab[i]; d != NULL; d = d->hnext) {
+            const char *lhs = d->route ? d->route->domain : d->domain;
+            if (d->route != NULL) {
+                const struct route *nr = route_lookup(conf, d->route->domain);
+                if (nr != NULL && strcmp(nr->domain, d->route->domain) == 0)
+                    d->route = nr;
+                lhs = d->route->domain;
+            }
+            d->lim = route_limits_for(conf, lhs, &d->rdest);
+        }
+    }
+}
+
 void sched_free(struct sched *s)
 {
     if (s == NULL)

@@ -99,6 +99,15 @@ struct sched *sched_new(const struct sched_params *p, char *err, size_t errlen);
  */
 void sched_stop(struct sched *s, void (*done)(void *arg), void *arg);
 
+/*
+ * A reload: use conf (borrowed; the previous one must stay allocated until
+ * the scheduler is freed, as the daemon keeps old configurations).  Limits,
+ * retry, expiry, TLS settings and routes apply to new connections and new
+ * jobs; a destination made under the old routes keeps its route until it
+ * goes idle.
+ */
+void sched_set_conf(struct sched *s, const struct route_conf *conf);
+
 /* Free a stopped scheduler (after its loop stopped; before the loop is
  * freed and after spool_shard_close, which may run the loop). */
 void sched_free(struct sched *s);
