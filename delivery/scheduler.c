@@ -730,8 +730,10 @@ static void on_stop_poll(struct io_op *op, int res, const char *data, unsigned f
 {
     struct sched *s = op->owner;
 
+    /* The attempts, bounces and notices written lately must be on disk
+     * (their journal batches done) before the reactor may stop. */
     if (smtp_client_count() > 0 || io_op_busy(&s->wake_op) || io_op_busy(&s->timer_op) ||
-        dest_busy(s)) {
+        dest_busy(s) || !spool_shard_idle(s->sh)) {
         io_timer_start(s->loop, &s->stop_op, 5, on_stop_poll);
         return;
     }
