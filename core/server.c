@@ -46,6 +46,7 @@
 #include "core/config.h"
 #include "core/control.h"
 #include "core/maildrop.h"
+#include "core/local.h"
 #include "core/privdrop.h"
 #include "core/queue_ctl.h"
 #include "core/server.h"
@@ -95,6 +96,7 @@ struct server {
     struct auth *auth;
     struct dkim_keys *dkim;       /* DKIM keys (our reference) */
     struct queue_ctl *qctl;       /* `queue flush|delete|bounce` (core/queue_ctl.h) */
+    struct local *local;          /* local delivery: Maildir workers (core/local.h) */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
     struct config **old_cfgs;     /* replaced configurations, freed at exit (reload) */
@@ -203,6 +205,13 @@ static void on_accept(struct io_op *op, int res, const char *data, unsigned flag
 
 /* ---- reactor threads ---- */
 
+/* Local recipients: delivered by core/local.c on this reactor. */
+static int reactor_local(void *arg, struct sched_local_job *j)
+{
+    struct reactor *re = arg;
+    return local_deliver(re->srv->local, &re->ctx, j);
+}
+
 /* The scheduler asks which recipient domains are ours (never sent out). */
 static bool reactor_is_local(void *arg, const char *domain)
 {
@@ -267,7 +276,7 @@ static void *reactor_main(void *arg)
         .hostname = cfg->hostname,
         .index = re->ctx.index,
         .is_local = reactor_is_local,
-        .local = NULL, /* local delivery: not wired yet; local mail stays queued */
+        .local = reactor_local,
         .arg = re,
     };
     re->sched = sched_new(&schp, err, sizeof(err));
@@ -840,6 +849,12 @@ int server_run(const char *config_dir)
         return 1;
     }
     auth_set_users(srv.auth, srv.users);
+    /* Local delivery's Maildir workers (threads: after the signal mask). */
+    srv.local = local_new(2, cfg->hostname);
+    if (srv.local == NULL) {
+        fprintf(stderr, "ortoo: cannot start the local delivery workers\n");
+        return 1;
+    }
 
     srv.nreactors = cfg->reactors ? cfg->reactors : online_cpus();
     srv.reactors = calloc(srv.nreactors, sizeof(*srv.reactors));
@@ -1047,6 +1062,7 @@ int server_run(const char *config_dir)
         io_loop_free(re->ctx.loop);
     }
     free(srv.reactors);
+    local_free(srv.local);
     auth_free(srv.auth);
     if (srv.tls != NULL)
         tls_server_free(srv.tls);

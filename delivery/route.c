@@ -296,6 +296,12 @@ int route_conf_set(struct route_conf *c, const char *dir, const char *key, const
         c->mx_port = (uint16_t)port;
         return 0;
     }
+    if (strcmp(key, "hold") == 0) {
+        if (parse_onoff(v, &c->hold) < 0)
+            return fail(err, errlen, -EINVAL, "[delivery] hold: expected on or off, got '%s'",
+                        v);
+        return 0;
+    }
     if (strcmp(key, "ipv6") == 0) {
         if (parse_onoff(v, &c->ipv6) < 0)
             return fail(err, errlen, -EINVAL, "[delivery] ipv6: expected on or off, got '%s'",

@@ -111,6 +111,7 @@ struct route_conf {
     struct sockaddr_storage source4, source6; /* local addresses to bind */
     bool has_source4, has_source6;
     char *helo_name;                      /* NULL: [server] hostname */
+    bool hold;                            /* deliver nothing: mail stays queued */
     struct route_timeouts timeouts;
     struct route_dest *dests;             /* [destination ...] sections */
     size_t ndests;

@@ -294,7 +294,8 @@ void sched_job_done(struct job *j, const struct job_ctx *ctx)
     char (*diag)[SMTP_RESULT_TEXT_MAX + 32] = NULL;
     size_t nfail = 0, ntold = 0;
 
-    if (m->deleted || s->stopping)
+    /* (While stopping only local jobs end here: what they wrote is recorded.) */
+    if (m->deleted)
         goto out;
     fail = calloc(j->n, sizeof *fail);
     told = calloc(j->n, sizeof *told);
@@ -678,6 +679,8 @@ static void pump(struct sched *s)
     char id[SPOOL_ID_LEN + 1];
     int64_t now = sched_now();
 
+    if (s->conf->hold)
+        return; /* [delivery] hold: everything stays queued */
     while (!s->stopping && s->nactive < SCHED_ACTIVE_MAX && spool_due_next(s->sh, now, id) == 1)
         msg_start(s, id);
     timer_arm(s);
@@ -733,7 +736,7 @@ static void on_stop_poll(struct io_op *op, int res, const char *data, unsigned f
     /* The attempts, bounces and notices written lately must be on disk
      * (their journal batches done) before the reactor may stop. */
     if (smtp_client_count() > 0 || io_op_busy(&s->wake_op) || io_op_busy(&s->timer_op) ||
-        dest_busy(s) || !spool_shard_idle(s->sh)) {
+        dest_busy(s) || s->nactive > 0 || !spool_shard_idle(s->sh)) {
         io_timer_start(s->loop, &s->stop_op, 5, on_stop_poll);
         return;
     }
@@ -749,19 +752,20 @@ void sched_stop(struct sched *s, void (*done)(void *arg), void *arg)
     spool_set_ready_cb(s->sh, NULL, NULL);
     io_cancel(s->loop, &s->wake_op);
     io_cancel(s->loop, &s->timer_op);
-    dest_stop_all(s); /* drops every job: messages finish and are released */
-    while (s->active != NULL) {
-        /* A local job still out (the hook owns it): release regardless. */
-        struct amsg *m = s->active;
-        m->refs = 1;
-        msg_unref(m);
-    }
+    /* Drops every remote job: their messages finish and are released.  A
+     * message with a local job out waits for it (a Maildir worker may be
+     * reading its segment). */
+    dest_stop_all(s);
     io_defer(s->loop, &s->stop_op, on_stop_poll);
 }
 
 void sched_set_conf(struct sched *s, const struct route_conf *conf)
 {
+    bool unhold = s->conf->hold && !conf->hold;
+
     s->conf = conf;
+    if (unhold)
+        wake(s);
     s->helo = conf->helo_name ? conf->helo_name : s->hostname;
     for (size_t i = 0; i < s->dcap; i++) {
         for (struct dest *d = s->dtab[i]; d != NULL; d = d->hnext) {

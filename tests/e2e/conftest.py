@@ -79,8 +79,9 @@ def blackhole_port():
 
 def make_conf(backend, **over):
     """ortoo.conf text.  `over` maps "section.key" to a value (None drops it).
-    By default every remote domain is routed to blackhole_port() (override
-    "routes.*" with None to deliver by MX)."""
+    By default delivery is held ([delivery] hold = on: mail stays queued)
+    and every remote domain is routed to blackhole_port() (override
+    "delivery.hold" with "off" and "routes.*" with None to deliver by MX)."""
     sections = {
         "server": {
             "hostname": HOSTNAME,
@@ -103,6 +104,11 @@ def make_conf(backend, **over):
         "tls": {"cert_dir": "certs"},
         "auth": {},
         "routes": {"*": f"[127.0.0.1]:{blackhole_port()}"},
+        # Local mail would go into the server's own directory; by default
+        # nothing is delivered at all (the tests of receiving look at the
+        # queue): test_delivery.py sets hold = off.
+        "local": {"maildir_root": "maildir"},
+        "delivery": {"hold": "on"},
         # No greeting delay: tests connect often (test_domains.py checks it).
         "smtp": {"greeting_delay": "0"},
     }
