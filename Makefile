@@ -3,12 +3,16 @@
 # SRCS (objects of the ortoo binary and its library), UNIT_TESTS (cmocka test
 # programs, one per source file) and BENCH_BINS.
 #
-#   make                  build ./ortoo (MODE=release: -O2 -g)
+#   make                  build ./ortoo (MODE=release: -O2 -g); installs nothing
 #   make MODE=asan test   ASan+UBSan build, unit tests then e2e tests
-#   make run              deps, build, start on a generated dev config
-#   make test             deps, build, unit tests, e2e tests (both io backends)
+#   make run              build deps, build, start on a generated dev config
+#   make test             test deps, build, unit tests, e2e tests (both io backends)
 #   make TLS=boringssl check-tls   the TLS layer and its unit test on BoringSSL
-#   make bench            benchmarks (QUICK=1 for a short run)
+#   make bench            bench deps, benchmarks (QUICK=1 for a short run)
+#   make fuzz             clang, then each libFuzzer target (FUZZ_SECONDS=30)
+#   make deps             the packages of `make test` (.ci/deps MODE for others)
+#   make fresh-check      `make test` and `make` from a clean clone in a fresh
+#                         Debian 12 chroot (root, debootstrap; minutes)
 #   make install          PREFIX=/usr/local DESTDIR=: binary, sendmail links,
 #                         systemd unit, sysusers/tmpfiles, man pages, docs
 #   make uninstall        the same files removed
@@ -43,6 +47,10 @@ SRCS :=
 MAIN_SRCS :=
 UNIT_TESTS :=
 BENCH_BINS :=
+# Before the module.mk files: their rules name the library as a prerequisite,
+# and a prerequisite is expanded when the rule is read.
+LIB := $(BUILD)/libortoo.a
+BIN := $(BUILD)/ortoo
 
 include io/module.mk
 include spool/module.mk
@@ -57,11 +65,10 @@ include tests/fuzz/module.mk
 
 OBJS := $(SRCS:%.c=$(BUILD)/%.o)
 MAIN_OBJS := $(MAIN_SRCS:%.c=$(BUILD)/%.o)
-LIB := $(BUILD)/libortoo.a
-BIN := $(BUILD)/ortoo
 UNIT_BINS := $(UNIT_TESTS:%=$(BUILD)/%)
 
-.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins install uninstall
+.PHONY: all deps run test unit e2e bench fuzz fmt clean check-tls bench-bins install uninstall \
+        fresh-check
 all: ortoo
 
 ortoo: $(BIN)
@@ -87,7 +94,7 @@ $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDFLAGS) $(LIBS) $(TEST_LIBS)
 
 deps:
-	@bash .ci/deps
+	@bash .ci/deps test
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
@@ -95,18 +102,21 @@ unit: $(UNIT_BINS)
 e2e: $(BIN)
 	ORTOO_BIN=$(abspath $(BIN)) $(PY) -m pytest -q -p no:cacheprovider tests/e2e $(PYTEST_ARGS)
 
-test: deps
+test:
+	@bash .ci/deps test
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) TLS=boringssl check-tls
 	$(MAKE) e2e
 
-run: deps
+run:
+	@bash .ci/deps build
 	$(MAKE) MODE=release all
 	./ortoo -c var/dev init dev.test --dev --hostname localhost --if-missing
 	./ortoo -c var/dev serve
 
-bench: deps
+bench:
+	@bash .ci/deps bench
 	$(MAKE) MODE=release all bench-bins
 	bash bench/run.sh $(if $(QUICK),--quick,)
 
@@ -115,6 +125,10 @@ bench-bins: $(BENCH_BINS:%=$(BUILD)/%)
 fuzz:
 	@bash .ci/deps fuzz
 	$(MAKE) fuzz-run
+
+# Not part of .ci/run (too slow for CI): see README, "Working on ortoo".
+fresh-check:
+	bash .ci/fresh-check
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')

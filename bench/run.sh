@@ -19,8 +19,11 @@
 # F (reactors 1 vs 2), H (callgrind instructions per accepted message), D
 # (TLS handshakes, when ortoo's submissions listener answers), C's first part
 # (DKIM-signed messages per core through dkim/, ortoo-dkimbench, beside
-# `openssl speed`), plus a check that ortoo-load drives smtp-sink at least as
-# fast as smtp-source.  B, C's relay part and G wait for delivery.  Results: build/bench/results.jsonl, logs, and
+# `openssl speed`), I (accept throughput of well-behaved clients under a reply
+# flood and under slowloris, as a ratio of the same run without attack, and
+# ortoo's peak RSS), J (200 sessions x 20 MB at once against the body-memory
+# budget), plus a check that ortoo-load drives smtp-sink at least as fast as
+# smtp-source.  B, C's relay part and G wait for delivery.  Results: build/bench/results.jsonl, logs, and
 # BENCHMARKS.md (plots in bench/plots/ unless --quick).
 #
 # Usage: bash bench/run.sh [--quick]      (QUICK=1 in the environment too)
@@ -235,9 +238,13 @@ import re, sys
 path, smtp, sub, subs, spool, reactors, io = sys.argv[1:8]
 want = {"listen": {"smtp": "127.0.0.1:" + smtp, "submission": "127.0.0.1:" + sub,
                    "submissions": "127.0.0.1:" + subs},
-        "server": {"spool": spool, "reactors": reactors, "io": io, "log_level": "warn"},
+        "server": {"spool": spool, "reactors": reactors, "io": io, "log_level": "warn",
+                   "max_connections": "20000"},
         # No banner delay (early-talker check): the peers do not delay either.
-        "smtp": {"greeting_delay": "0"}}
+        "smtp": {"greeting_delay": "0"},
+        # Every load comes from 127.0.0.1 (scenario E holds 10,000 connections);
+        # the attackers of scenario I use 127.0.0.2.
+        "limits": {"connections_per_address": "20000"}}
 out, section, seen = [], None, set()
 def flush(sec):
     for k, v in want.get(sec, {}).items():
@@ -430,6 +437,61 @@ if [[ $ORTOO_OK == 1 ]]; then
             stop_ortoo
         fi
     done
+fi
+
+# ---- scenario I: well-behaved clients under attack (issue 8) -------------------------------------
+# ortoo with its default limits (but connections_per_address, see start_ortoo); ortoo-load
+# (50 connections, 2 KB, 100 per connection, pipelining) alone, then while bench/attack.py
+# floods (50 connections sending EHLO without reading replies, reopened when ortoo closes
+# them) or slowloris-es (1000 connections, one byte a second) from 127.0.0.2.  Peak RSS:
+# VmHWM reset before each run (/proc/PID/clear_refs) and read after it.
+hwm_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; }
+hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+if [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
+    IDUR=$((QUICK ? 5 : 15))
+    for mode in none flood slowloris; do
+        hwm_reset "$ORTOO_PID"
+        apid=""
+        if [[ $mode != none ]]; then
+            nconn=50
+            [[ $mode == slowloris ]] && nconn=1000
+            "$PY" "$ROOT/bench/attack.py" --server "127.0.0.1:$ORTOO_PORT" --mode "$mode" \
+                --connections "$nconn" --duration $((IDUR + 3)) --source 127.0.0.2 --json \
+                >"$WORK/attack.$mode.json" 2>>"$OUT/attack.err" &
+            apid=$!
+            PIDS+=($apid)
+            sleep 2 # the attack is in place before the measurement starts
+        fi
+        load I ortoo "attack=$mode" "$ORTOO_PORT" --connections "$CONNS" --duration "$IDUR" \
+            --size 2048 --per-conn 100 --pipelining
+        [[ -n "$apid" ]] && wait "$apid"
+        hwm=$(hwm_kb "$ORTOO_PID")
+        record I ortoo "rss attack=$mode" "$("$PY" -c "
+import json
+try:
+    a = json.load(open('$WORK/attack.$mode.json'))
+except Exception:
+    a = {}
+print(json.dumps({'vm_hwm_kb': ${hwm:-0}, 'attack': a}))" 2>/dev/null || echo '{}')"
+        log "I rss attack=$mode: $(tail -1 "$RESULTS")"
+    done
+    stop_ortoo
+fi
+
+# ---- scenario J: the body-memory budget (issue 7 part 4) ------------------------------------------
+# 200 sessions (50 with QUICK) each send one 20 MB message at once to ortoo with its default
+# body_memory (256 MiB) and max_message_size 25M; half declare SIZE=.  Every message must end
+# in 250 (and be listed by `ortoo queue list`) or 452; the peak RSS must stay under the stated
+# bound: body_memory + 96 MiB (the reactors' io_uring receive buffers, 16 MiB each, and the
+# sessions' bounded input buffers).
+if [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
+    JN=$((QUICK ? 50 : 200))
+    out=$(timeout 900 "$PY" "$ROOT/bench/body_budget.py" --server "127.0.0.1:$ORTOO_PORT" \
+        --pid "$ORTOO_PID" --sessions "$JN" --size 20000000 --to "$TO" --ortoo "$ORTOO" \
+        --config "$ORTOO_DIR" --json --timeout 600 2>>"$OUT/budget.err")
+    record J ortoo "sessions=$JN size=20MB" "$out"
+    log "J: $(tail -1 "$RESULTS")"
+    stop_ortoo
 fi
 
 # ---- scenario H: callgrind instructions per accepted message -----------------------------------
@@ -694,6 +756,52 @@ if h:
 else:
     L.append("not available (ortoo did not run under valgrind).\n")
 
+L.append("## I. Well-behaved clients under attack (issue 8)\n")
+L.append("ortoo with its default limits; ortoo-load, $CONNS connections from 127.0.0.1, 2 KB, 100 messages"
+         " per connection, pipelining, for a fixed time, alone and then while \`bench/attack.py\` attacks from"
+         " 127.0.0.2: *flood* = 50 connections sending EHLO lines as fast as ortoo takes them and never"
+         " reading a reply (reopened when ortoo closes them); *slowloris* = 1,000 connections sending one"
+         " byte a second. Peak RSS: VmHWM of the run (reset before it). The attacker runs on the same 2"
+         " cores; its CPU time is shown.\n")
+base = get("I", "ortoo", "attack=none")
+rows_i = []
+for mode in ("none", "flood", "slowloris"):
+    r, m = get("I", "ortoo", "attack=" + mode), get("I", "ortoo", "rss attack=" + mode)
+    if r is None or "msgs_per_s" not in r:
+        continue
+    a = (m or {}).get("attack") or {}
+    rows_i.append("| %s | %.0f | %s | %.2f | %s | %s | %s |" % (
+        mode, r["msgs_per_s"], ratio(r, base) if mode != "none" else "1.00×", r["latency_ms"]["p99"],
+        f((m or {}).get("vm_hwm_kb", 0) / 1024, "%.0f MiB") if m and m.get("vm_hwm_kb") else "n/a",
+        ("%d opened, %d closed by ortoo" % (a.get("opened", 0), a.get("closed_by_server", 0))) if a else "",
+        f(a.get("cpu_s"), "%.1f s") if a else ""))
+if rows_i:
+    L.append("| attack | msgs/s | vs. no attack (goal ≥ 0.8) | p99 ms | ortoo peak RSS | attacker connections | attacker CPU |")
+    L.append("|---|---|---|---|---|---|---|")
+    L += rows_i
+    L.append("")
+else:
+    L.append("not available (ortoo did not run).\n")
+
+L.append("## J. Body memory: 20 MB messages at once (issue 7 part 4)\n")
+j = next((r for r in R if r["scenario"] == "J"), None)
+if j and "counts" in j:
+    bound_kb = (256 + 96) * 1024
+    L.append("%d sessions each send one %.0f MB message at once (half declare SIZE=) to ortoo with"
+             " \`body_memory = 256M\` (the default). Stated bound for the peak RSS: body_memory + 96 MiB"
+             " (io_uring receive buffers, 16 MiB per reactor, and the sessions' bounded input buffers).\n"
+             % (j["sessions"], j["size"] / 1e6))
+    L.append("| accepted (250, in \`queue list\`) | 452 at DATA | 452 at the final dot | errors | missing from the queue | peak RSS | bound | time |")
+    L.append("|---|---|---|---|---|---|---|---|")
+    c = j["counts"]
+    peak = j.get("vm_hwm_kb") or j.get("rss_peak_kb") or 0
+    L.append("| %d | %d | %d | %d | %s | %.0f MiB | %.0f MiB (%s) | %.1f s |\n" % (
+        j["accepted"], c.get("452-data", 0), c.get("452-dot", 0), c.get("error", 0) + c.get("hung", 0),
+        len(j["missing_from_queue"]) if j.get("missing_from_queue") is not None else "n/a",
+        peak / 1024, bound_kb / 1024, "met" if peak <= bound_kb else "not met", j["elapsed_s"]))
+else:
+    L.append("not available.\n")
+
 L.append("## Goals (issue 3)\n")
 a_o, a_p, a_s = get("A", "ortoo", "size=2048 per_conn=1"), get("A", "postfix", "size=2048 per_conn=1"), get("A", "smtp-sink", "size=2048 per_conn=1")
 def met(cond):
@@ -713,6 +821,9 @@ L.append("| F: 2 reactors ≥ 1.6× 1 | %s |" % met(q(f2, f1, 1.6)))
 cr = c["rsa_vs_openssl"] if c and c.get("rsa_vs_openssl") else None
 L.append("| C: signed 2 KB messages ≥ 85%% of the raw RSA-2048 sign rate per core | %s (%s) |" % (met(None if cr is None else cr >= 0.85), "n/a" if cr is None else "%.0f%%" % (100 * cr)))
 L.append("| B; C against Postfix + OpenDKIM | not yet (needs delivery) |")
+for mode in ("flood", "slowloris"):
+    r = get("I", "ortoo", "attack=" + mode)
+    L.append("| I (issue 8): accept under %s ≥ 0.8 of no attack | %s (%s) |" % (mode, met(q(r, base, 0.8)), ratio(r, base)))
 L.append("")
 L.append("Raw results (one JSON object per run): \`build/bench/results.jsonl\`; logs in \`build/bench/\`.\n")
 open(md_path, "w").write("\n".join(L))

@@ -5,20 +5,27 @@
  * server's reply lines) so that a person can see where a setup breaks.
  *
  *   ortoo send --server HOST:PORT [--starttls|--tls] [--insecure]
- *              [--user U --password-stdin] --from F --to T [--to T2...]
+ *              [--user U --password-stdin [--allow-plaintext-auth]]
+ *              --from F --to T [--to T2...]
  *              [--subject S] [--body-file FILE] [--ehlo NAME]
  *
  * It is not on the server's hot path, so it uses a plain blocking socket
  * with 30 s send/receive timeouts and, for TLS, OpenSSL on that socket
  * (SSL_set_fd) through API that BoringSSL shares (RECIPES.md).  The
  * certificate is checked against the system store and the server's name
- * unless --insecure.  Exit status: 0 when the message got a 2xx after DATA,
- * 1 otherwise, 2 on a usage error.
+ * unless --insecure.  A password is only ever sent under TLS: --user needs
+ * --starttls or --tls, except with --allow-plaintext-auth, which works only
+ * towards a loopback address (tests).  A server that stays silent in plain
+ * text, or answers a ClientHello with a plaintext greeting, gets a hint
+ * about the port's TLS mode (465 is implicit TLS, 25 and 587 STARTTLS).
+ * Exit status: 0 when the message got a 2xx after DATA, 1 otherwise, 2 on a
+ * usage error.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -40,6 +47,8 @@
 #include "cli/cli.h"
 
 #define SEND_TIMEOUT_S 30
+#define SEND_HINT_MS 5000             /* silence before the "is this a TLS port?" hint */
+#define SEND_TLS_PORT "465"           /* submissions, implicit TLS (RFC 8314 3.3) */
 #define SEND_LINE_MAX 2048            /* longer reply lines are cut (RFC 5321 4.5.3.1.5: 512) */
 #define SEND_BODY_MAX (64u << 20)     /* a test message; refuse bigger body files */
 #define SEND_DEFAULT_SUBJECT "ortoo test message"
@@ -55,6 +64,7 @@ struct send_opts {
     bool insecure;
     const char *user;              /* NULL: no AUTH */
     bool password_stdin;
+    bool allow_plaintext_auth;     /* AUTH without TLS, loopback only (tests) */
     const char *from;
     const char **to;               /* owned array of borrowed strings */
     size_t nto;
@@ -93,7 +103,8 @@ static void send_usage(FILE *f)
 {
     fprintf(f,
             "usage: ortoo send --server HOST:PORT [--starttls|--tls] [--insecure]\n"
-            "                  [--user U --password-stdin] --from F --to T [--to T2...]\n"
+            "                  [--user U --password-stdin [--allow-plaintext-auth]]\n"
+            "                  --from F --to T [--to T2...]\n"
             "                  [--subject S] [--body-file FILE] [--ehlo NAME]\n"
             "\n"
             "Send one test message and show the SMTP dialogue.\n"
@@ -101,7 +112,8 @@ static void send_usage(FILE *f)
             "  --starttls          upgrade with STARTTLS (port 587) ; --tls: implicit TLS (465)\n"
             "  --insecure          do not verify the server's certificate (self-signed dev cert)\n"
             "  --user U            authenticate (AUTH PLAIN) as U; the password is the first\n"
-            "                      line of standard input (--password-stdin)\n"
+            "                      line of standard input (--password-stdin); needs TLS\n"
+            "  --allow-plaintext-auth  send the password without TLS (loopback servers only)\n"
             "  --subject S         default \"" SEND_DEFAULT_SUBJECT "\"\n"
             "  --body-file FILE    message body (default: one line of text)\n"
             "  --ehlo NAME         EHLO argument (default: this machine's host name)\n");
@@ -689,10 +701,16 @@ static int send_parse(int argc, char **argv, struct send_opts *o)
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             send_usage(stdout);
             return -1;
-        } else if (strcmp(a, "--starttls") == 0) {
-            o->tls = SEND_STARTTLS;
-        } else if (strcmp(a, "--tls") == 0) {
-            o->tls = SEND_IMPLICIT_TLS;
+        } else if (strcmp(a, "--starttls") == 0 || strcmp(a, "--tls") == 0) {
+            enum send_tls t = a[2] == 's' ? SEND_STARTTLS : SEND_IMPLICIT_TLS;
+            if (o->tls != SEND_PLAIN && o->tls != t) {
+                fprintf(stderr, "ortoo send: --starttls and --tls exclude each other "
+                                "(--starttls: port 25/587; --tls: implicit TLS, port 465)\n");
+                return 2;
+            }
+            o->tls = t;
+        } else if (strcmp(a, "--allow-plaintext-auth") == 0) {
+            o->allow_plaintext_auth = true;
         } else if (strcmp(a, "--insecure") == 0) {
             o->insecure = true;
         } else if (strcmp(a, "--password-stdin") == 0) {
@@ -749,6 +767,15 @@ static int send_parse(int argc, char **argv, struct send_opts *o)
         fprintf(stderr, "ortoo send: --user and --password-stdin go together\n");
         return 2;
     }
+    if (o->user != NULL && o->tls == SEND_PLAIN && !o->allow_plaintext_auth) {
+        fprintf(stderr, "ortoo send: refusing to send a password without TLS: add --starttls "
+                        "(port 25/587) or --tls (port 465)\n");
+        return 2;
+    }
+    if (o->allow_plaintext_auth && o->user == NULL) {
+        fprintf(stderr, "ortoo send: --allow-plaintext-auth goes with --user\n");
+        return 2;
+    }
     if (o->ehlo != NULL && (o->ehlo[0] == '\0' || strpbrk(o->ehlo, " \r\n") != NULL)) {
         fprintf(stderr, "ortoo send: bad --ehlo name\n");
         return 2;
@@ -769,6 +796,50 @@ static int password_read(char *out, size_t len)
         return -1;
     }
     return 0;
+}
+
+/* ---- TLS mode hints and the plaintext-password guard ---- */
+
+/* True when the connected peer is this machine (127.0.0.0/8, ::1, a
+ * v4-mapped 127/8, or a local socket as in the unit tests). */
+static bool conn_peer_is_loopback(const struct send_conn *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(c->fd, (struct sockaddr *)&ss, &len) < 0)
+        return false;
+    if (ss.ss_family == AF_UNIX)
+        return true;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return false;
+}
+
+static void hint_implicit_tls(const struct send_opts *o)
+{
+    fprintf(stderr,
+            "ortoo send: hint: %s:%s may expect TLS from the first byte (implicit TLS, "
+            "'submissions', port 465): try --tls\n",
+            o->host, o->port);
+}
+
+/*
+ * Before reading the greeting in plain text: a server that says nothing for
+ * SEND_HINT_MS is often one that waits for a ClientHello; say so (and keep
+ * waiting).  Returns true when the hint was printed.
+ */
+static bool greeting_wait(struct send_conn *c, const struct send_opts *o)
+{
+    struct pollfd p = { .fd = c->fd, .events = POLLIN };
+    if (c->rlen > c->roff || poll(&p, 1, SEND_HINT_MS) != 0)
+        return false;
+    fprintf(stderr, "ortoo send: no greeting after %d s\n", SEND_HINT_MS / 1000);
+    hint_implicit_tls(o);
+    return true;
 }
 
 /* ---- the dialogue ---- */
@@ -805,14 +876,21 @@ static int dialogue(struct send_conn *c, const struct send_opts *o, const char *
     }
     ehlo[sizeof ehlo - 1] = '\0';
 
-    if (o->tls == SEND_IMPLICIT_TLS && conn_tls_start(c, o) < 0)
+    if (o->tls == SEND_IMPLICIT_TLS && conn_tls_start(c, o) < 0) {
+        fprintf(stderr, "ortoo send: hint: if %s:%s greets in plain text (port 25 or 587), "
+                        "use --starttls instead of --tls\n",
+                o->host, o->port);
         goto out;
+    }
+    bool hinted = o->tls != SEND_IMPLICIT_TLS && greeting_wait(c, o);
     /* RFC 5321 3.1: the greeting. */
     int code = conn_reply(c, &r);
     fflush(stdout);
     if (code != 220) {
         if (code > 0)
             fprintf(stderr, "ortoo send: the server does not accept mail now\n");
+        else if (o->tls != SEND_IMPLICIT_TLS && !hinted)
+            hint_implicit_tls(o); /* silence then a close, or TLS bytes */
         goto quit;
     }
     if (say_hello(c, &r, ehlo, need_ehlo) < 0)
@@ -842,8 +920,11 @@ static int dialogue(struct send_conn *c, const struct send_opts *o, const char *
 
     if (o->user != NULL) {
         char b64[1400];
-        if (c->ssl == NULL)
-            fprintf(stderr, "ortoo send: warning: sending the password without TLS\n");
+        if (c->ssl == NULL && !(o->allow_plaintext_auth && conn_peer_is_loopback(c))) {
+            fprintf(stderr, "ortoo send: refusing to send the password without TLS%s\n",
+                    o->allow_plaintext_auth ? " to a non-loopback address" : "");
+            goto quit;
+        }
         if (!send_ehlo_has(&r, "AUTH"))
             fprintf(stderr, "ortoo send: warning: the server does not offer AUTH\n");
         if (send_auth_plain(o->user, password, b64, sizeof b64) < 0) {

@@ -14,6 +14,12 @@
  * dummy hash made at start-up so that they cost the same time.  Passwords are
  * wiped (sodium_memzero) as soon as they are no longer needed.
  *
+ * The queue is bounded (max_queue): past it auth_verify() answers -EBUSY
+ * and the session says 454 at once, so a flood of checks costs the flooder,
+ * not every other user's AUTH.  The throttle counts an attempt from the
+ * moment it is admitted (auth_attempt_begin), per client prefix and per
+ * account, so attempts sent in parallel cannot outrun it.
+ *
  * The cache and the throttle table are small fixed-size open-addressing
  * tables (bounded memory, oldest entry in the probe window evicted), each
  * behind its own mutex: AUTH is not the hot path.
@@ -26,15 +32,20 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/users.h"
 
 #define AUTH_CACHE_SLOTS 4096   /* power of two */
 #define AUTH_THROTTLE_SLOTS 1024 /* power of two */
 #define AUTH_PROBE 8            /* slots examined per lookup */
-#define AUTH_ADDR_MAX 64        /* client address bytes kept (IPv6 text fits) */
+#define AUTH_ID_BYTES 16        /* throttle key: keyed BLAKE2b of the key material */
+#define AUTH_USER_MAX 321       /* user names longer than this are cut for the key */
 #define AUTH_PLAIN_MAX 1024     /* decoded PLAIN response bytes accepted */
+#define AUTH_WORKER_NICE 10     /* password threads yield to the reactors */
 
 /* A cached success: key = BLAKE2b_k(user \0 pass \0 hash). */
 struct auth_cache_slot {
@@ -43,12 +54,15 @@ struct auth_cache_slot {
     uint64_t inserted_ms; /* for choosing a victim */
 };
 
-/* Failures of one client address.  Empty when addr[0] == '\0'. */
+/* Failures and attempts in flight of one client prefix or one account,
+ * under an id that does not reveal which.  Empty when !used. */
 struct auth_throttle_slot {
-    char addr[AUTH_ADDR_MAX];   /* NUL-terminated, possibly truncated */
+    unsigned char id[AUTH_ID_BYTES]; /* BLAKE2b_k("c" prefix key | "u" user) */
+    bool used;
     uint64_t window_start_ms;   /* start of the current fixed window */
-    uint64_t last_ms;           /* last failure, for choosing a victim */
+    uint64_t last_ms;           /* last change, for choosing a victim */
     unsigned failures;          /* failures since window_start_ms */
+    unsigned inflight;          /* attempts admitted and not ended */
 };
 
 /*
@@ -61,6 +75,8 @@ struct auth {
     pthread_mutex_t mu;           /* queue lock */
     pthread_cond_t cv;            /* signalled when a request is queued / stopping */
     struct auth_req *head, *tail; /* pending requests */
+    unsigned queued;              /* requests between head and tail */
+    unsigned max_queue;           /* 0: unbounded */
     bool stopping;                /* auth_free() in progress */
     pthread_t *threads;           /* nthreads workers */
     unsigned nthreads;
@@ -73,9 +89,10 @@ struct auth {
     pthread_mutex_t cache_mu;
     struct auth_cache_slot cache[AUTH_CACHE_SLOTS];
 
-    unsigned max_failures;        /* 0: throttling disabled */
+    unsigned max_failures;        /* per client prefix; 0: throttling disabled */
+    unsigned account_max_failures; /* per account; 0: disabled */
     uint64_t window_ms;
-    unsigned char throttle_secret[crypto_shorthash_KEYBYTES];
+    unsigned char throttle_secret[crypto_generichash_KEYBYTES];
     pthread_mutex_t throttle_mu;
     struct auth_throttle_slot throttle[AUTH_THROTTLE_SLOTS];
 };
@@ -210,6 +227,11 @@ static void *worker_main(void *arg)
 {
     struct auth *a = arg;
 
+    /* argon2id is bulk work: on a small machine it must not take the CPU
+     * from the reactors (nice applies per thread on Linux). */
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), AUTH_WORKER_NICE) < 0)
+        (void)0; /* not fatal: the checks just compete at normal priority */
+
     pthread_mutex_lock(&a->mu);
     for (;;) {
         struct auth_req *req;
@@ -219,6 +241,7 @@ static void *worker_main(void *arg)
         if (a->stopping)
             break;
         req = a->head;
+        a->queued--;
         a->head = req->next;
         if (a->head == NULL)
             a->tail = NULL;
@@ -233,11 +256,11 @@ static void *worker_main(void *arg)
 
 /* --- Life cycle. --- */
 
-struct auth *auth_new(unsigned nworkers, unsigned cache_ttl, unsigned max_failures,
-                      unsigned window)
+struct auth *auth_new(const struct auth_params *p)
 {
     struct auth *a;
     unsigned char pw[16];
+    unsigned nworkers = p->workers;
 
     if (sodium_init() < 0)
         return NULL;
@@ -249,9 +272,11 @@ struct auth *auth_new(unsigned nworkers, unsigned cache_ttl, unsigned max_failur
     pthread_mutex_init(&a->cache_mu, NULL);
     pthread_mutex_init(&a->throttle_mu, NULL);
     atomic_init(&a->users, NULL);
-    a->cache_ttl_ms = cache_ttl * 1000u;
-    a->max_failures = max_failures;
-    a->window_ms = (uint64_t)window * 1000u;
+    a->cache_ttl_ms = p->cache_ttl * 1000u;
+    a->max_failures = p->max_failures;
+    a->account_max_failures = p->account_max_failures;
+    a->window_ms = (uint64_t)p->window * 1000u;
+    a->max_queue = p->max_queue;
     randombytes_buf(a->cache_secret, sizeof(a->cache_secret));
     randombytes_buf(a->throttle_secret, sizeof(a->throttle_secret));
 
@@ -342,6 +367,13 @@ int auth_verify(struct auth *a, struct auth_req *req, struct io_loop *loop, cons
     }
 
     pthread_mutex_lock(&a->mu);
+    if (a->max_queue != 0 && a->queued >= a->max_queue) {
+        /* A flood of checks must not stall everyone's AUTH for minutes. */
+        pthread_mutex_unlock(&a->mu);
+        wipe_pass(req);
+        return -EBUSY;
+    }
+    a->queued++;
     if (a->tail != NULL)
         a->tail->next = req;
     else
@@ -354,77 +386,155 @@ int auth_verify(struct auth *a, struct auth_req *req, struct io_loop *loop, cons
 
 /* --- Throttling. --- */
 
-/* Find the slot of addr; with create, claim one (evicting the entry with
- * the oldest failure in the probe window).  Called with throttle_mu held. */
-static struct auth_throttle_slot *throttle_find(struct auth *a, const char *addr, bool create)
+/* The slot id of a client prefix. */
+static void client_id(const struct auth *a, const struct limits_key *k,
+                      unsigned char id[AUTH_ID_BYTES])
 {
-    char k[AUTH_ADDR_MAX];
-    unsigned char h[crypto_shorthash_BYTES];
-    struct auth_throttle_slot *victim = NULL;
-    size_t base;
+    crypto_generichash_state st;
 
-    strncpy(k, addr, sizeof(k) - 1);
-    k[sizeof(k) - 1] = '\0';
-    crypto_shorthash(h, (const unsigned char *)k, strlen(k), a->throttle_secret);
-    base = slot_index(h, AUTH_THROTTLE_SLOTS - 1);
+    crypto_generichash_init(&st, a->throttle_secret, sizeof(a->throttle_secret), AUTH_ID_BYTES);
+    crypto_generichash_update(&st, (const unsigned char *)"c", 1);
+    crypto_generichash_update(&st, (const unsigned char *)k, sizeof(*k));
+    crypto_generichash_final(&st, id, AUTH_ID_BYTES);
+}
+
+/* The slot id of an account: the name with its domain lower-cased (the
+ * users table's rule: the local part is exact). */
+static void account_id(const struct auth *a, const char *user, unsigned char id[AUTH_ID_BYTES])
+{
+    char norm[AUTH_USER_MAX];
+    size_t n = strnlen(user, sizeof(norm) - 1);
+    crypto_generichash_state st;
+
+    memcpy(norm, user, n);
+    norm[n] = '\0';
+    char *at = strrchr(norm, '@');
+    for (char *p = at; p != NULL && *p != '\0'; p++)
+        if (*p >= 'A' && *p <= 'Z')
+            *p = (char)(*p - 'A' + 'a');
+    crypto_generichash_init(&st, a->throttle_secret, sizeof(a->throttle_secret), AUTH_ID_BYTES);
+    crypto_generichash_update(&st, (const unsigned char *)"u", 1);
+    crypto_generichash_update(&st, (const unsigned char *)norm, n);
+    crypto_generichash_final(&st, id, AUTH_ID_BYTES);
+}
+
+/* Find the slot of id; with create, claim one (evicting, in the probe
+ * window, an idle entry with the oldest change, else the oldest).  Called
+ * with throttle_mu held. */
+static struct auth_throttle_slot *throttle_find(struct auth *a, const unsigned char *id,
+                                                bool create)
+{
+    struct auth_throttle_slot *victim = NULL;
+    size_t base = slot_index(id, AUTH_THROTTLE_SLOTS - 1);
+
     for (size_t i = 0; i < AUTH_PROBE; i++) {
         struct auth_throttle_slot *s = &a->throttle[(base + i) & (AUTH_THROTTLE_SLOTS - 1)];
-        if (s->addr[0] != '\0' && strcmp(s->addr, k) == 0)
+        if (s->used && memcmp(s->id, id, AUTH_ID_BYTES) == 0)
             return s;
-        if (victim == NULL || (victim->addr[0] != '\0' &&
-                               (s->addr[0] == '\0' || s->last_ms < victim->last_ms)))
+        if (victim == NULL || (victim->used &&
+                               (!s->used || (s->inflight == 0 && victim->inflight > 0) ||
+                                ((s->inflight == 0) == (victim->inflight == 0) &&
+                                 s->last_ms < victim->last_ms))))
             victim = s;
     }
     if (!create)
         return NULL;
     memset(victim, 0, sizeof(*victim));
-    memcpy(victim->addr, k, sizeof(k));
+    memcpy(victim->id, id, AUTH_ID_BYTES);
+    victim->used = true;
     return victim;
 }
 
-bool auth_throttled(struct auth *a, const char *client_addr)
+/* Failures in the current window (0 once it has passed). */
+static unsigned slot_failures(const struct auth *a, const struct auth_throttle_slot *s,
+                              uint64_t now)
 {
-    struct auth_throttle_slot *s;
-    bool throttled = false;
-
-    if (a->max_failures == 0 || client_addr == NULL || client_addr[0] == '\0')
-        return false;
-    pthread_mutex_lock(&a->throttle_mu);
-    s = throttle_find(a, client_addr, false);
-    if (s != NULL && now_ms() - s->window_start_ms < a->window_ms)
-        throttled = s->failures >= a->max_failures;
-    pthread_mutex_unlock(&a->throttle_mu);
-    return throttled;
+    return now - s->window_start_ms < a->window_ms ? s->failures : 0;
 }
 
-void auth_note_failure(struct auth *a, const char *client_addr)
+/* True when the slot of id is at max (failures + in flight). */
+static bool slot_full(struct auth *a, const unsigned char *id, unsigned max, uint64_t now)
 {
-    struct auth_throttle_slot *s;
+    struct auth_throttle_slot *s = throttle_find(a, id, false);
+    return max != 0 && s != NULL && slot_failures(a, s, now) + s->inflight >= max;
+}
+
+bool auth_client_throttled(struct auth *a, const struct limits_key *client)
+{
+    unsigned char id[AUTH_ID_BYTES];
+    bool full;
+
+    if (a->max_failures == 0)
+        return false;
+    client_id(a, client, id);
+    pthread_mutex_lock(&a->throttle_mu);
+    full = slot_full(a, id, a->max_failures, now_ms());
+    pthread_mutex_unlock(&a->throttle_mu);
+    return full;
+}
+
+enum auth_gate auth_attempt_begin(struct auth *a, const struct limits_key *client,
+                                  const char *user)
+{
+    unsigned char cid[AUTH_ID_BYTES], uid[AUTH_ID_BYTES];
+    enum auth_gate g = AUTH_GATE_OK;
     uint64_t now = now_ms();
 
-    if (a->max_failures == 0 || client_addr == NULL || client_addr[0] == '\0')
-        return;
+    client_id(a, client, cid);
+    account_id(a, user, uid);
     pthread_mutex_lock(&a->throttle_mu);
-    s = throttle_find(a, client_addr, true);
-    if (s->failures == 0 || now - s->window_start_ms >= a->window_ms) {
-        s->window_start_ms = now; /* a new fixed window */
-        s->failures = 0;
+    if (slot_full(a, cid, a->max_failures, now))
+        g = AUTH_GATE_CLIENT;
+    else if (slot_full(a, uid, a->account_max_failures, now))
+        g = AUTH_GATE_ACCOUNT;
+    if (g == AUTH_GATE_OK) {
+        struct auth_throttle_slot *s = throttle_find(a, cid, true);
+        s->inflight++;
+        s->last_ms = now;
+        s = throttle_find(a, uid, true);
+        s->inflight++;
+        s->last_ms = now;
     }
-    s->failures++;
-    s->last_ms = now;
     pthread_mutex_unlock(&a->throttle_mu);
+    return g;
 }
 
-void auth_note_success(struct auth *a, const char *client_addr)
+/* End one attempt on the slot of id (it may have been evicted: then the
+ * failure starts a new entry). */
+static void slot_end(struct auth *a, const unsigned char *id, enum auth_outcome outcome,
+                     bool clear_on_ok, uint64_t now)
 {
-    struct auth_throttle_slot *s;
+    struct auth_throttle_slot *s = throttle_find(a, id, outcome == AUTH_OUTCOME_FAILED);
 
-    if (a->max_failures == 0 || client_addr == NULL || client_addr[0] == '\0')
+    if (s == NULL)
         return;
+    if (s->inflight > 0)
+        s->inflight--;
+    s->last_ms = now;
+    if (outcome == AUTH_OUTCOME_FAILED) {
+        if (s->failures == 0 || now - s->window_start_ms >= a->window_ms) {
+            s->window_start_ms = now; /* a new fixed window */
+            s->failures = 0;
+        }
+        s->failures++;
+    } else if (outcome == AUTH_OUTCOME_OK && clear_on_ok) {
+        s->failures = 0;
+    }
+    if (s->failures == 0 && s->inflight == 0)
+        s->used = false;
+}
+
+void auth_attempt_end(struct auth *a, const struct limits_key *client, const char *user,
+                      enum auth_outcome outcome)
+{
+    unsigned char cid[AUTH_ID_BYTES], uid[AUTH_ID_BYTES];
+    uint64_t now = now_ms();
+
+    client_id(a, client, cid);
+    account_id(a, user, uid);
     pthread_mutex_lock(&a->throttle_mu);
-    s = throttle_find(a, client_addr, false);
-    if (s != NULL)
-        memset(s, 0, sizeof(*s));
+    slot_end(a, cid, outcome, false, now);
+    slot_end(a, uid, outcome, true, now);
     pthread_mutex_unlock(&a->throttle_mu);
 }
 

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/limits.h"
 #include "io/loop.h"
 
 struct auth;
@@ -39,10 +40,18 @@ struct auth_req {
     struct auth_req *next;
 };
 
-/* Create the worker pool (nworkers threads).  cache_ttl seconds; throttle:
- * max_failures per window seconds per client address. */
-struct auth *auth_new(unsigned nworkers, unsigned cache_ttl, unsigned max_failures,
-                      unsigned window);
+/* What auth_new() needs (from ortoo.conf [auth]). */
+struct auth_params {
+    unsigned workers;              /* argon2id threads (>= 1) */
+    unsigned cache_ttl;            /* seconds a success stays cached; 0: no cache */
+    unsigned max_failures;         /* per client prefix per window; 0: no throttle */
+    unsigned account_max_failures; /* per account (user name) per window; 0: none */
+    unsigned window;               /* seconds of the fixed failure window */
+    unsigned max_queue;            /* verifications waiting for a worker; 0: no bound */
+};
+
+/* Create the worker pool.  Returns NULL on failure. */
+struct auth *auth_new(const struct auth_params *p);
 void auth_free(struct auth *a);
 
 /* Point the verifier at a users table (borrowed; swap on reload).  Not
@@ -53,17 +62,40 @@ void auth_set_users(struct auth *a, const struct users *u);
 /*
  * Start verifying user/password.  The request is copied into req; cb runs
  * later on req->loop with ok.  Unknown users are verified against a dummy
- * hash so that timing does not reveal them.  Returns 0 or -errno.
+ * hash so that timing does not reveal them.  Returns 0, -EBUSY when
+ * max_queue verifications already wait for a worker (cb will not run: the
+ * caller answers 454 at once), or -errno.
  */
 int auth_verify(struct auth *a, struct auth_req *req, struct io_loop *loop,
                 const char *user, size_t user_len, const char *pass,
                 size_t pass_len, auth_cb cb);
 
-/* Throttling per client address (thread-safe).  auth_throttled() is true
- * when the address has too many recent failures. */
-bool auth_throttled(struct auth *a, const char *client_addr);
-void auth_note_failure(struct auth *a, const char *client_addr);
-void auth_note_success(struct auth *a, const char *client_addr);
+/*
+ * Throttling (thread-safe).  Failures are counted per client prefix (the
+ * limits_key: IPv4 /32, IPv6 /64 by default) and per account (the user name
+ * as given, domain lower-cased) in a fixed window.  An attempt counts from
+ * the moment it is admitted, not when argon2id finishes, so parallel
+ * attempts cannot get past the limit: a key is throttled while
+ * failures + attempts in flight >= its maximum.
+ */
+enum auth_gate { AUTH_GATE_OK = 0, AUTH_GATE_CLIENT, AUTH_GATE_ACCOUNT };
+enum auth_outcome { AUTH_OUTCOME_OK = 0, AUTH_OUTCOME_FAILED, AUTH_OUTCOME_ABORTED };
+
+/* True when the client prefix may not try now (checked at the AUTH command,
+ * before the user name is known). */
+bool auth_client_throttled(struct auth *a, const struct limits_key *client);
+
+/* Admit one attempt for client and user: AUTH_GATE_OK counts it in flight
+ * against both (end it with auth_attempt_end exactly once); otherwise
+ * nothing is counted and the verdict names the key that is throttled. */
+enum auth_gate auth_attempt_begin(struct auth *a, const struct limits_key *client,
+                                  const char *user);
+/* The attempt is over: FAILED adds a failure to both keys; OK clears the
+ * account's failures (the client prefix's stay: one good account must not
+ * buy guesses at others); ABORTED (never verified, e.g. queue full) only
+ * ends the in-flight count. */
+void auth_attempt_end(struct auth *a, const struct limits_key *client, const char *user,
+                      enum auth_outcome outcome);
 
 /*
  * Decode SASL PLAIN initial response (base64 "authzid\0authcid\0passwd",

@@ -79,11 +79,17 @@ static const struct key_def keys[] = {
     {"auth", "cache_ttl", KT_UINT, F(auth_cache_ttl), 0, 604800},
     {"auth", "max_failures", KT_UINT, F(auth_max_failures), 1, 1000000},
     {"auth", "fail_window", KT_UINT, F(auth_fail_window), 1, 604800},
+    /* [spool] */
+    {"spool", "segment_size", KT_SIZE, F(spool_opts.segment_size), 64 * 1024, 0},
+    {"spool", "checkpoint_size", KT_SIZE, F(spool_opts.checkpoint_size), 4096, 0},
+    {"spool", "compact_min_age", KT_UINT, F(spool_opts.compact_min_age), 1, 604800},
+    {"spool", "compact_live_pct", KT_UINT, F(spool_opts.compact_live_pct), 1, 99},
 };
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp"};
+static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp",
+                                         "limits", "spool"};
 
 /* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
 enum domains_key {
@@ -106,6 +112,75 @@ static const struct {
 };
 
 /*
+ * The limit keys (struct config_limits): a table of their own, looked up
+ * after keys[].  Their indexes in loader.seen[] follow NKEYS.
+ */
+#define L(field) offsetof(struct config, limits.field)
+static const struct key_def limit_keys[] = {
+    {"limits", "connections_per_address", KT_UINT, L(per_address), 1, 1000000},
+    {"limits", "ipv4_prefix", KT_UINT, L(ipv4_prefix), 8, 32},
+    {"limits", "ipv6_prefix", KT_UINT, L(ipv6_prefix), 16, 128},
+    {"limits", "max_commands", KT_UINT, L(max_commands), 10, 100000000},
+    {"limits", "max_junk_commands", KT_UINT, L(max_junk), 1, 1000000},
+    {"limits", "timeout_greeting", KT_UINT, L(timeout_greeting), 1, 86400},
+    {"limits", "timeout_session", KT_UINT, L(timeout_session), 1, 604800},
+    {"limits", "min_data_rate", KT_UINT, L(min_data_rate), 0, 1000000000},
+    {"limits", "max_pending_output", KT_SIZE, L(max_pending_output), 4096, 0},
+    {"limits", "body_memory", KT_SIZE, L(body_memory), 65536, 0},
+    {"auth", "account_max_failures", KT_UINT, L(auth_account_failures), 1, 1000000},
+    {"auth", "max_queue", KT_UINT, L(auth_queue), 1, 1000000},
+};
+#undef L
+#define NLIMIT_KEYS (sizeof(limit_keys) / sizeof(limit_keys[0]))
+
+static void limits_defaults(struct config_limits *l)
+{
+    l->per_address = 50;
+    l->ipv4_prefix = 32;
+    l->ipv6_prefix = 64;
+    l->max_commands = 10000;
+    l->max_junk = 100;
+    l->timeout_greeting = 60;
+    l->timeout_session = 3600;
+    l->min_data_rate = 500;
+    l->max_pending_output = 64u << 10;
+    l->body_memory = 0; /* unset: limits_check makes it max(256M, max_message_size) */
+    l->auth_account_failures = 20;
+    l->auth_queue = 64;
+}
+
+/* Checks across keys, after the parse.  Returns 0 or -1 with err set. */
+static int limits_check(struct config *cfg, const char *file, char *err, size_t errlen)
+{
+    if (cfg->limits.body_memory == 0) {
+        cfg->limits.body_memory = 256ull << 20;
+        if (cfg->limits.body_memory < cfg->max_message_size)
+            cfg->limits.body_memory = cfg->max_message_size;
+    }
+    if (cfg->limits.body_memory < cfg->max_message_size) {
+        snprintf(err, errlen,
+                 "%s: [limits] body_memory (%llu) is smaller than [server] max_message_size "
+                 "(%llu): a message of the largest size could never be accepted",
+                 file, (unsigned long long)cfg->limits.body_memory,
+                 (unsigned long long)cfg->max_message_size);
+        return -1;
+    }
+    return 0;
+}
+
+/* The limit key section/name, or NULL; *idx is its loader.seen[] index. */
+static const struct key_def *limits_key_find(const char *section, const char *name, int *idx)
+{
+    for (size_t i = 0; i < NLIMIT_KEYS; i++) {
+        if (strcmp(limit_keys[i].section, section) == 0 && strcmp(limit_keys[i].name, name) == 0) {
+            *idx = (int)(NKEYS + i);
+            return &limit_keys[i];
+        }
+    }
+    return NULL;
+}
+
+/*
  * State of one load.  Invariants: lineno is the number of the line the
  * reader handed out last (the one libinih is working on); once failed is
  * set, err holds the message and the reader returns no more lines.
@@ -120,7 +195,7 @@ struct loader {
     bool line_indented;             /* current line starts with blank */
     bool has_prev_key;              /* libinih's prev_name is set: an
                                        indented line continues that key */
-    bool seen[NKEYS];               /* duplicate detection */
+    bool seen[NKEYS + NLIMIT_KEYS]; /* duplicate detection */
     bool dk_seen[DK__COUNT];        /* the same for domains_keys */
     int last_key;                   /* key of the previous handler call */
     struct {                        /* [delivery], [destination], [routes] */
@@ -199,8 +274,12 @@ static char *config_reader(char *str, int num, void *stream)
         load_fail(ld, "line too long (at most %d characters)", num - 3);
         return NULL;
     }
-    memcpy(str, p, n);
-    str[n] = '\0';
+    /* Copy the text and one "\n", not the line's own ending: a line may end
+     * in any number of CRs, which would overrun str.  libinih strips
+     * trailing white space, so this changes no value. */
+    memcpy(str, p, text);
+    str[text] = '\n';
+    str[text + 1] = '\0';
 
     /* Section headers: catch unknown sections even without keys.  libinih
      * takes an indented line after a key as a continuation, even one that
@@ -493,7 +572,7 @@ static int key_set(struct loader *ld, const struct key_def *k, const char *value
             *(uint64_t *)(base + k->off) = v;
         return 0;
     case KT_SIZE:
-        if (config_parse_size(value, &v) < 0 || v < k->min) {
+        if (config_parse_size(value, &v) < 0 || v < k->min || (k->max != 0 && v > k->max)) {
             load_fail(ld, "[%s] %s: expected a size such as 1000, 512K, 25M or 1G, got '%s'",
                       k->section, k->name, value);
             return -1;
@@ -1025,6 +1104,8 @@ static int config_handler(void *user, const char *section, const char *name, con
             break;
         }
     }
+    if (k == NULL)
+        k = limits_key_find(section, name, &idx);
     if (k == NULL) {
         load_fail(ld, "unknown key '%s' in [%s]", name, section);
         return 0;
@@ -1106,6 +1187,10 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     res_conf_init(&cfg->resolver);
     route_conf_init(&cfg->delivery);
     domains_defaults(cfg);
+    limits_defaults(&cfg->limits);
+    cfg->spool_opts = (struct config_spool){.segment_size = 64ull << 20,
+                                            .checkpoint_size = 4ull << 20,
+                                            .compact_min_age = 60, .compact_live_pct = 50};
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier
@@ -1150,6 +1235,8 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     if (cfg->log_level == NULL && (cfg->log_level = strdup("info")) == NULL)
         goto nomem;
     if (domains_finish(cfg, file, err, errlen) < 0)
+        goto fail;
+    if (limits_check(cfg, file, err, errlen) < 0)
         goto fail;
     if (cfg->nlistens == 0) {
         set_err(err, errlen,

@@ -64,6 +64,27 @@ struct config_smtp {
                                         is an early talker (refused); default 1000 */
 };
 
+/*
+ * [limits] and the limit keys of [auth]: what one client may hold or cost
+ * (issue 8, docs/config.md).  Every bound a remote peer can push against is
+ * here or in [server]; hitting one is a 4xx reply or a close, never a crash.
+ */
+struct config_limits {
+    unsigned per_address;            /* connections per client prefix; default 50 */
+    unsigned ipv4_prefix;            /* prefix length that is "one client"; 32 */
+    unsigned ipv6_prefix;            /* 64 */
+    unsigned max_commands;           /* commands per session; default 10000 */
+    unsigned max_junk;               /* NOOP/RSET/HELP/VRFY/EXPN and errors between
+                                        accepted messages; default 100 */
+    unsigned timeout_greeting;       /* seconds from connect to the first command; 60 */
+    unsigned timeout_session;        /* seconds a connection may last; 3600 */
+    unsigned min_data_rate;          /* bytes/s below which DATA/BDAT runs out of time; 500 */
+    uint64_t max_pending_output;     /* unsent reply bytes before input pauses; 64 KiB */
+    uint64_t body_memory;            /* message bytes held in memory, all sessions; 256 MiB */
+    unsigned auth_account_failures;  /* [auth] failed AUTHs per account per window; 20 */
+    unsigned auth_queue;             /* [auth] password checks waiting; default 64 */
+};
+
 struct config {
     char *dir;                       /* absolute config directory */
     char *file;                      /* dir/ortoo.conf */
@@ -75,7 +96,7 @@ struct config {
     uint64_t max_message_size;       /* bytes; default 25 MiB ("25M" style accepted) */
     unsigned max_recipients;         /* per message; default 1000 */
     unsigned max_errors;             /* bad commands before 421; default 10 */
-    unsigned max_connections;        /* per reactor; default 10000 */
+    unsigned max_connections;        /* all reactors together; default 10000 */
     unsigned timeout_command;        /* seconds waiting for a command; default 300 */
     unsigned timeout_data;           /* seconds waiting for data bytes; default 180 */
     unsigned timeout_tls;            /* seconds for the TLS handshake; default 30 */
@@ -90,7 +111,7 @@ struct config {
     /* [auth] */
     unsigned auth_workers;           /* password hashing threads; default 2 */
     unsigned auth_cache_ttl;         /* seconds a verified password is cached; default 3600 */
-    unsigned auth_max_failures;      /* failures per client address per window; default 5 */
+    unsigned auth_max_failures;      /* failures per client prefix per window; default 5 */
     unsigned auth_fail_window;       /* seconds; default 300 */
     /* [resolver] (parsed by resolver_key() in config.c) */
     struct res_conf resolver;        /* dnssec, trust_anchor, forward, stub */
@@ -102,6 +123,15 @@ struct config {
     struct config_local local;
     struct config_srs srs;
     struct config_smtp smtp;
+    /* [limits] (and [auth] account_max_failures, max_queue) */
+    struct config_limits limits;
+    /* [spool] */
+    struct config_spool {
+        uint64_t segment_size;       /* bytes per segment file; default 64M */
+        uint64_t checkpoint_size;    /* journal growth between snapshots; default 4M */
+        unsigned compact_min_age;    /* seconds before a segment may be compacted; 60 */
+        unsigned compact_live_pct;   /* compact below this % of live bytes; default 50 */
+    } spool_opts;
     /* [delivery], [destination DOMAIN], [routes] (parsed by delivery_key()
      * in config.c into delivery/route.h's struct) */
     struct route_conf delivery;

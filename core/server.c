@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -35,8 +36,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <time.h>
@@ -48,6 +51,7 @@
 #include "core/maildrop.h"
 #include "core/local.h"
 #include "core/privdrop.h"
+#include "core/limits.h"
 #include "core/queue_ctl.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
@@ -91,6 +95,7 @@ struct reactor {
 
 struct server {
     struct config *cfg;
+    struct limits *limits;        /* shared by every reactor (core/limits.h) */
     struct users *users;
     struct tls_server *tls;
     struct auth *auth;
@@ -258,8 +263,11 @@ static void *reactor_main(void *arg)
         reactor_report(srv, -EINVAL, err);
         return NULL;
     }
-    struct spool_params sp = {
-        .batch_max_bytes = 0, .batch_delay_us = cfg->batch_delay_us, .segment_max_bytes = 0};
+    struct spool_params sp = {.batch_delay_us = cfg->batch_delay_us,
+                              .segment_max_bytes = cfg->spool_opts.segment_size,
+                              .checkpoint_bytes = cfg->spool_opts.checkpoint_size,
+                              .compact_min_age = cfg->spool_opts.compact_min_age,
+                              .compact_live_pct = cfg->spool_opts.compact_live_pct};
     int rc = spool_shard_open(re->ctx.loop, cfg->spool, re->ctx.index, srv->nreactors, &sp,
                               &re->ctx.spool, err, sizeof(err));
     if (rc < 0) {
@@ -308,13 +316,20 @@ static void *reactor_main(void *arg)
 
 /* ---- shutdown ---- */
 
-/* Stop the loop once the sessions and the scheduler are both done (this
- * may run inside a spool callback, so the shard is closed by the main
+static void on_spool_quiet(void *arg)
+{
+    struct smtp_reactor *r = arg;
+    io_loop_stop(r->loop);
+}
+
+/* Once the sessions and the scheduler are both done, and the spool has
+ * finished what it started (journal entries, helper jobs), stop the loop
+ * (this may run inside a spool callback, so the shard is closed by the main
  * thread after the join). */
 static void reactor_maybe_stop(struct reactor *re)
 {
     if (re->sessions_drained && re->sched_stopped)
-        io_loop_stop(re->ctx.loop);
+        spool_shard_quiesce(re->ctx.spool, on_spool_quiet, &re->ctx);
 }
 
 static void on_drained(struct smtp_reactor *r)
@@ -758,6 +773,78 @@ static int start_control(struct server *srv, const struct priv_target *priv, cha
     return 0;
 }
 
+/* ---- one daemon per spool ---- */
+
+/* mkdir -p path (0750 for what it makes).  Returns 0 or -errno. */
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    size_t len = strlen(path);
+    if (len == 0 || len >= sizeof(buf))
+        return -ENAMETOOLONG;
+    memcpy(buf, path, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0750) < 0 && errno != EEXIST)
+            return -errno;
+        buf[i] = c;
+    }
+    return 0;
+}
+
+/*
+ * Take the spool's lock: flock(LOCK_EX | LOCK_NB) on <spool>/ortoo.lock,
+ * then write our pid into it.  Two daemons on one spool would both append
+ * to the same shard files and corrupt them (SO_REUSEPORT would even let the
+ * second one bind the same ports), so the second one stops here, before
+ * recovery touches anything, and names the first.  The lock is released by
+ * the kernel when the process ends, also at kill -9: no stale lock.
+ * Returns the fd (held until exit) or -1 with one line on stderr.
+ */
+static int spool_lock(const char *spool)
+{
+    char path[4200];
+    int rc = mkdir_p(spool);
+    if (rc < 0) {
+        fprintf(stderr, "ortoo: cannot create the spool %s: %s\n", spool, strerror(-rc));
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/%s", spool, SERVER_LOCK_FILE);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        fprintf(stderr, "ortoo: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char text[32] = "";
+        ssize_t n = e == EWOULDBLOCK ? pread(fd, text, sizeof(text) - 1, 0) : -1;
+        long pid = n > 0 ? strtol(text, NULL, 10) : 0;
+        if (e != EWOULDBLOCK)
+            fprintf(stderr, "ortoo: cannot lock %s: %s\n", path, strerror(e));
+        else if (pid > 0)
+            fprintf(stderr,
+                    "ortoo: another ortoo (pid %ld) is already serving the spool %s; "
+                    "one daemon per spool: stop it first\n",
+                    pid, spool);
+        else
+            fprintf(stderr,
+                    "ortoo: another ortoo is already serving the spool %s (it holds %s); "
+                    "one daemon per spool: stop it first\n",
+                    spool, path);
+        close(fd);
+        return -1;
+    }
+    char text[32];
+    int len = snprintf(text, sizeof(text), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, text, (size_t)len, 0) != len)
+        log_warn("event=lock-file path=%s", path); /* the lock itself holds */
+    return fd;
+}
+
 /* ---- serve ---- */
 
 static uint64_t now_ms(void)
@@ -788,11 +875,19 @@ int server_run(const char *config_dir)
     struct config *cfg = srv.cfg;
     srv.verbose_cli = log_get_level() == LOG_LVL_DEBUG; /* -v */
     apply_log_level(&srv, cfg);
+    /* Message buffers are large and short-lived: serve them from mmap so
+     * that freeing one gives the memory back (glibc's dynamic threshold
+     * would otherwise move them into the heap after the first free, where
+     * fragmentation keeps the RSS above the body budget). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     struct priv_target priv;
     if (priv_resolve(cfg, &priv, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
         return 1;
     }
+    int lock_fd = spool_lock(cfg->spool);
+    if (lock_fd < 0)
+        return 1;
     /* Smarthost credentials ([destination] auth_file): read once, now,
      * before privileges are dropped (like the SRS secrets). */
     if (route_conf_load_secrets(&cfg->delivery, err, sizeof(err)) < 0) {
@@ -811,6 +906,18 @@ int server_run(const char *config_dir)
     if (load_users(cfg, &srv.users, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: %s\n", err);
         watch_free(watch);
+        return 1;
+    }
+    struct limits_params lp = {
+        .max_connections = cfg->max_connections,
+        .per_address = cfg->limits.per_address,
+        .ipv4_prefix = cfg->limits.ipv4_prefix,
+        .ipv6_prefix = cfg->limits.ipv6_prefix,
+        .body_memory = cfg->limits.body_memory,
+    };
+    srv.limits = limits_new(&lp);
+    if (srv.limits == NULL) {
+        fprintf(stderr, "ortoo: out of memory\n");
         return 1;
     }
     if (dkim_keys_load(cfg->dir, NULL, &srv.dkim, err, sizeof(err)) < 0) {
@@ -842,8 +949,15 @@ int server_run(const char *config_dir)
     int sfd = signalfd(-1, &mask, SFD_CLOEXEC);
     if (sfd < 0)
         fatal("signalfd");
-    srv.auth = auth_new(cfg->auth_workers, cfg->auth_cache_ttl, cfg->auth_max_failures,
-                        cfg->auth_fail_window);
+    struct auth_params ap = {
+        .workers = cfg->auth_workers,
+        .cache_ttl = cfg->auth_cache_ttl,
+        .max_failures = cfg->auth_max_failures,
+        .account_max_failures = cfg->limits.auth_account_failures,
+        .window = cfg->auth_fail_window,
+        .max_queue = cfg->limits.auth_queue,
+    };
+    srv.auth = auth_new(&ap);
     if (srv.auth == NULL) {
         fprintf(stderr, "ortoo: cannot start the password workers\n");
         return 1;
@@ -873,6 +987,7 @@ int server_run(const char *config_dir)
         re->ctx.tls = srv.tls ? tls_server_ref(srv.tls) : NULL;
         re->ctx.auth = srv.auth;
         re->ctx.dkim = dkim_keys_ref(srv.dkim);
+        re->ctx.limits = srv.limits;
         re->ctx.on_drained = on_drained;
         re->nlisteners = cfg->nlistens;
         re->listeners = calloc(cfg->nlistens, sizeof(*re->listeners));
@@ -1044,6 +1159,7 @@ int server_run(const char *config_dir)
         /* A client that does not read its 421 keeps a session alive.  What
          * was acknowledged is on disk: leave without the orderly teardown. */
         log_warnx("event=stopped forced=1 (sessions did not drain within 5 s)");
+        unlink(pidpath);
         fflush(stderr);
         _exit(0);
     }
@@ -1078,12 +1194,14 @@ int server_run(const char *config_dir)
     for (size_t i = 0; i < srv.nold_cfgs; i++)
         config_free(srv.old_cfgs[i]);
     free(srv.old_cfgs);
+    limits_free(srv.limits);
     config_free(srv.cfg);
     if (tfd >= 0)
         close(tfd);
     watch_free(watch);
     close(sfd);
-    unlink(pidpath); /* (pidpath was computed from the configuration at start) */
+    unlink(pidpath); /* ours: we hold the spool's lock (spool_lock) */
+    close(lock_fd);
     log_info("event=stopped");
     return status;
 }

@@ -15,6 +15,10 @@
 /* The running server's pid file: <spool>/ortoo.pid (the spool is the one
  * directory the daemon may write, also under systemd's ProtectSystem). */
 #define SERVER_PID_FILE "ortoo.pid"
+/* The lock that makes one daemon per spool: <spool>/ortoo.lock, held with
+ * flock(LOCK_EX) for the daemon's life and holding its pid.  Only the
+ * holder writes or removes the pid file. */
+#define SERVER_LOCK_FILE "ortoo.lock"
 
 int server_run(const char *config_dir);
 

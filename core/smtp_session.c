@@ -21,6 +21,15 @@
  * and released when the session idles, so an idle plaintext connection
  * costs little more than this struct.
  *
+ * Limits (issue 8; [limits] in docs/config.md): unparsed input is bounded
+ * (SESSION_IN_MAX) and so is unsent output (max_pending_output: parsing and
+ * reading stop until the client reads); message bytes are charged to the
+ * process-wide body budget (core/limits.c) and a session that does not fit
+ * gets 452 4.3.1; every phase has a deadline that a trickle of bytes cannot
+ * stretch (see "deadlines" below), and the connection a total one; commands
+ * and junk commands are counted.  Connections are counted per client prefix
+ * and in total across reactors at the start.
+ *
  * Lifetime: smtp_close() sets CLOSING and cancels the recv and the timer;
  * the struct is freed only when no op, commit or auth request is in flight
  * (session_maybe_free, called from every completion).
@@ -28,6 +37,7 @@
 #include "core/smtp_session.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -41,6 +51,7 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/limits.h"
 #include "core/recipients.h"
 #include "io/maillog.h"
 #include "core/smtp_parse.h"
@@ -53,6 +64,9 @@
 
 #define SESSION_IN_MAX (256 * 1024)   /* pause reading past this much unparsed input */
 #define SESSION_TLS_CHUNK 16384       /* plaintext read out of TLS per call */
+#define SESSION_LINGER_MS 5000        /* how long a last reply may take to drain */
+#define SESSION_BODY_MIN (64 * 1024)  /* free body budget DATA/BDAT needs to start */
+#define NS_PER_S 1000000000ull
 
 enum smtp_state {
     ST_CMD = 0,        /* waiting for a command line */
@@ -71,11 +85,17 @@ static const char *const state_names[] = {
 
 enum sasl_step { SASL_NONE = 0, SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
 
-/* A growable byte buffer.  Invariant: len <= cap; data is NULL iff cap == 0. */
+/*
+ * A growable byte buffer with a cheap consume from the front.  Invariants:
+ * base is the allocation (NULL iff nothing is allocated); data points into
+ * it, at base + (bytes consumed since the last compaction); len <= cap, and
+ * cap counts from data to the end of the allocation.
+ */
 struct buf {
-    char *data;
-    size_t len;
-    size_t cap;
+    char *data;                   /* first valid byte */
+    size_t len;                   /* valid bytes */
+    size_t cap;                   /* bytes from data to the end of the allocation */
+    char *base;                   /* the allocation */
 };
 
 /*
@@ -104,7 +124,6 @@ struct smtp_session {
     bool auth_busy;               /* auth request out, callback not yet run */
     bool recv_paused;             /* recv cancelled for back pressure */
     bool peer_eof;                /* peer closed its side */
-    uint64_t last_activity;       /* io_loop_now() at the last input */
 
     struct buf in;                /* plaintext input not yet parsed */
     struct buf pend;              /* plaintext replies not yet flushed */
@@ -117,6 +136,7 @@ struct smtp_session {
 
     bool skip_line;               /* discarding the rest of an overlong line */
     bool greet_pending;           /* port 25: 220 held back ([smtp] greeting_delay) */
+    uint64_t greet_at;            /* io_loop_now() when the held-back 220 is due */
     unsigned errors;              /* bad commands so far */
 
     /* Greeting / identity. */
@@ -147,13 +167,34 @@ struct smtp_session {
     char *received;               /* Received: header for this message (owned) */
     struct dkim_signer *dkim;     /* signer of the message in progress (owned) or NULL */
     unsigned nmsgs;               /* messages accepted in this session */
+
+    /* Limits (issue 8).  Deadlines are io_loop_now() nanoseconds; the one
+     * in force is min(deadline, session_end), except while we make the
+     * client wait (WAIT_*). */
+    struct limits_key client_key; /* the client's prefix (limits.h) */
+    bool conn_counted;            /* counted in r->limits: release at free */
+    bool out_blocked;             /* parsing stopped until the output drains */
+    bool auth_counted;            /* an AUTH attempt is admitted (auth.h) */
+    bool body_nomem;              /* the body budget ran out: discard, then 452 */
+    uint64_t deadline;            /* of the current phase (greeting, command, data) */
+    uint64_t session_end;         /* timeout_session after the connect */
+    uint64_t timer_due;           /* when timer_op fires; 0: not armed */
+    uint64_t linger_end;          /* closing: last moment to drain the output */
+    unsigned ncommands;           /* command lines (and SASL lines) so far */
+    unsigned junk;                /* junk commands since the last accepted message */
+    uint64_t declared_size;       /* MAIL ... SIZE=, 0 if none */
+    uint64_t msg_total;           /* bytes of the message seen (kept or not) */
+    uint64_t body_charged;        /* bytes charged to the body budget for msg */
 };
 
 static void session_process(struct smtp_session *s);
+static void session_resume(struct smtp_session *s);
 static void session_flush(struct smtp_session *s);
 static void smtp_close(struct smtp_session *s, const char *why);
 static void session_maybe_free(struct smtp_session *s);
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags);
+static void timer_arm(struct smtp_session *s);
+static void deadline_set(struct smtp_session *s, unsigned secs);
 
 /* ---- buffers ---- */
 
@@ -161,13 +202,23 @@ static int buf_reserve(struct buf *b, size_t extra)
 {
     if (b->len + extra <= b->cap)
         return 0;
+    if (b->data != b->base) {
+        /* Reclaim the consumed front first: one move per growth, not one
+         * per consumed line (a pipelining client's input stays linear). */
+        size_t total = b->cap + (size_t)(b->data - b->base);
+        memmove(b->base, b->data, b->len);
+        b->data = b->base;
+        b->cap = total;
+        if (b->len + extra <= b->cap)
+            return 0;
+    }
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < b->len + extra)
         cap *= 2;
-    char *p = realloc(b->data, cap);
+    char *p = realloc(b->base, cap);
     if (p == NULL)
         return -ENOMEM;
-    b->data = p;
+    b->base = b->data = p;
     b->cap = cap;
     return 0;
 }
@@ -183,20 +234,25 @@ static int buf_append(struct buf *b, const void *data, size_t len)
     return 0;
 }
 
+/* Drop n bytes from the front (O(1): the space is reclaimed by the next
+ * buf_reserve that needs it). */
 static void buf_consume(struct buf *b, size_t n)
 {
     if (n >= b->len) {
+        b->cap += (size_t)(b->data - b->base);
+        b->data = b->base;
         b->len = 0;
         return;
     }
-    memmove(b->data, b->data + n, b->len - n);
+    b->data += n;
+    b->cap -= n;
     b->len -= n;
 }
 
 static void buf_free(struct buf *b)
 {
-    free(b->data);
-    b->data = NULL;
+    free(b->base);
+    b->data = b->base = NULL;
     b->len = b->cap = 0;
 }
 
@@ -210,6 +266,92 @@ static void buf_shrink(struct buf *b)
         buf_free(b);
 }
 
+/* ---- the message buffer and the body budget ---- */
+
+/*
+ * The message bytes a session holds are charged to the process-wide body
+ * budget (limits_body_charge) before they are allocated, and uncharged when
+ * the buffer is freed (at the end of the transaction, after the spool's
+ * callback: the spool borrows the bytes until then).  So the memory all
+ * sessions hold for message bodies never exceeds [limits] body_memory.
+ * A SIZE= declared at MAIL is charged whole when DATA/BDAT starts; past it
+ * the buffer grows by a quarter at a time (mremap makes that cheap).
+ */
+
+/* Charge the budget so that body_charged covers want bytes. */
+static bool body_charge_to(struct smtp_session *s, uint64_t want)
+{
+    if (want <= s->body_charged)
+        return true;
+    if (!limits_body_charge(s->r->limits, want - s->body_charged))
+        return false;
+    s->body_charged = want;
+    return true;
+}
+
+/* Make room for extra more bytes in s->msg.  Returns 0, -ENOBUFS (the
+ * budget is spent) or -ENOMEM. */
+static int msg_grow(struct smtp_session *s, size_t extra)
+{
+    struct buf *b = &s->msg;
+    if (b->len + extra <= b->cap)
+        return 0;
+    size_t need = b->len + extra, cap;
+    if (s->declared_size > 0 && need <= s->declared_size + 4096)
+        cap = s->declared_size + 4096;
+    else if (b->cap < (1u << 20))
+        cap = b->cap ? b->cap * 2 : 4096;
+    else
+        cap = b->cap + b->cap / 4;
+    if (cap < need)
+        cap = need;
+    cap = (cap + 4095) & ~(size_t)4095;
+    if (!body_charge_to(s, cap))
+        return -ENOBUFS;
+    assert(b->data == b->base); /* the message buffer is never consumed */
+    char *p = realloc(b->base, cap);
+    if (p == NULL)
+        return -ENOMEM; /* the charge is returned with the buffer */
+    b->base = b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+/* Free the message buffer and give its budget back. */
+static void msg_free(struct smtp_session *s)
+{
+    buf_free(&s->msg);
+    if (s->body_charged > 0)
+        limits_body_uncharge(s->r->limits, s->body_charged);
+    s->body_charged = 0;
+}
+
+/* The body budget ran out (or malloc failed) mid-message: drop what we
+ * hold and discard the rest; the final dot gets 452 4.3.1. */
+static void msg_nomem(struct smtp_session *s)
+{
+    if (!s->body_nomem)
+        log_info("session=%s event=body-memory-exhausted client=%s held=%llu", s->id,
+                 s->client_addr, (unsigned long long)s->msg.len);
+    s->body_nomem = true;
+    msg_free(s);
+}
+
+/*
+ * A message starts (DATA, first BDAT): can the budget take it?  The
+ * declared SIZE is charged now; without one, the budget must have a little
+ * room left.  False: answer 452 4.3.1 (RFC 1870 6.1, RFC 3463 4.3.1).
+ */
+static bool body_start(struct smtp_session *s)
+{
+    s->msg.len = 0;
+    s->msg_total = 0;
+    s->body_nomem = false;
+    if (s->declared_size > 0)
+        return body_charge_to(s, s->declared_size + 4096);
+    return limits_body_free(s->r->limits) >= SESSION_BODY_MIN;
+}
+
 /* ---- state and replies ---- */
 
 /* The only place the state changes (STYLE.md), traced at debug level. */
@@ -219,6 +361,20 @@ static void session_enter(struct smtp_session *s, enum smtp_state st)
         return;
     log_debug("session=%s state=%s->%s", s->id, state_names[s->state], state_names[st]);
     s->state = st;
+    if (st == ST_CLOSING) {
+        /* Nothing more is read: a flooder's bytes would only cost us CPU.
+         * SHUT_RD ends a multishot recv at once (the kernel stops copying
+         * into our buffers now, not when the cancel is processed); what
+         * still arrives is dropped with the socket.  A last reply gets
+         * SESSION_LINGER_MS to drain (on_timer). */
+        if (s->fd >= 0)
+            shutdown(s->fd, SHUT_RD);
+        io_cancel(s->r->loop, &s->recv_op);
+        s->linger_end = io_loop_now(s->r->loop) + SESSION_LINGER_MS * 1000000ull;
+        timer_arm(s);
+    } else if (st == ST_CMD) {
+        deadline_set(s, s->r->cfg->timeout_command);
+    }
 }
 
 /* Queue one reply line (text without CRLF). */
@@ -247,6 +403,51 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
         smtp_close(s, "out of memory");
 }
 
+/*
+ * Limit events (refused connections, junk, throttled AUTH) are what an
+ * attacker makes by the thousand a second: at most one line a second per
+ * reactor, which says how many were not logged since the last one.
+ * Returns true when this one may be logged; *skipped gets that count.
+ */
+static bool limit_log_ok(struct smtp_reactor *r, unsigned *skipped)
+{
+    uint64_t now = io_loop_now(r->loop);
+    if (r->limit_log_ns != 0 && now - r->limit_log_ns < NS_PER_S) {
+        r->limit_unlogged++;
+        return false;
+    }
+    *skipped = r->limit_unlogged;
+    r->limit_log_ns = now;
+    r->limit_unlogged = 0;
+    return true;
+}
+
+/* A limit of [limits] is reached: 421 4.7.0 and close once it is sent. */
+static void limit_close(struct smtp_session *s, const char *what, const char *text)
+{
+    unsigned skipped;
+    if (limit_log_ok(s->r, &skipped))
+        log_info("session=%s event=limit what=%s client=%s unlogged=%u", s->id, what,
+                 s->client_addr, skipped);
+    reply(s, "421 4.7.0 %s %s, closing connection", s->r->cfg->hostname, text);
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+}
+
+/*
+ * A command that moves no mail forward (NOOP, RSET, HELP, VRFY, a repeated
+ * EHLO, an error, a refused recipient or AUTH): max_junk_commands of them
+ * between accepted messages, as Postfix's smtpd_junk_command_limit.  Junk
+ * commands call it before they act (the one past the limit gets only the
+ * 421); refusals after their reply.  Returns true when the session closes.
+ */
+static bool note_junk(struct smtp_session *s)
+{
+    if (s->state != ST_CLOSING && ++s->junk > s->r->cfg->limits.max_junk)
+        limit_close(s, "junk-commands", "Too many commands without mail");
+    return s->state == ST_CLOSING;
+}
+
 /* A reply to a bad command: counts towards max_errors (RFC 5321 4.5.3.2 spirit). */
 static void reply_error(struct smtp_session *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -265,9 +466,20 @@ static void reply_error(struct smtp_session *s, const char *fmt, ...)
         s->close_after_send = true;
         session_enter(s, ST_CLOSING);
     }
+    note_junk(s);
 }
 
 /* ---- output path ---- */
+
+/* Reply bytes produced and not yet taken by the kernel.  Past
+ * max_pending_output the session stops parsing and reading (a client that
+ * pipelines commands and never reads the replies holds at most this much
+ * output); on_send resumes it when half of it has drained. */
+static size_t out_pending(const struct smtp_session *s)
+{
+    return s->pend.len + s->out.len + s->sending.len +
+           (s->tls != NULL ? tls_conn_pending_out(s->tls) : 0);
+}
 
 static void on_send(struct io_op *op, int res, const char *data, unsigned flags)
 {
@@ -283,6 +495,12 @@ static void on_send(struct io_op *op, int res, const char *data, unsigned flags)
         return;
     }
     session_flush(s);
+    if (s->out_blocked && s->state != ST_CLOSING &&
+        out_pending(s) <= s->r->cfg->limits.max_pending_output / 2) {
+        s->out_blocked = false;
+        session_resume(s); /* parses what waited in s->in, reads again */
+        return;
+    }
     session_maybe_free(s);
 }
 
@@ -349,9 +567,11 @@ static void transaction_reset(struct smtp_session *s)
     s->dsn_ret = SPOOL_RET_NONE;
     s->has_mail = false;
     s->msg_flags = 0;
-    s->msg.len = 0;
-    buf_shrink(&s->msg);
+    msg_free(s);
     s->too_big = false;
+    s->body_nomem = false;
+    s->declared_size = 0;
+    s->msg_total = 0;
     s->bdat_left = 0;
     s->bdat_last = false;
     s->bdat_failed = false;
@@ -372,13 +592,14 @@ static void session_free(struct smtp_session *s)
     buf_free(&s->pend);
     buf_free(&s->out);
     buf_free(&s->sending);
-    buf_free(&s->msg);
     if (s->tls != NULL)
         tls_conn_free(s->tls);
     if (s->fd >= 0)
         close(s->fd);
     memset(&s->auth_req, 0, sizeof(s->auth_req)); /* no password copy lingers */
     struct smtp_reactor *r = s->r;
+    if (s->conn_counted)
+        limits_conn_release(r->limits, &s->client_key);
     if (s->prev != NULL)
         s->prev->next = s->next;
     else
@@ -411,7 +632,7 @@ static void session_maybe_free(struct smtp_session *s)
 static void smtp_close(struct smtp_session *s, const char *why)
 {
     if (why != NULL)
-        log_debug("session=%s event=closing why=\"%s\"", s->id, why);
+        log_debug("session=%s event=closing why=%s", s->id, log_q(why));
     session_enter(s, ST_CLOSING);
     if (s->close_after_send && (s->out.len > 0 || s->pend.len > 0 || io_op_busy(&s->send_op)))
         return;
@@ -456,50 +677,125 @@ void smtp_session_close_all(struct smtp_reactor *r)
     }
 }
 
-/* ---- timeouts ---- */
+/* ---- deadlines ---- */
 
 static void greeting(struct smtp_session *s);
 
-static uint64_t state_timeout_ms(const struct smtp_session *s)
+/*
+ * Time is bounded per phase and per session, and a trickle of bytes cannot
+ * stretch either (issue 8): the greeting phase (connect to the first
+ * command) has timeout_greeting, each command timeout_command from the
+ * moment we wait for it (bytes of a half-sent line do not extend it), a TLS
+ * handshake timeout_tls, and a DATA or BDAT block starts with timeout_data
+ * and earns 1/min_data_rate seconds per byte received, never more than
+ * timeout_data ahead (Postfix's smtpd_min_data_rate rule): a client slower
+ * than min_data_rate runs out of time.  The whole connection ends at
+ * timeout_session.  Waiting on our own work (WAIT_*) does not count.
+ */
+
+static void on_timer(struct io_op *op, int res, const char *data, unsigned flags);
+
+/* The first command's time: timeout_greeting bounds it further. */
+static unsigned greeting_timeout(const struct config *cfg)
+{
+    return cfg->limits.timeout_greeting < cfg->timeout_command ? cfg->limits.timeout_greeting
+                                                               : cfg->timeout_command;
+}
+
+/* The deadline in force now (ns). */
+static uint64_t deadline_due(const struct smtp_session *s)
+{
+    if (s->state == ST_CLOSING)
+        return s->linger_end;
+    if (s->greet_pending)
+        return s->greet_at; /* the banner is due before any other deadline */
+    return s->deadline < s->session_end ? s->deadline : s->session_end;
+}
+
+/* Arm the timer for the deadline in force, unless it is armed already (a
+ * deadline that moved earlier cancels it: on_timer re-arms). */
+static void timer_arm(struct smtp_session *s)
+{
+    uint64_t due = deadline_due(s);
+    if (io_op_busy(&s->timer_op)) {
+        if (due < s->timer_due)
+            io_cancel(s->r->loop, &s->timer_op);
+        return;
+    }
+    uint64_t now = io_loop_now(s->r->loop);
+    uint64_t ms = due > now ? (due - now) / 1000000ull + 1 : 1;
+    if (io_timer_start(s->r->loop, &s->timer_op, ms, on_timer) < 0) {
+        smtp_close(s, "timer submit failed");
+        return;
+    }
+    s->timer_due = due;
+}
+
+/* Start a phase that may last secs seconds from now. */
+static void deadline_set(struct smtp_session *s, unsigned secs)
+{
+    s->deadline = io_loop_now(s->r->loop) + (uint64_t)secs * NS_PER_S;
+    timer_arm(s);
+}
+
+/* n message bytes arrived in DATA/BDAT: earn n / min_data_rate seconds, at
+ * most timeout_data ahead of now (min_data_rate 0: every byte restarts
+ * timeout_data). */
+static void deadline_data_progress(struct smtp_session *s, size_t n)
 {
     const struct config *cfg = s->r->cfg;
-    switch (s->state) {
-    case ST_TLS_HANDSHAKE:
-        return (uint64_t)cfg->timeout_tls * 1000;
-    case ST_DATA:
-    case ST_BDAT:
-        return (uint64_t)cfg->timeout_data * 1000;
-    default:
-        return (uint64_t)cfg->timeout_command * 1000;
+    uint64_t now = io_loop_now(s->r->loop);
+    uint64_t cap = now + (uint64_t)cfg->timeout_data * NS_PER_S;
+    if (cfg->limits.min_data_rate == 0) {
+        s->deadline = cap;
+        return;
     }
+    uint64_t earn = (uint64_t)n * NS_PER_S / cfg->limits.min_data_rate;
+    s->deadline = s->deadline + earn < cap ? s->deadline + earn : cap;
 }
 
 static void on_timer(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct smtp_session *s = op->owner;
-    if (res < 0 || s->state == ST_CLOSING) {
+    s->timer_due = 0;
+    if (s->state == ST_CLOSING) {
+        if (s->close_after_send && res == 0 && io_loop_now(s->r->loop) >= s->linger_end) {
+            /* The client does not read its last reply: stop waiting. */
+            log_debug("session=%s event=linger-expired", s->id);
+            s->close_after_send = false;
+            smtp_close(s, "last reply not drained");
+        } else if (s->close_after_send) {
+            timer_arm(s);
+        }
+        session_maybe_free(s);
+        return;
+    }
+    if (res < 0 && res != -ECANCELED) {
         session_maybe_free(s);
         return;
     }
     if (s->greet_pending) {
-        /* The client waited for the banner, as RFC 5321 3.1 asks. */
-        s->greet_pending = false;
-        greeting(s);
-        session_flush(s);
-        s->last_activity = io_loop_now(s->r->loop);
-        if (io_timer_start(s->r->loop, &s->timer_op, state_timeout_ms(s), on_timer) < 0)
-            smtp_close(s, "timer submit failed");
+        if (io_loop_now(s->r->loop) >= s->greet_at) {
+            /* The client waited for the banner, as RFC 5321 3.1 asks. */
+            s->greet_pending = false;
+            greeting(s);
+            session_flush(s);
+        }
+        timer_arm(s);
         session_maybe_free(s);
         return;
     }
     uint64_t now = io_loop_now(s->r->loop);
-    uint64_t limit = state_timeout_ms(s) * 1000000ull;
-    /* Waiting on our own work (spool, auth) is not the client's idleness. */
-    if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH)
-        s->last_activity = now;
-    if (now - s->last_activity >= limit) {
-        log_info("session=%s event=timeout state=%s client=%s", s->id, state_names[s->state],
-                 s->client_addr);
+    /* Waiting on our own work (spool, auth) is not the client's slowness. */
+    if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH) {
+        s->deadline = now + (uint64_t)s->r->cfg->timeout_command * NS_PER_S;
+        if (s->session_end < s->deadline)
+            s->session_end = s->deadline;
+    }
+    if (now >= deadline_due(s)) {
+        bool whole = s->session_end <= s->deadline;
+        log_info("session=%s event=timeout state=%s limit=%s client=%s", s->id,
+                 state_names[s->state], whole ? "session" : "state", s->client_addr);
         if (s->tls == NULL || s->tls_active)
             reply(s, "421 4.4.2 %s Timeout, closing connection", s->r->cfg->hostname);
         s->close_after_send = true;
@@ -508,8 +804,7 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
         session_maybe_free(s);
         return;
     }
-    uint64_t left_ms = (limit - (now - s->last_activity)) / 1000000ull + 1;
-    io_timer_start(s->r->loop, &s->timer_op, left_ms, on_timer);
+    timer_arm(s);
 }
 
 /* ---- TLS ---- */
@@ -520,6 +815,7 @@ static int session_tls_begin(struct smtp_session *s)
     if (s->tls == NULL)
         return -ENOMEM;
     session_enter(s, ST_TLS_HANDSHAKE);
+    deadline_set(s, s->r->cfg->timeout_tls); /* not stretched by a trickle */
     return 0;
 }
 
@@ -540,9 +836,11 @@ static void on_tls_established(struct smtp_session *s)
     session_enter(s, ST_CMD);
     log_debug("session=%s event=tls version=%s cipher=%s resumed=%d sni=%s", s->id,
               tls_conn_version(s->tls), tls_conn_cipher(s->tls), tls_conn_resumed(s->tls),
-              tls_conn_sni(s->tls) ? tls_conn_sni(s->tls) : "-");
-    if (s->role == ROLE_SUBMISSIONS)
+              log_q(tls_conn_sni(s->tls)));
+    if (s->role == ROLE_SUBMISSIONS) {
         greeting(s);
+        deadline_set(s, greeting_timeout(s->r->cfg));
+    }
 }
 
 /* Feed ciphertext and pull out plaintext into s->in. */
@@ -555,8 +853,8 @@ static void session_tls_input(struct smtp_session *s, const char *data, size_t l
     if (s->state == ST_TLS_HANDSHAKE) {
         int rc = tls_conn_handshake(s->tls);
         if (rc == TLS_ERR) {
-            log_info("session=%s event=tls-failed client=%s err=\"%s\"", s->id, s->client_addr,
-                     tls_conn_error(s->tls));
+            log_info("session=%s event=tls-failed client=%s err=%s", s->id, s->client_addr,
+                     log_q(tls_conn_error(s->tls)));
             session_flush(s); /* the alert goes out before the close */
             s->close_after_send = true;
             smtp_close(s, "tls handshake failed");
@@ -584,7 +882,7 @@ static void session_tls_input(struct smtp_session *s, const char *data, size_t l
             s->peer_eof = true;
             break;
         }
-        log_debug("session=%s event=tls-read-error err=\"%s\"", s->id, tls_conn_error(s->tls));
+        log_debug("session=%s event=tls-read-error err=%s", s->id, log_q(tls_conn_error(s->tls)));
         smtp_close(s, "tls read failed");
         return;
     }
@@ -596,7 +894,7 @@ static void recv_resume(struct smtp_session *s)
 {
     if (!s->recv_paused || s->state == ST_CLOSING || io_op_busy(&s->recv_op))
         return;
-    if (s->in.len > SESSION_IN_MAX)
+    if (s->in.len > SESSION_IN_MAX || s->out_blocked)
         return;
     s->recv_paused = false;
     if (io_recv_start(s->r->loop, &s->recv_op, s->fd, on_recv) < 0)
@@ -659,8 +957,9 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         if (res < 0 && res != -ECONNRESET)
             log_debug("session=%s event=recv-error err=%d", s->id, res);
         s->peer_eof = true;
-        if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH) {
-            /* Keep the session until the spool/auth callback; it closes then. */
+        if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH || s->out_blocked) {
+            /* Keep the session until the spool/auth callback or the output
+             * drains (session_resume); it closes then. */
             return;
         }
         s->close_after_send = true; /* replies to what it sent still go out */
@@ -673,7 +972,6 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         session_maybe_free(s);
         return;
     }
-    s->last_activity = io_loop_now(s->r->loop);
     if (s->tls != NULL)
         session_tls_input(s, data, (size_t)res);
     else
@@ -682,14 +980,19 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         session_process(s);
     session_flush(s);
     if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
-        s->state != ST_WAIT_AUTH) {
+        s->state != ST_WAIT_AUTH && !s->out_blocked) {
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
     }
-    if (s->state != ST_CLOSING && s->in.len > SESSION_IN_MAX && !s->recv_paused &&
-        (flags & IO_F_MORE)) {
-        s->recv_paused = true; /* back pressure: stop reading until parsed */
-        io_cancel(s->r->loop, &s->recv_op);
+    if (s->in.len == 0 && s->in.cap > SESSION_IN_MAX)
+        buf_free(&s->in); /* a backlog is gone: give its memory back */
+    if (s->state != ST_CLOSING && (s->in.len > SESSION_IN_MAX || s->out_blocked) &&
+        !s->recv_paused) {
+        /* Back pressure: stop reading until parsed, or until the client
+         * has read its replies. */
+        s->recv_paused = true;
+        if (flags & IO_F_MORE)
+            io_cancel(s->r->loop, &s->recv_op);
     }
     if (!(flags & IO_F_MORE) && s->state != ST_CLOSING) {
         if (s->recv_paused) {
@@ -716,7 +1019,7 @@ static void session_resume(struct smtp_session *s)
     session_process(s);
     session_flush(s);
     if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
-        s->state != ST_WAIT_AUTH) {
+        s->state != ST_WAIT_AUTH && !s->out_blocked) {
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
     } else {
@@ -733,6 +1036,9 @@ static void cmd_ehlo(struct smtp_session *s, const struct smtp_cmd *c, bool esmt
         reply_error(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
         return;
     }
+    /* EHLO again: legal, and the reply flood's favourite. */
+    if (s->helo != NULL && note_junk(s))
+        return;
     free(s->helo);
     s->helo = strndup(c->arg, c->arg_len);
     /* Keep only the first word: some clients add junk after the name. */
@@ -796,6 +1102,15 @@ static void on_auth_done(struct auth_req *req, bool ok)
 {
     struct smtp_session *s = req->owner;
     s->auth_busy = false;
+    if (s->auth_counted) {
+        /* Counted even when the client left meanwhile. */
+        s->auth_counted = false;
+        auth_attempt_end(s->r->auth, &s->client_key, s->sasl_user,
+                         ok ? AUTH_OUTCOME_OK : AUTH_OUTCOME_FAILED);
+    }
+    if (!ok)
+        log_info("session=%s event=auth-failed user=%s client=%s", s->id, log_q(s->sasl_user),
+                 s->client_addr);
     if (s->state == ST_CLOSING) {
         session_maybe_free(s);
         return;
@@ -804,43 +1119,68 @@ static void on_auth_done(struct auth_req *req, bool ok)
     if (ok) {
         s->authed = true;
         snprintf(s->auth_user, sizeof(s->auth_user), "%s", req->user);
-        auth_note_success(s->r->auth, s->client_addr);
-        log_info("session=%s event=auth-ok user=%s client=%s", s->id, s->auth_user, s->client_addr);
+        log_info("session=%s event=auth-ok user=%s client=%s", s->id, log_q(s->auth_user),
+                 s->client_addr);
         reply(s, "235 2.7.0 Authentication successful");
     } else {
-        auth_note_failure(s->r->auth, s->client_addr);
-        log_info("session=%s event=auth-failed user=%s client=%s", s->id, req->user,
-                 s->client_addr);
         reply_error(s, "535 5.7.8 Authentication credentials invalid");
     }
     session_resume(s);
 }
 
-static void auth_start_verify(struct smtp_session *s, const char *user, const char *pass,
-                              size_t pass_len)
+/*
+ * Verify s->sasl_user with pass.  The attempt is admitted by the throttle
+ * first (auth_attempt_begin: it counts at once, so parallel attempts cannot
+ * outrun max_failures); a throttled client or a full password queue gets
+ * 454 at once and never waits for argon2id (RFC 4954 6).
+ */
+static void auth_start_verify(struct smtp_session *s, const char *pass, size_t pass_len)
 {
+    const char *user = s->sasl_user;
     s->sasl = SASL_NONE;
+    if (s->state == ST_AUTH_RESP)
+        session_enter(s, ST_CMD);
+    enum auth_gate g = auth_attempt_begin(s->r->auth, &s->client_key, user);
+    if (g != AUTH_GATE_OK) {
+        unsigned skipped;
+        if (limit_log_ok(s->r, &skipped))
+            log_info("session=%s event=auth-throttled by=%s user=%s client=%s unlogged=%u",
+                     s->id, g == AUTH_GATE_CLIENT ? "client" : "account", log_q(user),
+                     s->client_addr, skipped);
+        reply(s, "454 4.7.0 Too many authentication failures, try again later");
+        note_junk(s);
+        return;
+    }
+    s->auth_counted = true;
     session_enter(s, ST_WAIT_AUTH);
     s->auth_req.owner = s;
     s->auth_busy = true;
-    if (auth_verify(s->r->auth, &s->auth_req, s->r->loop, user, strlen(user), pass, pass_len,
-                    on_auth_done) < 0) {
+    int rc = auth_verify(s->r->auth, &s->auth_req, s->r->loop, user, strlen(user), pass,
+                         pass_len, on_auth_done);
+    if (rc < 0) {
         s->auth_busy = false;
+        s->auth_counted = false;
+        auth_attempt_end(s->r->auth, &s->client_key, user, AUTH_OUTCOME_ABORTED);
         session_enter(s, ST_CMD);
-        reply(s, "454 4.7.0 Temporary authentication failure");
+        if (rc == -EBUSY)
+            log_info("session=%s event=auth-busy client=%s", s->id, s->client_addr);
+        reply(s, rc == -EBUSY ? "454 4.7.0 Authentication service busy, try again later"
+                              : "454 4.7.0 Temporary authentication failure");
+        note_junk(s);
     }
 }
 
 /* Handle a SASL PLAIN response (base64 of authzid\0authcid\0passwd). */
 static void sasl_plain(struct smtp_session *s, const char *b64, size_t len)
 {
-    char user[SMTP_MAX_ADDR + 1], pass[257];
+    char pass[257];
     size_t pass_len = 0;
-    if (auth_plain_decode(b64, len, user, sizeof(user), pass, sizeof(pass), &pass_len) < 0) {
+    if (auth_plain_decode(b64, len, s->sasl_user, sizeof(s->sasl_user), pass, sizeof(pass),
+                          &pass_len) < 0) {
         sasl_fail(s, "501 5.5.2 Invalid PLAIN response");
         return;
     }
-    auth_start_verify(s, user, pass, pass_len);
+    auth_start_verify(s, pass, pass_len);
     memset(pass, 0, sizeof(pass));
 }
 
@@ -865,9 +1205,9 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "503 5.5.1 AUTH not allowed during a mail transaction");
         return;
     }
-    if (auth_throttled(s->r->auth, s->client_addr)) {
+    if (auth_client_throttled(s->r->auth, &s->client_key)) {
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
-        s->errors++;
+        note_junk(s);
         return;
     }
     const char *arg = c->arg;
@@ -938,7 +1278,7 @@ static void sasl_response(struct smtp_session *s, const char *line, size_t len)
             return;
         }
         pass[n] = '\0';
-        auth_start_verify(s, s->sasl_user, pass, (size_t)n);
+        auth_start_verify(s, pass, (size_t)n);
         memset(pass, 0, sizeof(pass));
         return;
     }
@@ -1034,6 +1374,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
                  : (m.ret[0] == 'F' || m.ret[0] == 'f') ? SPOOL_RET_FULL : SPOOL_RET_HDRS;
     s->has_mail = true;
     s->msg_flags = 0;
+    s->declared_size = m.has_size ? m.size : 0;
     if (m.body == SMTP_BODY_8BITMIME)
         s->msg_flags |= SPOOL_F_8BITMIME;
     if (m.smtputf8)
@@ -1051,6 +1392,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
     if (s->nrcpts >= cfg->max_recipients) {
         /* RFC 5321 4.5.3.1.10: 452 for too many recipients (not counted as an error). */
         reply(s, "452 4.5.3 Too many recipients");
+        note_junk(s);
         return;
     }
     struct smtp_rcpt_args a;
@@ -1226,11 +1568,18 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "501 5.5.4 Syntax: DATA");
         return;
     }
-    s->msg.len = 0;
     s->too_big = false;
+    if (!body_start(s)) {
+        /* RFC 5321 4.5.3.1.10 spirit: a temporary refusal, the client retries. */
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, "452 4.3.1", "body-memory");
+        reply(s, "452 4.3.1 Insufficient system storage, try again later");
+        transaction_reset(s);
+        return;
+    }
     smtp_data_scan_init(&s->scan);
     dkim_begin(s);
     session_enter(s, ST_DATA);
+    deadline_set(s, s->r->cfg->timeout_data);
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
@@ -1248,6 +1597,12 @@ static void message_end(struct smtp_session *s)
         maillog_rejected(s->id, s->client_addr, "data", s->sender, "552 5.3.4", "too-big");
         reply_error(s, "552 5.3.4 Message size exceeds fixed maximum message size (%llu)",
                     (unsigned long long)s->r->cfg->max_message_size);
+        goto reject;
+    }
+    if (s->body_nomem) {
+        /* Not the client's fault: no error count, try again later. */
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, "452 4.3.1", "body-memory");
+        reply(s, "452 4.3.1 Insufficient system storage, try again later");
         goto reject;
     }
     if (s->scan.long_line) {
@@ -1303,6 +1658,7 @@ static void spool_done(struct spool_commit *c, int res)
     s->commit_busy = false;
     if (res == 0) {
         s->nmsgs++;
+        s->junk = 0;
         s->r->accepted++;
         maillog_queued(c->id, s->id, s->client_addr, s->sender, s->nrcpts, s->msg.len,
                        s->authed ? s->auth_user : NULL);
@@ -1345,16 +1701,19 @@ static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
         s->bdat_failed = true;
         reply_error(s, "503 5.5.1 Need %s command", s->has_mail ? "RCPT" : "MAIL");
         session_enter(s, ST_BDAT);
+        deadline_set(s, s->r->cfg->timeout_data);
         return;
     }
     if (!(s->msg_flags & SPOOL_F_BDAT)) {
         s->msg_flags |= SPOOL_F_BDAT;
-        s->msg.len = 0;
         s->too_big = false;
+        if (!body_start(s))
+            msg_nomem(s); /* every chunk is read, discarded and answered 452 */
         smtp_data_scan_init(&s->scan);
         dkim_begin(s);
     }
     session_enter(s, ST_BDAT);
+    deadline_set(s, s->r->cfg->timeout_data);
 }
 
 /* A BDAT chunk's bytes are all in: reply, and end the message at LAST. */
@@ -1368,6 +1727,16 @@ static void bdat_chunk_done(struct smtp_session *s)
             if (s->has_mail)
                 transaction_reset(s);
         }
+        return;
+    }
+    if (s->body_nomem) {
+        /* The body budget is spent: every chunk of this message gets 452
+         * (RFC 3030 2: a 4xx to a chunk fails the transaction). */
+        if (s->bdat_last) {
+            message_end(s);
+            return;
+        }
+        reply(s, "452 4.3.1 Insufficient system storage, try again later");
         return;
     }
     if (!s->bdat_last) {
@@ -1386,12 +1755,16 @@ static void bdat_chunk_done(struct smtp_session *s)
 
 static void cmd_rset(struct smtp_session *s, const struct smtp_cmd *c)
 {
+    if (note_junk(s))
+        return;
     transaction_reset(s);
     reply(s, "250 2.0.0 Ok");
 }
 
 static void cmd_noop(struct smtp_session *s, const struct smtp_cmd *c)
 {
+    if (note_junk(s))
+        return;
     reply(s, "250 2.0.0 Ok");
 }
 
@@ -1411,6 +1784,8 @@ static void cmd_quit(struct smtp_session *s, const struct smtp_cmd *c)
 static void cmd_vrfy(struct smtp_session *s, const struct smtp_cmd *c)
 {
     /* RFC 5321 3.5.3: 252 when we will not say. */
+    if (note_junk(s))
+        return;
     reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
 
@@ -1421,6 +1796,8 @@ static void cmd_expn(struct smtp_session *s, const struct smtp_cmd *c)
 
 static void cmd_help(struct smtp_session *s, const struct smtp_cmd *c)
 {
+    if (note_junk(s))
+        return;
     reply(s, "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY");
     reply(s, "214 2.0.0 HELP STARTTLS AUTH; see RFC 5321");
 }
@@ -1459,22 +1836,26 @@ static void session_command(struct smtp_session *s, const char *line, size_t len
 
 /* ---- the input loop ---- */
 
-/* Append message bytes, minding the size limit (the rest is counted, not kept). */
+/* Append message bytes, minding the size limit and the body budget (past
+ * either, the rest is counted, not kept). */
 static void msg_append(struct smtp_session *s, const char *data, size_t len)
 {
+    s->msg_total += len;
     if (s->too_big)
         return;
-    if (s->msg.len + len > s->r->cfg->max_message_size) {
+    if (s->msg_total > s->r->cfg->max_message_size) {
         s->too_big = true;
-        s->msg.len = 0;
-        buf_shrink(&s->msg);
+        msg_free(s);
         return;
     }
-    if (buf_append(&s->msg, data, len) < 0) {
-        s->too_big = true; /* answered as too big: we cannot hold it */
-        s->msg.len = 0;
+    if (s->body_nomem || len == 0)
+        return;
+    if (msg_grow(s, len) < 0) {
+        msg_nomem(s);
         return;
     }
+    memcpy(s->msg.data + s->msg.len, data, len);
+    s->msg.len += len;
     if (s->dkim != NULL)
         dkim_sign_feed(s->dkim, data, len);
 }
@@ -1488,6 +1869,7 @@ static bool data_feed(struct smtp_session *s, const char *data, size_t len, size
 {
     size_t msg_len = 0;
     int rc = smtp_data_scan(&s->scan, data, len, &msg_len, consumed);
+    deadline_data_progress(s, *consumed);
     msg_append(s, data, msg_len);
     return rc == SMTP_P_DONE;
 }
@@ -1505,16 +1887,20 @@ static void bdat_input(struct smtp_session *s)
 {
     size_t n = s->in.len < s->bdat_left ? s->in.len : (size_t)s->bdat_left;
     uint64_t max = s->r->cfg->max_message_size;
-    if (!s->bdat_failed && !s->too_big) {
-        if (s->msg.len + n > max || buf_reserve(&s->msg, 2 * n) < 0) {
-            s->too_big = true; /* the rest of the chunks is counted, not kept */
-            s->msg.len = 0;
+    s->msg_total += n;
+    if (!s->bdat_failed && !s->too_big && s->msg_total > max) {
+        s->too_big = true; /* the rest of the chunks is counted, not kept */
+        msg_free(s);
+    }
+    if (!s->bdat_failed && !s->too_big && !s->body_nomem) {
+        if (msg_grow(s, 2 * n) < 0) {
+            msg_nomem(s);
         } else {
             size_t from = s->msg.len;
             s->msg.len += smtp_bdat_stuff(&s->scan, s->in.data, n, s->msg.data + s->msg.len);
             if (s->msg.len > max) {
                 s->too_big = true;
-                s->msg.len = 0;
+                msg_free(s);
             } else if (s->dkim != NULL) {
                 dkim_sign_feed(s->dkim, s->msg.data + from, s->msg.len - from);
             }
@@ -1522,6 +1908,7 @@ static void bdat_input(struct smtp_session *s)
     }
     buf_consume(&s->in, n);
     s->bdat_left -= n;
+    deadline_data_progress(s, n);
 }
 
 /*
@@ -1561,6 +1948,10 @@ static void session_process(struct smtp_session *s)
         }
         if (s->in.len == 0)
             return;
+        if (out_pending(s) > s->r->cfg->limits.max_pending_output) {
+            s->out_blocked = true; /* on_send resumes once the client reads */
+            return;
+        }
         size_t line_len = 0, consumed = 0;
         if (s->skip_line) {
             if (smtp_line_skip(s->in.data, s->in.len, &consumed) == SMTP_P_AGAIN) {
@@ -1590,10 +1981,16 @@ static void session_process(struct smtp_session *s)
             continue;
         }
         const char *line = s->in.data;
+        if (++s->ncommands > s->r->cfg->limits.max_commands) {
+            limit_close(s, "commands", "Too many commands");
+            return;
+        }
         if (s->state == ST_AUTH_RESP)
             sasl_response(s, line, line_len);
         else
             session_command(s, line, line_len);
+        if (s->state == ST_CMD || s->state == ST_AUTH_RESP)
+            deadline_set(s, s->r->cfg->timeout_command); /* the next line's time */
         /* STARTTLS emptied the buffer on purpose. */
         if (s->in.len >= consumed)
             buf_consume(&s->in, consumed);
@@ -1601,6 +1998,33 @@ static void session_process(struct smtp_session *s)
 }
 
 /* ---- start ---- */
+
+/*
+ * Past max_connections or connections_per_address: 421 4.7.0 and close
+ * (implicit TLS gets no plaintext line: just the close); logged through
+ * limit_log_ok.
+ */
+static void connection_refused(struct smtp_session *s, enum limits_verdict v)
+{
+    struct smtp_reactor *r = s->r;
+    const char *what = v == LIMITS_TOTAL ? "connections" : v == LIMITS_PER_ADDRESS
+                                                                ? "connections-per-address"
+                                                                : "out-of-memory";
+    unsigned skipped;
+    if (limit_log_ok(r, &skipped)) {
+        char prefix[64];
+        log_info("session=%s event=limit what=%s client=%s prefix=%s unlogged=%u", s->id, what,
+                 s->client_addr, limits_key_text(&s->client_key, prefix, sizeof(prefix)),
+                 skipped);
+    }
+    if (s->role != ROLE_SUBMISSIONS)
+        reply(s, "421 4.7.0 %s Too many connections%s, try again later", r->cfg->hostname,
+              v == LIMITS_PER_ADDRESS ? " from your address" : "");
+    s->close_after_send = true;
+    session_enter(s, ST_CLOSING);
+    session_flush(s);
+    session_maybe_free(s);
+}
 
 void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
                         const struct sockaddr_storage *peer, socklen_t peer_len)
@@ -1638,18 +2062,19 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     io_op_init(&s->timer_op, s);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    s->last_activity = io_loop_now(r->loop);
+    uint64_t now = io_loop_now(r->loop);
+    s->session_end = now + (uint64_t)r->cfg->limits.timeout_session * NS_PER_S;
+    s->deadline = now + (uint64_t)greeting_timeout(r->cfg) * NS_PER_S;
     log_debug("session=%s event=connect client=%s port=%d role=%s", s->id, s->client_addr,
               s->client_port, config_role_name(role));
 
-    if (r->nsessions > r->cfg->max_connections) {
-        reply(s, "421 4.3.2 %s Too many connections, try again later", r->cfg->hostname);
-        s->close_after_send = true;
-        session_enter(s, ST_CLOSING);
-        session_flush(s);
-        session_maybe_free(s);
+    limits_key_of(r->limits, peer, &s->client_key);
+    enum limits_verdict v = limits_conn_acquire(r->limits, &s->client_key);
+    if (v != LIMITS_OK) {
+        connection_refused(s, v);
         return;
     }
+    s->conn_counted = true;
     if (role == ROLE_SUBMISSIONS) {
         if (r->tls == NULL || session_tls_begin(s) < 0) {
             smtp_close(s, "no TLS for implicit TLS listener");
@@ -1658,16 +2083,15 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
         }
     } else if (role == ROLE_SMTP && r->cfg->smtp.greeting_delay_ms > 0) {
         s->greet_pending = true; /* the 220 comes from on_timer; input first is refused */
+        s->greet_at = now + (uint64_t)r->cfg->smtp.greeting_delay_ms * 1000000ull;
     } else {
         greeting(s);
     }
-    if (io_recv_start(r->loop, &s->recv_op, fd, on_recv) < 0 ||
-        io_timer_start(r->loop, &s->timer_op,
-                       s->greet_pending ? r->cfg->smtp.greeting_delay_ms : state_timeout_ms(s),
-                       on_timer) < 0) {
+    if (io_recv_start(r->loop, &s->recv_op, fd, on_recv) < 0) {
         smtp_close(s, "submit failed");
         session_maybe_free(s);
         return;
     }
+    timer_arm(s);
     session_flush(s);
 }

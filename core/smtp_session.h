@@ -8,7 +8,9 @@
  * the spool works, and frees itself only when nothing is in flight.
  *
  * struct smtp_reactor is what the server (core/server.c) gives each session:
- * the reactor's loop, spool shard and the shared read-only configuration.
+ * the reactor's loop, spool shard and the shared read-only configuration,
+ * plus the process-wide limits (core/limits.h) that every reactor counts
+ * against: connections in total and per client prefix, body memory.
  */
 #ifndef ORTOO_SMTP_SESSION_H
 #define ORTOO_SMTP_SESSION_H
@@ -26,6 +28,7 @@ struct tls_server;
 struct auth;
 struct users;
 struct dkim_keys;
+struct limits;
 
 /* Per-reactor context shared by its sessions (owned by core/server.c). */
 struct smtp_reactor {
@@ -38,11 +41,14 @@ struct smtp_reactor {
     struct tls_server *tls;         /* server certificates (NULL: no TLS) */
     struct auth *auth;              /* password verification (shared) */
     struct dkim_keys *dkim;         /* DKIM signing keys (a reference; swapped at reload) */
+    struct limits *limits;          /* connection counts, body budget (shared) */
     size_t nsessions;               /* live sessions on this reactor */
     uint64_t session_seq;           /* for session ids */
     uint64_t accepted;              /* messages queued (stats) */
     struct smtp_session *sessions;  /* live sessions (intrusive list) */
     bool stopping;                  /* shutting down: close sessions when idle */
+    uint64_t limit_log_ns;          /* last "event=limit" line (one a second) */
+    unsigned limit_unlogged;        /* limit events since that line, not logged */
     /* Called (on the reactor) when stopping and the last session is gone. */
     void (*on_drained)(struct smtp_reactor *r);
 };
@@ -50,7 +56,9 @@ struct smtp_reactor {
 /*
  * Start a session on an accepted socket (takes fd; non-blocking).  role is
  * the listener's role; peer is the client's address.  On failure the fd is
- * closed.  Never blocks.
+ * closed.  Past max_connections in total or connections_per_address from
+ * the client's prefix, the client gets 421 4.7.0 (plaintext roles) and the
+ * connection is closed.  Never blocks.
  */
 void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
                         const struct sockaddr_storage *peer, socklen_t peer_len);

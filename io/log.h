@@ -10,6 +10,7 @@
 #define ORTOO_LOG_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum log_level { LOG_LVL_WARN = 0, LOG_LVL_INFO = 1, LOG_LVL_DEBUG = 2 };
 
@@ -30,5 +31,34 @@ void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 _Noreturn void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Log without errno and exit(1). */
 _Noreturn void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * Escaping for values a client or a remote server supplied (names,
+ * addresses, replies), so that one line is always one event (logfmt
+ * convention): a value is printed as is when it is non-empty and holds only
+ * printable ASCII other than space, '"', '=' and '\\', and valid UTF-8;
+ * otherwise it is put in double quotes with '"' and '\\' escaped by a
+ * backslash, \n \r \t as such, and every other control character, DEL,
+ * invalid UTF-8 and the Unicode line separators (U+0085, U+2028, U+2029) as
+ * \xHH per byte.  Every log call that prints such a value goes through here.
+ */
+#define LOG_Q_SLOTS 8      /* log_q results alive at once per thread */
+#define LOG_Q_MAX 1024     /* bytes of one log_q result, NUL included */
+
+/*
+ * Escape len bytes of s into out (cap bytes, NUL-terminated, cap >= 8).  A
+ * value that does not fit is cut and ends with "..." (inside the quotes).
+ * Returns the length written.  Thread-safe, never fails.
+ */
+size_t log_escape(char *out, size_t cap, const char *s, size_t len);
+
+/*
+ * log_escape() into a thread-local buffer: the result stays valid until
+ * LOG_Q_SLOTS more log_q/log_qn calls on the same thread, so one log line
+ * may use up to LOG_Q_SLOTS of them.  NULL prints as "-".
+ *     log_info("session=%s user=%s", id, log_q(user));
+ */
+const char *log_q(const char *s);
+const char *log_qn(const char *s, size_t len);
 
 #endif

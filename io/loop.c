@@ -36,6 +36,8 @@
 #include "io/loop_internal.h"
 
 #define IO_DEFAULT_QUEUE_DEPTH 4096
+
+void (*io_write_trace)(const struct io_write_event *ev); /* loop_internal.h */
 #define IO_HEAP_NONE SIZE_MAX     /* heap_idx of a timer not in the heap */
 
 static uint64_t mono_now_ns(void)
@@ -327,6 +329,11 @@ void io_loop_stop(struct io_loop *loop)
 {
     atomic_store(&loop->stop, true);
     loop_wake(loop);
+}
+
+bool io_loop_running(const struct io_loop *loop)
+{
+    return loop->running;
 }
 
 void io_loop_set_idle(struct io_loop *loop, io_idle_fn fn, void *arg)

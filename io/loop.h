@@ -102,6 +102,8 @@ const char *io_backend_name(enum io_backend b);
 int io_loop_run(struct io_loop *loop);
 /* Ask the loop to return from io_loop_run() (thread-safe). */
 void io_loop_stop(struct io_loop *loop);
+/* True while io_loop_run() is running (for code that must not nest it). */
+bool io_loop_running(const struct io_loop *loop);
 
 /*
  * Run fn(arg) on the loop's thread on a coming turn.  Thread-safe (a mutex

@@ -419,8 +419,17 @@ static int write_sync_now(struct io_op *op)
     memcpy(iov, op->iov, (size_t)cnt * sizeof(*iov));
     while (left > 0) {
         bool dsync = !atomic_load(&no_dsync);
-        ssize_t n = dsync ? pwritev2(op->fd, cur, cnt, (off_t)off, RWF_DSYNC)
-                          : pwritev(op->fd, cur, cnt, (off_t)off);
+        int wflags = dsync ? RWF_DSYNC : 0;
+        ssize_t n = pwritev2(op->fd, cur, cnt, (off_t)off, wflags);
+        if (io_write_trace) {
+            /* what the kernel was asked, not what we meant */
+            int werr = n < 0 ? errno : 0;
+            if (werr != EINTR && !(dsync && werr == EOPNOTSUPP))
+                io_write_trace(&(struct io_write_event){IO_WEV_WRITE, op->fd, off,
+                                                        (wflags & RWF_DSYNC) != 0,
+                                                        n < 0 ? -werr : (int)n});
+            errno = werr;
+        }
 
         if (n < 0) {
             if (errno == EINTR)
@@ -453,7 +462,11 @@ static int write_sync_now(struct io_op *op)
         rc = fdatasync(op->fd);
     } while (rc < 0 && errno == EINTR);
     if (rc < 0)
-        return -errno;
+        rc = -errno;
+    if (io_write_trace)
+        io_write_trace(&(struct io_write_event){IO_WEV_SYNC, op->fd, 0, false, rc});
+    if (rc < 0)
+        return rc;
     return (int)op->len;
 }
 

@@ -133,4 +133,27 @@ void io_loop_remote_final(struct io_loop *loop, struct io_op *op, int res);
 /* Total byte count of an iovec array (capped at SIZE_MAX). */
 size_t io_iov_total(const struct iovec *iov, int iovcnt);
 
+/*
+ * Test seams for io_write_sync (both backends), so that tests can check that
+ * nothing is reported durable before it is:
+ *  - io_write_trace, when set, is called (from whichever thread did it) as
+ *    each write or fdatasync of an io_write_sync completes, before the op's
+ *    result can reach the loop: kind IO_WEV_WRITE with the file range
+ *    [off, off + res) and whether the write itself was durable (RWF_DSYNC),
+ *    or IO_WEV_SYNC (an fdatasync of fd) with its result;
+ *  - io_uring_short_cap, when > 0, makes the io_uring backend take any write
+ *    completion of more bytes as a short write of that many (the rest is
+ *    written again), to exercise the resubmission path.
+ */
+enum { IO_WEV_WRITE = 1, IO_WEV_SYNC };
+struct io_write_event {
+    int kind;       /* IO_WEV_* */
+    int fd;
+    uint64_t off;   /* IO_WEV_WRITE: file offset written at */
+    bool dsync;     /* IO_WEV_WRITE: durable on completion (RWF_DSYNC) */
+    int res;        /* bytes written, or 0, or -errno */
+};
+extern void (*io_write_trace)(const struct io_write_event *ev);
+extern size_t io_uring_short_cap;
+
 #endif

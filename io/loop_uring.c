@@ -68,6 +68,7 @@ _Static_assert((IO_URING_BUF_COUNT & (IO_URING_BUF_COUNT - 1)) == 0 &&
 #define W_PEND_FSYNC 0x2u  /* the fsync CQE of this round is outstanding */
 #define W_HAS_FSYNC 0x4u   /* this round ends with an fsync */
 #define W_DSYNC 0x8u       /* ... done by the write itself (RWF_DSYNC) */
+#define W_SQE_DSYNC 0x10u  /* the write SQE of this round carries RWF_DSYNC */
 /* ... with op->res the round's write result and op->deadline_ns its fsync
  * result (as int64_t), both valid once the pending bits are clear. */
 
@@ -154,12 +155,18 @@ static int op_arm(struct io_loop *loop, struct io_op *op)
     return 0;
 }
 
+size_t io_uring_short_cap; /* loop_internal.h */
+
 /*
  * Queue the next round of a write: the rest of a partly written iovec as a
  * plain WRITE (no iovec of ours needed), or the remaining whole iovecs as a
- * WRITEV straight from the caller's array.  The round that reaches the end is
- * linked to FSYNC(DATASYNC); a short write breaks the link (the FSYNC ends
- * with -ECANCELED) and the next round resubmits the remainder.
+ * WRITEV straight from the caller's array.  Every round carries RWF_DSYNC,
+ * so each is durable when it completes: a round that comes back short is
+ * followed by rounds that are durable too (RWF_DSYNC covers only the range
+ * its own write wrote).  Where RWF_DSYNC is refused, the round that reaches
+ * the end is linked to FSYNC(DATASYNC), which covers every earlier round of
+ * the file; a short write breaks the link (the FSYNC ends with -ECANCELED)
+ * and the next round resubmits the remainder with its own FSYNC.
  */
 static int write_round(struct io_loop *loop, struct io_op *op)
 {
@@ -193,6 +200,7 @@ static int write_round(struct io_loop *loop, struct io_op *op)
     sqe = sqe_get(be, last ? 2 : 1);
     if (sqe == NULL)
         return -EAGAIN;
+    struct io_uring_sqe *wsqe = sqe;
     if (skip > 0)
         io_uring_prep_write(sqe, op->fd, (const char *)iov[i].iov_base + skip,
                             (unsigned)(iov[i].iov_len - skip), pos);
@@ -200,7 +208,7 @@ static int write_round(struct io_loop *loop, struct io_op *op)
         io_uring_prep_writev(sqe, op->fd, &iov[i], (unsigned)(op->iovcnt - i), pos);
     io_uring_sqe_set_data64(sqe, ud_make(op, UD_TAG_OP));
     op->events = W_PEND_WRITE;
-    if (last && !be->no_dsync) {
+    if (!be->no_dsync) {
         /* One SQE instead of WRITEV+FSYNC: RWF_DSYNC makes the write itself
          * durable, as write+fdatasync would (pwritev2(2)).  Measured here
          * on ext4: cheaper than the linked fsync, and one CQE less. */
@@ -213,6 +221,8 @@ static int write_round(struct io_loop *loop, struct io_op *op)
         io_uring_sqe_set_data64(sqe, ud_make(op, UD_TAG_FSYNC));
         op->events |= W_PEND_FSYNC | W_HAS_FSYNC;
     }
+    if (wsqe->rw_flags & RWF_DSYNC) /* for the trace seam: what the kernel got */
+        op->events |= W_SQE_DSYNC;
     return 0;
 }
 
@@ -454,9 +464,16 @@ static void on_write_cqe(struct io_loop *loop, struct io_op *op, unsigned tag,
     if (tag == UD_TAG_FSYNC) {
         op->events &= ~W_PEND_FSYNC;
         op->deadline_ns = (uint64_t)(int64_t)res;
+        if (io_write_trace && res != -ECANCELED)
+            io_write_trace(&(struct io_write_event){IO_WEV_SYNC, op->fd, 0, false, res});
     } else {
         op->events &= ~W_PEND_WRITE;
+        if (io_uring_short_cap && res > 0 && (size_t)res > io_uring_short_cap)
+            res = (int)io_uring_short_cap;
         op->res = res;
+        if (io_write_trace)
+            io_write_trace(&(struct io_write_event){IO_WEV_WRITE, op->fd, op->off + op->done,
+                                                    (op->events & W_SQE_DSYNC) != 0, res});
     }
     if (op->events & (W_PEND_WRITE | W_PEND_FSYNC))
         return; /* the other half of the round is still out */

@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * load.c - reading a shard directory from disk: its key, the records of its
- * segments, its journals replayed in order onto the messages, the effects of
- * bounce records; and spool_scan(), the read-only listing the CLI uses while
- * the daemon runs.
+ * load.c - reading a shard directory from disk: its key, its snapshot, the
+ * records of its segments after the snapshot's walk point, its journals
+ * replayed in order onto the messages, the effects of bounce records; and
+ * spool_scan(), the read-only listing the CLI uses while the daemon runs.
+ *
+ * With a snapshot, start-up reads only what follows it: the messages it
+ * lists (each record read once to check it is still there), the records
+ * written after its walk point, and the journals from its generation on.
+ * Segments before the walk point are not read at all, so start-up time
+ * follows live mail, not past traffic.
  *
  * Recovery keeps every valid record.  After a bad record (or journal entry)
  * the walk resynchronises on the next valid header, and with repair on
@@ -161,6 +167,7 @@ static int dir_list(int dirfd, struct dlist *l)
     memset(l, 0, sizeof *l);
     if (!d)
         return -errno;
+    rewinddir(d); /* the dup shares its offset with every other reader */
     while ((de = readdir(d)) && r == 0) {
         uint64_t v;
         if (name_num(de->d_name, "seg-", UINT32_MAX, &v)) {
@@ -321,6 +328,7 @@ static int record_found(struct lctx *lc, uint32_t seg, uint64_t off, const struc
         m->seg = seg;
         m->off = off;
         m->len = v->total;
+        m->unverified = false;
         return 0;
     }
     m = smsg_new(n);
@@ -616,6 +624,155 @@ out:
     return r;
 }
 
+/*
+ * Read the snapshot of the directory into lc->ld (messages marked
+ * unverified: their records are read after the walk).  Returns 1 with the
+ * walk point and journal generation set, 0 if there is none, -EBADMSG if it
+ * is damaged (a person must look: quarantined by the caller), -errno.
+ */
+static int snap_load(struct lctx *lc, uint32_t *walk_seg, uint64_t *walk_off, uint64_t *gen)
+{
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int fd = openat(lc->dirfd, "snapshot", O_RDONLY | O_CLOEXEC), r;
+
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    r = file_read_all(fd, &buf, &len);
+    close(fd);
+    if (r < 0)
+        return r;
+    r = -EBADMSG;
+    if (len < SNAP_HDR_LEN || rec_get32(buf) != SNAP_MAGIC || rec_get16(buf + 4) != 1 ||
+        rec_get32(buf + 60) != crc32c(0, buf, 60) || rec_get32(buf + 8) != lc->k ||
+        rec_get64(buf + 40) != len - SNAP_HDR_LEN ||
+        rec_get32(buf + 48) != crc32c(0, buf + SNAP_HDR_LEN, len - SNAP_HDR_LEN))
+        goto bad;
+    *walk_seg = rec_get32(buf + 12);
+    *walk_off = rec_get64(buf + 16);
+    *gen = rec_get64(buf + 24);
+    uint64_t count = rec_get64(buf + 32);
+    size_t pos = SNAP_HDR_LEN;
+    for (uint64_t i = 0; i < count; i++) {
+        if (len - pos < SNAP_MSG_LEN)
+            goto bad;
+        const uint8_t *p = buf + pos;
+        uint32_t n = rec_get32(p + 56);
+        if (!rec_id_valid((const char *)p) || n == 0 || n > (len - pos) / SNAP_RCPT_LEN)
+            goto bad;
+        struct smsg *m = smsg_new(n);
+        if (!m) {
+            r = -ENOMEM;
+            goto bad;
+        }
+        memcpy(m->node.id, p, SPOOL_ID_LEN);
+        m->seg = rec_get32(p + 20);
+        m->off = rec_get64(p + 24);
+        m->len = rec_get64(p + 32);
+        m->size = rec_get64(p + 40);
+        m->received_at = (int64_t)rec_get64(p + 48);
+        m->mflags = rec_get32(p + 60);
+        m->unverified = true;
+        pos += SNAP_MSG_LEN;
+        bool ok = m->len >= REC_HDR_LEN && m->len % REC_ALIGN == 0 &&
+                  !idmap_get(&lc->ld->idx, m->node.id);
+        for (uint32_t k = 0; k < n && ok; k++) {
+            const uint8_t *q = buf + pos;
+            size_t rl;
+            if (len - pos < SNAP_RCPT_LEN || q[0] > SPOOL_RCPT_FAILED || q[1] ||
+                (rl = rec_get16(q + 2)) > SPOOL_REPLY_MAX || len - pos - SNAP_RCPT_LEN < rl) {
+                ok = false;
+                break;
+            }
+            struct srcpt *x = &m->r[k];
+            x->st = q[0];
+            x->attempts = rec_get32(q + 4);
+            x->next_at = (int64_t)rec_get64(q + 8);
+            x->last_at = (int64_t)rec_get64(q + 16);
+            if (rl && (x->reply = malloc(rl + 1))) {
+                memcpy(x->reply, q + SNAP_RCPT_LEN, rl);
+                x->reply[rl] = '\0';
+            }
+            pos += SNAP_RCPT_LEN + rl;
+        }
+        if (!ok || idmap_put(&lc->ld->idx, &m->node) < 0) {
+            smsg_free(m);
+            r = ok ? -ENOMEM : -EBADMSG;
+            goto bad;
+        }
+        lc->st->snap_msgs++;
+    }
+    if (pos != len)
+        goto bad;
+    lc->ld->snap_size = len;
+    free(buf);
+    return 1;
+bad:
+    if (r == -EBADMSG && lc->repair)
+        quarantine(lc, "snapshot", 0, buf, len, false);
+    free(buf);
+    /* what was read of it goes: the walk finds every record again */
+    ldir_free(lc->ld);
+    lc->ld->k = lc->k;
+    lc->st->snap_msgs = 0;
+    return r;
+}
+
+/*
+ * Read the record of every message that came from the snapshot and was not
+ * met again by the walk: it was verified when written or recovered before,
+ * but the disk may have lost it since.  An unreadable one is reported lost
+ * (its bytes quarantined when there are any) and dropped.
+ */
+static int verify_snapshot(struct lctx *lc)
+{
+    struct ldir *ld = lc->ld;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    int r = 0;
+
+    for (size_t i = 0; i < ld->idx.nb; i++) {
+        struct idmap_node **pp = &ld->idx.b[i];
+        while (*pp) {
+            struct smsg *m = (struct smsg *)*pp;
+            struct rec_view v;
+            char name[32];
+            bool good = false;
+            ssize_t got = -1;
+            if (!m->unverified) {
+                pp = &(*pp)->next;
+                continue;
+            }
+            snprintf(name, sizeof name, "seg-%08" PRIu32, m->seg);
+            int fd = openat(lc->dirfd, name, O_RDONLY | O_CLOEXEC);
+            if (fd >= 0 && m->len <= (64ull << 30) &&
+                grow((void **)&buf, &cap, (size_t)m->len, 1) == 0) {
+                got = pread(fd, buf, (size_t)m->len, (off_t)m->off);
+                good = got == (ssize_t)m->len && rec_parse(buf, m->len, NULL, &v) == 0 &&
+                       v.total == m->len && strcmp(v.id, m->node.id) == 0;
+            }
+            if (fd >= 0)
+                close(fd);
+            if (good) {
+                m->unverified = false;
+                pp = &(*pp)->next;
+                continue;
+            }
+            log_errx("spool: shard=%u id=%s file=%s offset=%" PRIu64 " event=lost"
+                     " (the snapshot names a record that cannot be read)",
+                     lc->k, m->node.id, name, m->off);
+            if (got > 0 && lc->repair)
+                quarantine(lc, name, m->off, buf, (size_t)got, false);
+            lc->st->lost++;
+            *pp = m->node.next;
+            ld->idx.n--;
+            smsg_free(m);
+        }
+    }
+    free(buf);
+    return r;
+}
+
 /* Drop the messages that are not live any more. */
 static void drop_dead(struct ldir *ld)
 {
@@ -654,13 +811,45 @@ int load_dir(const char *spool_dir, unsigned k, int dirfd, const uint8_t *key, b
     struct lctx lc = {.spool_dir = spool_dir, .k = k, .dirfd = dirfd, .key = key,
                       .repair = repair, .ld = out, .st = st};
     struct dlist dl;
+    uint32_t walk_seg = 0;
+    uint64_t walk_off = 0, gen = 0;
     int r;
 
     memset(out, 0, sizeof *out);
     out->k = k;
     if ((r = dir_list(dirfd, &dl)) < 0)
         return r;
+    r = snap_load(&lc, &walk_seg, &walk_off, &gen);
+    if (r == -EBADMSG) {
+        log_errx("spool: shard=%u event=bad-snapshot: recovering from every segment and"
+                 " journal left (messages delivered before it may be delivered again)", k);
+        r = 0;
+    } else if (r > 0) {
+        out->has_snap = true;
+        out->snap_gen = gen;
+        r = 0;
+    }
+    if (repair)
+        unlinkat(dirfd, "snapshot.tmp", 0); /* a checkpoint cut short */
     for (size_t i = 0; i < dl.nsegs && r == 0; i++) {
+        uint32_t seg = (uint32_t)dl.segs[i];
+        if (seg > out->max_seg)
+            out->max_seg = seg;
+        if (out->has_snap && seg < walk_seg) {
+            /* wholly before the walk point: what is live in it the snapshot
+             * says; nothing to read */
+            char name[32];
+            struct stat sst;
+            snprintf(name, sizeof name, "seg-%08" PRIu32, seg);
+            if (fstatat(dirfd, name, &sst, 0) < 0)
+                continue;
+            struct lseg *ls = lseg_add(out, seg);
+            if (!ls)
+                r = -ENOMEM;
+            else
+                ls->size = (uint64_t)sst.st_size;
+            continue;
+        }
         /* Only the last segment written to can have a torn tail; the fresh
          * segments a restart makes may follow it, empty. */
         bool last = true;
@@ -671,15 +860,27 @@ int load_dir(const char *spool_dir, unsigned k, int dirfd, const uint8_t *key, b
             if (fstatat(dirfd, p2, &st2, 0) == 0 && st2.st_size > 0)
                 last = false;
         }
-        r = walk_segment(&lc, (uint32_t)dl.segs[i], 0, last);
-        if (dl.segs[i] > out->max_seg)
-            out->max_seg = (uint32_t)dl.segs[i];
+        r = walk_segment(&lc, seg, out->has_snap && seg == walk_seg ? walk_off : 0, last);
     }
     for (size_t i = 0; i < dl.ngens && r == 0; i++) {
-        r = replay_journal(&lc, dl.gens[i]);
         if (dl.gens[i] > out->max_gen)
             out->max_gen = dl.gens[i];
+        if (out->has_snap && dl.gens[i] < gen) {
+            /* replaced by the snapshot; a crash left it behind */
+            if (repair) {
+                char name[40];
+                if (dl.gens[i] == 0)
+                    snprintf(name, sizeof name, "journal");
+                else
+                    snprintf(name, sizeof name, "journal-%08" PRIu64, dl.gens[i]);
+                unlinkat(dirfd, name, 0);
+            }
+            continue;
+        }
+        r = replay_journal(&lc, dl.gens[i]);
     }
+    if (gen > out->max_gen)
+        out->max_gen = gen - 1;
     for (size_t i = 0; i < lc.nfx; i++) {
         struct smsg *m = (struct smsg *)idmap_get(&out->idx, lc.fx[i].orig);
         for (size_t j = 0; m && j < lc.fx[i].n; j++)
@@ -694,6 +895,8 @@ int load_dir(const char *spool_dir, unsigned k, int dirfd, const uint8_t *key, b
         return r;
     }
     drop_dead(out);
+    if (repair)
+        verify_snapshot(&lc);
     return 0;
 }
 
@@ -816,7 +1019,20 @@ int spool_scan(const char *spool_dir, spool_scan_cb cb, void *arg)
             continue;
         }
         bool has_key = key_load(dfd, false, key) == 0;
-        r = load_dir(spool_dir, ks[i], dfd, has_key ? key : NULL, false, &ld, &st);
+        /* A checkpoint replacing the snapshot and journals while we read
+         * them could show a mix: read again if the snapshot changed. */
+        for (int tries = 0;; tries++) {
+            struct stat a, b;
+            bool had = fstatat(dfd, "snapshot", &a, 0) == 0;
+            r = load_dir(spool_dir, ks[i], dfd, has_key ? key : NULL, false, &ld, &st);
+            bool has = fstatat(dfd, "snapshot", &b, 0) == 0;
+            if (r < 0 || tries == 3 ||
+                (had == has && (!had || (a.st_ino == b.st_ino &&
+                                         a.st_mtim.tv_nsec == b.st_mtim.tv_nsec &&
+                                         a.st_mtim.tv_sec == b.st_mtim.tv_sec))))
+                break;
+            ldir_free(&ld);
+        }
         if (r == 0) {
             r = scan_dir(dfd, ks[i], &ld, cb, arg);
             ldir_free(&ld);

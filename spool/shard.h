@@ -63,6 +63,7 @@ struct smsg {
     bool out;               /* checked out (spool_due_next) */
     bool deleted;           /* loading: a DELETE entry was replayed */
     bool moving;            /* a compaction copy is in flight */
+    bool unverified;        /* loading: from the snapshot, record not read yet */
     struct srcpt r[];       /* nrcpts */
 };
 
@@ -78,6 +79,7 @@ struct segcnt {
     int fd;                 /* open for views (owned), or -1 */
     uint32_t live;
     uint64_t live_bytes;
+    uint64_t live_rcpts;    /* recipients of those messages */
     uint64_t size;          /* bytes of whole records in the file */
     uint32_t pins;          /* open views, unjournaled bounce effects, copies */
     bool clean;
@@ -144,7 +146,7 @@ struct appender {
     struct batch b[2];
     struct batch *open;     /* collecting */
     struct batch *fly;      /* written now, or NULL */
-    bool hold;              /* do not start batches (a helper job first) */
+    uint8_t hold;           /* do not start batches: HOLD_* bits (maint.c) */
 };
 
 /* One shard directory <spool>/shard-<k> owned by this shard. */
@@ -159,18 +161,35 @@ struct sdir {
     struct segcnt *cur;
     int spare_fd;           /* seg_no + 1, made ahead by the helper, or -1 */
     bool spare_busy;        /* its creation is queued */
-    struct appender jrn;    /* current journal */
-    int jrn_fd;             /* owned */
-    uint64_t jrn_gen;       /* its generation (journal-<gen>) */
+    struct appender jr[2];  /* journals: jr[jcur] current, the other one
+                               draining after a checkpoint's switch */
+    int jfd[2];             /* their files (owned), or -1 */
+    int jcur;
+    uint64_t jrn_gen;       /* generation of the current one (journal-<gen>) */
     uint64_t jrn_bytes;     /* appended since the last snapshot */
     uint64_t snap_bytes;    /* size of the last snapshot */
-    struct appender jold;   /* previous journal draining after a switch */
-    int jold_fd;
-    bool jrn_failed;        /* an entry failed: reap nothing before a snapshot */
+    bool jrn_failed;        /* an entry failed: a snapshot must record the state */
     struct segcnt **segs;
     size_t nsegs, segscap;
-    struct spool_ckpt *ckpt; /* checkpoint in progress, or NULL */
+    int ckpt;               /* checkpoint step (maint.c), 0 when none */
+    int64_t ckpt_retry;     /* unix time before which none is tried again */
     uint64_t no_ckpt;       /* > 0: a record could not be indexed; no snapshot */
+};
+
+/* The journal marks go to. */
+static inline struct appender *sdir_jrn(struct sdir *d) { return &d->jr[d->jcur]; }
+
+/* What recovery found and did (the recovery report). */
+struct load_stats {
+    uint64_t records;       /* valid records read */
+    uint64_t live;          /* messages live after replay */
+    uint64_t snap_msgs;     /* messages from the snapshot */
+    uint64_t quarantined;   /* bytes copied to corrupt/ (or that would be) */
+    uint64_t regions;       /* bad regions */
+    uint64_t torn;          /* bytes cut off as torn tails */
+    uint64_t jrn_entries;   /* journal entries replayed */
+    uint64_t jrn_skipped;   /* bad journal regions skipped */
+    uint64_t lost;          /* snapshot messages whose record is unreadable */
 };
 
 struct spool_shard {
@@ -194,6 +213,10 @@ struct spool_shard {
     uint32_t nviews;        /* open views */
     struct spool_maint *mt; /* helper thread, compaction (maint.c) */
     bool closing;
+    struct load_stats rstats; /* what recovery found (for tests) */
+    void (*quiesce_fn)(void *arg); /* spool_shard_quiesce */
+    void *quiesce_arg;
+    bool quiescing;
 };
 
 /* --- spool.c --- */
@@ -225,19 +248,6 @@ void heap_update(struct spool_shard *sh, struct smsg *m);
 
 /* --- load.c --- */
 
-/* What recovery found and did (the recovery report). */
-struct load_stats {
-    uint64_t records;       /* valid records read */
-    uint64_t live;          /* messages live after replay */
-    uint64_t snap_msgs;     /* messages from the snapshot */
-    uint64_t quarantined;   /* bytes copied to corrupt/ (or that would be) */
-    uint64_t regions;       /* bad regions */
-    uint64_t torn;          /* bytes cut off as torn tails */
-    uint64_t jrn_entries;   /* journal entries replayed */
-    uint64_t jrn_skipped;   /* bad journal regions skipped */
-    uint64_t lost;          /* snapshot messages whose record is unreadable */
-};
-
 /* A segment seen while loading a directory. */
 struct lseg {
     uint32_t seg;
@@ -254,6 +264,8 @@ struct ldir {
     uint32_t max_seg;
     uint64_t max_gen;       /* highest journal generation seen */
     uint64_t snap_size;
+    bool has_snap;          /* a valid snapshot was read */
+    uint64_t snap_gen;      /* journals from it on were replayed */
 };
 
 /*
@@ -285,14 +297,23 @@ void maint_turn(struct spool_shard *sh);
 void maint_copies_done(struct spool_shard *sh, struct batch *b, int err);
 /* Queue the unlink of sc's file; frees sc when done. */
 void maint_reap(struct segcnt *sc);
-/* Rotate d's segment to the spare (0), or -EAGAIN if none is ready yet. */
+/* Rotate d's segment to the spare (0), or -EAGAIN if none is ready yet
+ * (one is requested). */
 int maint_rotate(struct sdir *d);
+/* A segment batch of d failed with an error other than ENOSPC: leave the
+ * segment before the next write (holding the appender until a spare comes). */
+void maint_after_seg_error(struct sdir *d);
 /* After a failed batch of a: cut the file back to b->base off-thread;
  * a->hold until then. */
 void maint_truncate(struct appender *a, uint64_t off);
-/* Journal bytes were appended: maybe start a checkpoint of d. */
-void maint_journal_grew(struct sdir *d);
-/* Synchronous checkpoint of d (start-up). */
+/* A journal batch of d completed (on appender a): maybe start a checkpoint,
+ * close a drained old journal. */
+void maint_journal_done(struct sdir *d, struct appender *a);
+/* Serialize the live state of d as a snapshot (malloc'ed) whose journals
+ * start at generation gen. */
+int snap_build(struct sdir *d, uint64_t gen, uint8_t **buf, size_t *len);
+/* Start-up, before the loop runs: make d's first segment and journal and
+ * write a snapshot of what was recovered (blocking). */
 int maint_checkpoint_now(struct sdir *d);
 
 #endif

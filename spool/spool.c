@@ -155,6 +155,7 @@ void seg_detach(struct smsg *m)
     m->sprev = m->snext = NULL;
     sc->live--;
     sc->live_bytes -= m->len;
+    sc->live_rcpts -= m->nrcpts;
     m->sc = NULL;
     segcnt_maybe_reap(sc);
 }
@@ -173,6 +174,7 @@ void seg_attach(struct smsg *m, struct segcnt *sc)
     sc->head = m;
     sc->live++;
     sc->live_bytes += m->len;
+    sc->live_rcpts += m->nrcpts;
 }
 
 void segcnt_maybe_reap(struct segcnt *sc)
@@ -320,7 +322,7 @@ static void timer_arm(struct spool_shard *sh)
 static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_entry *e,
                       struct segcnt *unpin)
 {
-    struct batch *b = d->jrn.open;
+    struct batch *b = sdir_jrn(d)->open;
     size_t n = jrn_size(e);
     int r;
 
@@ -366,7 +368,7 @@ static void bounce_apply(struct spool_shard *sh, const struct bounce_fx *fx, str
     }
     if (!smsg_live(o)) {
         /* o's record goes once the last FAILED entry is durable. */
-        struct batch *jb = o->dir->jrn.open;
+        struct batch *jb = sdir_jrn(o->dir)->open;
         if (jb->nent && !jb->ent[jb->nent - 1].from) {
             jb->ent[jb->nent - 1].from = o->sc;
             o->sc->pins++;
@@ -472,8 +474,8 @@ static void batch_done(struct batch *b)
         /* Cut what the failed batch may have left; the next batch
          * overwrites from b->base anyway (and waits for the cut). */
         maint_truncate(a, b->base);
-        if (a->is_seg && err != -ENOSPC && maint_rotate(d) < 0)
-            log_warnx("spool: shard=%u no new segment after a write error yet", d->k);
+        if (a->is_seg && err != -ENOSPC)
+            maint_after_seg_error(d);
     }
     for (size_t i = 0; i < b->nent; i++) {
         struct spool_commit *c = b->ent[i].c;
@@ -498,8 +500,8 @@ static void batch_done(struct batch *b)
             sh->ready_fn(sh, sh->ready_arg);
     }
     if (!a->is_seg)
-        maint_journal_grew(d);
-    if (a->fly || a->hold || !a->open->nent)
+        maint_journal_done(d, a);
+    if (a->fly || a->hold || !a->open->nent || a->fd < 0)
         return;
     if (a->open->bytes >= sh->p.batch_max_bytes || (a->is_seg && sh->timer_due))
         batch_start(a);
@@ -608,10 +610,18 @@ static void on_idle(void *arg)
         if (!d->seg.fly && !d->seg.hold && d->seg.open->nent &&
             (sh->p.batch_delay_us == 0 || sh->timer_due))
             batch_start(&d->seg);
-        if (!d->jrn.fly && !d->jrn.hold && d->jrn.open->nent)
-            batch_start(&d->jrn);
+        for (int j = 0; j < 2; j++) {
+            struct appender *a = &d->jr[j];
+            if (!a->fly && !a->hold && a->open->nent && a->fd >= 0)
+                batch_start(a);
+        }
     }
     maint_turn(sh);
+    if (sh->quiescing && sh->quiesce_fn && spool_shard_idle(sh)) {
+        void (*fn)(void *) = sh->quiesce_fn;
+        sh->quiesce_fn = NULL;
+        fn(sh->quiesce_arg);
+    }
 }
 
 /* ------------------------------------------------------------ submitting */
@@ -733,7 +743,8 @@ static int mark_commit(struct spool_shard *sh, struct spool_commit *c, struct sm
         return r;
     smsg_apply(m, e);
     if (m->deleted || !smsg_live(m)) {
-        struct bent *be = &d->jrn.open->ent[d->jrn.open->nent - 1];
+        struct batch *jb = sdir_jrn(d)->open;
+        struct bent *be = &jb->ent[jb->nent - 1];
         if (m->sc) {
             be->from = m->sc;
             m->sc->pins++;
@@ -865,8 +876,8 @@ static void sdir_free(struct sdir *d)
         return;
     for (int i = 0; i < 2; i++) {
         batch_free(&d->seg.b[i]);
-        batch_free(&d->jrn.b[i]);
-        batch_free(&d->jold.b[i]);
+        batch_free(&d->jr[0].b[i]);
+        batch_free(&d->jr[1].b[i]);
     }
     for (size_t i = 0; i < d->nsegs; i++) {
         if (d->segs[i]->fd >= 0)
@@ -876,10 +887,9 @@ static void sdir_free(struct sdir *d)
     free(d->segs);
     if (d->spare_fd >= 0)
         close(d->spare_fd);
-    if (d->jrn_fd >= 0)
-        close(d->jrn_fd);
-    if (d->jold_fd >= 0)
-        close(d->jold_fd);
+    for (int j = 0; j < 2; j++)
+        if (d->jfd[j] >= 0)
+            close(d->jfd[j]);
     if (d->dirfd >= 0)
         close(d->dirfd);
     free(d);
@@ -896,6 +906,7 @@ static void dir_retire(struct sdir *d, const char *path)
 
     if (!dir)
         return;
+    rewinddir(dir); /* the dup shares its offset with every other reader */
     while ((de = readdir(dir))) {
         const char *n = de->d_name;
         if (strncmp(n, "seg-", 4) == 0 || strncmp(n, "journal", 7) == 0 ||
@@ -925,10 +936,10 @@ static int sdir_open(struct spool_shard *sh, unsigned k, struct load_stats *st,
         return -ENOMEM;
     d->sh = sh;
     d->k = k;
-    d->dirfd = d->spare_fd = d->jrn_fd = d->jold_fd = -1;
+    d->dirfd = d->spare_fd = d->jfd[0] = d->jfd[1] = -1;
     appender_init(&d->seg, d, true);
-    appender_init(&d->jrn, d, false);
-    appender_init(&d->jold, d, false);
+    appender_init(&d->jr[0], d, false);
+    appender_init(&d->jr[1], d, false);
     snprintf(path, sizeof path, "%s/shard-%u", sh->spool_dir, k);
     *what = "open shard directory";
     d->dirfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1091,14 +1102,11 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
             goto fail;
     }
 
-    /* A checkpoint of what was recovered, a fresh journal and segment. */
+    /* A fresh segment and journal, and a checkpoint of what was recovered. */
     for (size_t i = 0; i < sh->ndirs; i++) {
         struct sdir *d = sh->dirs[i];
         what = "checkpoint";
         if ((r = maint_checkpoint_now(d)) < 0)
-            goto fail;
-        what = "create segment";
-        if ((r = maint_rotate(d)) < 0)
             goto fail;
         for (size_t j = d->nsegs; j-- > 0;) /* segments with nothing live left */
             segcnt_maybe_reap(d->segs[j]);
@@ -1106,6 +1114,7 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
     io_loop_set_idle(loop, on_idle, sh);
     sh->idle_set = true;
     st.live = sh->idx.n;
+    sh->rstats = st;
     uint64_t ms = (io_loop_now(loop) - t0) / 1000000u;
     if (st.regions || st.jrn_skipped || st.lost)
         log_warnx("spool: shard=%u event=recovered dirs=%zu records=%" PRIu64
@@ -1134,23 +1143,73 @@ fail:
 
 bool spool_shard_idle(const struct spool_shard *sh)
 {
+    if ((sh->ready_op && io_op_busy(sh->ready_op)) || (sh->timer && io_op_busy(sh->timer)))
+        return false;
     for (size_t i = 0; i < sh->ndirs; i++) {
         const struct sdir *d = sh->dirs[i];
-        if (d->seg.fly || d->jrn.fly || d->jold.fly || d->seg.open->nent ||
-            d->jrn.open->nent || d->jold.open->nent)
+        if (d->seg.fly || d->jr[0].fly || d->jr[1].fly || d->seg.open->nent ||
+            d->jr[0].open->nent || d->jr[1].open->nent || d->seg.hold || d->jr[0].hold ||
+            d->jr[1].hold)
             return false;
     }
     return maint_idle(sh);
+}
+
+void spool_shard_quiesce(struct spool_shard *sh, void (*fn)(void *arg), void *arg)
+{
+    sh->quiescing = true;
+    sh->quiesce_fn = fn;
+    sh->quiesce_arg = arg;
+    /* the idle hook calls fn on a coming turn, once idle */
+}
+
+static void on_close_tick(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct spool_shard *sh = op->owner;
+
+    if (!sh) { /* abandoned by a close that could not wait */
+        free(op);
+        return;
+    }
+    io_loop_stop(sh->loop);
+}
+
+/* Run the loop until the shard is idle (spool_shard_close's contract). */
+static void close_drain(struct spool_shard *sh)
+{
+    struct io_op *t;
+
+    if (spool_shard_idle(sh) || io_loop_running(sh->loop) || !(t = calloc(1, sizeof *t)))
+        return;
+    io_op_init(t, sh);
+    sh->quiescing = true; /* no new checkpoint or compaction */
+    for (int i = 0; i < 30000 && !spool_shard_idle(sh); i++) {
+        if (!io_op_busy(t) && io_timer_start(sh->loop, t, 1, on_close_tick) < 0)
+            break;
+        if (io_loop_run(sh->loop) < 0)
+            break;
+    }
+    if (io_op_busy(t)) { /* stopped by someone else's callback: take it back */
+        io_cancel(sh->loop, t);
+        for (int i = 0; i < 100 && io_op_busy(t); i++)
+            if (io_loop_run(sh->loop) < 0)
+                break;
+    }
+    if (io_op_busy(t))
+        t->owner = NULL; /* on_close_tick frees it, if the loop ever runs */
+    else
+        free(t);
 }
 
 void spool_shard_close(struct spool_shard *sh)
 {
     if (!sh)
         return;
+    close_drain(sh);
     sh->closing = true;
     assert(sh->nviews == 0);
     for (size_t i = 0; i < sh->ndirs; i++)
-        assert(!sh->dirs[i]->seg.fly && !sh->dirs[i]->jrn.fly && !sh->dirs[i]->jold.fly);
+        assert(!sh->dirs[i]->seg.fly && !sh->dirs[i]->jr[0].fly && !sh->dirs[i]->jr[1].fly);
     if (sh->idle_set)
         io_loop_set_idle(sh->loop, NULL, NULL);
     maint_stop(sh);

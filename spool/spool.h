@@ -134,21 +134,29 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
                      struct spool_shard **out, char *err, size_t errlen);
 
 /*
- * True when nothing the shard started is still in flight (batches, helper
- * jobs, checkpoint, compaction).  Run the loop until this holds (and every
- * commit callback ran) before spool_shard_close; spool_shard_close does it
- * by itself otherwise (it runs the loop: call it outside io_loop_run).
+ * True when nothing the shard started is still in flight: no batch open or
+ * being written (internal journal entries included), no helper job, no
+ * checkpoint, no compaction copy.
  */
 bool spool_shard_idle(const struct spool_shard *sh);
 
 /*
- * Close a shard.  No commit may be pending that the caller still waits for
- * and no view may be open.  If something internal is in flight, runs the
- * loop until it is done (so call it from outside io_loop_run).  Removes the
- * idle hook and stops the helper thread.  With batch_delay_us > 0 a batch
- * timer may still be armed: it is cancelled and its callback (which no
- * longer touches the shard) runs on a later turn, so run the loop once more
- * before io_loop_free().
+ * Stop starting internal work (checkpoints, compaction) and call fn(arg) on
+ * the loop, once, as soon as spool_shard_idle() holds (never inside this
+ * call).  For an orderly shutdown: stop the loop from fn, then close.
+ */
+void spool_shard_quiesce(struct spool_shard *sh, void (*fn)(void *arg), void *arg);
+
+/*
+ * Close a shard with no view open.  No commit may be pending that the caller
+ * still waits for.  If the shard is not idle (internal journal entries,
+ * helper jobs, a checkpoint or compaction in flight), it stops starting new
+ * work and runs the loop until it is (bounded: 30 s), so call it outside
+ * io_loop_run (server: after spool_shard_quiesce's callback stopped the
+ * loop, when nothing is left to run).  Removes the idle hook and stops the
+ * helper thread.  With batch_delay_us > 0 a batch timer may still be armed:
+ * it is cancelled and its callback (which no longer touches the shard) runs
+ * on a later turn, so run the loop once more before io_loop_free().
  */
 void spool_shard_close(struct spool_shard *sh);
 

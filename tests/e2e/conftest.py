@@ -139,11 +139,14 @@ class Server:
         with open(os.path.join(self.dir, "ortoo.conf"), "w") as f:
             f.write(conf_text)
         self.proc = None
+        self.wrapper = []          # command prefix (e.g. `ip netns exec NS`)
+        self.env = None            # environment (None: inherit)
         self.log = []              # stderr lines, across restarts
         self.addrs = {}            # role -> [(host, port)], current run
         self.returncodes = []      # exit status of every finished run
         self.env = None            # environment of the next start (None: ours)
         self._reader = None
+        self.wrapper = []          # argv prefix, e.g. no_io_uring.py
 
     # ---- life cycle -------------------------------------------------
     def start(self, timeout=20):
@@ -151,9 +154,10 @@ class Server:
         self.addrs = {}
         self.log.append(f"--- {self.name}: start ---")
         self.proc = subprocess.Popen(
-            [ORTOO, "-c", self.dir, "serve"], stdin=subprocess.DEVNULL,
+            self.wrapper + [ORTOO, "-c", self.dir, "serve"], env=self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            errors="replace", env=self.env)
+            errors="replace")
         ready = threading.Event()
         proc = self.proc
 

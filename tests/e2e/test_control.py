@@ -235,7 +235,7 @@ def test_second_server_on_same_spool(server):
     p = subprocess.run([ORTOO, "-c", s.dir, "serve"], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode != 0
-    assert "another ortoo is running" in p.stderr or "lock" in p.stderr, p.stderr
+    assert "already serving the spool" in p.stderr, p.stderr
     assert ctl(s, "ping")[1] == f"OK pong pid={s.proc.pid}"
 
 

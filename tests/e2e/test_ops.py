@@ -135,7 +135,7 @@ def test_max_connections(fresh):
         # The 4th, and a 5th after it (a refused one must not stay counted).
         for _ in range(2):
             with Raw(addr) as c:
-                c.expect(None, 421, "4.3.2")
+                c.expect(None, 421, "4.7.0")
                 assert c.at_eof(), "not closed after 421:\n" + c.dump()
         # The three held sessions still work.
         for c in held:
@@ -162,7 +162,7 @@ def test_max_connections(fresh):
         assert qid in s.queue_by_id()
         # Full again.
         with Raw(addr) as c:
-            c.expect(None, 421, "4.3.2")
+            c.expect(None, 421, "4.7.0")
             assert c.at_eof()
         # A client that just disconnects (no QUIT) frees its slot too.
         held.pop(0).close()

@@ -230,6 +230,7 @@ static void test_dialogue_ok(void **state)
     opts_init(&o, to, 2);
     o.user = "u@d.example";
     o.password_stdin = true;
+    o.allow_plaintext_auth = true; /* a local socket: loopback */
     assert_int_equal(run_dialogue(steps, sizeof steps / sizeof steps[0], &o, "secret", &fs), 0);
     assert_int_equal(fs.bad_step, -1);
     fs.data[fs.datalen] = '\0';
@@ -322,6 +323,31 @@ static void test_cli_usage(void **state)
     assert_int_equal(cli_send("/nonexistent", 7, a3), 2); /* no port */
     char *a4[] = { "send", "--bogus", NULL };
     assert_int_equal(cli_send("/nonexistent", 2, a4), 2);
+    char *a5[] = { "send", "--server", "h:25", "--from", "a@b.c", "--to", "x@y.z",
+                   "--starttls", "--tls", NULL };
+    assert_int_equal(cli_send("/nonexistent", 9, a5), 2); /* both TLS modes */
+    char *a6[] = { "send", "--server", "h:25", "--from", "a@b.c", "--to", "x@y.z",
+                   "--user", "u", "--password-stdin", NULL };
+    assert_int_equal(cli_send("/nonexistent", 10, a6), 2); /* a password without TLS */
+}
+
+/* --user in plain text: refused before AUTH unless allowed (and loopback). */
+static void test_dialogue_no_plaintext_password(void **state)
+{
+    static const struct step steps[] = {
+        { NULL, "220 fake ESMTP\r\n" },
+        { "EHLO client.example\r\n", "250-fake\r\n250 AUTH PLAIN\r\n" },
+        { "QUIT\r\n", "221 bye\r\n" },
+    };
+    const char *to[] = { "a@x.example" };
+    struct send_opts o;
+    struct fake_server fs;
+
+    opts_init(&o, to, 1);
+    o.user = "u@d.example";
+    o.password_stdin = true;
+    assert_int_equal(run_dialogue(steps, sizeof steps / sizeof steps[0], &o, "secret", &fs), 1);
+    assert_int_equal(fs.bad_step, -1);
 }
 
 int main(void)
@@ -338,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_dialogue_starttls_missing),
         cmocka_unit_test(test_dialogue_bad_greeting),
         cmocka_unit_test(test_cli_usage),
+        cmocka_unit_test(test_dialogue_no_plaintext_password),
     };
     if (sodium_init() < 0)
         return 1;

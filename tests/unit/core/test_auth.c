@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_auth.c - unit tests for core/auth.c: SASL PLAIN and base64 decoding,
- * per-address throttling with a tiny window, and auth_verify() through a
+ * throttling per client prefix and per account (attempts in flight count), and auth_verify() through a
  * real io loop (right, wrong and unknown users, over-long input, callbacks
  * never synchronous, the success cache making a second verification fast,
  * cache expiry, a password change defeating the cache).
@@ -139,51 +139,124 @@ static void test_b64(void **state)
 
 /* --- Throttling. --- */
 
+static struct limits_key v4key(int a, int b, int c, int d)
+{
+    struct limits_key k = {.family = 2 /* AF_INET */, .plen = 32, .addr = {a, b, c, d}};
+    return k;
+}
+
+static struct auth *throttle_auth(unsigned max, unsigned account_max, unsigned window)
+{
+    struct auth_params p = {.workers = 1, .max_failures = max,
+                            .account_max_failures = account_max, .window = window};
+    return auth_new(&p);
+}
+
+/* n failed attempts from client k as user u. */
+static void fail_n(struct auth *a, const struct limits_key *k, const char *u, int n)
+{
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(auth_attempt_begin(a, k, u), AUTH_GATE_OK);
+        auth_attempt_end(a, k, u, AUTH_OUTCOME_FAILED);
+    }
+}
+
 static void test_throttle(void **state)
 {
-    struct auth *a = auth_new(1, 0, 3, 1); /* 3 failures per 1 s */
-    char addr[64];
+    struct auth *a = throttle_auth(3, 100, 1); /* 3 failures per 1 s */
+    struct limits_key k1 = v4key(192, 0, 2, 1), k2 = v4key(192, 0, 2, 2);
 
     assert_non_null(a);
-    assert_false(auth_throttled(a, "192.0.2.1"));
-    auth_note_failure(a, "192.0.2.1");
-    auth_note_failure(a, "192.0.2.1");
-    assert_false(auth_throttled(a, "192.0.2.1"));
-    auth_note_failure(a, "192.0.2.1");
-    assert_true(auth_throttled(a, "192.0.2.1"));
-    assert_false(auth_throttled(a, "192.0.2.2"));
-    assert_false(auth_throttled(a, "2001:db8::1"));
+    assert_false(auth_client_throttled(a, &k1));
+    fail_n(a, &k1, "u1@x", 2);
+    assert_false(auth_client_throttled(a, &k1));
+    fail_n(a, &k1, "u2@x", 1);
+    assert_true(auth_client_throttled(a, &k1));
+    assert_int_equal(auth_attempt_begin(a, &k1, "u3@x"), AUTH_GATE_CLIENT);
+    assert_false(auth_client_throttled(a, &k2));
 
     /* The window passes: the address may try again. */
     sleep_ms(1100);
-    assert_false(auth_throttled(a, "192.0.2.1"));
-    auth_note_failure(a, "192.0.2.1"); /* a new window: 1 failure */
-    assert_false(auth_throttled(a, "192.0.2.1"));
-    auth_note_failure(a, "192.0.2.1");
-    auth_note_failure(a, "192.0.2.1");
-    assert_true(auth_throttled(a, "192.0.2.1"));
+    assert_false(auth_client_throttled(a, &k1));
+    fail_n(a, &k1, "u1@x", 1); /* a new window: 1 failure */
+    assert_false(auth_client_throttled(a, &k1));
+    fail_n(a, &k1, "u1@x", 2);
+    assert_true(auth_client_throttled(a, &k1));
 
-    /* A success clears the count. */
-    auth_note_success(a, "192.0.2.1");
-    assert_false(auth_throttled(a, "192.0.2.1"));
+    /* A success does not clear the client's count (one good account must
+     * not buy guesses at others). */
+    auth_attempt_end(a, &k1, "u1@x", AUTH_OUTCOME_OK);
+    assert_true(auth_client_throttled(a, &k1));
 
     /* The table is bounded: thousands of addresses, no failure; the most
      * recent ones are still tracked. */
+    struct limits_key k;
+    char user[32];
     for (int i = 0; i < 20000; i++) {
-        snprintf(addr, sizeof(addr), "10.%d.%d.%d", i >> 16, (i >> 8) & 255, i & 255);
-        for (int k = 0; k < 3; k++)
-            auth_note_failure(a, addr);
+        k = v4key(10, i >> 16, (i >> 8) & 255, i & 255);
+        snprintf(user, sizeof(user), "u%d@x", i);
+        fail_n(a, &k, user, 3);
     }
-    assert_true(auth_throttled(a, addr));
-    assert_false(auth_throttled(a, "192.0.2.1"));
+    assert_true(auth_client_throttled(a, &k));
     auth_free(a);
 
     /* max_failures 0 disables throttling. */
-    a = auth_new(1, 0, 0, 60);
+    a = throttle_auth(0, 0, 60);
     assert_non_null(a);
-    for (int k = 0; k < 10; k++)
-        auth_note_failure(a, "192.0.2.9");
-    assert_false(auth_throttled(a, "192.0.2.9"));
+    k = v4key(192, 0, 2, 9);
+    fail_n(a, &k, "u@x", 10);
+    assert_false(auth_client_throttled(a, &k));
+    auth_free(a);
+}
+
+/* Attempts count while in flight: 40 parallel attempts with max 5 admit 5. */
+static void test_throttle_in_flight(void **state)
+{
+    struct auth *a = throttle_auth(5, 1000, 60);
+    struct limits_key k = v4key(198, 51, 100, 7), other = v4key(198, 51, 100, 8);
+    int admitted = 0;
+
+    for (int i = 0; i < 40; i++)
+        admitted += auth_attempt_begin(a, &k, "victim@x") == AUTH_GATE_OK;
+    assert_int_equal(admitted, 5);
+    assert_true(auth_client_throttled(a, &k));
+    assert_false(auth_client_throttled(a, &other));
+    /* Aborted attempts (queue full) give their place back. */
+    auth_attempt_end(a, &k, "victim@x", AUTH_OUTCOME_ABORTED);
+    assert_false(auth_client_throttled(a, &k));
+    for (int i = 0; i < 4; i++)
+        auth_attempt_end(a, &k, "victim@x", AUTH_OUTCOME_FAILED);
+    assert_false(auth_client_throttled(a, &k));   /* 4 failures */
+    assert_int_equal(auth_attempt_begin(a, &k, "victim@x"), AUTH_GATE_OK);
+    assert_true(auth_client_throttled(a, &k));
+    auth_attempt_end(a, &k, "victim@x", AUTH_OUTCOME_FAILED);
+    assert_true(auth_client_throttled(a, &k));
+    auth_free(a);
+}
+
+/* Per account: many prefixes against one user name stop at its maximum;
+ * the domain's case does not matter, a success clears the account. */
+static void test_throttle_account(void **state)
+{
+    struct auth *a = throttle_auth(5, 4, 60);
+    for (int i = 0; i < 4; i++) {
+        struct limits_key k = v4key(203, 0, 113, i);
+        fail_n(a, &k, i % 2 ? "alice@Example.TEST" : "alice@example.test", 1);
+    }
+    struct limits_key k = v4key(203, 0, 113, 50);
+    assert_int_equal(auth_attempt_begin(a, &k, "alice@example.test"), AUTH_GATE_ACCOUNT);
+    assert_int_equal(auth_attempt_begin(a, &k, "Alice@example.test"), AUTH_GATE_OK);
+    auth_attempt_end(a, &k, "Alice@example.test", AUTH_OUTCOME_FAILED);
+    auth_free(a);
+
+    a = throttle_auth(5, 2, 60);
+    k = v4key(203, 0, 113, 60);
+    fail_n(a, &k, "bob@x", 1);
+    assert_int_equal(auth_attempt_begin(a, &k, "bob@x"), AUTH_GATE_OK);
+    auth_attempt_end(a, &k, "bob@x", AUTH_OUTCOME_OK);
+    fail_n(a, &k, "bob@x", 1);
+    assert_int_equal(auth_attempt_begin(a, &k, "bob@x"), AUTH_GATE_OK);
+    auth_attempt_end(a, &k, "bob@x", AUTH_OUTCOME_ABORTED);
     auth_free(a);
 }
 
@@ -300,7 +373,7 @@ static int epoll_setup(void **state)
 static void test_verify(void **state)
 {
     struct fixture *f = *state;
-    struct auth *a = auth_new(2, 60, 5, 60);
+    struct auth *a = auth_new(&(struct auth_params){.workers = 2, .cache_ttl = 60, .max_failures = 5, .window = 60});
     struct pending p[6];
     char longuser[400], longpass[300];
 
@@ -351,7 +424,7 @@ static void test_verify(void **state)
 static void test_cache(void **state)
 {
     struct fixture *f = *state;
-    struct auth *a = auth_new(1, 1, 5, 60); /* cache ttl 1 s */
+    struct auth *a = auth_new(&(struct auth_params){.workers = 1, .cache_ttl = 1, .max_failures = 5, .window = 60}); /* cache ttl 1 s */
     struct pending p;
     uint64_t t0, slow, fast, expired;
     struct users *u2;
@@ -415,7 +488,7 @@ static void test_cache(void **state)
 static void test_unknown_timing(void **state)
 {
     struct fixture *f = *state;
-    struct auth *a = auth_new(1, 0, 0, 60); /* no cache */
+    struct auth *a = auth_new(&(struct auth_params){.workers = 1, .window = 60}); /* no cache */
     struct pending p;
     uint64_t t0, known, unknown;
 
@@ -442,6 +515,8 @@ int main(void)
         cmocka_unit_test(test_plain_decode),
         cmocka_unit_test(test_b64),
         cmocka_unit_test(test_throttle),
+        cmocka_unit_test(test_throttle_in_flight),
+        cmocka_unit_test(test_throttle_account),
         cmocka_unit_test_setup_teardown(test_verify, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_cache, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_unknown_timing, loop_setup, loop_teardown),

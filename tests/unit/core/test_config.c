@@ -382,6 +382,20 @@ static void test_errors_raw(void **state)
     load_err(buf, want);
 }
 
+static void test_many_carriage_returns(void **state)
+{
+    /* A short line ending in more CRs than libinih's buffer holds: the line
+     * ends are not text, and were once copied whole into that buffer
+     * (found by fuzz_config). */
+    char buf[1024];
+    int n = snprintf(buf, sizeof(buf), "[server]\nhostname = mx.example.test");
+    memset(buf + n, '\r', 500);
+    strcpy(buf + n + 500, "\n" MIN_LISTEN);
+    struct config *cfg = load_ok(buf);
+    assert_string_equal(cfg->hostname, "mx.example.test");
+    config_free(cfg);
+}
+
 static void test_missing(void **state)
 {
     struct config *cfg = (struct config *)1;
@@ -885,6 +899,60 @@ static void test_durations(void **state)
     assert_int_equal(route_parse_duration("50000d", &v), -EINVAL);
 }
 
+/* [limits] and the limit keys of [auth]: defaults, every key, errors. */
+static void test_limits_keys(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    const struct config_limits *l = &cfg->limits;
+    assert_int_equal(l->per_address, 50);
+    assert_int_equal(l->ipv4_prefix, 32);
+    assert_int_equal(l->ipv6_prefix, 64);
+    assert_int_equal(l->max_commands, 10000);
+    assert_int_equal(l->max_junk, 100);
+    assert_int_equal(l->timeout_greeting, 60);
+    assert_int_equal(l->timeout_session, 3600);
+    assert_int_equal(l->min_data_rate, 500);
+    assert_true(l->max_pending_output == 64 * 1024);
+    assert_true(l->body_memory == 256ull << 20);
+    assert_int_equal(l->auth_account_failures, 20);
+    assert_int_equal(l->auth_queue, 64);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[limits]\n"
+                  "connections_per_address = 7\nipv4_prefix = 24\nipv6_prefix = 48\n"
+                  "max_commands = 500\nmax_junk_commands = 9\ntimeout_greeting = 11\n"
+                  "timeout_session = 600\nmin_data_rate = 0\nmax_pending_output = 16K\n"
+                  "body_memory = 1G\n"
+                  "[auth]\naccount_max_failures = 3\nmax_queue = 8\n");
+    l = &cfg->limits;
+    assert_int_equal(l->per_address, 7);
+    assert_int_equal(l->ipv4_prefix, 24);
+    assert_int_equal(l->ipv6_prefix, 48);
+    assert_int_equal(l->max_commands, 500);
+    assert_int_equal(l->max_junk, 9);
+    assert_int_equal(l->timeout_greeting, 11);
+    assert_int_equal(l->timeout_session, 600);
+    assert_int_equal(l->min_data_rate, 0);
+    assert_true(l->max_pending_output == 16 * 1024);
+    assert_true(l->body_memory == 1ull << 30);
+    assert_int_equal(l->auth_account_failures, 3);
+    assert_int_equal(l->auth_queue, 8);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "[limits]\nipv6_prefix = 129\n",
+             ":4: [limits] ipv6_prefix: expected a number from 16 to 128, got '129'");
+    load_err(MIN_LISTEN "[limits]\nmax_pending_output = 1K\n",
+             ":4: [limits] max_pending_output: expected a size such as 1000, 512K, 25M or 1G, "
+             "got '1K'");
+    load_err(MIN_LISTEN "[limits]\nbody_memory = 1M\nbody_memory = 2M\n",
+             ":5: duplicate key 'body_memory' in [limits]");
+    load_err(MIN_LISTEN "[limits]\nmax_connections = 5\n",
+             ":4: unknown key 'max_connections' in [limits]");
+    load_err(MIN_LISTEN "[server]\nmax_message_size = 2M\n[limits]\nbody_memory = 1M\n",
+             ": [limits] body_memory (1048576) is smaller than [server] max_message_size "
+             "(2097152): a message of the largest size could never be accepted");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -894,9 +962,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_errors_raw, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_many_carriage_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_limits_keys, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test(test_role_name),

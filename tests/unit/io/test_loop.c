@@ -775,6 +775,112 @@ static void test_write_sync_short(void **state)
     free(check);
 }
 
+/*
+ * Durability of every byte, short writes included: the trace seam records
+ * each write and fdatasync as it completes; when the callback runs, every
+ * byte of the range must have been written by a RWF_DSYNC write or by a
+ * write followed by an fdatasync.  On io_uring the short-write cap makes
+ * every round come back short (the path that once lost RWF_DSYNC).
+ */
+#define DEV_MAX 4096
+static struct io_write_event dev_ev[DEV_MAX];
+static int dev_n;
+static pthread_mutex_t dev_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static void dev_trace(const struct io_write_event *ev)
+{
+    pthread_mutex_lock(&dev_mu);
+    if (dev_n < DEV_MAX)
+        dev_ev[dev_n++] = *ev;
+    pthread_mutex_unlock(&dev_mu);
+}
+
+/* Is [off, off+len) of fd durable according to the first n events? */
+static bool dev_durable(int n, int fd, uint64_t off, uint64_t len, int *rounds)
+{
+    uint8_t *ok = calloc(1, len ? len : 1);
+    uint8_t *pending = calloc(1, len ? len : 1); /* written, not yet synced */
+    bool all = true;
+
+    *rounds = 0;
+    for (int i = 0; i < n; i++) {
+        const struct io_write_event *e = &dev_ev[i];
+        if (e->fd != fd)
+            continue;
+        if (e->kind == IO_WEV_SYNC) {
+            if (e->res == 0)
+                for (uint64_t k = 0; k < len; k++)
+                    ok[k] |= pending[k];
+            continue;
+        }
+        if (e->res <= 0)
+            continue;
+        (*rounds)++;
+        for (uint64_t b = e->off; b < e->off + (uint64_t)e->res; b++) {
+            if (b < off || b >= off + len)
+                continue;
+            if (e->dsync)
+                ok[b - off] = 1;
+            else
+                pending[b - off] = 1;
+        }
+    }
+    for (uint64_t k = 0; k < len; k++)
+        all &= ok[k] != 0;
+    free(ok);
+    free(pending);
+    return all;
+}
+
+static int dev_at_cb;
+static void dev_on_done(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct wsync *w = op->owner;
+
+    pthread_mutex_lock(&dev_mu);
+    dev_at_cb = dev_n;
+    pthread_mutex_unlock(&dev_mu);
+    w->res[w->n++] = res;
+    io_loop_stop(w->fx->loop);
+}
+
+static void test_write_sync_durable(void **state)
+{
+    struct fx *fx = *state;
+    struct wsync w = {.fx = fx};
+    char path[] = "/tmp/ortoo-test-loop-XXXXXX";
+    int fd = mkstemp(path), rounds;
+    size_t big = 50000;
+    char *blob = malloc(big), *check = malloc(big);
+    struct iovec iov[3];
+
+    assert_true(fd >= 0);
+    for (size_t i = 0; i < big; i++)
+        blob[i] = (char)pattern(i + 7);
+    iov[0] = (struct iovec){blob, 10001};
+    iov[1] = (struct iovec){blob + 10001, 3};
+    iov[2] = (struct iovec){blob + 10004, big - 10004};
+    io_op_init(&w.w, &w);
+    dev_n = 0;
+    io_write_trace = dev_trace;
+    io_uring_short_cap = 4096;
+    assert_int_equal(io_write_sync(fx->loop, &w.w, fd, iov, 3, 8, dev_on_done), 0);
+    run_loop(fx);
+    io_write_trace = NULL;
+    io_uring_short_cap = 0;
+    assert_int_equal(w.res[0], (int)big);
+    if (!dev_durable(dev_at_cb, fd, 8, big, &rounds))
+        fail_msg("a byte was reported durable before any sync covered it");
+    if (io_loop_backend(fx->loop) == IO_BACKEND_URING)
+        assert_true(rounds >= (int)(big / 4096)); /* short, every round */
+    assert_int_equal(pread(fd, check, big, 8), (ssize_t)big);
+    assert_memory_equal(check, blob, big);
+    close(fd);
+    unlink(path);
+    free(blob);
+    free(check);
+}
+
 /* ---- poll on a pipe ----------------------------------------------------- */
 
 struct pollt {
@@ -1361,6 +1467,7 @@ int main(void)
         BOTH(test_post),
         BOTH(test_write_sync),
         BOTH(test_write_sync_short),
+        BOTH(test_write_sync_durable),
         BOTH(test_poll_pipe),
         BOTH(test_cancel_recv),
         BOTH(test_never_sync),
