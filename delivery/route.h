@@ -48,7 +48,7 @@ enum route_tls {
 
 /* Defaults (docs/config.md). */
 #define ROUTE_DEF_MAX_CONNECTIONS 20      /* per destination, per reactor */
-#define ROUTE_DEF_MAX_PER_CONNECTION 100  /* messages before a new connection */
+#define ROUTE_DEF_MAX_PER_CONNECTION 1000 /* messages before a new connection */
 #define ROUTE_DEF_EXPIRE (5 * 86400)
 #define ROUTE_DEF_DELAY_WARNING (4 * 3600)
 #define ROUTE_DEF_MX_PORT 25
