@@ -97,7 +97,10 @@ def world(tmp_path_factory):
             f"_{port}._tcp.mxb": ["TLSA 3 1 1 " + "00" * 32],
             "work": ["MX 10 mxw.dlv.test."],
             "mxw": ["A 127.0.0.7"],
-        }),
+            "danebogus": ["MX 10 mxg.dlv.test."],
+            "mxg": ["A 127.0.0.6"],
+            f"_{port}._tcp.mxg": [f"TLSA 3 1 1 {spki}"],
+        }, tamper={(f"_{port}._tcp.mxg", "TLSA"): "3 1 1 " + "ee" * 32}),
         Zone("plain.test", {"@": ["MX 10 mx.plain.test."], "mx": ["A 127.0.0.8"]},
              signed=False),
         Zone("forged.test", {"@": ["MX 10 mx.forged.test."], "mx": ["A 127.0.0.9"]},
@@ -299,6 +302,15 @@ def test_null_mx_bounces_at_once(dsrv, world):
     assert fields[0]["action"] == "failed" and fields[0]["status"] == "5.1.10", fields
 
 
+def test_no_such_domain_bounces(dsrv, world):
+    """A domain that does not exist (a DNSSEC-proven NXDOMAIN): 5.1.2 at once."""
+    srv = dsrv()
+    qid, _ = submit(srv, "user@nowhere.dlv.test", "nxdomain")
+    wait_for(lambda: queue_gone(srv, qid) and dsns(srv), what="the bounce", srv=srv)
+    line = wait_log(srv, rf"msgid={qid} event=bounced")
+    assert "status=5.1.2" in line[0], line
+
+
 def test_implicit_mx_a_only(dsrv, world):
     """No MX records: the domain's own A record is the mail host."""
     srv = dsrv()
@@ -347,6 +359,18 @@ def test_dane_mismatch_defers_never_clear(dsrv, world):
     row = srv.queue_by_id()[qid]
     assert row["states"] == ["deferred"], row
     assert not log_lines(srv, rf"msgid={qid} event=bounced")
+
+
+def test_bogus_tlsa_defers(dsrv, world):
+    """A bogus TLSA RRset (RFC 7672 2.2): the host is not used, neither with
+    unauthenticated TLS nor in clear text; the message waits."""
+    srv = dsrv(**{"delivery.retry": "1h"})
+    with MailSink("127.0.0.6", world["port"], tls=tls_ctx(world)) as sink:
+        qid, _ = submit(srv, "user@danebogus.dlv.test", "bogus tlsa")
+        line = wait_log(srv, rf"msgid={qid} event=deferred")
+        assert "status=4.7.5" in line[0] and "TLSA" in line[0], line
+        assert not sink.conns, "no connection to a host whose TLSA lookup failed"
+    assert not dsns(srv)
 
 
 def test_bogus_mx_defers_no_bounce(dsrv, world):
@@ -419,6 +443,20 @@ def test_expiry_dsn(dsrv, world):
     assert wait_log(srv, rf"msgid={qid} event=expired")
     fields = report_fields(read_dsn(srv, dsns(srv)[0]))
     assert fields[0]["action"] == "failed" and fields[0]["status"] == "4.4.7", fields
+
+
+def test_delay_warning(dsrv, world):
+    """Still deferred after [delivery] delay_warning: one "delayed" DSN."""
+    srv = dsrv(**{"delivery.delay_warning": "2s"})
+    with MailSink("127.0.0.7", world["port"],
+                  rcpt_reply=lambda a: "451 4.3.0 not now") as sink:
+        qid, _ = submit(srv, "slow@work.dlv.test", "delay")
+        wait_for(lambda: dsns(srv), timeout=30, srv=srv, what="the delay warning")
+        time.sleep(2.5)  # more attempts: still one warning
+        assert len(dsns(srv)) == 1
+    fields = report_fields(read_dsn(srv, dsns(srv)[0]))
+    assert fields[0]["action"] == "delayed" and fields[0]["status"].startswith("4."), fields
+    assert srv.queue_by_id()[qid]["states"] == ["deferred"]
 
 
 # ---- the wire: pipelining, connection reuse, resumption --------------------------------
