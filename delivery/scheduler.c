@@ -875,6 +875,8 @@ int sched_flush(struct sched *s, const char *target)
     int64_t now = sched_now();
     int n;
 
+    if (s->stopping)
+        return 0;
     if (target == NULL) {
         for (size_t i = 0; i < s->dcap; i++)
             for (struct dest *d = s->dtab[i]; d != NULL; d = d->hnext)
@@ -883,6 +885,18 @@ int sched_flush(struct sched *s, const char *target)
         return n < 0 ? 0 : n;
     }
     if (looks_like_id(target)) {
+        /* The destinations of its recipients come out of backoff too, or
+         * the flush would only defer it again at once. */
+        struct spool_msg_view v;
+        if (spool_msg_open(s->sh, target, &v) == 0) {
+            for (size_t i = 0; i < v.nrcpts; i++) {
+                char domain[RES_NAME_MAX + 2];
+                if (rcpt_domain(v.rcpts[i], domain, sizeof domain) &&
+                    res_name_normalize(domain, domain, sizeof domain) >= 0)
+                    dest_flush_domain(s, domain);
+            }
+            spool_msg_close(s->sh, &v);
+        }
         n = spool_reschedule(s->sh, target, now);
         return n < 0 ? 0 : n;
     }
@@ -908,6 +922,8 @@ int sched_delete(struct sched *s, const char *id)
     struct amsg *m = active_find(s, id);
     int r;
 
+    if (s->stopping)
+        return -ENOENT;
     if (m != NULL) {
         m->deleted = true;
         drop_queued(s, m);
@@ -925,6 +941,8 @@ int sched_bounce(struct sched *s, const char *id)
     struct spool_msg_view v;
     int r;
 
+    if (s->stopping)
+        return -ENOENT;
     if (m != NULL) {
         m->bounce_req = true;
         drop_queued(s, m);
