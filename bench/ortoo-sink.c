@@ -773,6 +773,10 @@ static int conn_drive(struct sconn *c)
         }
         c->rlen += (size_t)n;
     }
+    /* The fairness limit was reached with work left (replies not flushed,
+     * bytes read but not processed): nothing would wake this connection,
+     * so ask for EPOLLOUT, which fires at once on a writable socket. */
+    ep_out(c, true);
     return 0;
 }
 

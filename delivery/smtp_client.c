@@ -15,12 +15,11 @@
  * in one write, then reads the replies in order).  Without PIPELINING the
  * same queue holds one command at a time.
  *
- * The body streams from a cursor over [prefix][stored bytes]: in DATA mode
- * the stored wire form goes out as it is (RFC 5321 4.5.2: it is already
- * dot-stuffed) followed by ".\r\n"; in BDAT mode the cursor skips the
- * stuffing dot at the start of each line (RFC 3030 2: BDAT data is not
- * stuffed), so that the chunk sizes announced are the unstuffed byte counts
- * (counted in a first pass over each chunk's bytes).
+ * The body streams from a cursor over [prefix][stored bytes] (smtp_body.c):
+ * in DATA mode the stored wire form goes out as it is (RFC 5321 4.5.2: it
+ * is already dot-stuffed) followed by ".\r\n"; in BDAT mode the cursor skips
+ * the stuffing dot at the start of each line (RFC 3030 2: BDAT data is not
+ * stuffed), and each chunk's size is counted in a first pass.
  *
  * Lifetime: client_end() sets CLOSING, shuts the socket down and cancels
  * every op; the struct is freed by client_maybe_free() when nothing is in
@@ -42,6 +41,7 @@
 
 #include <sodium.h>
 
+#include "delivery/smtp_body.h"
 #include "io/log.h"
 #include "io/loop.h"
 
@@ -93,20 +93,6 @@ struct buf {
     char *data;
     size_t len;
     size_t cap;
-};
-
-/*
- * The body cursor over the stream [prefix][data].  Invariants: pos <= total;
- * with unstuff, bol is true when the byte before pos is LF (or pos is 0),
- * and a '.' at pos with bol set is a stuffing dot to skip.
- */
-struct body {
-    bool active;          /* bytes remain to be produced for the current piece */
-    bool unstuff;         /* BDAT: drop stuffing dots */
-    bool bol;             /* at the start of a line */
-    size_t pos;           /* offset in the stream */
-    size_t total;         /* prefix_len + len */
-    uint64_t chunk_left;  /* BDAT: unstuffed bytes left in the current chunk */
 };
 
 /*
@@ -186,7 +172,10 @@ struct smtp_client {
     bool txn_failed;              /* txn_fail holds why the transaction ended */
     struct smtp_result final;     /* the reply to the end of the data */
     struct smtp_result txn_fail;  /* what ended the transaction early */
-    struct body body;
+    struct smtp_body body;        /* the cursor over [prefix][data] */
+    bool body_active;             /* bytes remain for the current piece (DATA
+                                     body, or the current BDAT chunk) */
+    uint64_t chunk_left;          /* BDAT: bytes left in the current chunk */
     bool body_terminated;         /* DATA: ".\r\n" produced */
 };
 
@@ -209,6 +198,23 @@ static void client_maybe_free(struct smtp_client *c);
 static void txn_send_more(struct smtp_client *c);
 static void txn_maybe_done(struct smtp_client *c);
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags);
+
+/* s escaped for a quoted logfmt value (STYLE.md: peers' words are
+ * escaped): '"' and '\\' get a backslash, control bytes become '?'.
+ * Returns buf, cut to fit. */
+static const char *esc(const char *s, size_t n, char *buf, size_t cap)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n && s[i] != '\0' && o + 3 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\')
+            buf[o++] = '\\';
+        buf[o++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
+    }
+    buf[o] = '\0';
+    return buf;
+}
 
 const char *smtp_stage_name(enum smtp_stage st)
 {
@@ -287,7 +293,7 @@ static unsigned state_timeout(const struct smtp_client *c)
     case CL_QUIT:
         return c->to.quit;
     case CL_TXN:
-        if (c->body.active)
+        if (c->body_active)
             return c->to.data_xfer;
         if (c->pend_head < c->pend_tail) {
             switch (c->pend[c->pend_head].kind) {
@@ -330,7 +336,7 @@ static enum smtp_stage state_stage(const struct smtp_client *c)
     case CL_AUTH:
         return SMTP_STAGE_AUTH;
     case CL_TXN:
-        if (!c->body.active && c->pend_head < c->pend_tail) {
+        if (!c->body_active && c->pend_head < c->pend_tail) {
             switch (c->pend[c->pend_head].kind) {
             case P_RSET:
                 return SMTP_STAGE_RSET;
@@ -574,7 +580,7 @@ static void msg_finish(struct smtp_client *c)
     if (c->mail_ok && !(c->final_seen && c->final.outcome == SMTP_OUT_OK))
         c->rset_needed = true;
     c->msg = NULL;
-    c->body.active = false;
+    c->body_active = false;
     c->info.messages++;
     buf_shrink(&c->out);
     buf_shrink(&c->sending);
@@ -597,8 +603,12 @@ static void client_end(struct smtp_client *c, bool quit)
 
     if (was == CL_CLOSING)
         return;
-    log_debug("smtp_client=%s event=closing stage=%s outcome=%d text=\"%s\"", c->id,
-              smtp_stage_name(c->fail.stage), c->fail.outcome, c->fail.text);
+    if (log_get_level() >= LOG_LVL_DEBUG) {
+        char e[2 * SMTP_RESULT_TEXT_MAX + 1];
+        log_debug("smtp_client=%s event=closing stage=%s outcome=%d text=\"%s\"", c->id,
+                  smtp_stage_name(c->fail.stage), c->fail.outcome,
+                  esc(c->fail.text, sizeof c->fail.text, e, sizeof e));
+    }
     if (m != NULL) {
         if (!c->txn_failed) {
             /* A message sent in full whose reply never came may have been
@@ -610,7 +620,9 @@ static void client_end(struct smtp_client *c, bool quit)
         }
         c->final_seen = c->final_seen && was == CL_TXN;
     }
-    if (quit && was != CL_CONNECTING && was != CL_TLS && c->fd >= 0 && put_cmd(c, "QUIT") == 0) {
+    /* Never QUIT in the middle of a transaction: a body may be half sent. */
+    if (quit && was != CL_CONNECTING && was != CL_TLS && was != CL_TXN && c->fd >= 0 &&
+        put_cmd(c, "QUIT") == 0) {
         client_enter(c, CL_CLOSING);
         c->close_after_send = true;
         io_cancel(c->loop, &c->recv_op);
@@ -708,18 +720,24 @@ __attribute__((format(printf, 2, 3))) static int put_cmd(struct smtp_client *c, 
 {
     char line[CLIENT_CMD_MAX];
     va_list ap;
-    int n;
+    int n, rc;
 
     va_start(ap, fmt);
     n = vsnprintf(line, sizeof line - 2, fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof line - 2)
         return -E2BIG;
-    log_debug("smtp_client=%s cmd=\"%.*s\"", c->id,
-              strncmp(line, "AUTH ", 5) == 0 ? 10 : n, line);
+    if (log_get_level() >= LOG_LVL_DEBUG) {
+        char e[2 * CLIENT_CMD_MAX + 1];
+        /* AUTH: the mechanism only, never the credentials. */
+        log_debug("smtp_client=%s cmd=\"%s\"", c->id,
+                  esc(line, strncmp(line, "AUTH ", 5) == 0 ? 10 : (size_t)n, e, sizeof e));
+    }
     line[n++] = '\r';
     line[n++] = '\n';
-    return put_bytes(c, line, (size_t)n);
+    rc = put_bytes(c, line, (size_t)n);
+    sodium_memzero(line, (size_t)n); /* AUTH lines carry credentials */
+    return rc;
 }
 
 /* Move TLS ciphertext into `out`. */
@@ -735,120 +753,44 @@ static int take_tls_out(struct smtp_client *c)
     return 0;
 }
 
-/* The byte at stream offset i. */
-static char body_at(const struct smtp_client *c, size_t i)
+static int pend_push(struct smtp_client *c, enum pend_kind kind, size_t rcpt);
+
+/* Move the cursor past n bytes of a run (and the chunk's count). */
+static void body_advance(struct smtp_client *c, const char *p, size_t n)
 {
-    const struct smtp_msg *m = c->msg;
-
-    return i < m->prefix_len ? m->prefix[i] : m->data[i - m->prefix_len];
-}
-
-/*
- * The next contiguous run of output bytes at the cursor, at most max long:
- * in DATA mode up to the end of the current part (prefix or data); in BDAT
- * mode also up to the end of the next line that a stuffing dot follows.
- * Skips a stuffing dot at the cursor first.  Returns the run's length (0 at
- * the end), *p its bytes, *data_off its offset in m->data or SIZE_MAX when
- * it lies in the prefix.
- */
-static size_t body_run(struct smtp_client *c, struct body *b, size_t max, const char **p,
-                       size_t *data_off)
-{
-    const struct smtp_msg *m = c->msg;
-    size_t end, n;
-
-    if (b->unstuff && b->bol && b->pos < b->total && body_at(c, b->pos) == '.') {
-        b->pos++; /* RFC 5321 4.5.2: the receiver's side of transparency */
-        b->bol = false;
-    }
-    if (b->pos >= b->total)
-        return 0;
-    end = b->pos < m->prefix_len ? m->prefix_len : b->total;
-    if (b->pos < m->prefix_len) {
-        *p = m->prefix + b->pos;
-        *data_off = SIZE_MAX;
-    } else {
-        *p = m->data + (b->pos - m->prefix_len);
-        *data_off = b->pos - m->prefix_len;
-    }
-    n = end - b->pos;
-    if (n > max)
-        n = max;
-    if (b->unstuff) {
-        const char *dot = memmem(*p, n, "\n.", 2);
-        if (dot != NULL)
-            n = (size_t)(dot - *p) + 1; /* through the LF; the dot is skipped next */
-    }
-    return n;
-}
-
-/* Move the cursor past n bytes of a run. */
-static void body_advance(struct body *b, const char *run, size_t n)
-{
-    b->pos += n;
-    if (n > 0)
-        b->bol = run[n - 1] == '\n';
-    if (b->unstuff)
-        b->chunk_left -= n;
-}
-
-/* Unstuffed bytes from the cursor on, up to max, and whether that reaches
- * the end (the size of the next BDAT chunk: a counting pass). */
-static uint64_t body_count(struct smtp_client *c, uint64_t max, bool *reaches_end)
-{
-    struct body b = c->body;
-    uint64_t n = 0;
-    const char *p;
-    size_t off, r;
-
-    b.chunk_left = UINT64_MAX;
-    while (n < max && (r = body_run(c, &b, (size_t)(max - n), &p, &off)) > 0) {
-        body_advance(&b, p, r);
-        n += r;
-    }
-    /* The end is reached when nothing but a final stuffing dot remains. */
-    (void)body_run(c, &b, 1, &p, &off);
-    *reaches_end = b.pos >= b.total;
-    return n;
+    smtp_body_advance(&c->body, p, n);
+    if (c->use_bdat)
+        c->chunk_left -= n;
 }
 
 /* Queue the command of the next BDAT chunk and point the cursor at it. */
 static int bdat_next_chunk(struct smtp_client *c)
 {
     bool last;
-    uint64_t n = body_count(c, bdat_max, &last);
+    uint64_t n = smtp_body_count(&c->body, bdat_max, &last);
     int rc;
 
     rc = put_cmd(c, "BDAT %llu%s", (unsigned long long)n, last ? " LAST" : "");
     if (rc < 0)
         return rc;
-    c->body.chunk_left = n;
-    c->body.active = true;
-    if (c->pend_tail == c->pend_cap) {
-        size_t cap = c->pend_cap * 2 + 4;
-        struct pend *np = realloc(c->pend, cap * sizeof *np);
-        if (np == NULL)
-            return -ENOMEM;
-        c->pend = np;
-        c->pend_cap = cap;
-    }
-    c->pend[c->pend_tail++] = (struct pend){.kind = last ? P_BDAT_LAST : P_BDAT};
-    return 0;
+    c->chunk_left = n;
+    c->body_active = true;
+    return pend_push(c, last ? P_BDAT_LAST : P_BDAT, 0);
 }
 
 /* A BDAT chunk's bytes are all produced: the next chunk, when pipelined
  * and the chunks so far went well. */
 static int body_piece_done(struct smtp_client *c)
 {
-    c->body.active = false;
+    c->body_active = false;
     if (!c->use_bdat)
         return 0;
     if (c->pend_tail > 0 && c->pend[c->pend_tail - 1].kind == P_BDAT_LAST)
         return 0;
     if (c->bdat_abort) {
         /* A chunk was refused: end the transaction at a chunk boundary. */
-        c->pend[c->pend_tail++] = (struct pend){.kind = P_RSET};
-        return put_cmd(c, "RSET");
+        int rc = put_cmd(c, "RSET");
+        return rc < 0 ? rc : pend_push(c, P_RSET, 0);
     }
     if (c->pipelining)
         return bdat_next_chunk(c);
@@ -866,27 +808,40 @@ static int body_fill(struct smtp_client *c)
     size_t produced = 0;
     int rc;
 
-    while (c->body.active && produced < CLIENT_OUT_CHUNK) {
+    while (c->body_active && produced < CLIENT_OUT_CHUNK) {
         size_t max = CLIENT_OUT_CHUNK - produced, off, n;
         const char *p;
 
-        if (c->body.unstuff && c->body.chunk_left < max)
-            max = (size_t)c->body.chunk_left;
-        n = max > 0 ? body_run(c, &c->body, max, &p, &off) : 0;
+        if (c->use_bdat && c->chunk_left < max)
+            max = (size_t)c->chunk_left;
+        n = smtp_body_run(&c->body, max, &p, &off);
         if (n == 0) {
+            if (!c->use_bdat && !c->body_terminated) {
+                /* RFC 5321 4.1.1.4: CRLF "." CRLF; the stored form ends with
+                 * CRLF unless it is empty or broken. */
+                bool crlf = smtp_body_ends_line(&c->body);
+                const char *end = crlf ? ".\r\n" : "\r\n.\r\n";
+                size_t elen = crlf ? 3 : 5;
+
+                c->body_terminated = true;
+                if (c->tls_active && c->stage_len + elen <= CLIENT_TLS_STAGE) {
+                    memcpy(c->stage + c->stage_len, end, elen); /* same record */
+                    c->stage_len += elen;
+                } else {
+                    if (c->tls_active && c->stage_len > 0) {
+                        if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
+                            return -EIO;
+                        c->stage_len = 0;
+                    }
+                    rc = put_bytes(c, end, elen);
+                    if (rc < 0)
+                        return rc;
+                }
+            }
             if (c->tls_active && c->stage_len > 0) {
                 if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
                     return -EIO;
                 c->stage_len = 0;
-            }
-            if (!c->use_bdat && !c->body_terminated) {
-                /* RFC 5321 4.1.1.4: CRLF "." CRLF; the stored form ends with
-                 * CRLF unless it is empty or broken. */
-                bool crlf = c->body.total == 0 || body_at(c, c->body.total - 1) == '\n';
-                c->body_terminated = true;
-                rc = put_bytes(c, crlf ? ".\r\n" : "\r\n.\r\n", crlf ? 3 : 5);
-                if (rc < 0)
-                    return rc;
             }
             rc = body_piece_done(c);
             if (rc < 0)
@@ -923,17 +878,17 @@ static int body_fill(struct smtp_client *c)
                 c->send_direct = false;
                 return rc;
             }
-            body_advance(&c->body, p, n);
+            body_advance(c, p, n);
             return 1;
         } else {
             rc = buf_append(&c->out, p, n);
             if (rc < 0)
                 return rc;
         }
-        body_advance(&c->body, p, n);
+        body_advance(c, p, n);
         produced += n;
     }
-    if (c->tls_active && !c->body.active && c->stage_len > 0) {
+    if (c->tls_active && !c->body_active && c->stage_len > 0) {
         if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
             return -EIO;
         c->stage_len = 0;
@@ -953,7 +908,7 @@ static void client_flush(struct smtp_client *c)
         return;
     if (take_tls_out(c) < 0)
         goto nomem;
-    if (c->out.len < CLIENT_OUT_CHUNK && c->msg != NULL && c->body.active && c->state == CL_TXN) {
+    if (c->out.len < CLIENT_OUT_CHUNK && c->msg != NULL && c->body_active && c->state == CL_TXN) {
         rc = body_fill(c);
         if (rc > 0)
             return; /* a direct send is in flight */
@@ -1124,9 +1079,11 @@ static void tls_established(struct smtp_client *c)
 static void tls_failed(struct smtp_client *c)
 {
     bool verify = tls_conn_verify_failed(c->tls);
+    char e[512];
 
     log_info("smtp_client=%s event=tls-failed mx=%s peer=%s verify=%d error=\"%s\"", c->id,
-             c->mx_host, c->info.peer, verify, tls_conn_error(c->tls));
+             c->mx_host, c->info.peer, verify,
+             esc(tls_conn_error(c->tls), SIZE_MAX, e, sizeof e));
     (void)take_tls_out(c); /* the alert goes out before the close */
     client_fail(c, verify ? SMTP_STAGE_TLS_VERIFY : SMTP_STAGE_TLS, SMTP_OUT_TEMP, NULL,
                 verify ? "4.7.5" : "4.7.0", "TLS %s failed: %s", verify ? "verification" : "handshake",
@@ -1265,13 +1222,9 @@ static void body_start(struct smtp_client *c)
 {
     struct smtp_msg *m = c->msg;
 
-    c->body = (struct body){
-        .active = true,
-        .unstuff = c->use_bdat,
-        .bol = true,
-        .pos = 0,
-        .total = m->prefix_len + m->len,
-    };
+    smtp_body_init(&c->body, m->prefix, m->prefix_len, m->data, m->len, c->use_bdat);
+    c->body_active = true;
+    c->chunk_left = 0;
     c->body_terminated = false;
     c->stage_len = 0;
 }
@@ -1352,7 +1305,7 @@ static void txn_send_more(struct smtp_client *c)
 /* The message is over when nothing is left to send or to hear. */
 static void txn_maybe_done(struct smtp_client *c)
 {
-    if (c->state != CL_TXN || c->step != STEP_DONE || c->body.active ||
+    if (c->state != CL_TXN || c->step != STEP_DONE || c->body_active ||
         c->pend_head != c->pend_tail)
         return;
     msg_finish(c);
@@ -1439,10 +1392,9 @@ static void txn_reply(struct smtp_client *c, const struct smtp_reply *r)
         } else {
             if (c->mail_ok && m->naccepted > 0)
                 txn_fail_reply(c, SMTP_STAGE_DATA, r);
+            /* No further chunk goes: pipelined, an RSET ends the current
+             * chunk (body_piece_done); else the next MAIL resets. */
             c->bdat_abort = true;
-            if (!c->pipelining && !c->body.active) {
-                /* Nothing more of this message goes; the next MAIL resets. */
-            }
         }
         break;
     case P_BDAT_LAST:
@@ -1927,7 +1879,7 @@ int smtp_client_send(struct smtp_client *c, struct smtp_msg *m)
     c->txn_failed = false;
     memset(&c->final, 0, sizeof c->final);
     memset(&c->txn_fail, 0, sizeof c->txn_fail);
-    memset(&c->body, 0, sizeof c->body);
+    c->body_active = false;
     for (size_t i = 0; i < m->nrcpts; i++) {
         struct smtp_rcpt *r = &m->rcpts[i];
         memset(&r->result, 0, sizeof r->result);

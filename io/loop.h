@@ -181,7 +181,8 @@ int io_connect(struct io_loop *loop, struct io_op *op, int fd,
  * socket sockfd without copying them through user space.  The loop resumes
  * after short sends; cb runs once with res = len, or -errno (-EIO when the
  * file ends before off + len).  The file offset of filefd is not used or
- * moved.  Only one send or sendfile per socket may be in flight.  Both
+ * moved.  Only one send, sendfile, connect or POLLOUT-only poll per socket
+ * may be in flight (the epoll backend's writer slot; -EBUSY).  Both
  * backends call sendfile(2) on the loop's thread whenever the socket has
  * room (EPOLLOUT, or a one-shot IORING_OP_POLL_ADD): measured cheaper than
  * SPLICE through io_uring and than a send from mapped memory (see

@@ -874,6 +874,9 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
                 o->ca_file ? o->ca_file : "(system)", ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
+    /* A delivery connection is busy while it lives: keeping its record
+     * buffers saves a malloc/free pair per record. */
+    SSL_CTX_clear_mode(c->ctx, SSL_MODE_RELEASE_BUFFERS);
     /* Each connection sets its own mode; the callback does every check. */
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cert_verify_callback(c->ctx, on_verify, NULL);

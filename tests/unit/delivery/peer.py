@@ -15,6 +15,7 @@ binary data in hex:
     D <conn> <tls> <hex>         the raw bytes of a DATA body (dot-stuffed,
                                  without the final ".\\r\\n")
     B <conn> <tls> <hex>         the bytes of one BDAT chunk
+    A <conn> <ip>                a connection accepted from ip
     T <conn> ok|fail             a TLS handshake
     E <conn>                     the connection ended
 
@@ -29,6 +30,7 @@ CONFIG (all optional):
                     reply string or a list used in turn (the last repeats); a
                     reply may hold several lines joined by CRLF
     close_after_data  N: close abruptly once N body bytes have arrived
+    starttls_inject   a line sent in clear right after the 220 to STARTTLS
 """
 
 import json
@@ -168,6 +170,8 @@ class Conn:
                 self.say("250 peer.test" if CFG.get("helo_ok", True) else "502 5.5.1 no")
             elif verb == "STARTTLS" and CFG.get("tls") and not self.tls:
                 self.say("220 2.0.0 Ready to start TLS")
+                if CFG.get("starttls_inject"):
+                    self.say(CFG["starttls_inject"])  # in clear, before TLS
                 self.flush()
                 self.starttls()
             elif verb in ("MAIL", "RCPT", "RSET", "NOOP", "AUTH"):
@@ -215,8 +219,9 @@ def main():
     print(f"port {lst.getsockname()[1]}", flush=True)
     n = 0
     while True:
-        s, _ = lst.accept()
+        s, peer = lst.accept()
         n += 1
+        log("A", n, peer[0])
         threading.Thread(target=serve, args=(s, n), daemon=True).start()
 
 

@@ -44,6 +44,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "delivery/smtp_pool.c"
 #include "spool/spool.h"
 
 #define MX_HOST "mx.example.test"
@@ -104,12 +105,25 @@ static uint64_t now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Every process started and not yet stopped: a failed test (its asserts
+ * return early) leaves its servers to group_teardown. */
+#define MAX_SPAWNED 64
+static pid_t spawned[MAX_SPAWNED];
+
 /* Start argv with stdout and stderr into out_path (or /dev/null). */
 static pid_t spawn(char *const argv[], const char *out_path)
 {
     pid_t pid = fork();
 
     assert_true(pid >= 0);
+    if (pid > 0) {
+        for (int i = 0; i < MAX_SPAWNED; i++) {
+            if (spawned[i] == 0) {
+                spawned[i] = pid;
+                break;
+            }
+        }
+    }
     if (pid == 0) {
         int fd = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
         int devnull = open("/dev/null", O_RDONLY);
@@ -130,6 +144,9 @@ static void stop(pid_t pid)
 
     if (pid <= 0)
         return;
+    for (int i = 0; i < MAX_SPAWNED; i++)
+        if (spawned[i] == pid)
+            spawned[i] = 0;
     kill(pid, SIGTERM);
     for (int i = 0; i < 200; i++) {
         if (waitpid(pid, &st, WNOHANG) == pid)
@@ -286,7 +303,7 @@ static void pki_make(void)
 /* ---- servers ---------------------------------------------------------------- */
 
 static pid_t ortoo_pid, sink_pid, tlssink_pid, rulesink_pid;
-static int ortoo_port, submission_port, sink_port, tlssink_port, rulesink_port;
+static int ortoo_port, ortoo_port6, submission_port, sink_port, tlssink_port, rulesink_port;
 static char ortoo_dir[BASE_MAX], ortoo_log[BASE_MAX];
 
 static void run_cmd(char *const argv[], const char *input)
@@ -338,7 +355,7 @@ static void ortoo_start(void)
     snprintf(conf, sizeof conf, "%s/ortoo.conf", ortoo_dir);
     snprintf(text, sizeof text,
              "[server]\nhostname = %s\nspool = spool\nreactors = 1\nmax_message_size = 4000000\n"
-             "[listen]\nsmtp = 127.0.0.1:0\nsubmission = 127.0.0.1:0\n"
+             "[listen]\nsmtp = 127.0.0.1:0, [::1]:0\nsubmission = 127.0.0.1:0\n"
              "[tls]\ncert_dir = certs\n",
              MX_HOST);
     write_file(conf, text, strlen(text));
@@ -347,6 +364,8 @@ static void ortoo_start(void)
     wait_for(ortoo_log, "event=ready", ortoo_pid);
     addr = wait_for(ortoo_log, "role=smtp addr=127.0.0.1:", ortoo_pid);
     ortoo_port = atoi(addr);
+    addr = wait_for(ortoo_log, "role=smtp addr=[::1]:", ortoo_pid);
+    ortoo_port6 = atoi(addr);
     addr = wait_for(ortoo_log, "role=submission addr=127.0.0.1:", ortoo_pid);
     submission_port = atoi(addr);
     assert_true(ortoo_port > 0 && submission_port > 0);
@@ -477,7 +496,7 @@ static int peer_events(const struct peer *p, char kind, char **out, size_t *lens
         char hex[4];
         if (l[0] != kind || n >= max)
             continue;
-        if (kind == 'T' || kind == 'E') {
+        if (kind == 'T' || kind == 'E' || kind == 'A') {
             out[n] = strdup(l);
             lens[n] = strlen(l);
             n++;
@@ -553,6 +572,8 @@ static int group_teardown(void **state)
     stop(sink_pid);
     stop(tlssink_pid);
     stop(rulesink_pid);
+    for (int i = 0; i < MAX_SPAWNED; i++)
+        stop(spawned[i]); /* left by failed tests */
     {
         /* Sanitizer reports of the server fail the run. */
         char *log = read_file(ortoo_log, NULL);
@@ -1233,6 +1254,31 @@ static void test_ortoo_several(void **state)
     }
 }
 
+
+/* IPv6: the peer address as logged, the message stored. */
+static void test_ortoo_ipv6(void **state)
+{
+    struct fx *fx = *state;
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)ortoo_port6)};
+    struct sockaddr_in a;
+    struct smtp_client_params p = params_for(fx, &a, ortoo_port, SMTP_TLS_MAY);
+    struct testmsg t;
+    struct run r = {0};
+    char want[64];
+
+    a6.sin6_addr = in6addr_loopback;
+    p.addr = (struct sockaddr *)&a6;
+    p.addr_len = sizeof a6;
+    msg_make(&t, uniq("v6", fx), 20, (const char *const[]){"alice@example.test", NULL});
+    deliver(fx, &r, &p, &t.m, 1);
+    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    snprintf(want, sizeof want, "[::1]:%d", ortoo_port6);
+    assert_string_equal(r.info.peer, want);
+    assert_true(r.info.tls);
+    assert_stored(&t);
+    msg_free(&t);
+}
+
 /* ---- tests: smtp-sink and ortoo-sink ------------------------------------------ */
 
 /* Mandatory TLS to a server without STARTTLS: temporary, in clear nothing. */
@@ -1408,7 +1454,15 @@ static void test_peer_dane_mismatch(void **state)
     assert_int_equal(r.why.outcome, SMTP_OUT_TEMP);
     assert_int_equal(r.why.stage, SMTP_STAGE_TLS_VERIFY);
     assert_non_null(strstr(r.why.text, "DANE"));
-    usleep(100 * 1000); /* the peer logs the handshake's end */
+    for (int i = 0; i < 200; i++) { /* the peer logs the handshake's end */
+        char *ev1[4];
+        size_t l1[4];
+        int k = peer_events(&pe, 'T', ev1, l1, NULL, 4);
+        free_events(ev1, k);
+        if (k > 0)
+            break;
+        usleep(25 * 1000);
+    }
     peer_stop(&pe);
     n = peer_events(&pe, 'C', ev, lens, tls, 64);
     assert_int_equal(n, 2);
@@ -1504,6 +1558,32 @@ static void test_peer_pipelining(void **state)
     msg_free(&t);
 }
 
+/* The source address is bound before connecting. */
+static void test_peer_source_address(void **state)
+{
+    struct fx *fx = *state;
+    struct peer pe;
+    struct sockaddr_in a, src = loopback(0);
+    struct smtp_client_params p;
+    struct run r = {0};
+    char *ev[4];
+    size_t lens[4];
+    int n;
+
+    inet_pton(AF_INET, "127.0.0.2", &src.sin_addr);
+    peer_start(&pe, "{}");
+    p = params_for(fx, &a, pe.port, SMTP_TLS_NONE);
+    p.source = (struct sockaddr *)&src;
+    p.source_len = sizeof src;
+    deliver(fx, &r, &p, NULL, 0);
+    assert_int_equal(r.ready, 1);
+    peer_stop(&pe);
+    n = peer_events(&pe, 'A', ev, lens, NULL, 4);
+    assert_int_equal(n, 1);
+    assert_string_equal(ev[0], "A 1 127.0.0.2");
+    free_events(ev, n);
+}
+
 /* Multi-line replies, 4xx and 5xx per recipient, enhanced codes. */
 static void test_peer_replies(void **state)
 {
@@ -1590,6 +1670,65 @@ static void test_peer_rset_and_size(void **state)
     free_events(ev, n);
     for (int i = 0; i < 4; i++)
         msg_free(&t[i]);
+}
+
+
+/* A reply pipelined after the 220 to STARTTLS (sent in clear, it would be
+ * read as if it came under TLS): refused, nothing else said. */
+static void test_peer_starttls_injection(void **state)
+{
+    struct fx *fx = *state;
+    struct peer pe;
+    struct sockaddr_in a;
+    struct smtp_client_params p;
+    struct run r = {0};
+    char json[4096], *ev[16];
+    size_t lens[16];
+    int n;
+
+    peer_tls_json(json, sizeof json, "\"starttls_inject\": \"250 2.0.0 injected\"");
+    peer_start(&pe, json);
+    p = params_for(fx, &a, pe.port, SMTP_TLS_MAY);
+    deliver(fx, &r, &p, NULL, 0);
+    assert_int_equal(r.ready, 0);
+    assert_int_equal(r.why.outcome, SMTP_OUT_TEMP);
+    assert_int_equal(r.why.stage, SMTP_STAGE_STARTTLS);
+    assert_non_null(strstr(r.why.text, "unexpected data"));
+    peer_stop(&pe);
+    n = peer_events(&pe, 'C', ev, lens, NULL, 16);
+    assert_int_equal(n, 2); /* EHLO, STARTTLS */
+    free_events(ev, n);
+}
+
+/* DATA refused with recipients accepted: the transaction fails at stage
+ * data for them; the connection goes on (and resets first). */
+static void test_peer_data_refused(void **state)
+{
+    struct fx *fx = *state;
+    struct peer pe;
+    struct sockaddr_in a;
+    struct smtp_client_params p;
+    struct testmsg t[2];
+    struct smtp_msg ms[2];
+    struct run r = {0};
+
+    peer_start(&pe, "{\"replies\": {\"DATA\": [\"451 4.3.0 Busy\", \"354 go\"]}}");
+    p = params_for(fx, &a, pe.port, SMTP_TLS_NONE);
+    msg_make(&t[0], uniq("dr", fx), 5, (const char *const[]){"a@peer.test", "b@peer.test", NULL});
+    msg_make(&t[1], uniq("dr2", fx), 5, (const char *const[]){"c@peer.test", NULL});
+    ms[0] = t[0].m;
+    ms[1] = t[1].m;
+    deliver(fx, &r, &p, ms, 2);
+    assert_int_equal(ms[0].naccepted, 2);
+    assert_int_equal(ms[0].result.outcome, SMTP_OUT_TEMP);
+    assert_int_equal(ms[0].result.stage, SMTP_STAGE_DATA);
+    assert_int_equal(ms[0].result.code, 451);
+    assert_int_equal(t[0].rcpts[0].result.outcome, SMTP_OUT_TEMP);
+    assert_int_equal(t[0].rcpts[1].result.code, 451);
+    assert_int_equal(ms[1].result.outcome, SMTP_OUT_OK);
+    peer_stop(&pe);
+    msg_free(&t[0]);
+    msg_free(&t[1]);
 }
 
 /* The server closes in the middle of the body: temporary, stage data. */
@@ -1683,6 +1822,115 @@ static void test_connect_refused_and_owner_close(void **state)
     msg_free(&t);
 }
 
+
+
+/* ---- the pool ---------------------------------------------------------------- */
+
+struct pool_t {
+    struct fx *fx;
+    struct smtp_pool *pool;
+    int ready, done, closed;
+};
+
+static void pt_ready(struct smtp_client *c, void *arg)
+{
+    struct pool_t *t = arg;
+
+    t->ready++;
+    smtp_pool_put(t->pool, "sink", c, 2);
+    io_loop_stop(t->fx->loop);
+}
+
+static void pt_done(struct smtp_client *c, struct smtp_msg *m, void *arg)
+{
+    struct pool_t *t = arg;
+
+    t->done++;
+    assert_int_equal(m->result.outcome, SMTP_OUT_OK);
+    smtp_pool_put(t->pool, "sink", c, 2);
+    io_loop_stop(t->fx->loop);
+}
+
+static void pt_closed(struct smtp_client *c, const struct smtp_result *why, void *arg)
+{
+    struct pool_t *t = arg;
+
+    t->closed++;
+    io_loop_stop(t->fx->loop);
+}
+
+static const struct smtp_client_ops pt_ops = {pt_ready, pt_done, pt_closed};
+
+/* Run the loop for ms (a timer stops it). */
+static void run_for(struct fx *fx, unsigned ms)
+{
+    io_op_init(&fx->watchdog, fx);
+    assert_int_equal(io_timer_start(fx->loop, &fx->watchdog, ms, on_watchdog), 0);
+    assert_int_equal(io_loop_run(fx->loop), 0);
+    fx->timed_out = false;
+}
+
+/* Park, reuse, the per-connection message limit, the idle limit, and the
+ * pool's end. */
+static void test_pool(void **state)
+{
+    struct fx *fx = *state;
+    struct pool_t t = {.fx = fx, .pool = smtp_pool_new(4)};
+    struct sockaddr_in a;
+    struct smtp_client_params p = params_for(fx, &a, sink_port, SMTP_TLS_NONE);
+    struct smtp_client *c, *c2;
+    struct testmsg m[2];
+
+    msg_make(&m[0], uniq("pool", fx), 5, (const char *const[]){"a@sink.test", NULL});
+    msg_make(&m[1], uniq("pool", fx), 5, (const char *const[]){"a@sink.test", NULL});
+    c = smtp_client_connect(fx->loop, &p, &pt_ops, &t);
+    assert_non_null(c);
+    run_loop(fx);
+    assert_int_equal(t.ready, 1);
+    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 1);
+    assert_int_equal(smtp_pool_idle(t.pool, "other"), 0);
+    assert_null(smtp_pool_get(t.pool, "other", &pt_ops, &t));
+
+    /* Taken back: the same connection, idle, carrying a message. */
+    c2 = smtp_pool_get(t.pool, "sink", &pt_ops, &t);
+    assert_ptr_equal(c2, c);
+    assert_int_equal(smtp_pool_idle(t.pool, NULL), 0);
+    assert_int_equal(smtp_client_send(c2, &m[0].m), 0);
+    run_loop(fx);
+    assert_int_equal(t.done, 1);
+    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 1); /* 1 message < 2 */
+
+    /* The second message reaches the limit: put QUITs it. */
+    c2 = smtp_pool_get(t.pool, "sink", &pt_ops, &t);
+    assert_ptr_equal(c2, c);
+    assert_int_equal(smtp_client_send(c2, &m[1].m), 0);
+    run_loop(fx);
+    assert_int_equal(t.done, 2);
+    assert_int_equal(smtp_pool_idle(t.pool, NULL), 0);
+    assert_true(drain(fx));
+    assert_int_equal(t.closed, 0); /* the pool's QUIT reports to nobody */
+
+    /* The idle limit: the client QUITs and the pool forgets it. */
+    p.timeouts.idle = 150;
+    c = smtp_client_connect(fx->loop, &p, &pt_ops, &t);
+    run_loop(fx);
+    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 1);
+    for (int i = 0; i < 100 && smtp_pool_idle(t.pool, "sink") > 0; i++)
+        run_for(fx, 50); /* gone after 150 ms (bounded: 5 s) */
+    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 0);
+    assert_true(drain(fx));
+
+    /* Freeing the pool QUITs what is parked. */
+    p.timeouts.idle = 0;
+    c = smtp_client_connect(fx->loop, &p, &pt_ops, &t);
+    run_loop(fx);
+    assert_int_equal(smtp_pool_idle(t.pool, NULL), 1);
+    smtp_pool_free(t.pool);
+    assert_true(drain(fx));
+    msg_free(&m[0]);
+    msg_free(&m[1]);
+}
+
 #define BOTH(fn)                                                                                  \
     {#fn "/uring", fn, setup, teardown, &be_uring}, { #fn "/epoll", fn, setup, teardown, &be_epoll }
 
@@ -1700,6 +1948,7 @@ int main(void)
         BOTH(test_ortoo_dane_unusable),
         BOTH(test_ortoo_auth),
         BOTH(test_ortoo_several),
+        BOTH(test_ortoo_ipv6),
         BOTH(test_sink_tls_required),
         BOTH(test_sink_rcpt_refused),
         BOTH(test_sink_helo_and_8bit),
@@ -1707,12 +1956,16 @@ int main(void)
         BOTH(test_tlssink),
         BOTH(test_peer_dane_mismatch),
         BOTH(test_peer_pipelining),
+        BOTH(test_peer_source_address),
         BOTH(test_peer_replies),
         BOTH(test_peer_rset_and_size),
+        BOTH(test_peer_starttls_injection),
+        BOTH(test_peer_data_refused),
         BOTH(test_peer_close_mid_data),
         BOTH(test_peer_silent),
         BOTH(test_idle_timeout),
         BOTH(test_connect_refused_and_owner_close),
+        BOTH(test_pool),
     };
 
     log_init("test_smtp_client", getenv("ORTOO_TEST_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_WARN);

@@ -1006,14 +1006,14 @@ static void test_cancel_recv(void **state)
 
 struct nosync {
     struct fx *fx;
-    struct io_op d, t, s, s0, r, p, w, a;
+    struct io_op d, t, s, s0, r, p, w, a, c, f;
     bool in_submit;
     int sync_calls;
     int finals;
     int fd, lfd;
 };
 
-#define NOSYNC_OPS 8
+#define NOSYNC_OPS 10
 
 static void nosync_on(struct io_op *op, int res, const char *data, unsigned flags)
 {
@@ -1038,11 +1038,14 @@ static void test_never_sync(void **state)
     struct sockaddr_in addr;
     char path[] = "/tmp/ortoo-test-loop-XXXXXX";
     struct iovec iov = {.iov_base = "data", .iov_len = 4};
-    int fds[2], wfd, cli;
+    int fds[2], fds2[2], wfd, cli, cfd;
     char sink[64];
 
     make_pair(fds);
+    make_pair(fds2); /* the poll below holds fds[0]'s writer slot on epoll */
     n.lfd = make_listener(&addr);
+    cfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(cfd >= 0);
     cli = connect_to(&addr); /* pending in the backlog: accept is ready */
     wfd = mkstemp(path);
     assert_true(wfd >= 0);
@@ -1057,6 +1060,8 @@ static void test_never_sync(void **state)
     io_op_init(&n.p, &n);
     io_op_init(&n.w, &n);
     io_op_init(&n.a, &n);
+    io_op_init(&n.c, &n);
+    io_op_init(&n.f, &n);
 
     n.in_submit = true;
     assert_int_equal(io_defer(fx->loop, &n.d, nosync_on), 0);
@@ -1068,6 +1073,11 @@ static void test_never_sync(void **state)
     assert_int_equal(io_poll_start(fx->loop, &n.p, fds[0], POLLOUT, nosync_on), 0);
     assert_int_equal(io_write_sync(fx->loop, &n.w, wfd, &iov, 1, 0, nosync_on), 0);
     assert_int_equal(io_accept_start(fx->loop, &n.a, n.lfd, nosync_on), 0);
+    /* Loopback connects and small sendfiles often finish at once. */
+    assert_int_equal(io_connect(fx->loop, &n.c, cfd, (struct sockaddr *)&addr, sizeof(addr),
+                                nosync_on), 0);
+    assert_int_equal(pwrite(wfd, "file", 4, 64), 4);
+    assert_int_equal(io_sendfile(fx->loop, &n.f, fds2[0], wfd, 64, 4, nosync_on), 0);
     /* Give the kernel and the write helper time to finish everything. */
     usleep(20 * 1000);
     n.in_submit = false;
@@ -1078,9 +1088,14 @@ static void test_never_sync(void **state)
     assert_int_equal(n.finals, NOSYNC_OPS);
     read_all(fds[1], sink, 5);
     assert_memory_equal(sink, "hello", 5);
+    read_all(fds2[1], sink, 4);
+    assert_memory_equal(sink, "file", 4);
 
     close(fds[0]);
     close(fds[1]);
+    close(fds2[0]);
+    close(fds2[1]);
+    close(cfd);
     close(cli);
     close(n.lfd);
     close(wfd);
