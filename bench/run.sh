@@ -537,21 +537,18 @@ fi
 # (rules: "* tempfail=0.3"), [delivery] retry = 1s; the time until every message is at the
 # sink, and each recipient (one per message) counted in the sink's --log.
 sink_count() { # sink_count PID COUNTS_FILE: "messages connections tempfail" of the sink
+    # (pure bash: this runs every 50 ms while a relay drains, on the same 2 cores)
+    local line m=0 c=0 f=0
     kill -USR1 "$1" 2>/dev/null
     sleep 0.05
-    "$PY" - "$2" <<'EOF2'
-import sys
-try:
-    for l in open(sys.argv[1]):
-        if l.startswith("total"):
-            d = dict(kv.split("=") for kv in l.split()[1:])
-            print(d.get("messages", 0), d.get("connections", 0), d.get("tempfail", 0))
-            break
-    else:
-        print("0 0 0")
-except OSError:
-    print("0 0 0")
-EOF2
+    while read -r line; do
+        [[ $line == total* ]] || continue
+        [[ $line =~ messages=([0-9]+) ]] && m=${BASH_REMATCH[1]}
+        [[ $line =~ connections=([0-9]+) ]] && c=${BASH_REMATCH[1]}
+        [[ $line =~ tempfail=([0-9]+) ]] && f=${BASH_REMATCH[1]}
+        break
+    done <"$2" 2>/dev/null
+    echo "$m $c $f"
 }
 pf_cpu() { # Postfix's CPU ticks: master (self + reaped children) + live daemons
     local m=$1 t=0 p
