@@ -154,7 +154,8 @@ UNITDIR := $(LIBDIR)/systemd/system
 INSTALL_FILES := $(BINDIR)/ortoo $(SBINDIR)/sendmail $(LIBDIR)/sendmail \
     $(UNITDIR)/ortoo.service $(LIBDIR)/sysusers.d/ortoo.conf $(LIBDIR)/tmpfiles.d/ortoo.conf \
     $(MANDIR)/man8/ortoo.8 $(MANDIR)/man5/ortoo.conf.5 \
-    $(DOCDIR)/README.md $(DOCDIR)/config.md $(DOCDIR)/setup.md $(DOCDIR)/control.md
+    $(DOCDIR)/README.md $(DOCDIR)/config.md $(DOCDIR)/setup.md $(DOCDIR)/control.md \
+    $(DOCDIR)/doctor.md $(DOCDIR)/metrics.md
 
 install: all
 	@test -x ortoo || { echo "make install: ./ortoo is missing (MODE=release builds it)"; exit 1; }
@@ -170,7 +171,8 @@ install: all
 	install -m 0644 systemd/ortoo.tmpfiles $(DESTDIR)$(LIBDIR)/tmpfiles.d/ortoo.conf
 	install -m 0644 man/ortoo.8 $(DESTDIR)$(MANDIR)/man8/ortoo.8
 	install -m 0644 man/ortoo.conf.5 $(DESTDIR)$(MANDIR)/man5/ortoo.conf.5
-	install -m 0644 README.md docs/config.md docs/setup.md docs/control.md $(DESTDIR)$(DOCDIR)/
+	install -m 0644 README.md docs/config.md docs/setup.md docs/control.md docs/doctor.md \
+	    docs/metrics.md $(DESTDIR)$(DOCDIR)/
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALL_FILES))
@@ -183,7 +185,7 @@ check-tls:
 ifeq ($(TLS),boringssl)
 	@mkdir -p build/boringssl
 	$(CC) $(CFLAGS_BASE) -O1 -g $(BSSL_CFLAGS) -o build/boringssl/test_tls \
-	    tests/unit/io/test_tls.c io/tls.c io/log.c $(BSSL_LIBS) $(TEST_LIBS)
+	    tests/unit/io/test_tls.c io/tls.c io/log.c io/metrics.c $(BSSL_LIBS) $(TEST_LIBS)
 	build/boringssl/test_tls
 else
 	$(MAKE) $(BUILD)/tests/unit/io/test_tls

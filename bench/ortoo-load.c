@@ -83,6 +83,7 @@ struct opts {
     char *auth_plain;           /* base64 of "\0user\0pass", or NULL */
     double rate;                /* target msgs/s, 0 = as fast as possible */
     char from[256];
+    const char *message_file;   /* --message: send this message (CRLF lines) */
     char **domains;             /* recipient domains, round-robin */
     const char *to;             /* --to: one fixed recipient address, or NULL */
     size_t ndomains;
@@ -936,8 +937,57 @@ static void *thread_main(void *arg)
 
 /* ---- setup and report ---------------------------------------------------------- */
 
+/* --message FILE: the file's bytes (CRLF lines, not dot-stuffed), stuffed
+ * here (RFC 5321 4.5.2), with the final dot. */
+static void load_message_file(void)
+{
+    FILE *f = fopen(O.message_file, "rb");
+    if (f == NULL) {
+        perror(O.message_file);
+        exit(2);
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *raw = malloc(cap);
+    size_t got;
+    while (raw != NULL && (got = fread(raw + n, 1, cap - n, f)) > 0) {
+        n += got;
+        if (n == cap)
+            raw = realloc(raw, cap *= 2);
+    }
+    fclose(f);
+    if (raw == NULL || n == 0) {
+        fprintf(stderr, "%s: empty or unreadable\n", O.message_file);
+        exit(2);
+    }
+    g_msg = malloc(2 * n + 8);
+    if (g_msg == NULL) {
+        perror("malloc");
+        exit(1);
+    }
+    size_t o = 0;
+    bool bol = true;
+    for (size_t i = 0; i < n; i++) {
+        if (bol && raw[i] == '.')
+            g_msg[o++] = '.';
+        g_msg[o++] = raw[i];
+        bol = raw[i] == '\n';
+    }
+    if (!bol) {
+        g_msg[o++] = '\r';
+        g_msg[o++] = '\n';
+    }
+    memcpy(g_msg + o, ".\r\n", 3);
+    g_msg_len = o + 3;
+    O.size = g_msg_len;
+    free(raw);
+}
+
 static void build_message(void)
 {
+    if (O.message_file != NULL) {
+        load_message_file();
+        return;
+    }
     size_t cap = O.size + 1024;
     g_msg = malloc(cap);
     if (!g_msg) {
@@ -1006,6 +1056,8 @@ static void usage(void)
             "  --auth USER:PASS  AUTH PLAIN\n"
             "  --rate R          target messages per second\n"
             "  --from ADDR       envelope sender (load@load.test)\n"
+            "  --message FILE    send FILE (CRLF lines; stuffed here) instead of a made-up\n"
+            "                    message of --size bytes\n"
             "  --to-domain D[,D] recipient domains (bench.test): u<N>@D\n"
             "  --to ADDR         every recipient is ADDR instead\n"
             "  --threads N       threads (1)\n"
@@ -1043,7 +1095,7 @@ int main(int argc, char **argv)
         { "rate", 1, 0, 'q' }, { "from", 1, 0, 'f' }, { "to-domain", 1, 0, 't' },
         { "threads", 1, 0, 'j' }, { "timeout", 1, 0, 'o' }, { "json", 0, 0, 'J' },
         { "idle", 1, 0, 'i' }, { "to", 1, 0, 'A' }, { "help", 0, 0, 'h' },
-        { "no-mail", 0, 0, 'N' }, { 0, 0, 0, 0 },
+        { "no-mail", 0, 0, 'N' }, { "message", 1, 0, 'M' }, { 0, 0, 0, 0 },
     };
     const char *domains = "bench.test";
     int ch;
@@ -1062,6 +1114,7 @@ int main(int argc, char **argv)
         case 'X': O.starttls = true; break;
         case 'R': O.resume = true; break;
         case 'N': O.no_mail = true; break;
+        case 'M': O.message_file = optarg; break;
         case 'a': {
             const char *c = strchr(optarg, ':');
             if (!c)
@@ -1089,7 +1142,8 @@ int main(int argc, char **argv)
     }
     if (!have_server || O.connections == 0 || O.rcpts == 0 || O.rcpts > 100 ||
         (O.messages == 0 && O.duration <= 0) || O.threads == 0 ||
-        O.threads > LOAD_MAX_THREADS || (O.tls && O.starttls) || O.size < 200)
+        O.threads > LOAD_MAX_THREADS || (O.tls && O.starttls) ||
+        (O.size < 200 && O.message_file == NULL))
         usage();
     if (O.threads > O.connections)
         O.threads = O.connections;

@@ -11,6 +11,7 @@
 #ifndef ORTOO_CLI_H
 #define ORTOO_CLI_H
 
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stddef.h>
@@ -28,10 +29,12 @@ int cli_sendmail(const char *config_dir, int argc, char **argv); /* cli/cli_send
 int cli_lookup(const char *config_dir, int argc, char **argv);   /* cli/cli_lookup.c */
 int cli_dkim(const char *config_dir, int argc, char **argv);     /* cli/cli_dkim.c */
 int cli_domain(const char *config_dir, int argc, char **argv);   /* cli/cli_domain.c */
+int cli_doctor(const char *config_dir, int argc, char **argv);   /* cli/cli_doctor.c */
 
 /* Tell a running server that domains/ changed (users, aliases, domains)
  * and print which happened; never fails.  cli/cli_domain.c. */
 void cli_notify_server(const char *config_dir);
+int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
 
 /* Set by main() when -c named the configuration directory (sendmail then
  * warns when it cannot read it instead of falling back silently). */
@@ -64,5 +67,50 @@ int cli_dkim_keygen(const char *config_dir, const char *domain, const char *sele
  * stderr). */
 int cli_dkim_print_records(const char *config_dir, const char *domain, FILE *f,
                            const char *indent);
+
+/* Shared by `check` and `doctor` (cli/cli_check.c). */
+
+#define CLI_CERT_EXPIRY_WARN_DAYS 14 /* a certificate closer to its end is a warning */
+#define CLI_CERT_CHAIN_MAX 8         /* certificates of a chain kept in DER */
+
+/* What one pair <cert_dir>/<host>/{fullchain,privkey}.pem holds.  The
+ * flags past has_leaf are meaningful only when has_leaf is set. */
+struct cli_cert {
+    char chain_path[PATH_MAX];  /* <cert_dir>/<host>/fullchain.pem */
+    char key_path[PATH_MAX];    /* <cert_dir>/<host>/privkey.pem */
+    bool has_leaf;              /* the first certificate of the chain parsed */
+    bool has_key;               /* the private key parsed */
+    bool key_matches;           /* ... and it is the leaf's */
+    bool expired, not_yet_valid;
+    int days_left;              /* until notAfter, in whole days (negative: past) */
+    bool name_ok;               /* the leaf is valid for host (SAN / CN) */
+    bool self_signed;
+    size_t nchain;              /* certificates in fullchain.pem */
+    unsigned char *der[CLI_CERT_CHAIN_MAX]; /* the first ones in DER (owned; NULL
+                                               when encoding failed) */
+    size_t der_len[CLI_CERT_CHAIN_MAX];
+};
+
+/* One finding about a pair: error (the daemon cannot use it, or it is
+ * expired) or warning, the file it is about, and the text. */
+typedef void (*cli_cert_note_cb)(void *arg, bool error, const char *file, const char *msg);
+
+/*
+ * Read and judge the pair of host under cert_dir: PEM parse, the key
+ * against the leaf, validity dates (a warning under
+ * CLI_CERT_EXPIRY_WARN_DAYS), the name, self-signed, a chain of one.  Each
+ * finding goes to note (the texts `ortoo check` prints); the facts go into
+ * *c (cleared first; free with cli_cert_clear).  Blocking (reads files).
+ */
+void cli_cert_inspect(const char *cert_dir, const char *host, struct cli_cert *c,
+                      cli_cert_note_cb note, void *arg);
+void cli_cert_clear(struct cli_cert *c);
+
+/*
+ * Print s as a JSON string (RFC 8259 7): quotes, backslash and control
+ * characters escaped, valid UTF-8 kept, other bytes as U+FFFD, so the
+ * output is always JSON.  NULL prints "".  cli/cli_queue.c.
+ */
+void cli_json_string(FILE *f, const char *s);
 
 #endif

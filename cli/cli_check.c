@@ -44,10 +44,10 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/psl.h"
 #include "core/users.h"
 #include "io/tls.h"
 
-#define CHECK_EXPIRY_WARN_DAYS 14
 #define CHECK_MAX_FILES 4096
 
 /* The run: counts, and every file the daemon reads (for the read test). */
@@ -79,6 +79,23 @@ static void note_file(struct check *ck, const char *path)
         ck->files[ck->nfiles++] = strdup(path);
 }
 
+/* [checks]: the Public Suffix List the server reads at start (DMARC). */
+static void check_psl(struct check *ck, const struct config *cfg)
+{
+    char err[512];
+    if (!cfg->checks.enabled)
+        return;
+    struct psl *psl = psl_load(cfg->checks.public_suffix_list, err, sizeof(err));
+    if (psl == NULL) {
+        bool set = cfg->checks.public_suffix_list_set;
+        report(ck, set, cfg->file, "[checks] %s%s", err,
+               set ? "" : " (DMARC then takes the last two labels as the organizational domain; "
+                          "install the publicsuffix package)");
+        return;
+    }
+    psl_free(psl);
+}
+
 /* The last OpenSSL error as text. */
 static const char *ssl_err(void)
 {
@@ -102,69 +119,123 @@ static int days_until(const ASN1_TIME *t)
     return days;
 }
 
-static void check_cert_dir(struct check *ck, const struct config *cfg, const char *host)
+/* The DER form of x (owned), or NULL. */
+static unsigned char *cert_der(X509 *x, size_t *len)
 {
-    char chain_path[PATH_MAX], key_path[PATH_MAX];
-    snprintf(chain_path, sizeof(chain_path), "%s/%s/fullchain.pem", cfg->cert_dir, host);
-    snprintf(key_path, sizeof(key_path), "%s/%s/privkey.pem", cfg->cert_dir, host);
-    note_file(ck, chain_path);
-    note_file(ck, key_path);
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    if (n <= 0) {
+        ERR_clear_error();
+        return NULL;
+    }
+    *len = (size_t)n;
+    return der;
+}
 
-    FILE *f = fopen(chain_path, "re");
+void cli_cert_inspect(const char *cert_dir, const char *host, struct cli_cert *c,
+                      cli_cert_note_cb note, void *arg)
+{
+    char msg[PATH_MAX + 256];
+#define NOTE(error, file, ...)                                                                     \
+    do {                                                                                           \
+        snprintf(msg, sizeof(msg), __VA_ARGS__);                                                   \
+        note(arg, error, file, msg);                                                               \
+    } while (0)
+
+    memset(c, 0, sizeof(*c));
+    snprintf(c->chain_path, sizeof(c->chain_path), "%s/%s/fullchain.pem", cert_dir, host);
+    snprintf(c->key_path, sizeof(c->key_path), "%s/%s/privkey.pem", cert_dir, host);
+
+    FILE *f = fopen(c->chain_path, "re");
     if (f == NULL) {
-        report(ck, true, chain_path, "%s", strerror(errno));
+        NOTE(true, c->chain_path, "%s", strerror(errno));
         return;
     }
     X509 *leaf = PEM_read_X509(f, NULL, NULL, NULL);
     if (leaf == NULL) {
-        report(ck, true, chain_path, "no certificate: %s", ssl_err());
+        NOTE(true, c->chain_path, "no certificate: %s", ssl_err());
         fclose(f);
         return;
     }
-    size_t nchain = 1;
+    c->has_leaf = true;
+    c->nchain = 1;
+    c->der[0] = cert_der(leaf, &c->der_len[0]);
     X509 *more;
     while ((more = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
-        nchain++;
+        if (c->nchain < CLI_CERT_CHAIN_MAX)
+            c->der[c->nchain] = cert_der(more, &c->der_len[c->nchain]);
+        c->nchain++;
         X509_free(more);
     }
     ERR_clear_error(); /* the end of the file reads as an error */
     fclose(f);
 
-    int days = days_until(X509_get0_notAfter(leaf));
-    if (X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0)
-        report(ck, true, chain_path, "the certificate expired %d days ago", -days);
-    else if (days < CHECK_EXPIRY_WARN_DAYS)
-        report(ck, false, chain_path, "the certificate expires in %d days", days);
-    if (X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0)
-        report(ck, true, chain_path, "the certificate is not valid yet");
-    if (X509_check_host(leaf, host, strlen(host), 0, NULL) != 1)
-        report(ck, false, chain_path, "the certificate is not for %s (directory name)", host);
-    if (X509_NAME_cmp(X509_get_subject_name(leaf), X509_get_issuer_name(leaf)) == 0 &&
-        X509_verify(leaf, X509_get0_pubkey(leaf)) == 1)
-        report(ck, false, chain_path,
-               "self-signed: servers that verify certificates will refuse it; install one "
-               "from acme.sh or certbot");
-    else if (nchain == 1)
-        report(ck, false, chain_path,
-               "holds only the leaf certificate: clients need the intermediate too (use the "
-               "fullchain file)");
+    c->days_left = days_until(X509_get0_notAfter(leaf));
+    c->expired = X509_cmp_current_time(X509_get0_notAfter(leaf)) <= 0;
+    c->not_yet_valid = X509_cmp_current_time(X509_get0_notBefore(leaf)) > 0;
+    c->name_ok = X509_check_host(leaf, host, strlen(host), 0, NULL) == 1;
+    c->self_signed = X509_NAME_cmp(X509_get_subject_name(leaf), X509_get_issuer_name(leaf)) == 0 &&
+                     X509_verify(leaf, X509_get0_pubkey(leaf)) == 1;
+    ERR_clear_error();
+    if (c->expired)
+        NOTE(true, c->chain_path, "the certificate expired %d days ago", -c->days_left);
+    else if (c->days_left < CLI_CERT_EXPIRY_WARN_DAYS)
+        NOTE(false, c->chain_path, "the certificate expires in %d days", c->days_left);
+    if (c->not_yet_valid)
+        NOTE(true, c->chain_path, "the certificate is not valid yet");
+    if (!c->name_ok)
+        NOTE(false, c->chain_path, "the certificate is not for %s (directory name)", host);
+    if (c->self_signed)
+        NOTE(false, c->chain_path,
+             "self-signed: servers that verify certificates will refuse it; install one "
+             "from acme.sh or certbot");
+    else if (c->nchain == 1)
+        NOTE(false, c->chain_path,
+             "holds only the leaf certificate: clients need the intermediate too (use the "
+             "fullchain file)");
 
-    f = fopen(key_path, "re");
+    f = fopen(c->key_path, "re");
     if (f == NULL) {
-        report(ck, true, key_path, "%s", strerror(errno));
+        NOTE(true, c->key_path, "%s", strerror(errno));
         X509_free(leaf);
         return;
     }
     EVP_PKEY *key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
     fclose(f);
     if (key == NULL) {
-        report(ck, true, key_path, "no private key: %s", ssl_err());
+        NOTE(true, c->key_path, "no private key: %s", ssl_err());
     } else if (X509_check_private_key(leaf, key) != 1) {
         ERR_clear_error();
-        report(ck, true, key_path, "does not match the certificate in %s", chain_path);
+        c->has_key = true;
+        NOTE(true, c->key_path, "does not match the certificate in %s", c->chain_path);
+    } else {
+        c->has_key = true;
+        c->key_matches = true;
     }
     EVP_PKEY_free(key);
     X509_free(leaf);
+#undef NOTE
+}
+
+void cli_cert_clear(struct cli_cert *c)
+{
+    for (size_t i = 0; i < CLI_CERT_CHAIN_MAX; i++)
+        OPENSSL_free(c->der[i]);
+    memset(c, 0, sizeof(*c));
+}
+
+static void on_cert_note(void *arg, bool error, const char *file, const char *msg)
+{
+    report(arg, error, file, "%s", msg);
+}
+
+static void check_cert_dir(struct check *ck, const struct config *cfg, const char *host)
+{
+    struct cli_cert c;
+    cli_cert_inspect(cfg->cert_dir, host, &c, on_cert_note, ck);
+    note_file(ck, c.chain_path);
+    note_file(ck, c.key_path);
+    cli_cert_clear(&c);
 }
 
 static bool need_tls(const struct config *cfg)
@@ -538,6 +609,7 @@ int cli_check(const char *config_dir, int argc, char **argv)
     note_file(&ck, cfg->file);
     check_domains(&ck, cfg);
     check_certs(&ck, cfg);
+    check_psl(&ck, cfg);
     check_readable(&ck, cfg);
     struct stat st;
     if (stat(cfg->spool, &st) < 0)

@@ -134,7 +134,7 @@ static const char *msg_state(const struct spool_msg_info *m)
  * characters escaped; valid UTF-8 passed through; any byte that is not part
  * of a valid UTF-8 sequence printed as U+FFFD, so the output is always JSON.
  */
-static void json_string(FILE *f, const char *s)
+void cli_json_string(FILE *f, const char *s)
 {
     const unsigned char *p = (const unsigned char *)(s ? s : "");
 
@@ -205,22 +205,22 @@ static int on_message(const struct spool_msg_info *m, void *arg)
         age = 0;
     if (ql->json) {
         fputs("{\"id\":", stdout);
-        json_string(stdout, m->id);
+        cli_json_string(stdout, m->id);
         printf(",\"shard\":%u,\"size\":%" PRIu64 ",\"age\":%" PRId64
                ",\"received_at\":%" PRId64 ",\"sender\":",
                m->shard, m->size, age, m->received_at);
-        json_string(stdout, m->sender);
+        cli_json_string(stdout, m->sender);
         fputs(",\"recipients\":[", stdout);
         for (size_t i = 0; i < m->nrcpts; i++) {
             if (i)
                 fputc(',', stdout);
-            json_string(stdout, m->rcpts[i]);
+            cli_json_string(stdout, m->rcpts[i]);
         }
         fputs("],\"states\":[", stdout);
         for (size_t i = 0; i < m->nrcpts; i++) {
             if (i)
                 fputc(',', stdout);
-            json_string(stdout, rcpt_state_name(m->rcpt_state ? m->rcpt_state[i]
+            cli_json_string(stdout, rcpt_state_name(m->rcpt_state ? m->rcpt_state[i]
                                                               : SPOOL_RCPT_PENDING));
         }
         /* Delivery attempts per recipient: count, next (0: now), last (0:
@@ -239,7 +239,7 @@ static int on_message(const struct spool_msg_info *m, void *arg)
             if (i)
                 fputc(',', stdout);
             if (m->rcpt && m->rcpt[i].reply)
-                json_string(stdout, m->rcpt[i].reply);
+                cli_json_string(stdout, m->rcpt[i].reply);
             else
                 fputs("null", stdout);
         }
@@ -250,7 +250,7 @@ static int on_message(const struct spool_msg_info *m, void *arg)
                                                                 ? "\"HDRS\"" : "null", stdout);
         fputs(",\"envid\":", stdout);
         if (m->dsn_envid)
-            json_string(stdout, m->dsn_envid);
+            cli_json_string(stdout, m->dsn_envid);
         else
             fputs("null", stdout);
         fputs(",\"notify\":[", stdout);
@@ -261,7 +261,7 @@ static int on_message(const struct spool_msg_info *m, void *arg)
             if (i)
                 fputc(',', stdout);
             if (m->dsn_orcpt && m->dsn_orcpt[i])
-                json_string(stdout, m->dsn_orcpt[i]);
+                cli_json_string(stdout, m->dsn_orcpt[i]);
             else
                 fputs("null", stdout);
         }

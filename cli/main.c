@@ -23,11 +23,8 @@
 
 #include "cli/cli.h"
 #include "core/config.h"
+#include "core/version.h"
 #include "io/log.h"
-
-#ifndef ORTOO_VERSION
-#define ORTOO_VERSION "0.1.0-dev"
-#endif
 
 /* One subcommand: its name, its entry point, a line of help, its synopsis
  * lines, and whether it needs an existing configuration directory. */
@@ -47,6 +44,8 @@ static const struct subcommand subcommands[] = {
     {"serve", cli_serve, "run the mail server", {"ortoo [-c DIR] serve"}, true},
     {"reload", cli_reload, "reload the running server (configuration, certificates, users)",
      {"ortoo [-c DIR] reload"}, true},
+    {"stats", cli_stats, "the running server's figures (as its metrics endpoint has them)",
+     {"ortoo [-c DIR] stats [--prometheus]"}, true},
     {"user", cli_user, "manage the users of the local domains",
      {"ortoo [-c DIR] user add|del|check ADDRESS [--password-stdin]",
       "ortoo [-c DIR] user list [DOMAIN]"},
@@ -60,6 +59,10 @@ static const struct subcommand subcommands[] = {
     {"dkim", cli_dkim, "DKIM keys: make one, print the DNS records",
      {"ortoo [-c DIR] dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519] [--force]",
       "ortoo [-c DIR] dkim show DOMAIN"},
+     true},
+    {"doctor", cli_doctor, "check DNS records, certificate and port 25 for a domain",
+     {"ortoo [-c DIR] doctor DOMAIN [--ip ADDR ...] [--json] [--timeout S]",
+      "           [--no-port25 | --port25-target HOST:PORT]"},
      true},
     {"lookup", cli_lookup, "look a name up as ortoo sees it (DNSSEC state included)",
      {"ortoo [-c DIR] lookup [--timeout S] MX|A|AAAA|TLSA|PTR|TXT NAME"}, true},

@@ -28,6 +28,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/psl.h"
+
 #define CONFIG_FILE_NAME "ortoo.conf"
 #define CONFIG_FILE_MAX (1u << 20)      /* a config file is small */
 
@@ -89,7 +91,7 @@ static const struct key_def keys[] = {
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp",
-                                         "limits", "spool"};
+                                       "limits", "spool", "checks"};
 
 /* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
 enum domains_key {
@@ -197,11 +199,13 @@ struct loader {
                                        indented line continues that key */
     bool seen[NKEYS + NLIMIT_KEYS]; /* duplicate detection */
     bool dk_seen[DK__COUNT];        /* the same for domains_keys */
+    bool ck_seen[8];                /* the same for [checks], see checks_key_set() */
     int last_key;                   /* key of the previous handler call */
     struct {                        /* [delivery], [destination], [routes] */
         char **seen;                /* "section\nkey" given so far */
         size_t nseen;
     } dlv;
+    bool seen_metrics;              /* [listen] metrics, see metrics_key() */
     struct {                        /* [resolver], see resolver_key() */
         bool seen_dnssec, seen_anchor;
         const char *last;           /* key of the previous [resolver] call */
@@ -1070,6 +1074,141 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
     return 0;
 }
 
+/* ---- [checks]: inbound SPF / iprev / DKIM / DMARC (issue 11 part 6) ---- */
+
+static const char *const checks_keys[] = {
+    "enabled", "spf_reject", "dmarc_reject", "timeout", "dkim_max_signatures",
+    "public_suffix_list",
+};
+
+static void checks_defaults(struct config *cfg)
+{
+    cfg->checks.enabled = true;
+    cfg->checks.spf_reject = false;
+    cfg->checks.dmarc_reject = true;
+    cfg->checks.timeout_ms = 10000;
+    cfg->checks.dkim_max_signatures = 5;
+}
+
+/* One key of [checks]. */
+static int checks_key_set(struct loader *ld, const char *name, const char *value)
+{
+    struct config_checks *ck = &ld->cfg->checks;
+    size_t k;
+    uint64_t v;
+
+    for (k = 0; k < sizeof(checks_keys) / sizeof(checks_keys[0]); k++)
+        if (strcmp(checks_keys[k], name) == 0)
+            break;
+    if (k == sizeof(checks_keys) / sizeof(checks_keys[0])) {
+        load_fail(ld, "unknown key '%s' in [checks]", name);
+        return -1;
+    }
+    if (ld->ck_seen[k]) {
+        if (ld->line_indented)
+            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                          "indentation",
+                      name);
+        else
+            load_fail(ld, "duplicate key '%s' in [checks]", name);
+        return -1;
+    }
+    ld->ck_seen[k] = true;
+    ld->last_key = -1;
+    switch (k) {
+    case 0:
+    case 1:
+    case 2: {
+        bool *b = k == 0 ? &ck->enabled : k == 1 ? &ck->spf_reject : &ck->dmarc_reject;
+        if (parse_bool(value, b) < 0) {
+            load_fail(ld, "[checks] %s: expected on or off, got '%s'", name, value);
+            return -1;
+        }
+        return 0;
+    }
+    case 3:
+        if (parse_duration_ms(value, 120000, &ck->timeout_ms) < 0 || ck->timeout_ms < 100) {
+            load_fail(ld, "[checks] timeout: expected a time from 100ms to 120s such as 10s "
+                          "or 2500ms, got '%s'",
+                      value);
+            return -1;
+        }
+        return 0;
+    case 4:
+        if (parse_u64(value, &v) < 0 || v < 1 || v > 16) {
+            load_fail(ld, "[checks] dkim_max_signatures: expected 1 to 16, got '%s'", value);
+            return -1;
+        }
+        ck->dkim_max_signatures = (unsigned)v;
+        return 0;
+    case 5:
+        if (*value == '\0') {
+            load_fail(ld, "[checks] public_suffix_list: empty path");
+            return -1;
+        }
+        if ((ck->public_suffix_list = path_join(ld->cfg->dir, value)) == NULL) {
+            load_fail(ld, "out of memory");
+            return -1;
+        }
+        ck->public_suffix_list_set = true;
+        return 0;
+    }
+    return 0;
+}
+
+/* ---- [listen] metrics ------------------------------------------------ */
+
+/*
+ * [listen] metrics = PORT | :PORT | IPv4:PORT | [IPv6]:PORT, or empty (off).
+ * One address.  A port alone listens on 127.0.0.1: the figures stay on the
+ * machine unless an address is written out.
+ */
+static int metrics_key(struct loader *ld, const char *value)
+{
+    struct config_metrics *m = &ld->cfg->metrics;
+    char buf[sizeof(m->text) + 16];
+    uint64_t port;
+
+    if (ld->seen_metrics) {
+        if (ld->line_indented)
+            load_fail(ld, "indented line is read as a continuation of 'metrics'; remove the "
+                          "indentation");
+        else
+            load_fail(ld, "duplicate key 'metrics' in [listen]");
+        return -1;
+    }
+    ld->seen_metrics = true;
+    if (*value == '\0')
+        return 0; /* "metrics =": off */
+    if (strlen(value) >= sizeof(m->text)) {
+        load_fail(ld, "[listen] metrics: address '%s' too long", value);
+        return -1;
+    }
+    if (strchr(value, ',') != NULL) {
+        load_fail(ld, "[listen] metrics: one address only, got '%s'", value);
+        return -1;
+    }
+    if (parse_u64(value[0] == ':' ? value + 1 : value, &port) == 0) {
+        if (port > 65535) {
+            load_fail(ld, "[listen] metrics: port %s out of range", value);
+            return -1;
+        }
+        snprintf(buf, sizeof(buf), "127.0.0.1:%u", (unsigned)port);
+    } else {
+        snprintf(buf, sizeof(buf), "%s", value);
+    }
+    if (buf[0] == ':' || config_parse_addr(buf, &m->addr, &m->addr_len) < 0) {
+        load_fail(ld,
+                  "[listen] metrics: bad address '%s' (expected PORT for 127.0.0.1, "
+                  "IPv4:PORT or [IPv6]:PORT, with a literal IP)",
+                  value);
+        return -1;
+    }
+    snprintf(m->text, sizeof(m->text), "%s", value);
+    m->enabled = true;
+    return 0;
+}
+
 /* ini_handler: one "name = value" (or an indented continuation line). */
 static int config_handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -1095,9 +1234,16 @@ static int config_handler(void *user, const char *section, const char *name, con
         ld->res.last = NULL;
         return delivery_key(ld, section, name, value) == 0;
     }
+    if (strcmp(section, "listen") == 0 && strcmp(name, "metrics") == 0) {
+        ld->last_key = -1;
+        ld->res.last = NULL;
+        return metrics_key(ld, value) == 0;
+    }
     ld->res.last = NULL;
     if (domains_section(section))
         return domains_key_set(ld, section, name, value) == 0;
+    if (strcmp(section, "checks") == 0)
+        return checks_key_set(ld, name, value) == 0;
     for (idx = 0; idx < (int)NKEYS; idx++) {
         if (strcmp(keys[idx].section, section) == 0 && strcmp(keys[idx].name, name) == 0) {
             k = &keys[idx];
@@ -1146,6 +1292,7 @@ void config_free(struct config *cfg)
     free(cfg->user);
     free(cfg->control_group);
     domains_free(cfg);
+    free(cfg->checks.public_suffix_list);
     free(cfg);
 }
 
@@ -1187,6 +1334,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     res_conf_init(&cfg->resolver);
     route_conf_init(&cfg->delivery);
     domains_defaults(cfg);
+    checks_defaults(cfg);
     limits_defaults(&cfg->limits);
     cfg->spool_opts = (struct config_spool){.segment_size = 64ull << 20,
                                             .checkpoint_size = 4ull << 20,
@@ -1236,12 +1384,23 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         goto nomem;
     if (domains_finish(cfg, file, err, errlen) < 0)
         goto fail;
+    if (cfg->checks.public_suffix_list == NULL &&
+        (cfg->checks.public_suffix_list = strdup(PSL_DEFAULT_PATH)) == NULL)
+        goto nomem;
     if (limits_check(cfg, file, err, errlen) < 0)
         goto fail;
     if (cfg->nlistens == 0) {
         set_err(err, errlen,
                 "%s: no listeners: set smtp, submission or submissions in [listen]", file);
         goto fail;
+    }
+    for (size_t i = 0; cfg->metrics.enabled && i < cfg->nlistens; i++) {
+        if (addr_port(&cfg->metrics.addr) != 0 &&
+            same_addr(&cfg->metrics.addr, &cfg->listens[i].addr)) {
+            set_err(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
+                    cfg->metrics.text, config_role_name(cfg->listens[i].role));
+            goto fail;
+        }
     }
     *out = cfg;
     return 0;
@@ -1338,6 +1497,7 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
         bool differs;
     } d[] = {
         {"listen", listens_differ(cur, next)},
+        {"listen.metrics", strcmp(cur->metrics.text, next->metrics.text) != 0},
         {"server.reactors", cur->reactors != next->reactors},
         {"server.io", cur->io != next->io},
         {"server.spool", str_differs(cur->spool, next->spool)},
@@ -1349,6 +1509,8 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
         {"auth.cache_ttl", cur->auth_cache_ttl != next->auth_cache_ttl},
         {"auth.max_failures", cur->auth_max_failures != next->auth_max_failures},
         {"auth.fail_window", cur->auth_fail_window != next->auth_fail_window},
+        {"checks.public_suffix_list", str_differs(cur->checks.public_suffix_list,
+                                                  next->checks.public_suffix_list)},
     };
     int n = 0;
     size_t used = 0;
@@ -1391,9 +1553,11 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     free(next->listens);
     next->listens = l;
     next->nlistens = cur->nlistens;
+    next->metrics = cur->metrics;
     if (str_replace_dup(&next->spool, cur->spool) < 0 ||
         str_replace_dup(&next->user, cur->user) < 0 ||
-        str_replace_dup(&next->control_group, cur->control_group) < 0)
+        str_replace_dup(&next->control_group, cur->control_group) < 0 ||
+        str_replace_dup(&next->checks.public_suffix_list, cur->checks.public_suffix_list) < 0)
         return -ENOMEM;
     next->reactors = cur->reactors;
     next->io = cur->io;

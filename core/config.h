@@ -64,6 +64,21 @@ struct config_smtp {
                                         is an early talker (refused); default 1000 */
 };
 
+/* [checks]: inbound checks on port 25 (core/checks.h). */
+struct config_checks {
+    bool enabled;                    /* SPF, iprev, DKIM, DMARC for unauthenticated mail
+                                        on port 25; default on */
+    bool spf_reject;                 /* 550 5.7.23 at the end of DATA for an SPF fail of
+                                        MAIL FROM that DMARC does not pass; default off */
+    bool dmarc_reject;               /* 550 5.7.1 for a DMARC fail whose policy (after
+                                        pct=) is reject; default on */
+    unsigned timeout_ms;             /* longest wait at the final dot for pending
+                                        results, then temperror; default 10 s */
+    unsigned dkim_max_signatures;    /* DKIM signatures verified per message; default 5 */
+    char *public_suffix_list;        /* absolute; default PSL_DEFAULT_PATH (core/psl.h) */
+    bool public_suffix_list_set;     /* given: the file must exist */
+};
+
 /*
  * [limits] and the limit keys of [auth]: what one client may hold or cost
  * (issue 8, docs/config.md).  Every bound a remote peer can push against is
@@ -83,6 +98,19 @@ struct config_limits {
     uint64_t body_memory;            /* message bytes held in memory, all sessions; 256 MiB */
     unsigned auth_account_failures;  /* [auth] failed AUTHs per account per window; 20 */
     unsigned auth_queue;             /* [auth] password checks waiting; default 64 */
+};
+
+/*
+ * [listen] metrics: the Prometheus endpoint (core/metrics_http.c,
+ * docs/metrics.md).  Off unless set.  A bare port (or ":port") means
+ * 127.0.0.1: exposing the figures beyond the machine takes an address
+ * written out.
+ */
+struct config_metrics {
+    bool enabled;                    /* set and not empty */
+    char text[80];                   /* as written, e.g. "9187" or "[::1]:9187" */
+    struct sockaddr_storage addr;    /* where to listen (port 0: any free port) */
+    socklen_t addr_len;
 };
 
 struct config {
@@ -105,6 +133,7 @@ struct config {
     /* [listen] */
     struct config_listen *listens;
     size_t nlistens;
+    struct config_metrics metrics;   /* [listen] metrics (parsed by metrics_key()) */
     /* [tls] */
     char *cert_dir;                  /* absolute; default dir/certs */
     unsigned ticket_rotate;          /* seconds between ticket key rotations; default 3600 */
@@ -123,6 +152,8 @@ struct config {
     struct config_local local;
     struct config_srs srs;
     struct config_smtp smtp;
+    /* [checks] (checks_key_set() in config.c) */
+    struct config_checks checks;
     /* [limits] (and [auth] account_max_failures, max_queue) */
     struct config_limits limits;
     /* [spool] */

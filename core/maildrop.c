@@ -33,6 +33,7 @@
 #include "core/config.h"
 #include "core/control.h"
 #include "io/maillog.h"
+#include "io/metrics.h"
 #include "core/smtp_session.h"
 #include "io/log.h"
 #include "io/loop.h"
@@ -103,6 +104,7 @@ static void md_job_free(struct md_job *job)
 static void md_quarantine(struct maildrop *md, const char *name, uid_t uid, const char *why)
 {
     char to[PATH_MAX + 64];
+    metrics_inc(METRICS_MAILDROP_REJECTED);
     if (mkdir(md->quarantine, 0700) < 0 && errno != EEXIST)
         log_warn("event=maildrop-quarantine-failed path=%s", md->quarantine);
     snprintf(to, sizeof(to), "%s/maildrop-%s", md->quarantine, name);
@@ -157,6 +159,7 @@ static void md_on_done(void *arg)
             log_warn("event=maildrop-unlink-failed file=%s msgid=%s", job->name, job->commit.id);
         else if (fsync(md->dirfd) < 0)
             log_warn("event=maildrop-sync-failed");
+        metrics_inc(METRICS_MAILDROP_QUEUED);
         maillog_queued(job->commit.id, "maildrop", "local", job->msg.sender, job->msg.nrcpts,
                        job->msg.size, job->user);
         struct md_done *d = &md->done[md->done_pos++ % MD_DONE_RING];
@@ -165,6 +168,7 @@ static void md_on_done(void *arg)
         if (job->waiter != NULL)
             control_done(job->waiter, true, "queued as %s", job->commit.id);
     } else {
+        metrics_inc(METRICS_MAILDROP_FAILED);
         log_warnx("event=maildrop-spool-failed file=%s err=\"%s\" (left in the maildrop; "
                   "retried at the next scan)",
                   job->name, strerror(-job->res));

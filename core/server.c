@@ -46,15 +46,19 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/checks.h"
 #include "core/config.h"
 #include "core/control.h"
 #include "core/maildrop.h"
 #include "core/local.h"
+#include "core/metrics_http.h"
 #include "core/privdrop.h"
 #include "core/limits.h"
+#include "core/psl.h"
 #include "core/queue_ctl.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
+#include "core/stats.h"
 #include "core/users.h"
 #include "delivery/scheduler.h"
 #include "dkim/keys.h"
@@ -102,12 +106,15 @@ struct server {
     struct dkim_keys *dkim;       /* DKIM keys (our reference) */
     struct queue_ctl *qctl;       /* `queue flush|delete|bounce` (core/queue_ctl.h) */
     struct local *local;          /* local delivery: Maildir workers (core/local.h) */
+    struct psl *psl;              /* Public Suffix List for DMARC (read at start) or NULL */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
     struct config **old_cfgs;     /* replaced configurations, freed at exit (reload) */
     size_t nold_cfgs;
     struct control *ctl;          /* control socket and the main thread's poll set */
     struct maildrop *md;          /* local submission pickup */
+    struct stats *stats;          /* figures: `stats` command, metrics endpoint */
+    struct metrics_http *metrics; /* [listen] metrics, or NULL */
     struct smtp_reactor **rctx;   /* &reactors[i].ctx, for the pickup */
     bool verbose_cli;             /* -v: the log level stays debug across reloads */
     bool stopping;                /* SIGTERM/SIGINT seen */
@@ -260,6 +267,12 @@ static void *reactor_main(void *arg)
     /* The resolver context reads its trust anchors now (start-up). */
     re->ctx.res = res_ctx_new(re->ctx.loop, &cfg->resolver, err, sizeof(err));
     if (re->ctx.res == NULL) {
+        reactor_report(srv, -EINVAL, err);
+        return NULL;
+    }
+    /* Inbound checks (core/checks.h): a libopendkim handle per reactor. */
+    re->ctx.checks = checks_reactor_new(re->ctx.loop, re->ctx.res, srv->psl, err, sizeof(err));
+    if (re->ctx.checks == NULL) {
         reactor_report(srv, -EINVAL, err);
         return NULL;
     }
@@ -761,6 +774,15 @@ static int start_control(struct server *srv, const struct priv_target *priv, cha
         snprintf(err, errlen, "cannot register the reload command");
         return -1;
     }
+    if ((srv->stats = stats_new(srv->ctl)) == NULL) {
+        snprintf(err, errlen, "cannot register the stats command");
+        return -1;
+    }
+    /* Bound here, before the privilege drop, like the SMTP ports. */
+    if (srv->cfg->metrics.enabled &&
+        metrics_http_start(srv->ctl, srv->stats, &srv->cfg->metrics, &srv->metrics, err,
+                           errlen) < 0)
+        return -1;
     bool root = geteuid() == 0;
     snprintf(path, sizeof(path), "%s/%s", srv->cfg->spool, CONTROL_SOCKET_NAME);
     if (control_listen(srv->ctl, path, 0660, root ? priv->uid : (uid_t)-1, priv->control_gid,
@@ -924,6 +946,18 @@ int server_run(const char *config_dir)
         fprintf(stderr, "ortoo: DKIM: %s\n", err);
         return 1;
     }
+    /* DMARC's organizational domains.  Without the list (the publicsuffix
+     * package) only the implicit rule applies: say so, unless it was asked
+     * for by name. */
+    srv.psl = psl_load(cfg->checks.public_suffix_list, err, sizeof(err));
+    if (srv.psl == NULL && cfg->checks.public_suffix_list_set) {
+        fprintf(stderr, "ortoo: [checks] %s\n", err);
+        return 1;
+    }
+    if (srv.psl == NULL)
+        log_warnx("event=psl-missing err=\"%s\" (DMARC uses the last two labels as the "
+                  "organizational domain; install the publicsuffix package)",
+                  err);
     bool need_tls = false;
     for (size_t i = 0; i < cfg->nlistens; i++)
         if (cfg->listens[i].role != ROLE_SMTP)
@@ -1044,6 +1078,8 @@ int server_run(const char *config_dir)
         fatal("calloc");
     for (unsigned i = 0; i < srv.nreactors; i++)
         srv.rctx[i] = &srv.reactors[i].ctx;
+    stats_attach(srv.stats, srv.rctx, srv.nreactors,
+                 io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)));
     srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
     if (srv.md == NULL) /* local submission off; SMTP still works */
         log_warnx("event=maildrop-disabled err=\"%s\"", err);
@@ -1069,6 +1105,10 @@ int server_run(const char *config_dir)
         log_info("event=listening role=%s addr=%s reactors=%u", config_role_name(cfg->listens[j].role),
                  text, srv.nreactors);
     }
+    if (srv.metrics != NULL)
+        log_info("event=listening role=metrics addr=%s path=/metrics%s",
+                 metrics_http_addr(srv.metrics),
+                 metrics_http_loopback(srv.metrics) ? "" : " exposed=yes (not loopback)");
     log_info("event=ready hostname=%s reactors=%u io=%s tls=%s spool=%s dkim_keys=%zu", cfg->hostname,
              srv.nreactors, io_backend_name(io_loop_backend(srv.reactors[0].ctx.loop)),
              srv.tls ? "on" : "off", cfg->spool, dkim_keys_count(srv.dkim));
@@ -1137,6 +1177,9 @@ int server_run(const char *config_dir)
             break;
         }
     }
+    /* The figures first: a gathering round needs the reactors. */
+    metrics_http_free(srv.metrics);
+    stats_free(srv.stats, 2000);
     /* Local submissions in flight get their commit first (the reactors must
      * still run for that); the files of the others stay in the maildrop. */
     maildrop_stop(srv.md, 5000);
@@ -1174,6 +1217,7 @@ int server_run(const char *config_dir)
             tls_server_free(re->ctx.tls);
         dkim_keys_free(re->ctx.dkim);
         free(re->listeners);
+        checks_reactor_free(re->ctx.checks);
         res_ctx_free(re->ctx.res);
         io_loop_free(re->ctx.loop);
     }
@@ -1184,6 +1228,7 @@ int server_run(const char *config_dir)
         tls_server_free(srv.tls);
     users_free(srv.users);
     dkim_keys_free(srv.dkim);
+    psl_free(srv.psl);
     for (size_t i = 0; i < srv.nold_users; i++)
         users_free(srv.old_users[i]);
     free(srv.old_users);

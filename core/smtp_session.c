@@ -10,8 +10,9 @@
  * input (RFC 2920 pipelining: replies are sent when the input is drained or
  * the session has to wait), so a pipelined transaction costs one send.
  *
- * Waiting states: WAIT_AUTH (password worker, core/auth.c) and WAIT_SPOOL
- * (group commit, spool/spool.c).  While parked, the session keeps what the
+ * Waiting states: WAIT_AUTH (password worker, core/auth.c), WAIT_CHECKS
+ * (inbound SPF/DKIM/DMARC results at the final dot, core/checks.c) and
+ * WAIT_SPOOL (group commit, spool/spool.c).  While parked, the session keeps what the
  * client pipelined in its input buffer and resumes parsing when the result
  * comes back.  The 250 after DATA is only written from the spool's commit
  * callback, i.e. after the batch holding the message was fdatasync'ed: that
@@ -51,9 +52,11 @@
 #include <unistd.h>
 
 #include "core/auth.h"
+#include "core/checks.h"
 #include "core/limits.h"
 #include "core/recipients.h"
 #include "io/maillog.h"
+#include "io/metrics.h"
 #include "core/smtp_parse.h"
 #include "core/users.h"
 #include "dkim/sign.h"
@@ -77,10 +80,12 @@ enum smtp_state {
     ST_WAIT_AUTH,      /* password verification in flight */
     ST_WAIT_SPOOL,     /* message handed to the spool, waiting for the sync */
     ST_CLOSING,        /* closing: no more input is processed */
+    ST_WAIT_CHECKS,    /* final dot seen, inbound check results pending */
 };
 
 static const char *const state_names[] = {
     "CMD", "TLS_HANDSHAKE", "AUTH_RESP", "DATA", "BDAT", "WAIT_AUTH", "WAIT_SPOOL", "CLOSING",
+    "WAIT_CHECKS",
 };
 
 enum sasl_step { SASL_NONE = 0, SASL_PLAIN, SASL_LOGIN_USER, SASL_LOGIN_PASS };
@@ -166,6 +171,7 @@ struct smtp_session {
     uint64_t chunk_size;          /* size of the current BDAT chunk */
     char *received;               /* Received: header for this message (owned) */
     struct dkim_signer *dkim;     /* signer of the message in progress (owned) or NULL */
+    struct checks *checks;        /* inbound checks (port 25, no AUTH; owned) or NULL */
     unsigned nmsgs;               /* messages accepted in this session */
 
     /* Limits (issue 8).  Deadlines are io_loop_now() nanoseconds; the one
@@ -579,11 +585,13 @@ static void transaction_reset(struct smtp_session *s)
     s->received = NULL;
     dkim_sign_free(s->dkim);
     s->dkim = NULL;
+    checks_reset(s->checks);
 }
 
 static void session_free(struct smtp_session *s)
 {
     transaction_reset(s);
+    checks_free(s->checks); /* cancels lookups in flight */
     free(s->rcpts);
     free(s->rcpt_notify);
     free(s->rcpt_orcpt);
@@ -786,8 +794,9 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
         return;
     }
     uint64_t now = io_loop_now(s->r->loop);
-    /* Waiting on our own work (spool, auth) is not the client's slowness. */
-    if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH) {
+    /* Waiting on our own work (spool, auth, checks: each bounded by its
+     * own deadline) is not the client's slowness. */
+    if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH || s->state == ST_WAIT_CHECKS) {
         s->deadline = now + (uint64_t)s->r->cfg->timeout_command * NS_PER_S;
         if (s->session_end < s->deadline)
             s->session_end = s->deadline;
@@ -957,9 +966,10 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         if (res < 0 && res != -ECONNRESET)
             log_debug("session=%s event=recv-error err=%d", s->id, res);
         s->peer_eof = true;
-        if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH || s->out_blocked) {
-            /* Keep the session until the spool/auth callback or the output
-             * drains (session_resume); it closes then. */
+        if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH ||
+            s->state == ST_WAIT_CHECKS || s->out_blocked) {
+            /* Keep the session until the spool/auth/checks callback or the
+             * output drains (session_resume); it closes then. */
             return;
         }
         s->close_after_send = true; /* replies to what it sent still go out */
@@ -980,7 +990,7 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         session_process(s);
     session_flush(s);
     if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
-        s->state != ST_WAIT_AUTH && !s->out_blocked) {
+        s->state != ST_WAIT_AUTH && s->state != ST_WAIT_CHECKS && !s->out_blocked) {
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
     }
@@ -1019,7 +1029,7 @@ static void session_resume(struct smtp_session *s)
     session_process(s);
     session_flush(s);
     if (s->peer_eof && s->state != ST_CLOSING && s->state != ST_WAIT_SPOOL &&
-        s->state != ST_WAIT_AUTH && !s->out_blocked) {
+        s->state != ST_WAIT_AUTH && s->state != ST_WAIT_CHECKS && !s->out_blocked) {
         s->close_after_send = true; /* replies to what it sent still go out */
         smtp_close(s, "peer closed");
     } else {
@@ -1102,6 +1112,7 @@ static void on_auth_done(struct auth_req *req, bool ok)
 {
     struct smtp_session *s = req->owner;
     s->auth_busy = false;
+    metrics_inc(ok ? METRICS_AUTH_SUCCESS : METRICS_AUTH_FAILURE);
     if (s->auth_counted) {
         /* Counted even when the client left meanwhile. */
         s->auth_counted = false;
@@ -1142,6 +1153,7 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
         session_enter(s, ST_CMD);
     enum auth_gate g = auth_attempt_begin(s->r->auth, &s->client_key, user);
     if (g != AUTH_GATE_OK) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         unsigned skipped;
         if (limit_log_ok(s->r, &skipped))
             log_info("session=%s event=auth-throttled by=%s user=%s client=%s unlogged=%u",
@@ -1206,6 +1218,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
         return;
     }
     if (auth_client_throttled(s->r->auth, &s->client_key)) {
+        metrics_inc(METRICS_AUTH_THROTTLED);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         note_junk(s);
         return;
@@ -1319,6 +1332,20 @@ static bool reply_parse_error(struct smtp_session *s, int rc, bool is_mail)
     return true;
 }
 
+/*
+ * Mail from outside (port 25, no AUTH): the inbound checks (core/checks.h)
+ * start with the transaction, in parallel with it.  Without memory for
+ * them the message goes unchecked (and without the header).
+ */
+static void checks_begin(struct smtp_session *s)
+{
+    if (s->role != ROLE_SMTP || s->authed || !s->r->cfg->checks.enabled || s->r->checks == NULL)
+        return;
+    if (s->checks == NULL && (s->checks = checks_new(s->r->checks, s->id, s->client_addr)) == NULL)
+        return;
+    checks_mail(s->checks, s->r->cfg, s->helo != NULL ? s->helo : "", s->sender);
+}
+
 static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
 {
     if (s->helo == NULL) {
@@ -1379,6 +1406,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
         s->msg_flags |= SPOOL_F_8BITMIME;
     if (m.smtputf8)
         s->msg_flags |= SPOOL_F_SMTPUTF8;
+    checks_begin(s);
     reply(s, "250 2.1.0 Ok");
 }
 
@@ -1578,14 +1606,19 @@ static void cmd_data(struct smtp_session *s, const struct smtp_cmd *c)
     }
     smtp_data_scan_init(&s->scan);
     dkim_begin(s);
+    if (s->checks != NULL)
+        checks_data(s->checks);
     session_enter(s, ST_DATA);
     deadline_set(s, s->r->cfg->timeout_data);
     reply(s, "354 End data with <CR><LF>.<CR><LF>");
 }
 
 static void spool_done(struct spool_commit *c, int res);
+static void message_store(struct smtp_session *s);
+static void on_checks_done(struct checks *c, void *arg);
 
-/* The message is complete: check it and hand it to the spool. */
+/* The message is complete: check it, wait for the inbound checks if
+ * their results are not all in, and hand it to the spool. */
 static void message_end(struct smtp_session *s)
 {
     if (s->scan.bad) {
@@ -1618,6 +1651,61 @@ static void message_end(struct smtp_session *s)
         reply(s, "451 4.3.0 Temporary local problem (signing), try again later");
         goto reject;
     }
+    if (s->checks != NULL && checks_end(s->checks, on_checks_done, s) > 0) {
+        session_enter(s, ST_WAIT_CHECKS); /* bounded by [checks] timeout */
+        return;
+    }
+    message_store(s);
+    return;
+reject:
+    transaction_reset(s);
+    if (s->state != ST_CLOSING)
+        session_enter(s, ST_CMD);
+}
+
+/* The inbound checks' results are in (their deadline at the latest). */
+static void on_checks_done(struct checks *c, void *arg)
+{
+    struct smtp_session *s = arg;
+    if (s->state == ST_CLOSING) {
+        session_maybe_free(s);
+        return;
+    }
+    session_enter(s, ST_CMD);
+    message_store(s);
+    if (s->state != ST_WAIT_SPOOL)
+        session_resume(s); /* refused: go on with what was pipelined */
+}
+
+/*
+ * The checks' verdict (core/checks.h): refuse (the reply is queued, false)
+ * or accept, with the Authentication-Results field on top of the fields
+ * ortoo prepends.
+ */
+static bool checks_accept(struct smtp_session *s)
+{
+    struct checks_verdict v;
+    checks_verdict(s->checks, &v);
+    if (v.code != 0) {
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, v.status, v.reason);
+        reply(s, "%s", v.reply);
+        return false;
+    }
+    if (v.header != NULL) {
+        char *prefix = NULL;
+        if (asprintf(&prefix, "%s%s", v.header, s->received) < 0)
+            return true; /* out of memory: stored without the field */
+        free(s->received);
+        s->received = prefix;
+    }
+    return true;
+}
+
+/* Hand the message to the spool (the 250 comes with the sync). */
+static void message_store(struct smtp_session *s)
+{
+    if (s->checks != NULL && !checks_accept(s))
+        goto reject;
     struct spool_envelope env = {
         .sender = s->sender,
         .rcpts = (const char *const *)s->rcpts,
@@ -1711,6 +1799,8 @@ static void cmd_bdat(struct smtp_session *s, const struct smtp_cmd *c)
             msg_nomem(s); /* every chunk is read, discarded and answered 452 */
         smtp_data_scan_init(&s->scan);
         dkim_begin(s);
+        if (s->checks != NULL)
+            checks_data(s->checks);
     }
     session_enter(s, ST_BDAT);
     deadline_set(s, s->r->cfg->timeout_data);
@@ -1858,6 +1948,8 @@ static void msg_append(struct smtp_session *s, const char *data, size_t len)
     s->msg.len += len;
     if (s->dkim != NULL)
         dkim_sign_feed(s->dkim, data, len);
+    if (s->checks != NULL)
+        checks_feed(s->checks, data, len);
 }
 
 /*
@@ -1901,8 +1993,11 @@ static void bdat_input(struct smtp_session *s)
             if (s->msg.len > max) {
                 s->too_big = true;
                 msg_free(s);
-            } else if (s->dkim != NULL) {
-                dkim_sign_feed(s->dkim, s->msg.data + from, s->msg.len - from);
+            } else {
+                if (s->dkim != NULL)
+                    dkim_sign_feed(s->dkim, s->msg.data + from, s->msg.len - from);
+                if (s->checks != NULL)
+                    checks_feed(s->checks, s->msg.data + from, s->msg.len - from);
             }
         }
     }
@@ -1922,6 +2017,7 @@ static void session_process(struct smtp_session *s)
         case ST_CLOSING:
         case ST_WAIT_AUTH:
         case ST_WAIT_SPOOL:
+        case ST_WAIT_CHECKS:
         case ST_TLS_HANDSHAKE:
             return;
         case ST_DATA:
@@ -2007,6 +2103,9 @@ static void session_process(struct smtp_session *s)
 static void connection_refused(struct smtp_session *s, enum limits_verdict v)
 {
     struct smtp_reactor *r = s->r;
+    metrics_inc(v == LIMITS_TOTAL ? METRICS_CONN_REFUSED_TOTAL
+                : v == LIMITS_PER_ADDRESS ? METRICS_CONN_REFUSED_PER_ADDRESS
+                                          : METRICS_CONN_REFUSED_MEMORY);
     const char *what = v == LIMITS_TOTAL ? "connections" : v == LIMITS_PER_ADDRESS
                                                                 ? "connections-per-address"
                                                                 : "out-of-memory";
@@ -2068,6 +2167,7 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     log_debug("session=%s event=connect client=%s port=%d role=%s", s->id, s->client_addr,
               s->client_port, config_role_name(role));
 
+    metrics_inc(METRICS_CONN_ACCEPTED + role);
     limits_key_of(r->limits, peer, &s->client_key);
     enum limits_verdict v = limits_conn_acquire(r->limits, &s->client_key);
     if (v != LIMITS_OK) {

@@ -28,6 +28,7 @@ struct tls_server;
 struct auth;
 struct users;
 struct dkim_keys;
+struct checks_reactor;
 struct limits;
 
 /* Per-reactor context shared by its sessions (owned by core/server.c). */
@@ -41,6 +42,7 @@ struct smtp_reactor {
     struct tls_server *tls;         /* server certificates (NULL: no TLS) */
     struct auth *auth;              /* password verification (shared) */
     struct dkim_keys *dkim;         /* DKIM signing keys (a reference; swapped at reload) */
+    struct checks_reactor *checks;  /* inbound checks' per-reactor part (core/checks.h) */
     struct limits *limits;          /* connection counts, body budget (shared) */
     size_t nsessions;               /* live sessions on this reactor */
     uint64_t session_seq;           /* for session ids */

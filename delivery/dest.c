@@ -90,6 +90,7 @@ struct conn {
     bool idle;
     char addr_text[64];
     char fail_status[12];               /* why the walk failed, so far */
+    int fail_class;                     /* ... its enum metrics_dclass */
     char fail_text[300];
 };
 
@@ -229,6 +230,7 @@ static void defer_queue(struct dest *d)
 
     while ((j = queue_pop(d)) != NULL) {
         j->defer_until = d->dead_until;
+        j->dclass = d->dead_class;
         sched_job_fail(j, SMTP_OUT_TEMP, SMTP_STAGE_CONNECT, d->dead_status, "%s",
                        d->dead_reason);
     }
@@ -239,8 +241,11 @@ static void fail_queue(struct dest *d, const char *status, const char *text)
 {
     struct job *j;
 
-    while ((j = queue_pop(d)) != NULL)
+    while ((j = queue_pop(d)) != NULL) {
+        j->dclass = METRICS_DCLASS_DNS; /* only DNS answers are permanent for a whole
+                                           destination */
         sched_job_fail(j, SMTP_OUT_PERM, SMTP_STAGE_NONE, status, "%s", text);
+    }
 }
 
 void dest_enqueue(struct dest *d, struct job *j)
@@ -348,14 +353,16 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
-/* Remember why the walk failed (the last reason is reported). */
-static void conn_note(struct conn *c, const char *status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* Remember why the walk failed (the last reason is reported): status, the
+ * metrics class (enum metrics_dclass) and the text. */
+static void conn_note(struct conn *c, const char *status, int cls, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
-static void conn_note(struct conn *c, const char *status, const char *fmt, ...)
+static void conn_note(struct conn *c, const char *status, int cls, const char *fmt, ...)
 {
     va_list ap;
 
+    c->fail_class = cls;
     snprintf(c->fail_status, sizeof c->fail_status, "%s", status);
     va_start(ap, fmt);
     vsnprintf(c->fail_text, sizeof c->fail_text, fmt, ap);
@@ -369,6 +376,8 @@ static void walk_failed(struct conn *c, bool perm)
     struct sched *s = d->s;
     char status[12], text[300];
     int64_t now = sched_now();
+
+    int c_class = c->fail_status[0] ? c->fail_class : METRICS_DCLASS_CONNECT;
 
     snprintf(status, sizeof status, "%s", c->fail_status[0] ? c->fail_status : "4.4.1");
     snprintf(text, sizeof text, "%s", c->fail_text[0] ? c->fail_text : "no host could be reached");
@@ -387,6 +396,7 @@ static void walk_failed(struct conn *c, bool perm)
     d->failures++;
     d->dead_until = now + route_retry_after(s->conf, d->failures);
     snprintf(d->dead_status, sizeof d->dead_status, "%s", status);
+    d->dead_class = c_class;
     snprintf(d->dead_reason, sizeof d->dead_reason, "%s", text);
     maillog_dest_backoff(d->key, d->dead_until, d->failures, status, text, d->qlen);
     defer_queue(d);
@@ -482,7 +492,7 @@ static void walk_try_addr(struct conn *c)
         const char *names[SMTP_CLIENT_NAMES_MAX];
 
         if (c->tlsa != NULL && (tl = calloc(c->tlsa->n, sizeof *tl)) == NULL) {
-            conn_note(c, "4.3.0", "out of memory");
+            conn_note(c, "4.3.0", METRICS_DCLASS_LOCAL, "out of memory");
             c->addr_i = c->naddrs;
             break;
         }
@@ -494,7 +504,8 @@ static void walk_try_addr(struct conn *c)
         free(tl);
         if (c->cl != NULL)
             return;
-        conn_note(c, "4.3.0", "cannot start a connection to %s: %s", c->addr_text,
+        conn_note(c, "4.3.0", METRICS_DCLASS_CONNECT, "cannot start a connection to %s: %s",
+                  c->addr_text,
                   strerror(errno));
         c->addr_i++;
     }
@@ -522,7 +533,8 @@ static void on_tlsa(struct res_req *req, const struct res_answer *ans)
     default:
         /* RFC 7672 2.2: a TLSA lookup that fails is not "no TLSA": this
          * host cannot be used now. */
-        conn_note(c, "4.7.5", "TLSA lookup for %s failed (%s%s%s): not delivering without it",
+        conn_note(c, "4.7.5", METRICS_DCLASS_DNS,
+                  "TLSA lookup for %s failed (%s%s%s): not delivering without it",
                   c->host, res_status_name(ans->status), ans->why ? ": " : "",
                   ans->why ? ans->why : "");
         c->host_i++;
@@ -575,7 +587,8 @@ static void host_addrs(struct conn *c)
             continue;
         if (res_status_temporary(ans[k]->status)) {
             if (dane_possible) {
-                conn_note(c, "4.4.3", "address lookup for %s failed (%s%s%s)", c->host,
+                conn_note(c, "4.4.3", METRICS_DCLASS_DNS, "address lookup for %s failed (%s%s%s)",
+                          c->host,
                           res_status_name(ans[k]->status), ans[k]->why ? ": " : "",
                           ans[k]->why ? ans[k]->why : "");
                 goto next_host;
@@ -591,7 +604,7 @@ static void host_addrs(struct conn *c)
     if (c->naddrs == 0) {
         const struct res_answer *x = c->a != NULL ? c->a : c->aaaa;
         if (c->fail_text[0] == '\0' || x == NULL || !res_status_temporary(x->status))
-            conn_note(c, "4.4.4", "no address for mail host %s", c->host);
+            conn_note(c, "4.4.4", METRICS_DCLASS_DNS, "no address for mail host %s", c->host);
         goto next_host;
     }
     switch (d->lim.tls) {
@@ -607,7 +620,8 @@ static void host_addrs(struct conn *c)
             c->st = CS_TLSA;
             if (res_lookup(d->s->res, &c->rq_tlsa, RES_TLSA, name, on_tlsa) == 0)
                 return;
-            conn_note(c, "4.7.5", "cannot look up the TLSA records of %s", c->host);
+            conn_note(c, "4.7.5", METRICS_DCLASS_DNS, "cannot look up the TLSA records of %s",
+                      c->host);
             goto next_host;
         }
         break;
@@ -659,7 +673,7 @@ static void walk_next_host(struct conn *c)
     if (s->conf->ipv6 && res_lookup(s->res, &c->rq_aaaa, RES_AAAA, c->host, on_addr) == 0)
         c->pending++;
     if (c->pending == 0) {
-        conn_note(c, "4.4.4", "bad mail host name %s", c->host);
+        conn_note(c, "4.4.4", METRICS_DCLASS_DNS, "bad mail host name %s", c->host);
         c->host_i++;
         walk_next_host(c);
     }
@@ -679,20 +693,24 @@ static void on_mx(struct res_req *req, const struct res_answer *ans)
         walk_next_host(c);
         return;
     case RES_NULLMX:
-        conn_note(c, "5.1.10", "recipient domain %s accepts no mail (null MX, RFC 7505)",
+        conn_note(c, "5.1.10", METRICS_DCLASS_DNS,
+                  "recipient domain %s accepts no mail (null MX, RFC 7505)",
                   d->domain);
         walk_failed(c, true);
         return;
     case RES_NXDOMAIN:
-        conn_note(c, "5.1.2", "recipient domain %s does not exist", d->domain);
+        conn_note(c, "5.1.2", METRICS_DCLASS_DNS, "recipient domain %s does not exist",
+                  d->domain);
         walk_failed(c, true);
         return;
     case RES_NODATA:
-        conn_note(c, "5.1.2", "recipient domain %s has no mail host", d->domain);
+        conn_note(c, "5.1.2", METRICS_DCLASS_DNS, "recipient domain %s has no mail host",
+                  d->domain);
         walk_failed(c, true);
         return;
     default:
-        conn_note(c, "4.4.3", "MX lookup for %s failed (%s%s%s)", d->domain,
+        conn_note(c, "4.4.3", METRICS_DCLASS_DNS, "MX lookup for %s failed (%s%s%s)",
+                  d->domain,
                   res_status_name(ans->status), ans->why ? ": " : "", ans->why ? ans->why : "");
         walk_failed(c, false);
         return;
@@ -754,7 +772,7 @@ static void conn_start(struct dest *d)
     }
     c->st = CS_MX;
     if (res_lookup(s->res, &c->rq_mx, RES_MX, d->domain, on_mx) < 0) {
-        conn_note(c, "5.1.2", "bad recipient domain %s", d->domain);
+        conn_note(c, "5.1.2", METRICS_DCLASS_DNS, "bad recipient domain %s", d->domain);
         walk_failed(c, true);
     }
 }
@@ -810,10 +828,12 @@ static void conn_closed(struct smtp_client *cl, const struct smtp_result *why, v
         maillog_connect_failed(d->key, c->host, c->addr_text, smtp_stage_name(why->stage),
                                why->enhanced, why->text);
         if (why->code > 0)
-            conn_note(c, "4.4.2", "%s[%s] said at %s: %d %s", c->host, c->addr_text,
+            conn_note(c, "4.4.2", metrics_dclass_of(why->code, smtp_stage_name(why->stage)),
+                      "%s[%s] said at %s: %d %s", c->host, c->addr_text,
                       smtp_stage_name(why->stage), why->code, why->text);
         else
             conn_note(c, why->stage == SMTP_STAGE_CONNECT ? "4.4.1" : "4.7.5",
+                      metrics_dclass_of(0, smtp_stage_name(why->stage)),
                       "%s[%s]: %s (at %s)", c->host, c->addr_text, why->text,
                       smtp_stage_name(why->stage));
         c->addr_i++;
@@ -871,6 +891,7 @@ static void dispatch(struct dest *d)
             c->job = NULL;
             c->idle = true;
             d->nidle++;
+            j->dclass = METRICS_DCLASS_LOCAL;
             sched_job_fail(j, SMTP_OUT_PERM, SMTP_STAGE_MAIL, "5.5.2",
                            "the message cannot be sent (bad envelope: %s)", strerror(-r));
         }

@@ -16,6 +16,7 @@
 #include "delivery/scheduler.h"
 #include "delivery/smtp_client.h"
 #include "io/loop.h"
+#include "io/metrics.h"
 #include "io/tls.h"
 #include "resolver/resolver.h"
 #include "spool/spool.h"
@@ -54,6 +55,8 @@ struct job {
     struct dest *d;            /* NULL: local */
     struct job *next;          /* destination queue */
     bool queued;               /* on d's queue */
+    int dclass;                /* enum metrics_dclass of a failure decided
+                                  here (DNS, local...), < 0: from the result */
     int64_t defer_until;       /* set: a deferral waits until then (a
                                   destination's backoff), not the retry list */
     size_t n;
@@ -96,6 +99,7 @@ struct dest {
     int64_t dead_until;        /* backoff: unix time; 0: alive */
     unsigned failures;         /* backoffs in a row */
     char dead_status[12];      /* why, for the jobs deferred meanwhile */
+    int dead_class;            /* ... and its enum metrics_dclass */
     char dead_reason[300];
     uint64_t tat_ns;           /* GCRA theoretical arrival time (monotonic ns) */
     struct io_op rate_timer;   /* wakes the queue when the rate allows */

@@ -182,6 +182,7 @@ static struct job *job_new(struct amsg *m, struct dest *d, const uint32_t *idx, 
     j->m = m;
     j->d = d;
     j->n = n;
+    j->dclass = d == NULL ? METRICS_DCLASS_LOCAL : -1;
     for (size_t k = 0; k < n; k++) {
         uint32_t i = idx[k];
         j->idx[k] = i;
@@ -319,6 +320,7 @@ void sched_job_done(struct job *j, const struct job_ctx *ctx)
             .reply = r->text,
             .delay = now - v->received_at,
             .attempt = v->rcpt[idx].attempts + 1,
+            .dclass = j->dclass,
         };
         uint8_t notify = v->dsn_notify ? v->dsn_notify[idx] : 0;
 
@@ -425,6 +427,7 @@ static void fail_now(struct amsg *m, const uint32_t *idx, size_t n, const char *
             .reply = why,
             .delay = now - m->v.received_at,
             .attempt = ri.attempts,
+            .dclass = expired ? METRICS_DCLASS_EXPIRED : METRICS_DCLASS_LOCAL,
         };
         if (expired)
             maillog_expired(&la);
@@ -628,7 +631,8 @@ static void admin_bounce(struct sched *s, const struct spool_msg_view *v)
                                       .last_attempt = ri.last_at};
         struct maillog_attempt la = {.msgid = v->id, .rcpt = v->rcpts[i], .status = "5.0.0",
                                      .reply = "bounced by the administrator",
-                                     .delay = now - v->received_at, .attempt = ri.attempts};
+                                     .delay = now - v->received_at, .attempt = ri.attempts,
+                                     .dclass = METRICS_DCLASS_LOCAL};
         maillog_bounced(&la);
     }
     if (n > 0) {

@@ -38,7 +38,9 @@
 #include <sodium.h>
 
 #include "dkim/canon.h"
+#include "dkim/header.h"
 #include "dkim/keys.h"
+#include "io/metrics.h"
 
 #define SIGN_FOLD 76          /* fold signature lines before this column */
 #define SIGN_HOST_MAX 255
@@ -51,13 +53,6 @@ enum sign_state {
 
 /* Where the header scanner is in the current line. */
 enum hdr_pos { HP_BOL = 0, HP_BOL_CR, HP_TEXT };
-
-/* One header field, as a slice of hdr or of added (CRLF included). */
-struct field {
-    const char *p;
-    size_t len;
-    size_t name_len;
-};
 
 /*
  * One message's signer.  Invariants: keys != NULL when state == SG_BODY;
@@ -133,147 +128,6 @@ static void sign_skip(struct dkim_signer *sg, const char *why)
 
 /* ---- the header block ---- */
 
-static bool name_is(const struct field *f, const char *name)
-{
-    return strlen(name) == f->name_len && strncasecmp(f->p, name, f->name_len) == 0;
-}
-
-/*
- * Split block[0..len) into fields (RFC 5322 2.2: a field is a name, a
- * colon and a body that continues on lines starting with WSP).  Names are
- * printable ASCII without colon, directly followed by it (the obsolete
- * "Name :" form is refused, as some verifiers refuse it).  Returns the count
- * (fields allocated, owned) or -1 for a malformed block, -ENOMEM.
- */
-static long fields_split(const char *block, size_t len, struct field **out)
-{
-    struct field *f = NULL;
-    size_t n = 0, cap = 0, i = 0;
-
-    *out = NULL;
-    while (i < len) {
-        const char *lf = memchr(block + i, '\n', len - i);
-        size_t end = lf != NULL ? (size_t)(lf - block) + 1 : len;
-        if (block[i] == ' ' || block[i] == '\t') {
-            if (n == 0)
-                goto bad;
-            f[n - 1].len += end - i;
-            i = end;
-            continue;
-        }
-        size_t j = i;
-        while (j < end && block[j] != ':' && (unsigned char)block[j] > 32 &&
-               (unsigned char)block[j] < 127)
-            j++;
-        if (j == i || j == end || block[j] != ':')
-            goto bad;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 32;
-            struct field *nf = realloc(f, ncap * sizeof(*nf));
-            if (nf == NULL) {
-                free(f);
-                return -ENOMEM;
-            }
-            f = nf;
-            cap = ncap;
-        }
-        f[n++] = (struct field){.p = block + i, .len = end - i, .name_len = j - i};
-        i = end;
-    }
-    *out = f;
-    return (long)n;
-bad:
-    free(f);
-    return -1;
-}
-
-/*
- * The domain of the From field's single mailbox (RFC 5322 3.4, 3.6.2):
- * the addr-spec inside <> when there is one, else the whole value; comments
- * and quoted strings are skipped; a list of several mailboxes gives none.
- * Writes the lowercase domain to out.  Returns true when found.
- */
-static bool from_domain(const struct field *f, char *out, size_t cap)
-{
-    const char *p = f->p + f->name_len + 1, *end = f->p + f->len;
-    const char *spec = NULL, *spec_end = NULL;
-    const char *at = NULL;
-    int depth = 0;
-    bool quoted = false, in_angle = false, had_angle = false;
-
-    /* The last '@' of the addr-spec outside quotes and comments. */
-    const char *last_at = NULL;
-    for (; p < end; p++) {
-        char c = *p;
-        if (quoted) {
-            if (c == '\\' && p + 1 < end)
-                p++;
-            else if (c == '"')
-                quoted = false;
-            continue;
-        }
-        if (depth > 0) {
-            if (c == '\\' && p + 1 < end)
-                p++;
-            else if (c == '(')
-                depth++;
-            else if (c == ')')
-                depth--;
-            continue;
-        }
-        if (c == '"') {
-            quoted = true;
-        } else if (c == '(') {
-            depth = 1;
-        } else if (c == '<') {
-            if (had_angle)
-                return false; /* two addresses */
-            in_angle = had_angle = true;
-            spec = p + 1;
-            last_at = NULL;
-        } else if (c == '>') {
-            if (!in_angle)
-                return false;
-            in_angle = false;
-            spec_end = p;
-            at = last_at;
-        } else if (c == ',' && !in_angle) {
-            return false; /* a mailbox list */
-        } else if (c == '@') {
-            last_at = p;
-        }
-    }
-    if (quoted || depth > 0 || in_angle)
-        return false;
-    if (!had_angle) {
-        at = last_at;
-        spec_end = end;
-    } else if (spec == NULL || spec_end == NULL) {
-        return false;
-    }
-    if (at == NULL)
-        return false;
-    /* The domain: after '@' up to WSP, CR/LF, '(' or the end of the spec. */
-    const char *d = at + 1;
-    while (d < spec_end && (*d == ' ' || *d == '\t' || *d == '\r' || *d == '\n'))
-        d++;
-    size_t n = 0;
-    while (d + n < spec_end && d[n] != ' ' && d[n] != '\t' && d[n] != '\r' && d[n] != '\n' &&
-           d[n] != '(' && d[n] != '>')
-        n++;
-    if (n == 0 || n >= cap)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = d[i];
-        if (c == '[' || c == '"' || c == '@' || c == ';' || c == ',')
-            return false; /* a literal or garbage: not a domain we sign for */
-        out[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
-    }
-    if (out[n - 1] == '.')
-        n--; /* a trailing root dot */
-    out[n] = '\0';
-    return n > 0;
-}
 
 /* RFC 6409 8.2 / 8.3: the Date and Message-ID a submission server adds. */
 static int added_make(struct dkim_signer *sg, bool need_date, bool need_id)
@@ -307,7 +161,7 @@ static int added_make(struct dkim_signer *sg, bool need_date, bool need_id)
 /* Build hlist and hcanon over all[0..n) (top to bottom).  RFC 6376 5.4.2:
  * the k-th occurrence of a name in h= signs the k-th instance from the
  * bottom; From is listed once more than it appears (over-signed). */
-static int signed_fields_build(struct dkim_signer *sg, const struct field *all, size_t n)
+static int signed_fields_build(struct dkim_signer *sg, const struct dkim_field *all, size_t n)
 {
     size_t list_cap = 1, canon_cap = 0;
 
@@ -325,7 +179,7 @@ static int signed_fields_build(struct dkim_signer *sg, const struct field *all, 
         const char *name = sign_fields[k];
         size_t count = 0;
         for (size_t i = n; i-- > 0;) {
-            if (!name_is(&all[i], name))
+            if (!dkim_field_is(&all[i], name))
                 continue;
             count++;
             sg->hcanon_len += dkim_canon_header(all[i].p, all[i].len, true,
@@ -356,8 +210,8 @@ static void body_sink(void *arg, const char *data, size_t len)
  */
 static void header_end(struct dkim_signer *sg, const char *block, size_t len)
 {
-    struct field *f = NULL, *all = NULL;
-    long n = fields_split(block, len, &f);
+    struct dkim_field *f = NULL, *all = NULL;
+    long n = dkim_fields_split(block, len, &f);
 
     if (n < 0) {
         sign_skip(sg, n == -ENOMEM ? "out of memory" : "malformed header block");
@@ -366,12 +220,12 @@ static void header_end(struct dkim_signer *sg, const char *block, size_t len)
     size_t nfrom = 0, ifrom = 0;
     bool has_date = false, has_id = false;
     for (long i = 0; i < n; i++) {
-        if (name_is(&f[i], "from")) {
+        if (dkim_field_is(&f[i], "from")) {
             nfrom++;
             ifrom = (size_t)i;
-        } else if (name_is(&f[i], "date")) {
+        } else if (dkim_field_is(&f[i], "date")) {
             has_date = true;
-        } else if (name_is(&f[i], "message-id")) {
+        } else if (dkim_field_is(&f[i], "message-id")) {
             has_id = true;
         }
     }
@@ -383,7 +237,7 @@ static void header_end(struct dkim_signer *sg, const char *block, size_t len)
         sign_skip(sg, nfrom == 0 ? "no From field" : "several From fields");
         goto out;
     }
-    if (!from_domain(&f[ifrom], sg->domain, sizeof(sg->domain))) {
+    if (!dkim_from_domain(&f[ifrom], sg->domain, sizeof(sg->domain))) {
         sign_skip(sg, "no single domain in the From field");
         goto out;
     }
@@ -393,9 +247,9 @@ static void header_end(struct dkim_signer *sg, const char *block, size_t len)
     }
     /* The fields as the recipient sees them: the added ones on top. */
     long nadd = 0;
-    struct field added[2];
+    struct dkim_field added[2];
     if (sg->added != NULL) {
-        nadd = fields_split(sg->added, strlen(sg->added), &all);
+        nadd = dkim_fields_split(sg->added, strlen(sg->added), &all);
         if (nadd < 0 || nadd > 2) {
             sign_skip(sg, "out of memory");
             goto out;
@@ -652,6 +506,7 @@ int dkim_sign_finish(struct dkim_signer *sg, struct dkim_sign_result *res)
         if ((rc = sign_one(sg, k, bh64, &out)) < 0)
             goto fail;
         res->nsigs++;
+        metrics_inc(METRICS_DKIM_SIGNED + dkim_key_algo(k));
     }
     res->signatures = out.p;
     res->domain = sg->domain;

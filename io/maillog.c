@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "io/log.h"
+#include "io/metrics.h"
 
 /* "<addr>" escaped for a log value (a thread-local log_q slot). */
 static const char *angle(const char *addr)
@@ -24,6 +25,7 @@ static const char *angle(const char *addr)
 void maillog_queued(const char *msgid, const char *session, const char *client,
                     const char *sender, size_t nrcpts, uint64_t size, const char *user)
 {
+    metrics_received(nrcpts, size);
     log_info("msgid=%s session=%s event=queued client=%s from=%s nrcpt=%zu size=%llu%s%s",
              msgid, session, client, angle(sender), nrcpts, (unsigned long long)size,
              user ? " user=" : "", user ? log_q(user) : "");
@@ -32,6 +34,7 @@ void maillog_queued(const char *msgid, const char *session, const char *client,
 void maillog_rejected(const char *session, const char *client, const char *stage,
                       const char *addr, const char *reply, const char *reason)
 {
+    metrics_rejected(reason);
     log_info("session=%s event=rejected stage=%s client=%s addr=%s reply=%s reason=%s",
              session, stage, client, angle(addr), log_q(reply), reason);
 }
@@ -50,8 +53,17 @@ static void attempt_line(const char *event, const struct maillog_attempt *a, con
              log_q(a->reply), (long long)a->delay, a->attempt, extra ? extra : "");
 }
 
+/* The class label of a failed attempt (docs/metrics.md). */
+static enum metrics_dclass attempt_class(const struct maillog_attempt *a)
+{
+    if (a->dclass >= 0 && a->dclass < METRICS_DCLASS_N)
+        return (enum metrics_dclass)a->dclass;
+    return metrics_dclass_of(a->code, a->stage);
+}
+
 void maillog_delivered(const struct maillog_attempt *a)
 {
+    metrics_delivered();
     attempt_line("delivered", a, NULL);
 }
 
@@ -59,17 +71,20 @@ void maillog_deferred(const struct maillog_attempt *a, int64_t next)
 {
     char extra[48];
 
+    metrics_deferred(attempt_class(a));
     snprintf(extra, sizeof extra, " next=%lld", (long long)next);
     attempt_line("deferred", a, extra);
 }
 
 void maillog_bounced(const struct maillog_attempt *a)
 {
+    metrics_bounced(attempt_class(a));
     attempt_line("bounced", a, NULL);
 }
 
 void maillog_expired(const struct maillog_attempt *a)
 {
+    metrics_bounced(METRICS_DCLASS_EXPIRED);
     attempt_line("expired", a, NULL);
 }
 

@@ -11,6 +11,9 @@
  * party supplied (addresses, host names, replies) are escaped logfmt-style
  * (quoted when they hold a space, '"', '=' or a backslash; control bytes as
  * \xHH), so one line is always one event.
+ *
+ * Each event is also counted (io/metrics.h), so that the metrics and the
+ * log cannot disagree.
  */
 #ifndef ORTOO_MAILLOG_H
 #define ORTOO_MAILLOG_H
@@ -44,6 +47,8 @@ struct maillog_attempt {
     const char *reply;         /* the reply text or the local reason */
     int64_t delay;             /* seconds since the message was received */
     uint32_t attempt;          /* attempt number for this recipient (1-based) */
+    int dclass;                /* enum metrics_dclass of a failure (the metrics'
+                                  class label), < 0: from code and stage */
 };
 
 /* event=delivered (dsn: "relayed" when the server lacks DSN and SUCCESS was

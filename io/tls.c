@@ -56,6 +56,7 @@
 #include <openssl/x509v3.h>
 
 #include "io/log.h"
+#include "io/metrics.h"
 
 /* TLS 1.2 suites: forward secrecy and AEAD first, then ECDHE with CBC for
  * old peers (opportunistic SMTP TLS is better than plaintext, RFC 7435).
@@ -579,6 +580,21 @@ out:
     return ok;
 }
 
+bool tls_tlsa_match_der(const struct tls_tlsa *r, const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    if (der == NULL || len == 0 || len > LONG_MAX)
+        return false;
+    X509 *x = d2i_X509(NULL, &p, (long)len);
+    if (x == NULL) {
+        ERR_clear_error();
+        return false;
+    }
+    bool ok = tlsa_match(r, x);
+    X509_free(x);
+    return ok;
+}
+
 /* Put c's reference names into p: the first replaces, the rest add. */
 static bool param_set_names(const struct tls_conn *c, X509_VERIFY_PARAM *p)
 {
@@ -809,6 +825,10 @@ size_t tls_client_cached(const struct tls_client *c)
     return c->ncached;
 }
 
+/* Test seam: the clock of the client session cache (tests move it instead
+ * of sleeping past a lifetime). */
+time_t (*tls_cache_clock)(time_t *) = time;
+
 /* A session (TLS 1.2) or a ticket (TLS 1.3, after the handshake) arrived:
  * keep it under the connection's key.  Returns 1 when the reference was
  * kept, 0 otherwise. */
@@ -816,7 +836,7 @@ static int on_new_session(SSL *ssl, SSL_SESSION *sess)
 {
     struct tls_conn *c = SSL_get_app_data(ssl);
     struct tls_client *cl;
-    time_t now = time(NULL);
+    time_t now = tls_cache_clock(NULL);
     long life;
 
     if (c == NULL || c->client == NULL || c->cache_key == NULL || c->failed ||
@@ -1071,7 +1091,7 @@ struct tls_conn *tls_conn_new_client_opts(struct tls_client *cl, const struct tl
         c->cache_key = cache_key_make(c, o->session_key);
         if (c->cache_key == NULL)
             goto fail;
-        e = cache_find(cl, c->cache_key, time(NULL));
+        e = cache_find(cl, c->cache_key, tls_cache_clock(NULL));
         if (e != NULL) {
             SSL_set_session(c->ssl, e->sess); /* takes its own reference */
             lru_unlink(cl, e);
@@ -1217,8 +1237,10 @@ int tls_conn_handshake(struct tls_conn *c)
             /* Guard: the callback runs on every full handshake. */
             c->failed = true;
             snprintf(c->err, sizeof c->err, "server certificate was not checked");
+            metrics_tls_handshake(true, false, false);
             return TLS_ERR;
         }
+        metrics_tls_handshake(c->client != NULL, true, SSL_session_reused(c->ssl) == 1);
         conn_flush(c);
         return TLS_OK;
     }
@@ -1228,6 +1250,8 @@ int tls_conn_handshake(struct tls_conn *c)
         snprintf(c->err, sizeof c->err, "peer closed during the handshake");
         ret = TLS_ERR;
     }
+    if (ret == TLS_ERR)
+        metrics_tls_handshake(c->client != NULL, false, false);
     return ret;
 }
 

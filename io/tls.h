@@ -117,6 +117,16 @@ struct tls_tlsa {
  */
 bool tls_tlsa_usable(const struct tls_tlsa *r);
 
+/*
+ * Whether record r matches the certificate der[0..len) (DER): the full
+ * certificate or its SubjectPublicKeyInfo (selector), exact or hashed
+ * (matching type), RFC 6698 2.1.2-2.1.3.  Usage is not looked at: the
+ * caller decides which certificate of a chain a usage applies to.  False
+ * also when der does not parse.  For `ortoo doctor`, which checks the
+ * server's own certificate against its published TLSA records.
+ */
+bool tls_tlsa_match_der(const struct tls_tlsa *r, const unsigned char *der, size_t len);
+
 /* Options of one client connection; everything is copied. */
 struct tls_conn_opts {
     const char *sni;              /* server name sent (RFC 6066 3); NULL: none */
@@ -169,7 +179,8 @@ int tls_conn_feed(struct tls_conn *c, const void *data, size_t len);
 
 /* Advance the handshake.  TLS_OK when complete, TLS_AGAIN when it needs
  * more input (send what tls_conn_take_out gives first), TLS_ERR on failure
- * (tls_conn_error() says why). */
+ * (tls_conn_error() says why).  TLS_OK and TLS_ERR are counted once each
+ * (io/metrics.h: full, resumed or failed, server or client side). */
 int tls_conn_handshake(struct tls_conn *c);
 
 /* Read decrypted bytes.  Returns > 0 bytes, TLS_AGAIN (0 is never

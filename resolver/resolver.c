@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "io/log.h"
+#include "io/metrics.h"
 #include "resolver/res_internal.h"
 
 #define DNS_CLASS_IN 1
@@ -433,6 +434,8 @@ static void wait_reset(struct res_ctx *ctx, struct res_wait *w)
 /* The req is done: idle first (the callback may resubmit or free it). */
 static void req_finish(struct res_req *req, const struct res_answer *ans)
 {
+    metrics_inc(METRICS_DNS_SEC + ans->sec);
+    metrics_inc(METRICS_DNS_STATUS + ans->status);
     req->busy = false;
     req->cb(req, ans);
     res_answer_unref(ans);

@@ -339,7 +339,9 @@ const char *res_sec_name(enum res_sec s);
 const char *res_type_name(enum res_type t);
 int res_type_parse(const char *s, enum res_type *out);
 
-/* Counters of a context (for tests and stats). */
+/* Counters of a context (for tests and stats).  Besides these, every
+ * answered lookup (a callback run) is counted in io/metrics.h by its DNSSEC
+ * state and its status. */
 struct res_stats {
     uint64_t lookups;           /* res_lookup calls accepted */
     uint64_t cache_hits;        /* answers served from our cache */

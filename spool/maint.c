@@ -79,6 +79,13 @@
  * the process there.
  */
 void (*spool_ckpt_hook)(int step);
+
+/*
+ * Test seam: called on the loop thread when compaction queues the copy of
+ * message id (its record is "moving" until the copy's write completes), so
+ * that a test can act while a copy is in flight without polling for it.
+ */
+void (*spool_compact_hook)(const char *id);
 enum { CK_STEP_TMP_WRITTEN = 1, CK_STEP_TMP_SYNCED, CK_STEP_RENAMED, CK_STEP_DIR_SYNCED,
        CK_STEP_JOURNALS_GONE };
 
@@ -867,6 +874,8 @@ static void compact_step(struct spool_maint *mt)
         memcpy(e->id, m->node.id, SPOOL_ID_LEN + 1);
         m->moving = true;
         mt->copies++;
+        if (spool_compact_hook)
+            spool_compact_hook(m->node.id);
         budget = budget > m->len ? budget - (size_t)m->len : 0;
     }
     if (b->nent && !a->fly && !a->hold)

@@ -476,3 +476,22 @@ int spool_foreach(struct spool_shard *sh, spool_scan_cb cb, void *arg)
 
     return idmap_each(&sh->idx, each_node, &ec);
 }
+
+/* idmap_each callback of spool_shard_totals. */
+static int totals_node(struct idmap_node *n, void *arg)
+{
+    const struct smsg *m = (const struct smsg *)n;
+    struct spool_totals *t = arg;
+
+    t->messages++;
+    t->bytes += m->size;
+    if (t->oldest == 0 || m->received_at < t->oldest)
+        t->oldest = m->received_at;
+    return 0;
+}
+
+void spool_shard_totals(const struct spool_shard *sh, struct spool_totals *out)
+{
+    memset(out, 0, sizeof(*out));
+    idmap_each(&sh->idx, totals_node, out);
+}

@@ -139,6 +139,7 @@ struct batch {
     int err;                /* first error of the pieces */
     uint64_t base;          /* file offset of the batch */
     struct segcnt *sc;      /* segment written to */
+    uint64_t started_ns;    /* io_loop_now at batch_start (metrics) */
 };
 
 /* An append-only file with group commit (spool.c's file comment). */

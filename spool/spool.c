@@ -57,6 +57,7 @@
 #include <unistd.h>
 
 #include "io/log.h"
+#include "io/metrics.h"
 
 #ifndef IOV_MAX
 #define IOV_MAX 1024
@@ -447,6 +448,7 @@ static void batch_done(struct batch *b)
     int err = b->err;
 
     assert(a->fly == b);
+    metrics_spool_batch(a->is_seg, b->nent, b->bytes, io_loop_now(sh->loop) - b->started_ns, err);
     if (err == 0) {
         a->end = b->base + b->bytes;
         if (a->is_seg) {
@@ -563,6 +565,7 @@ void batch_start(struct appender *a)
     }
     a->fly = b;
     a->open = b == &a->b[0] ? &a->b[1] : &a->b[0];
+    b->started_ns = io_loop_now(sh->loop);
     b->base = a->end;
     b->err = 0;
     b->pending = 0;

@@ -174,6 +174,17 @@ int spool_submit(struct spool_shard *sh, struct spool_commit *c,
 /* Number of messages currently live in the shard(s) this one owns. */
 size_t spool_shard_count(const struct spool_shard *sh);
 
+/* What the live messages of this shard add up to (metrics, `ortoo stats`). */
+struct spool_totals {
+    size_t messages;               /* live messages (spool_shard_count) */
+    uint64_t bytes;                /* their wire-form bytes */
+    int64_t oldest;                /* earliest received_at (unix s), 0 if none */
+};
+
+/* Fill out by walking the in-memory index (no I/O; about a millisecond per
+ * 100,000 messages, so for a scrape, not for every message). */
+void spool_shard_totals(const struct spool_shard *sh, struct spool_totals *out);
+
 /* --- Recipient state --- */
 
 enum spool_rcpt_state { SPOOL_RCPT_PENDING = 0, SPOOL_RCPT_DELIVERED,

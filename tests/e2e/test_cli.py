@@ -16,12 +16,12 @@ README = os.path.join(HERE, "..", "..", "README.md")
 
 # Every command line that must print help: (args...) after `ortoo`.
 HELP = [
-    (), ("init",), ("check",), ("serve",), ("reload",), ("user",),
+    (), ("init",), ("check",), ("serve",), ("reload",), ("stats",), ("user",),
     ("user", "add"), ("user", "del"), ("user", "list"), ("user", "check"),
     ("domain",), ("domain", "add"), ("domain", "del"), ("domain", "list"),
     ("queue",), ("queue", "list"), ("queue", "show"), ("queue", "flush"),
     ("queue", "delete"), ("queue", "bounce"), ("dkim",), ("dkim", "keygen"),
-    ("dkim", "show"), ("lookup",), ("send",), ("sendmail",),
+    ("dkim", "show"), ("doctor",), ("lookup",), ("send",), ("sendmail",),
 ]
 
 

@@ -299,7 +299,8 @@ def test_added_date_and_message_id(dk):
 
 def test_not_signed(dk):
     srv, records = dk
-    # Inbound on port 25 without AUTH: neither signed nor changed.
+    # Inbound on port 25 without AUTH: neither signed nor changed (ortoo
+    # prepends its Authentication-Results and Received fields only).
     msg = headers() + b"\r\nfrom outside\r\n"
     with open_session(srv, "smtp") as c:
         c.expect("MAIL FROM:<someone@outside.test>", 250)
@@ -310,7 +311,8 @@ def test_not_signed(dk):
         qid = QUEUED_RE.match(f"{r.code} {r.text}").group(1)
     got = queue_show(srv, qid)
     assert signatures(got) == []
-    assert got.startswith(b"Received: "), got[:200]
+    assert got.startswith(b"Authentication-Results: mx.example.test;"), got[:200]
+    assert b"\r\nReceived: " in header_block(got)
     bare = b"From: x@outside.test\r\nSubject: s\r\n\r\nx\r\n"
     with open_session(srv, "smtp") as c:
         c.expect("MAIL FROM:<x@outside.test>", 250)

@@ -20,6 +20,8 @@ EXPECTED = {
     "share/man/man8/ortoo.8", "share/man/man5/ortoo.conf.5",
     "share/doc/ortoo/README.md", "share/doc/ortoo/config.md",
     "share/doc/ortoo/setup.md", "share/doc/ortoo/control.md",
+    "share/doc/ortoo/doctor.md",
+    "share/doc/ortoo/metrics.md",
 }
 
 

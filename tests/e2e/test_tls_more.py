@@ -111,10 +111,14 @@ def fp(der):
 
 
 def hup(srv, ok=True, timeout=10):
-    """SIGHUP; wait for the reload's outcome line and return it."""
+    """SIGHUP; wait for the reload's outcome line and return it.  The
+    certificates are loaded (that line) before every reactor has taken them:
+    wait for event=reload-done too, or a connection may still meet the old
+    context."""
     start = len(srv.log)
     srv.proc.send_signal(signal.SIGHUP)
     m = wait_log(srv, f"{RELOADED}|{RELOAD_FAILED}", start, timeout)
+    wait_log(srv, r"event=reload-done\b", start, timeout)
     line = m.string
     if ok:
         assert re.search(RELOADED, line), f"reload failed: {line}"

@@ -16,9 +16,11 @@
 #include <sys/stat.h>
 
 #include "dkim/canon.c"
+#include "dkim/header.c"
 #include "dkim/keys.c"
 #include "dkim/sign.c"
 #include "io/log.c"
+#include "io/metrics.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

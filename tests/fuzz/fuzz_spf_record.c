@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * fuzz_spf_record.c - libFuzzer target for core/spf_record.c: the input is
+ * fuzz_spf_record.c - libFuzzer target for resolver/spf_record.c: the input is
  * parsed as a TXT record and expanded as a macro-string (domain-spec and
  * explanation).  Terms must keep their invariants; an expansion must be NUL
  * terminated, of the returned length, and at most 253 octets as a domain.
@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "core/spf_record.c"
+#include "resolver/spf_record.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

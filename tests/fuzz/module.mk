@@ -11,9 +11,10 @@ FUZZ_SECONDS ?= 30
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter -I. -g -O1 \
                -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=undefined
-FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_dkim_sign \
+FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_dkim_sign \
              $(FUZZ_DIR)/fuzz_maildrop $(FUZZ_DIR)/fuzz_aliases $(FUZZ_DIR)/fuzz_srs \
-             $(FUZZ_DIR)/fuzz_spf_record
+             $(FUZZ_DIR)/fuzz_spf_record $(FUZZ_DIR)/fuzz_dmarc \
+             $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_metrics_http
 
 $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core/smtp_parse.h
 	@mkdir -p $(dir $@)
@@ -28,7 +29,7 @@ $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h re
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c delivery/route.c io/log.c -linih
 
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
-                            dkim/canon.h dkim/keys.h dkim/sign.h io/log.c
+                            dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
@@ -44,7 +45,16 @@ $(FUZZ_DIR)/fuzz_srs: tests/fuzz/fuzz_srs.c core/srs.c core/srs.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lcrypto
 
-$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c core/spf_record.c core/spf_record.h
+$(FUZZ_DIR)/fuzz_spf_record: tests/fuzz/fuzz_spf_record.c resolver/spf_record.c resolver/spf_record.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
+
+$(FUZZ_DIR)/fuzz_dmarc: tests/fuzz/fuzz_dmarc.c core/dmarc.c core/dmarc.h core/psl.c core/psl.h
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
+
+$(FUZZ_DIR)/fuzz_metrics_http: tests/fuzz/fuzz_metrics_http.c core/metrics_http_parse.c \
+                               core/metrics_http.h
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 

@@ -594,6 +594,69 @@ static void test_resolver(void **state)
         load_err(cases[i].text, cases[i].want);
 }
 
+/* [listen] metrics: off by default, a port alone is loopback, an address
+ * is taken as written, one only, restart needed to change it. */
+static void test_metrics_key(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    assert_false(cfg->metrics.enabled);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics = 9187\n");
+    assert_true(cfg->metrics.enabled);
+    assert_string_equal(cfg->metrics.text, "9187");
+    const struct sockaddr_in *a = (const struct sockaddr_in *)&cfg->metrics.addr;
+    assert_int_equal(a->sin_family, AF_INET);
+    assert_int_equal(ntohl(a->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(a->sin_port), 9187);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics = :0\n");
+    a = (const struct sockaddr_in *)&cfg->metrics.addr;
+    assert_int_equal(ntohl(a->sin_addr.s_addr), INADDR_LOOPBACK);
+    assert_int_equal(ntohs(a->sin_port), 0);
+    config_free(cfg);
+
+    cfg = load_ok("[listen]\nmetrics = 0.0.0.0:9187\nsmtp = 127.0.0.1:0\n");
+    a = (const struct sockaddr_in *)&cfg->metrics.addr;
+    assert_int_equal(a->sin_addr.s_addr, htonl(INADDR_ANY));
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics = [::1]:9187\n");
+    assert_int_equal(cfg->metrics.addr.ss_family, AF_INET6);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "metrics =\n");
+    assert_false(cfg->metrics.enabled);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "metrics = 9187\nmetrics = 9188\n",
+             ":4: duplicate key 'metrics' in [listen]");
+    load_err(MIN_LISTEN "metrics = 70000\n", ":3: [listen] metrics: port 70000 out of range");
+    load_err(MIN_LISTEN "metrics = 127.0.0.1:1, 127.0.0.1:2\n",
+             ":3: [listen] metrics: one address only, got '127.0.0.1:1, 127.0.0.1:2'");
+    load_err(MIN_LISTEN "metrics = localhost:9187\n",
+             ":3: [listen] metrics: bad address 'localhost:9187' (expected PORT for "
+             "127.0.0.1, IPv4:PORT or [IPv6]:PORT, with a literal IP)");
+    load_err(MIN_LISTEN "metrics = ::1:9187\n",
+             ":3: [listen] metrics: bad address '::1:9187' (expected PORT for "
+             "127.0.0.1, IPv4:PORT or [IPv6]:PORT, with a literal IP)");
+    load_err("[listen]\nsmtp = 127.0.0.1:2525\nmetrics = 127.0.0.1:2525\n",
+             ": [listen] metrics: address 127.0.0.1:2525 already used by smtp");
+
+    /* A reload keeps the running endpoint and says a restart is needed. */
+    struct config *cur = load_ok(MIN_LISTEN "metrics = 9187\n[server]\nuser = root\n");
+    struct config *next = load_ok(MIN_LISTEN "metrics = 9188\n[server]\nuser = root\n");
+    char out[128];
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 1);
+    assert_string_equal(out, "listen.metrics");
+    assert_int_equal(config_keep_restart_fields(next, cur), 0);
+    assert_string_equal(next->metrics.text, "9187");
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 0);
+    config_free(cur);
+    config_free(next);
+}
+
 static void test_role_name(void **state)
 {
     assert_string_equal(config_role_name(ROLE_SMTP), "smtp");
@@ -953,6 +1016,46 @@ static void test_limits_keys(void **state)
              "(2097152): a message of the largest size could never be accepted");
 }
 
+/* [checks]: defaults, every key, the errors. */
+static void test_checks_keys(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    const struct config_checks *ck = &cfg->checks;
+    assert_true(ck->enabled);
+    assert_false(ck->spf_reject);
+    assert_true(ck->dmarc_reject);
+    assert_int_equal(ck->timeout_ms, 10000);
+    assert_int_equal(ck->dkim_max_signatures, 5);
+    assert_string_equal(ck->public_suffix_list, PSL_DEFAULT_PATH);
+    assert_false(ck->public_suffix_list_set);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[checks]\nenabled = off\nspf_reject = on\ndmarc_reject = no\n"
+                  "timeout = 2500ms\ndkim_max_signatures = 16\npublic_suffix_list = psl.dat\n");
+    ck = &cfg->checks;
+    assert_false(ck->enabled);
+    assert_true(ck->spf_reject);
+    assert_false(ck->dmarc_reject);
+    assert_int_equal(ck->timeout_ms, 2500);
+    assert_int_equal(ck->dkim_max_signatures, 16);
+    char want[PATH_MAX + 16];
+    snprintf(want, sizeof(want), "%s/psl.dat", tmpdir);
+    assert_string_equal(ck->public_suffix_list, want);
+    assert_true(ck->public_suffix_list_set);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "[checks]\nenabled = maybe\n",
+             ":4: [checks] enabled: expected on or off, got 'maybe'");
+    load_err(MIN_LISTEN "[checks]\ntimeout = 50ms\n",
+             ":4: [checks] timeout: expected a time from 100ms to 120s such as 10s or 2500ms, "
+             "got '50ms'");
+    load_err(MIN_LISTEN "[checks]\ndkim_max_signatures = 17\n",
+             ":4: [checks] dkim_max_signatures: expected 1 to 16, got '17'");
+    load_err(MIN_LISTEN "[checks]\nspf_reject = on\nspf_reject = off\n",
+             ":5: duplicate key 'spf_reject' in [checks]");
+    load_err(MIN_LISTEN "[checks]\nspf = on\n", ":4: unknown key 'spf' in [checks]");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -967,8 +1070,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_resolver, setup, teardown),
         cmocka_unit_test_setup_teardown(test_operation_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_checks_keys, setup, teardown),
         cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_parse_size),
+        cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
         cmocka_unit_test(test_role_name),
         cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery, setup, teardown),

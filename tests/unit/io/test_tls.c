@@ -43,6 +43,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "io/metrics.h"
 #include "io/tls.h"
 
 #define HOST_A "mx.a.test"
@@ -522,16 +523,31 @@ static void test_sni_selects_certificate(void **state)
     tls_client_free(c);
 }
 
+/* Counter cell i now (io/metrics.h). */
+static uint64_t metric(unsigned i)
+{
+    uint64_t v[METRICS_NCELLS];
+    metrics_sum(v);
+    return v[i];
+}
+
 static void test_resumption_tls13(void **state)
 {
     struct tls_server *s = server_new(HOST_A);
     struct tls_client *c = client_new(true);
     bool resumed = true;
+    uint64_t sf = metric(METRICS_TLS_SERVER_FULL), sr = metric(METRICS_TLS_SERVER_RESUMED);
+    uint64_t cf = metric(METRICS_TLS_CLIENT_FULL), cr = metric(METRICS_TLS_CLIENT_RESUMED);
 
     assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
     assert_false(resumed);
     assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
     assert_true(resumed);
+    /* Each side counted each handshake once, full then resumed. */
+    assert_int_equal(metric(METRICS_TLS_SERVER_FULL), sf + 1);
+    assert_int_equal(metric(METRICS_TLS_SERVER_RESUMED), sr + 1);
+    assert_int_equal(metric(METRICS_TLS_CLIENT_FULL), cf + 1);
+    assert_int_equal(metric(METRICS_TLS_CLIENT_RESUMED), cr + 1);
     assert_int_equal(connect_once(s, c, HOST_A, &resumed, NULL, 0), TLS_OK);
     assert_true(resumed);
     /* Another name has no session in the client's cache. */
@@ -880,9 +896,11 @@ static void test_garbage_input(void **state)
     ssize_t r;
 
     /* A plaintext SMTP command where a ClientHello should be. */
+    uint64_t failed = metric(METRICS_TLS_SERVER_FAILED);
     srv = tls_conn_new_server(s);
     assert_int_equal(tls_conn_feed(srv, "EHLO example.org\r\n", 18), 0);
     assert_int_equal(tls_conn_handshake(srv), TLS_ERR);
+    assert_int_equal(metric(METRICS_TLS_SERVER_FAILED), failed + 1);
     assert_true(strlen(tls_conn_error(srv)) > 0);
     assert_string_not_equal(tls_conn_error(srv), "no error");
     r = tls_conn_read(srv, buf, sizeof buf); /* still no crash, no data */
@@ -1312,8 +1330,19 @@ static void test_resume_by_mode(void **state)
 
 /* The cache holds at most cache_max sessions (least recently used out
  * first) and each for at most cache_ttl seconds. */
+extern time_t (*tls_cache_clock)(time_t *);
+static time_t fake_now;
+static time_t fake_clock(time_t *t)
+{
+    if (t != NULL)
+        *t = fake_now;
+    return fake_now;
+}
+
 static void test_cache_bound_and_expiry(void **state)
 {
+    fake_now = time(NULL);
+    tls_cache_clock = fake_clock; /* a loaded machine must not expire sessions early */
     struct tls_client *c = client_opts_new(NULL, 2, 1);
     struct tls_conn_opts o = {.sni = DANE_HOST};
     struct outcome out;
@@ -1335,10 +1364,11 @@ static void test_cache_bound_and_expiry(void **state)
     out = client_connect(dane_dir, c, &o);
     assert_true(out.resumed);
 
-    sleep(2); /* past the 1 s lifetime */
+    fake_now += 2; /* past the 1 s lifetime */
     out = client_connect(dane_dir, c, &o);
     assert_int_equal(out.rc, TLS_OK);
     assert_false(out.resumed);
+    tls_cache_clock = time;
     tls_client_free(c);
 }
 

@@ -383,11 +383,23 @@ static int teardown(void **state)
 
 /* ---- tests ---- */
 
+/* Counter cell i now (io/metrics.h). */
+static uint64_t metric(unsigned i)
+{
+    uint64_t v[METRICS_NCELLS];
+    metrics_sum(v);
+    return v[i];
+}
+
 static void test_lookup_and_cache(void **state)
 {
     struct fx *fx = *state;
     struct rec r;
     struct res_stats st;
+    uint64_t insecure = metric(METRICS_DNS_SEC + RES_SEC_INSECURE);
+    uint64_t ok = metric(METRICS_DNS_STATUS + RES_OK);
+    uint64_t nx = metric(METRICS_DNS_STATUS + RES_NXDOMAIN);
+    uint64_t nodata = metric(METRICS_DNS_STATUS + RES_NODATA);
 
     make_ctx(fx, 0, 0, 0);
     rec_init(fx, &r);
@@ -434,6 +446,12 @@ static void test_lookup_and_cache(void **state)
     assert_int_equal(res_lookup(fx->ctx, &r.req, (enum res_type)99, "a.test", on_rec), -EINVAL);
     assert_false(res_req_busy(&r.req));
     rec_clear(&r);
+    /* Every answered lookup is counted, cache hits included (dnssec off:
+     * insecure). */
+    assert_int_equal(metric(METRICS_DNS_SEC + RES_SEC_INSECURE), insecure + 5);
+    assert_int_equal(metric(METRICS_DNS_STATUS + RES_OK), ok + 2);
+    assert_int_equal(metric(METRICS_DNS_STATUS + RES_NXDOMAIN), nx + 2);
+    assert_int_equal(metric(METRICS_DNS_STATUS + RES_NODATA), nodata + 1);
 }
 
 static void test_ttl_expiry(void **state)

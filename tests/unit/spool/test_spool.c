@@ -13,6 +13,7 @@
 
 /* maint.c's seam (library) */
 extern void (*spool_ckpt_hook)(int step);
+extern void (*spool_compact_hook)(const char *id);
 enum { CK_STEP_TMP_WRITTEN = 1, CK_STEP_TMP_SYNCED, CK_STEP_RENAMED, CK_STEP_DIR_SYNCED,
        CK_STEP_JOURNALS_GONE };
 
@@ -2482,26 +2483,28 @@ static void test_durable_order(void **state)
  * and ask for a checkpoint, in the same callback (before the copy lands). */
 static char cw_victim[SPOOL_ID_LEN + 1];
 static bool cw_ckpt_started;
-static void on_copy_wait(struct io_op *op, int res, const char *data, unsigned flags)
+
+/* The first copy compaction queues: remember it and stop the loop at the
+ * end of this turn, while the copy is still in flight. */
+static void cw_hook(const char *id)
+{
+    if (cw_victim[0] == '\0') {
+        memcpy(cw_victim, id, sizeof cw_victim);
+        io_loop_stop(cur->loop);
+    }
+}
+
+/* Turn the loop every millisecond (compaction works from the idle hook)
+ * until the hook fired or 20 s passed. */
+static void on_copy_watchdog(struct io_op *op, int res, const char *data, unsigned flags)
 {
     struct env *e = op->owner;
-    struct sdir *d = e->sh->dirs[0];
-    for (size_t i = 0; i < d->nsegs; i++)
-        for (struct smsg *m = d->segs[i]->head; m; m = m->snext)
-            if (m->moving) {
-                memcpy(cw_victim, m->node.id, sizeof cw_victim);
-                assert_int_equal(spool_mark(e->sh, NULL, cw_victim, -1, SPOOL_RCPT_DELETED, 0),
-                                 0);
-                d->jrn_bytes = 1u << 30;
-                maint_journal_done(d, sdir_jrn(d));
-                cw_ckpt_started = d->ckpt != 0;
-                io_loop_stop(e->loop);
-                return;
-            }
-    if (++e->idle_turns > 10000)
+    if (res < 0 || cw_victim[0] != '\0')
+        return;
+    if (++e->idle_turns > 20000)
         io_loop_stop(e->loop);
     else
-        io_timer_start(e->loop, op, 1, on_copy_wait);
+        io_timer_start(e->loop, op, 1, on_copy_watchdog);
 }
 
 /*
@@ -2535,16 +2538,23 @@ static void test_compact_delete_ckpt(void **state)
         e->sh->dirs[0]->segs[i]->born -= 10;
     struct io_op t;
     io_op_init(&t, e);
+    spool_compact_hook = cw_hook;
     e->idle_turns = 0;
-    assert_int_equal(io_timer_start(e->loop, &t, 1, on_copy_wait), 0);
+    assert_int_equal(io_timer_start(e->loop, &t, 1, on_copy_watchdog), 0);
     assert_int_equal(io_loop_run(e->loop), 0);
-    if (io_op_busy(&t)) {
-        io_cancel(e->loop, &t);
-        assert_int_equal(io_loop_run(e->loop), 0);
-    }
+    spool_compact_hook = NULL;
     struct sdir *d = e->sh->dirs[0];
     const char *vid = cw_victim;
-    assert_int_equal(strlen(vid), SPOOL_ID_LEN);
+    assert_int_equal(strlen(vid), SPOOL_ID_LEN); /* else the watchdog fired */
+    struct smsg *vm = (struct smsg *)idmap_get(&e->sh->idx, vid);
+    assert_non_null(vm);
+    assert_true(vm->moving); /* its copy is still in flight */
+    assert_int_equal(spool_mark(e->sh, NULL, vid, -1, SPOOL_RCPT_DELETED, 0), 0);
+    d->jrn_bytes = 1u << 30;
+    maint_journal_done(d, sdir_jrn(d));
+    cw_ckpt_started = d->ckpt != 0;
+    if (io_op_busy(&t))
+        io_cancel(e->loop, &t); /* its callback runs in run_idle below */
     /* not while a copy waits: it would land after the walk point */
     assert_false(cw_ckpt_started);
     run_idle(e);

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test_spf_record.c - unit tests for core/spf_record.c: the macro examples
+ * test_spf_record.c - unit tests for resolver/spf_record.c: the macro examples
  * of RFC 7208 section 7.4 (IPv4 and IPv6), URL escaping, the explanation
  * only macros, truncation of long domain-specs, and record parsing: the
  * records of RFC 7208 appendix A and the syntax errors that are permerrors.
@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/spf_record.h"
+#include "resolver/spf_record.h"
 
 static unsigned char ip4[4], ip6[16];
 

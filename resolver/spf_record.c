@@ -10,7 +10,7 @@
  * CIDR suffix.  Macro syntax is checked with the same scanner that expands,
  * run into a scratch buffer.
  */
-#include "core/spf_record.h"
+#include "resolver/spf_record.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
