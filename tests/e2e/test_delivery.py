@@ -410,6 +410,10 @@ def test_4xx_then_success(dsrv, world):
     ok = wait_log(srv, rf"msgid={qid} event=delivered")
     assert d and "code=450" in d[0] and "attempt=1" in d[0], d
     assert ok and "attempt=2" in ok[0], ok
+    # The same events in the metrics (ortoo stats through the control socket).
+    text = srv.cli("stats").stdout
+    assert re.search(r"^delivered:\s+1\b", text, re.M), text
+    assert re.search(r"^deferred:\s+1 \(4xx 1\)", text, re.M), text
 
 
 def test_5xx_bounce_dsn(dsrv, world):
