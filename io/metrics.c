@@ -150,6 +150,10 @@ static const char *const reject_names[METRICS_REJECT_N] = {
     [METRICS_REJECT_LINE_TOO_LONG] = "line-too-long",
     [METRICS_REJECT_BODY_MEMORY] = "body-memory",
     [METRICS_REJECT_BAD_SRS] = "bad-srs",
+    [METRICS_REJECT_SPF] = "spf",
+    [METRICS_REJECT_DMARC] = "dmarc",
+    [METRICS_REJECT_DMARC_TEMPFAIL] = "dmarc-tempfail",
+    [METRICS_REJECT_DMARC_FROM] = "dmarc-several-from",
     [METRICS_REJECT_OTHER] = "other",
 };
 
