@@ -19,6 +19,11 @@
  * end of DATA is found by a small automaton over "\r\n.\r\n" that survives
  * any split between reads.
  *
+ * --log FILE appends one line per recipient of every message accepted at
+ * the end of DATA (the address as given in RCPT TO), written with one
+ * O_APPEND write per message: scenario G counts deliveries per message with
+ * it (ortoo-load gives every message its own recipient).
+ *
  * Rule file: one rule a line, '#' comments.  MATCH KEY=VALUE...
  *   MATCH  "*" | "@domain" | "local@domain"  (recipient rules; the most
  *          specific match wins), "connect", or "data".
@@ -31,6 +36,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -242,6 +248,8 @@ struct sconn {
     size_t rlen, wlen, woff, msg_bytes;
     unsigned ndom;
     struct dom *doms[SINK_MAX_RCPT];
+    char *rlog;                 /* --log: "addr\n" of the accepted recipients */
+    size_t rlog_len, rlog_cap;
     char rbuf[SINK_RBUF];
     char wbuf[SINK_WBUF];
 };
@@ -264,8 +272,9 @@ static struct {
     char host[256], port[16], hostname[256];
     unsigned threads;
     bool tls, quiet;
-    char *cert, *key, *counts_file, *port_file;
-} O = { .host = "127.0.0.1", .port = "0", .hostname = "sink.test", .threads = 1 };
+    char *cert, *key, *counts_file, *port_file, *log_file;
+    int log_fd;
+} O = { .host = "127.0.0.1", .port = "0", .hostname = "sink.test", .threads = 1, .log_fd = -1 };
 
 static SSL_CTX *g_ssl;
 static atomic_bool g_stop;
@@ -344,6 +353,9 @@ static void conn_free(struct sconn *c)
         close(c->fd);
         c->fd = -1;
     }
+    free(c->rlog);
+    c->rlog = NULL;
+    c->rlog_len = c->rlog_cap = 0;
     if (c->in_heap)
         c->dead = true; /* the timer frees it */
     else
@@ -444,9 +456,13 @@ static void end_of_message(struct sconn *c)
                 c->doms[i]->messages++;
         }
         reply(c, "250 2.0.0 Ok: queued by sink\r\n");
+        if (O.log_fd >= 0 && c->rlog_len > 0 &&
+            write(O.log_fd, c->rlog, c->rlog_len) != (ssize_t)c->rlog_len)
+            perror("ortoo-sink: --log");
     }
     pthread_mutex_unlock(&k->lock);
     c->ndom = 0;
+    c->rlog_len = 0;
     if (r && r->delay_ms)
         pause_for(c, r->delay_ms);
 }
@@ -489,6 +505,22 @@ static void on_rcpt(struct sconn *c, char *arg)
         reply(c, "452 4.5.3 sink: too many recipients\r\n"); /* RFC 5321 4.5.3.1.10 */
     } else {
         c->doms[c->ndom++] = d;
+        if (O.log_fd >= 0) {
+            size_t n = strlen(addr);
+            if (c->rlog_len + n + 1 > c->rlog_cap) {
+                size_t nc = (c->rlog_cap ? c->rlog_cap * 2 : 256) + n + 1;
+                char *nb = realloc(c->rlog, nc);
+                if (nb) {
+                    c->rlog = nb;
+                    c->rlog_cap = nc;
+                }
+            }
+            if (c->rlog_len + n + 1 <= c->rlog_cap) {
+                memcpy(c->rlog + c->rlog_len, addr, n);
+                c->rlog[c->rlog_len + n] = '\n';
+                c->rlog_len += n + 1;
+            }
+        }
         reply(c, "250 2.1.5 Ok\r\n");
     }
     pthread_mutex_unlock(&k->lock);
@@ -521,10 +553,12 @@ static void on_command(struct sconn *c, char *line)
                  O.hostname, g_ssl && g_starttls_on && !c->ssl ? "250-STARTTLS\r\n" : "");
         reply(c, buf);
         c->ndom = 0;
+        c->rlog_len = 0;
     } else if (verb(line, "HELO")) {
         reply(c, "250 sink\r\n");
     } else if (verb(line, "MAIL")) {
         c->ndom = 0;
+        c->rlog_len = 0;
         reply(c, "250 2.1.0 Ok\r\n");
     } else if (verb(line, "RCPT")) {
         on_rcpt(c, line + 4);
@@ -539,6 +573,7 @@ static void on_command(struct sconn *c, char *line)
         }
     } else if (verb(line, "RSET")) {
         c->ndom = 0;
+        c->rlog_len = 0;
         reply(c, "250 2.0.0 Ok\r\n");
     } else if (verb(line, "NOOP")) {
         reply(c, "250 2.0.0 Ok\r\n");
@@ -908,7 +943,8 @@ static void report_all(void)
 static void usage(void)
 {
     fprintf(stderr, "usage: ortoo-sink [--listen HOST:PORT] [--port-file F] [--threads N] [--rules F]\n"
-                    "                  [--cert PEM --key PEM] [--tls] [--counts F] [--hostname H] [--quiet]\n");
+                    "                  [--cert PEM --key PEM] [--tls] [--counts F] [--hostname H] [--quiet]\n"
+                    "                  [--log F]\n");
     exit(2);
 }
 
@@ -918,7 +954,7 @@ int main(int argc, char **argv)
         { "listen", 1, 0, 'l' }, { "port-file", 1, 0, 'P' }, { "threads", 1, 0, 'j' },
         { "rules", 1, 0, 'r' },  { "cert", 1, 0, 'c' },      { "key", 1, 0, 'k' },
         { "tls", 0, 0, 'T' },    { "counts", 1, 0, 'C' },    { "hostname", 1, 0, 'H' },
-        { "quiet", 0, 0, 'q' },  { 0, 0, 0, 0 },
+        { "quiet", 0, 0, 'q' },  { "log", 1, 0, 'L' },       { 0, 0, 0, 0 },
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -944,11 +980,19 @@ int main(int argc, char **argv)
         case 'C': O.counts_file = optarg; break;
         case 'H': snprintf(O.hostname, sizeof(O.hostname), "%s", optarg); break;
         case 'q': O.quiet = true; break;
+        case 'L': O.log_file = optarg; break;
         default: usage();
         }
     }
     if (O.threads < 1 || O.threads > SINK_MAX_THREADS || (O.tls && !O.cert) || (!O.cert != !O.key))
         usage();
+    if (O.log_file) {
+        O.log_fd = open(O.log_file, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+        if (O.log_fd < 0) {
+            fprintf(stderr, "ortoo-sink: %s: %s\n", O.log_file, strerror(errno));
+            return 2;
+        }
+    }
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {

@@ -341,8 +341,14 @@ static int conf_render(const struct init_opts *o, char *buf, size_t len)
                      "submissions = %s\n"
                      "\n"
                      "[tls]\n"
-                     "cert_dir = certs\n",
-                     o->hostname, spool, user, smtp, sub, subs);
+                     "cert_dir = certs\n"
+                     "%s",
+                     o->hostname, spool, user, smtp, sub, subs,
+                     o->dev ? "\n[local]\n"
+                              "; local users' Maildirs, inside this directory (a server's\n"
+                              "; default is /var/vmail)\n"
+                              "maildir_root = maildir\n"
+                            : "");
     return (n < 0 || (size_t)n >= len) ? -1 : n;
 }
 

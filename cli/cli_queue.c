@@ -14,8 +14,14 @@
  * dot-unstuffed (dkim/canon.h), streamed from the mapped segment: exactly
  * the bytes delivery sends after DATA, before its own dot-stuffing.  --raw
  * prints only that; without it a few envelope lines and an empty line come
- * first.  The other queue commands (flush, delete, bounce) are to come,
- * with a control socket.
+ * first.
+ *
+ * list and show read the spool themselves, whether the daemon runs or not
+ * (spool_scan is read-only and safe beside it; the journal it reads is
+ * group-committed, so attempts show within a commit): one implementation,
+ * no size limit on the answer.  flush, delete and bounce change the queue:
+ * they go to the running daemon through its control socket (core/queue_ctl.c,
+ * the scheduler on every reactor) and fail clearly when it does not run.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,13 +48,21 @@ static void queue_usage(FILE *f)
     fprintf(f,
             "usage: ortoo [-c DIR] queue list [--json]\n"
             "       ortoo [-c DIR] queue show ID [--raw]\n"
+            "       ortoo [-c DIR] queue flush [ID|DOMAIN]\n"
+            "       ortoo [-c DIR] queue delete ID\n"
+            "       ortoo [-c DIR] queue bounce ID\n"
             "\n"
-            "  list     the messages in the spool: ID, SIZE, AGE, STATE, SENDER, RECIPIENTS\n"
-            "           (--json: one JSON object per line)\n"
+            "  list     the messages in the spool: ID, SIZE, AGE, STATE, SENDER, RECIPIENTS,\n"
+            "           and under each message its recipients that were tried (state,\n"
+            "           attempts, next attempt, last reply); --json: one object per line\n"
             "  show     one message as it will be delivered (header fields added by ortoo,\n"
             "           then the message); --raw: the message only, no envelope lines\n"
+            "  flush    try now: every message, message ID, or every message with a\n"
+            "           recipient at DOMAIN (its backoff is cleared)\n"
+            "  delete   remove message ID from the queue, without any notice\n"
+            "  bounce   fail the recipients of ID not yet delivered, with a DSN to the sender\n"
             "\n"
-            "flush, delete and bounce are not implemented yet.\n");
+            "flush, delete and bounce need the running server (its control socket).\n");
 }
 
 /* "5s", "3m", "2h", "1d": the age in its largest whole unit. */
@@ -209,6 +223,26 @@ static int on_message(const struct spool_msg_info *m, void *arg)
             cli_json_string(stdout, rcpt_state_name(m->rcpt_state ? m->rcpt_state[i]
                                                               : SPOOL_RCPT_PENDING));
         }
+        /* Delivery attempts per recipient: count, next (0: now), last (0:
+         * never), the last reply (escaped by the spool) or null. */
+        fputs("],\"attempts\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            printf("%s%u", i ? "," : "", m->rcpt ? m->rcpt[i].attempts : 0u);
+        fputs("],\"next_at\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            printf("%s%" PRId64, i ? "," : "", m->rcpt ? m->rcpt[i].next_at : 0);
+        fputs("],\"last_at\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++)
+            printf("%s%" PRId64, i ? "," : "", m->rcpt ? m->rcpt[i].last_at : 0);
+        fputs("],\"replies\":[", stdout);
+        for (size_t i = 0; i < m->nrcpts; i++) {
+            if (i)
+                fputc(',', stdout);
+            if (m->rcpt && m->rcpt[i].reply)
+                cli_json_string(stdout, m->rcpt[i].reply);
+            else
+                fputs("null", stdout);
+        }
         /* RFC 3461 parameters as stored: ret "FULL"/"HDRS"/null, envid and
          * orcpt as given (xtext), notify as the SPOOL_NOTIFY_* bits. */
         fputs("],\"dsn\":{\"ret\":", stdout);
@@ -248,6 +282,25 @@ static int on_message(const struct spool_msg_info *m, void *arg)
             text_safe(stdout, m->rcpts[i]);
         }
         fputc('\n', stdout);
+        /* The recipients tried so far: state, attempts, next try, last reply. */
+        for (size_t i = 0; m->rcpt != NULL && i < m->nrcpts; i++) {
+            const struct spool_rcpt_info *ri = &m->rcpt[i];
+            if (ri->attempts == 0 && ri->reply == NULL)
+                continue;
+            printf("    ");
+            text_safe(stdout, m->rcpts[i]);
+            printf(" %s attempts=%u", rcpt_state_name(ri->state), ri->attempts);
+            if (ri->state == SPOOL_RCPT_DEFERRED || ri->state == SPOOL_RCPT_PENDING) {
+                age_format(ri->next_at - ql->now, agebuf, sizeof agebuf);
+                printf(" next=%s%s", ri->next_at > ql->now ? "in " : "",
+                       ri->next_at > ql->now ? agebuf : "now");
+            }
+            if (ri->reply != NULL) {
+                printf(" reply: ");
+                text_safe(stdout, ri->reply);
+            }
+            fputc('\n', stdout);
+        }
     }
     ql->count++;
     return 0;
@@ -396,9 +449,60 @@ static int queue_show(const char *config_dir, int argc, char **argv)
     return status;
 }
 
+/* A message id or a domain as the control protocol carries it (one word). */
+static bool target_ok(const char *s)
+{
+    if (*s == '\0' || strlen(s) > 253)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '.' || *p == '-' || *p == '_'))
+            return false;
+    return true;
+}
+
+/* `queue flush [ID|DOMAIN]`, `queue delete ID`, `queue bounce ID`: through
+ * the running daemon's control socket.  Returns the exit status. */
+static int queue_control(const char *config_dir, int argc, char **argv)
+{
+    const char *cmd = argv[0];
+    bool flush = strcmp(cmd, "flush") == 0;
+    char request[512], status[2048], what[32];
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            queue_usage(stdout);
+            return 0;
+        }
+    }
+    if (argc > 2 || (!flush && argc != 2)) {
+        fprintf(stderr, "ortoo queue %s: %s\n", cmd,
+                argc > 2 ? "too many arguments" : "ID is missing");
+        queue_usage(stderr);
+        return 2;
+    }
+    if (argc == 2 && !target_ok(argv[1])) {
+        fprintf(stderr, "ortoo queue %s: '%s' is not a message id%s\n", cmd, argv[1],
+                flush ? " or a domain" : "");
+        return 2;
+    }
+    snprintf(request, sizeof request, "queue %s%s%s", cmd, argc == 2 ? " " : "",
+             argc == 2 ? argv[1] : "");
+    snprintf(what, sizeof what, "queue %s", cmd);
+    int rc = cli_control_call(config_dir, what, request, NULL, NULL, status, sizeof status);
+    if (rc == 0) {
+        printf("%s\n", status);
+        return 0;
+    }
+    if (rc == 1)
+        fprintf(stderr, "ortoo queue %s: %s\n", cmd, status);
+    return 1;
+}
+
 /*
- * Entry point (see cli.h).  Reads the configuration and the spool, never
- * writes.  Returns 0, 1 on failure, 2 on a usage error.
+ * Entry point (see cli.h).  list and show read the configuration and the
+ * spool and never write; flush, delete and bounce ask the daemon.  Returns
+ * 0, 1 on failure, 2 on a usage error.
  */
 int cli_queue(const char *config_dir, int argc, char **argv)
 {
@@ -414,10 +518,10 @@ int cli_queue(const char *config_dir, int argc, char **argv)
         queue_usage(stdout);
         return 0;
     }
-    if (strcmp(argv[1], "flush") == 0 || strcmp(argv[1], "delete") == 0 || strcmp(argv[1], "bounce") == 0)
-        fprintf(stderr, "ortoo queue: '%s' is not implemented yet\n", argv[1]);
-    else
-        fprintf(stderr, "ortoo queue: unknown command '%s'\n", argv[1]);
+    if (strcmp(argv[1], "flush") == 0 || strcmp(argv[1], "delete") == 0 ||
+        strcmp(argv[1], "bounce") == 0)
+        return queue_control(config_dir, argc - 1, argv + 1);
+    fprintf(stderr, "ortoo queue: unknown command '%s'\n", argv[1]);
     queue_usage(stderr);
     return 2;
 }

@@ -32,7 +32,7 @@ struct subcommand {
     const char *name;
     int (*run)(const char *config_dir, int argc, char **argv);
     const char *help;
-    const char *synopsis[3];
+    const char *synopsis[4];
     bool needs_config;
 };
 
@@ -52,8 +52,10 @@ static const struct subcommand subcommands[] = {
      true},
     {"domain", cli_domain, "manage the local domains",
      {"ortoo [-c DIR] domain add|del|list [DOMAIN] [--force]"}, true},
-    {"queue", cli_queue, "inspect the queue",
-     {"ortoo [-c DIR] queue list [--json]", "ortoo [-c DIR] queue show ID [--raw]"}, true},
+    {"queue", cli_queue, "inspect the queue; flush, delete or bounce messages",
+     {"ortoo [-c DIR] queue list [--json]", "ortoo [-c DIR] queue show ID [--raw]",
+      "ortoo [-c DIR] queue flush [ID|DOMAIN]", "ortoo [-c DIR] queue delete|bounce ID"},
+     true},
     {"dkim", cli_dkim, "DKIM keys: make one, print the DNS records",
      {"ortoo [-c DIR] dkim keygen DOMAIN [--selector S] [--algo rsa|ed25519] [--force]",
       "ortoo [-c DIR] dkim show DOMAIN"},
@@ -92,7 +94,7 @@ static void usage(FILE *f)
         fprintf(f, "  %-9s  %s\n", subcommands[i].name, subcommands[i].help);
     fprintf(f, "\nsynopsis:\n");
     for (size_t i = 0; i < NSUBCOMMANDS; i++)
-        for (size_t k = 0; k < 3 && subcommands[i].synopsis[k] != NULL; k++)
+        for (size_t k = 0; k < 4 && subcommands[i].synopsis[k] != NULL; k++)
             fprintf(f, "  %s\n", subcommands[i].synopsis[k]);
     fprintf(f, "\nRun 'ortoo COMMAND -h' for the options of a command.  Invoked as\n"
                "'sendmail', ortoo takes sendmail's flags (sendmail -h).\n");

@@ -15,6 +15,8 @@
  */
 #include "core/config.h"
 
+#include "io/log.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
@@ -213,6 +215,10 @@ struct loader {
     bool relay_rate_seen;           /* [relay] messages_per_hour given */
     bool ck_seen[8];                /* the same for [checks], see checks_key_set() */
     int last_key;                   /* key of the previous handler call */
+    struct {                        /* [delivery], [destination], [routes] */
+        char **seen;                /* "section\nkey" given so far */
+        size_t nseen;
+    } dlv;
     bool seen_metrics;              /* [listen] metrics, see metrics_key() */
     struct {                        /* [resolver], see resolver_key() */
         bool seen_dnssec, seen_anchor;
@@ -268,6 +274,10 @@ static bool key_first(struct loader *ld, bool *seen, const char *section, const 
 
 static bool known_section(const char *s, size_t len)
 {
+    if (len > 12 && memcmp(s, "destination ", 12) == 0)
+        return true; /* [destination DOMAIN]: the domain is checked at its keys */
+    if ((len == 8 && memcmp(s, "delivery", 8) == 0) || (len == 6 && memcmp(s, "routes", 6) == 0))
+        return true;
     for (size_t i = 0; i < sizeof(sections) / sizeof(sections[0]); i++)
         if (strlen(sections[i]) == len && memcmp(sections[i], s, len) == 0)
             return true;
@@ -904,6 +914,58 @@ static void relay_free(struct config_relay *rl)
     free(rl->user_rates);
 }
 
+/* ---- [delivery], [destination DOMAIN], [routes] ------------------------ */
+
+/*
+ * One key of the delivery sections, checked and stored by delivery/route.c.
+ * A key given twice in the same section is an error here (route.c would
+ * overwrite); [routes] detects its own duplicates.
+ */
+static int delivery_key(struct loader *ld, const char *section, const char *name,
+                        const char *value)
+{
+    struct route_conf *rc = &ld->cfg->delivery;
+    char err[400], *tag;
+    int r;
+
+    if (strcmp(section, "routes") == 0) {
+        r = route_conf_route_add(rc, name, value, err, sizeof err);
+        if (r < 0)
+            load_fail(ld, "%s", err);
+        return r;
+    }
+    if (asprintf(&tag, "%s\n%s", section, name) < 0) {
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < ld->dlv.nseen; i++) {
+        if (strcmp(ld->dlv.seen[i], tag) == 0) {
+            free(tag);
+            if (ld->line_indented)
+                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                              "indentation", name);
+            else
+                load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+            return -1;
+        }
+    }
+    char **ns = realloc(ld->dlv.seen, (ld->dlv.nseen + 1) * sizeof *ns);
+    if (ns == NULL) {
+        free(tag);
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    ld->dlv.seen = ns;
+    ld->dlv.seen[ld->dlv.nseen++] = tag;
+    if (strcmp(section, "delivery") == 0)
+        r = route_conf_set(rc, ld->cfg->dir, name, value, err, sizeof err);
+    else
+        r = route_conf_dest_set(rc, ld->cfg->dir, section + 12, name, value, err, sizeof err);
+    if (r < 0)
+        load_fail(ld, "%s", err);
+    return r;
+}
+
 /* ---- [local], [srs], [smtp]: local domains, SRS, greeting (issue 11) ---- */
 
 static bool domains_section(const char *section)
@@ -1299,12 +1361,18 @@ static int config_handler(void *user, const char *section, const char *name, con
     ld->has_prev_key = true;
     if (*section == '\0') {
         load_fail(ld, "'%s' outside of a section ([server], [listen], [tls], [auth], "
-                      "[resolver])", name);
+                      "[resolver], [delivery], [routes], [destination DOMAIN])", name);
         return 0;
     }
     if (strcmp(section, "resolver") == 0) {
         ld->last_key = -1;
         return resolver_key(ld, name, value) == 0;
+    }
+    if (strcmp(section, "delivery") == 0 || strcmp(section, "routes") == 0 ||
+        strncmp(section, "destination ", 12) == 0) {
+        ld->last_key = -1;
+        ld->res.last = NULL;
+        return delivery_key(ld, section, name, value) == 0;
     }
     if (strcmp(section, "listen") == 0 && strcmp(name, "metrics") == 0) {
         ld->last_key = -1;
@@ -1356,6 +1424,7 @@ void config_free(struct config *cfg)
     free(cfg->listens);
     free(cfg->cert_dir);
     res_conf_clear(&cfg->resolver);
+    route_conf_clear(&cfg->delivery);
     free(cfg->user);
     free(cfg->control_group);
     domains_free(cfg);
@@ -1400,6 +1469,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     cfg->auth_max_failures = 5;
     cfg->auth_fail_window = 300;
     res_conf_init(&cfg->resolver);
+    route_conf_init(&cfg->delivery);
     domains_defaults(cfg);
     checks_defaults(cfg);
     limits_defaults(&cfg->limits);
@@ -1411,6 +1481,9 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
      * line), so a later error of ours may have been recorded: the earlier
      * line wins. */
     int rc = ini_parse_stream(config_reader, &ld, config_handler, &ld);
+    for (size_t i = 0; i < ld.dlv.nseen; i++)
+        free(ld.dlv.seen[i]);
+    free(ld.dlv.seen);
     if (rc == -2)
         goto nomem;
     if (ld.failed && (rc <= 0 || rc >= ld.fail_line))
@@ -1623,5 +1696,9 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     next->auth_max_failures = cur->auth_max_failures;
     next->auth_fail_window = cur->auth_fail_window;
     next->limits.penalty_slots = cur->limits.penalty_slots;
+    /* Smarthost credentials were read at start (as root, maybe). */
+    char err[300];
+    if (route_conf_keep_secrets(&next->delivery, &cur->delivery, err, sizeof err) < 0)
+        log_warnx("event=reload-warning what=delivery err=\"%s\"", err);
     return 0;
 }

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include "io/loop.h"
+#include "delivery/route.h"
 #include "resolver/resolver.h"
 
 /* Defaults where Debian expects them (docs/config.md): the configuration in
@@ -192,6 +193,9 @@ struct config {
         unsigned compact_min_age;    /* seconds before a segment may be compacted; 60 */
         unsigned compact_live_pct;   /* compact below this % of live bytes; default 50 */
     } spool_opts;
+    /* [delivery], [destination DOMAIN], [routes] (parsed by delivery_key()
+     * in config.c into delivery/route.h's struct) */
+    struct route_conf delivery;
 };
 
 /*

@@ -50,14 +50,17 @@
 #include "core/config.h"
 #include "core/control.h"
 #include "core/maildrop.h"
+#include "core/local.h"
 #include "core/metrics_http.h"
 #include "core/privdrop.h"
 #include "core/limits.h"
 #include "core/psl.h"
+#include "core/queue_ctl.h"
 #include "core/server.h"
 #include "core/smtp_session.h"
 #include "core/stats.h"
 #include "core/users.h"
+#include "delivery/scheduler.h"
 #include "dkim/keys.h"
 #include "core/watch.h"
 #include "io/log.h"
@@ -88,6 +91,9 @@ struct reactor {
     struct listener *listeners;   /* one per configured listener */
     size_t nlisteners;
     int cpu;                      /* CPU to pin to, -1: none */
+    struct sched *sched;          /* delivery scheduler (delivery/scheduler.h) */
+    bool sessions_drained;        /* shutdown: the last session is gone */
+    bool sched_stopped;           /* shutdown: the scheduler let go of everything */
     struct server *srv;
 };
 
@@ -98,6 +104,8 @@ struct server {
     struct tls_server *tls;
     struct auth *auth;
     struct dkim_keys *dkim;       /* DKIM keys (our reference) */
+    struct queue_ctl *qctl;       /* `queue flush|delete|bounce` (core/queue_ctl.h) */
+    struct local *local;          /* local delivery: Maildir workers (core/local.h) */
     struct psl *psl;              /* Public Suffix List for DMARC (read at start) or NULL */
     struct users **old_users;     /* replaced tables, freed at exit (see reload) */
     size_t nold_users;
@@ -209,6 +217,20 @@ static void on_accept(struct io_op *op, int res, const char *data, unsigned flag
 
 /* ---- reactor threads ---- */
 
+/* Local recipients: delivered by core/local.c on this reactor. */
+static int reactor_local(void *arg, struct sched_local_job *j)
+{
+    struct reactor *re = arg;
+    return local_deliver(re->srv->local, &re->ctx, j);
+}
+
+/* The scheduler asks which recipient domains are ours (never sent out). */
+static bool reactor_is_local(void *arg, const char *domain)
+{
+    struct reactor *re = arg;
+    return users_is_local_domain(re->ctx.users, domain, strlen(domain));
+}
+
 static void reactor_report(struct server *srv, int err, const char *msg)
 {
     pthread_mutex_lock(&srv->lock);
@@ -265,6 +287,26 @@ static void *reactor_main(void *arg)
         reactor_report(srv, rc, err);
         return NULL;
     }
+    /* Delivery: one scheduler per reactor, on its shard and resolver.  It
+     * builds its TLS client context now (reads the CA store). */
+    struct sched_params schp = {
+        .loop = re->ctx.loop,
+        .spool = re->ctx.spool,
+        .res = re->ctx.res,
+        .conf = &cfg->delivery,
+        .hostname = cfg->hostname,
+        .index = re->ctx.index,
+        .is_local = reactor_is_local,
+        .local = reactor_local,
+        .arg = re,
+    };
+    re->sched = sched_new(&schp, err, sizeof(err));
+    if (re->sched == NULL) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "reactor %u: delivery: %.200s", re->ctx.index, err);
+        reactor_report(srv, -EINVAL, msg);
+        return NULL;
+    }
     for (size_t i = 0; i < re->nlisteners; i++) {
         struct listener *l = &re->listeners[i];
         io_op_init(&l->op, l);
@@ -293,12 +335,28 @@ static void on_spool_quiet(void *arg)
     io_loop_stop(r->loop);
 }
 
-/* All sessions are gone: once the spool has finished what it started
- * (journal entries, helper jobs), stop the loop; the shard is closed by the
- * main thread after the join. */
+/* Once the sessions and the scheduler are both done, and the spool has
+ * finished what it started (journal entries, helper jobs), stop the loop
+ * (this may run inside a spool callback, so the shard is closed by the main
+ * thread after the join). */
+static void reactor_maybe_stop(struct reactor *re)
+{
+    if (re->sessions_drained && re->sched_stopped)
+        spool_shard_quiesce(re->ctx.spool, on_spool_quiet, &re->ctx);
+}
+
 static void on_drained(struct smtp_reactor *r)
 {
-    spool_shard_quiesce(r->spool, on_spool_quiet, r);
+    struct reactor *re = (struct reactor *)((char *)r - offsetof(struct reactor, ctx));
+    re->sessions_drained = true;
+    reactor_maybe_stop(re);
+}
+
+static void on_sched_stopped(void *arg)
+{
+    struct reactor *re = arg;
+    re->sched_stopped = true;
+    reactor_maybe_stop(re);
 }
 
 /* Runs on the reactor (posted by the main thread at SIGTERM/SIGINT). */
@@ -309,6 +367,9 @@ static void reactor_shutdown(void *arg)
         io_cancel(re->ctx.loop, &re->listeners[i].op);
         io_cancel(re->ctx.loop, &re->listeners[i].retry);
     }
+    /* Deliveries in flight are dropped: their state in the spool is as
+     * before the attempt, so they are tried again after a restart. */
+    sched_stop(re->sched, on_sched_stopped, re);
     smtp_session_close_all(&re->ctx);
 }
 
@@ -366,8 +427,10 @@ static void on_reactor_swap(void *arg)
         dkim_keys_free(sw->re->ctx.dkim);
         sw->re->ctx.dkim = sw->dkim;
     }
-    if (sw->cfg != NULL)
+    if (sw->cfg != NULL) {
         sw->re->ctx.cfg = sw->cfg;
+        sched_set_conf(sw->re->sched, &sw->cfg->delivery);
+    }
     free(sw);
     if (atomic_fetch_sub(&job->pending, 1) == 1)
         control_post(job->srv->ctl, &job->task, reload_finish, job);
@@ -847,6 +910,12 @@ int server_run(const char *config_dir)
     int lock_fd = spool_lock(cfg->spool);
     if (lock_fd < 0)
         return 1;
+    /* Smarthost credentials ([destination] auth_file): read once, now,
+     * before privileges are dropped (like the SRS secrets). */
+    if (route_conf_load_secrets(&cfg->delivery, err, sizeof(err)) < 0) {
+        fprintf(stderr, "ortoo: %s\n", err);
+        return 1;
+    }
     if (config_srs_load(cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "ortoo: SRS: %s\n", err);
         return 1;
@@ -929,6 +998,12 @@ int server_run(const char *config_dir)
         return 1;
     }
     auth_set_users(srv.auth, srv.users);
+    /* Local delivery's Maildir workers (threads: after the signal mask). */
+    srv.local = local_new(2, cfg->hostname);
+    if (srv.local == NULL) {
+        fprintf(stderr, "ortoo: cannot start the local delivery workers\n");
+        return 1;
+    }
 
     srv.nreactors = cfg->reactors ? cfg->reactors : online_cpus();
     srv.reactors = calloc(srv.nreactors, sizeof(*srv.reactors));
@@ -1009,6 +1084,22 @@ int server_run(const char *config_dir)
     srv.md = maildrop_start(srv.ctl, cfg, srv.rctx, srv.nreactors, err, sizeof(err));
     if (srv.md == NULL) /* local submission off; SMTP still works */
         log_warnx("event=maildrop-disabled err=\"%s\"", err);
+    /* Queue commands on the control socket, run by every reactor's scheduler. */
+    {
+        struct io_loop **loops = calloc(srv.nreactors, sizeof(*loops));
+        struct sched **scheds = calloc(srv.nreactors, sizeof(*scheds));
+        if (loops == NULL || scheds == NULL)
+            fatal("calloc");
+        for (unsigned i = 0; i < srv.nreactors; i++) {
+            loops[i] = srv.reactors[i].ctx.loop;
+            scheds[i] = srv.reactors[i].sched;
+        }
+        srv.qctl = queue_ctl_new(srv.ctl, srv.nreactors, loops, scheds);
+        if (srv.qctl == NULL)
+            log_warn("event=queue-commands-disabled");
+        free(loops);
+        free(scheds);
+    }
     for (size_t j = 0; j < cfg->nlistens; j++) {
         char text[80];
         addr_text(&cfg->listens[j].addr, text, sizeof(text));
@@ -1120,6 +1211,7 @@ int server_run(const char *config_dir)
         struct reactor *re = &srv.reactors[i];
         if (re->ctx.spool != NULL)
             spool_shard_close(re->ctx.spool);
+        sched_free(re->sched);
         for (size_t j = 0; j < re->nlisteners; j++)
             close(re->listeners[j].fd);
         if (re->ctx.tls != NULL)
@@ -1131,6 +1223,7 @@ int server_run(const char *config_dir)
         io_loop_free(re->ctx.loop);
     }
     free(srv.reactors);
+    local_free(srv.local);
     auth_free(srv.auth);
     if (srv.tls != NULL)
         tls_server_free(srv.tls);
@@ -1142,6 +1235,7 @@ int server_run(const char *config_dir)
     free(srv.old_users);
     control_run_posted(srv.ctl); /* reload answers the reactors posted before they stopped */
     control_free(srv.ctl);
+    queue_ctl_free(srv.qctl);
     free(srv.rctx);
     for (size_t i = 0; i < srv.nold_cfgs; i++)
         config_free(srv.old_cfgs[i]);

@@ -15,6 +15,7 @@
 
 #include "delivery/dsn.h"
 #include "io/log.h"
+#include "io/maillog.h"
 
 /* One call in flight.  Invariant: pending counts the commits whose
  * callback has not run; the object is freed when it drops to 0. */
@@ -124,7 +125,7 @@ int bounce_fail(struct spool_shard *sh, const struct spool_msg_view *v,
         if ((r = spool_submit_bounce(sh, c, v->id, didx, nd, &env, &iov, 1)) < 0)
             goto fail;
         j->pending++;
-        log_info("msgid=%s event=bounce dsn=%s to=<%s> nrcpt=%zu", v->id, c->id, v->sender, nd);
+        maillog_notice(v->id, "failed", c->id, v->sender, nd);
     }
 
     /* The others: a failure without a DSN (NOTIFY said no, or a bounce
@@ -154,8 +155,8 @@ int bounce_fail(struct spool_shard *sh, const struct spool_msg_view *v,
         }
         j->pending++;
         if (!*v->sender)
-            log_info("msgid=%s event=bounce-dropped rcpt=<%s> reason=\"null sender\"", v->id,
-                     v->rcpts[f[i].idx]);
+            log_info("msgid=%s event=bounce-dropped rcpt=#%u reason=\"null sender\"", v->id,
+                     f[i].idx);
     }
     free(dr);
     free(didx);

@@ -475,6 +475,8 @@ static void segcnt_remove(struct segcnt *sc)
             d->segs[i] = d->segs[--d->nsegs];
             break;
         }
+    if (sc->vmap)
+        munmap(sc->vmap, sc->vmap_len);
     if (sc->fd >= 0)
         close(sc->fd);
     free(sc);

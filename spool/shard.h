@@ -89,6 +89,10 @@ struct segcnt {
     struct smsg *head;
     void *map;              /* compaction: the file mapped, or NULL */
     size_t map_len;
+    void *vmap;             /* views: the whole segment mapped once (at
+                               least segment_max_bytes, past EOF included),
+                               or NULL; unmapped when the segment goes */
+    size_t vmap_len;
 };
 
 /* One commit in a batch. */

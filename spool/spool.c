@@ -53,6 +53,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "io/log.h"
@@ -891,6 +892,8 @@ static void sdir_free(struct sdir *d)
         batch_free(&d->jr[1].b[i]);
     }
     for (size_t i = 0; i < d->nsegs; i++) {
+        if (d->segs[i]->vmap)
+            munmap(d->segs[i]->vmap, d->segs[i]->vmap_len);
         if (d->segs[i]->fd >= 0)
             close(d->segs[i]->fd);
         free(d->segs[i]);

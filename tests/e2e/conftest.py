@@ -62,8 +62,26 @@ def run_ortoo(cfg_dir, *args, input=None, timeout=60, check=True):
     return p
 
 
+_BLACKHOLE = []
+
+
+def blackhole_port():
+    """A loopback port that refuses every connection: a TCP socket bound for
+    the whole session and never listening.  The default route of every test
+    server points there, so that mail a test relays is deferred at once and
+    never looked up or sent anywhere (tests of delivery replace the route)."""
+    if not _BLACKHOLE:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        _BLACKHOLE.append(s)
+    return _BLACKHOLE[0].getsockname()[1]
+
+
 def make_conf(backend, **over):
-    """ortoo.conf text.  `over` maps "section.key" to a value (None drops it)."""
+    """ortoo.conf text.  `over` maps "section.key" to a value (None drops it).
+    By default delivery is held ([delivery] hold = on: mail stays queued)
+    and every remote domain is routed to blackhole_port() (override
+    "delivery.hold" with "off" and "routes.*" with None to deliver by MX)."""
     sections = {
         "server": {
             "hostname": HOSTNAME,
@@ -85,6 +103,12 @@ def make_conf(backend, **over):
         },
         "tls": {"cert_dir": "certs"},
         "auth": {},
+        "routes": {"*": f"[127.0.0.1]:{blackhole_port()}"},
+        # Local mail would go into the server's own directory; by default
+        # nothing is delivered at all (the tests of receiving look at the
+        # queue): test_delivery.py sets hold = off.
+        "local": {"maildir_root": "maildir"},
+        "delivery": {"hold": "on"},
         # No greeting delay: tests connect often (test_domains.py checks it).
         "smtp": {"greeting_delay": "0"},
         # No penalty box: many tests hit a limit from 127.0.0.1 on purpose and

@@ -19,7 +19,8 @@ HELP = [
     (), ("init",), ("check",), ("serve",), ("reload",), ("stats",), ("user",),
     ("user", "add"), ("user", "del"), ("user", "list"), ("user", "check"),
     ("domain",), ("domain", "add"), ("domain", "del"), ("domain", "list"),
-    ("queue",), ("queue", "list"), ("queue", "show"), ("dkim",), ("dkim", "keygen"),
+    ("queue",), ("queue", "list"), ("queue", "show"), ("queue", "flush"),
+    ("queue", "delete"), ("queue", "bounce"), ("dkim",), ("dkim", "keygen"),
     ("dkim", "show"), ("doctor",), ("lookup",), ("send",), ("sendmail",),
 ]
 

@@ -24,9 +24,9 @@ $(FUZZ_DIR)/fuzz_smtp_reply: tests/fuzz/fuzz_smtp_reply.c delivery/smtp_reply.c 
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c io/log.c
 	@mkdir -p $(dir $@)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c -linih
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c delivery/route.c io/log.c -linih
 
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
                             dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c \

@@ -267,7 +267,7 @@ static void test_errors(void **state)
          ":5: indented line is read as a continuation of 'io'; remove the indentation"},
         {"hostname = x\n" MIN_LISTEN,
          ":1: 'hostname' outside of a section ([server], [listen], [tls], [auth], "
-         "[resolver])"},
+         "[resolver], [delivery], [routes], [destination DOMAIN])"},
         {"[server]\nreactors = 2\nreactors = 3\n" MIN_LISTEN,
          ":3: duplicate key 'reactors' in [server]"},
         {"[server]\nreactors = 2\n[auth]\n[server]\nreactors = 3\n" MIN_LISTEN,
@@ -788,6 +788,180 @@ static void test_domains_keys(void **state)
     load_err(MIN_LISTEN "[smtp]\nbanner_delay = 1\n", ":4: unknown key 'banner_delay' in [smtp]");
 }
 
+
+/* [delivery], [destination DOMAIN], [routes] (delivery/route.c) */
+static void test_delivery(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    const struct route_conf *rc = &cfg->delivery;
+    assert_int_equal(rc->defaults.max_connections, ROUTE_DEF_MAX_CONNECTIONS);
+    assert_int_equal(rc->defaults.max_per_connection, ROUTE_DEF_MAX_PER_CONNECTION);
+    assert_int_equal(rc->defaults.max_per_minute, 0);
+    assert_int_equal(rc->defaults.tls, ROUTE_TLS_DANE);
+    assert_true(rc->defaults.resumption);
+    assert_int_equal(rc->nretry, 6);
+    assert_int_equal(rc->retry[0], 300);
+    assert_int_equal(rc->retry[5], 14400);
+    assert_int_equal(rc->expire, 5 * 86400);
+    assert_int_equal(rc->delay_warning, 4 * 3600);
+    assert_int_equal(rc->mx_port, 25);
+    assert_true(rc->ipv6);
+    assert_false(rc->hold);
+    assert_null(route_lookup(rc, "example.com"));
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[delivery]\n"
+                  "max_connections = 7\nmax_messages_per_connection = 50\n"
+                  "max_messages_per_minute = 600\nretry = 10s, 1m,2h\nexpire = 2d\n"
+                  "delay_warning = 0\nmx_port = 2525\nipv6 = off\n"
+                  "source_ipv4 = 192.0.2.1\nsource_ipv6 = 2001:db8::1\n"
+                  "tls = opportunistic\nhelo_name = out.example.com\n"
+                  "timeout_connect = 5s\ntimeout_idle = 2\nhold = on\n"
+                  "[destination Gmail.COM]\nmax_connections = 3\ntls = verify\n"
+                  "resumption = off\n"
+                  "[destination *]\nauth_file = smart.auth\n"
+                  "[routes]\n* = [smtp.example.net]:587\nexample.org = mx\n"
+                  "lit.example = [192.0.2.7]\nsix.example = [2001:db8::25]:26\n");
+    rc = &cfg->delivery;
+    assert_int_equal(rc->defaults.max_connections, 7);
+    assert_int_equal(rc->defaults.max_per_connection, 50);
+    assert_int_equal(rc->defaults.max_per_minute, 600);
+    assert_int_equal(rc->nretry, 3);
+    assert_int_equal(rc->retry[0], 10);
+    assert_int_equal(rc->retry[1], 60);
+    assert_int_equal(rc->retry[2], 7200);
+    assert_int_equal(route_retry_after(rc, 1), 10);
+    assert_int_equal(route_retry_after(rc, 3), 7200);
+    assert_int_equal(route_retry_after(rc, 9), 7200);
+    assert_int_equal(rc->expire, 2 * 86400);
+    assert_int_equal(rc->delay_warning, 0);
+    assert_int_equal(rc->mx_port, 2525);
+    assert_false(rc->ipv6);
+    assert_true(rc->has_source4 && rc->has_source6);
+    assert_int_equal(rc->defaults.tls, ROUTE_TLS_OPPORTUNISTIC);
+    assert_string_equal(rc->helo_name, "out.example.com");
+    assert_int_equal(rc->timeouts.connect, 5);
+    assert_int_equal(rc->timeouts.idle, 2);
+    assert_true(rc->hold);
+    const struct route_dest *d = NULL;
+    struct route_limits l = route_limits_for(rc, "gmail.com", &d);
+    assert_non_null(d);
+    assert_int_equal(l.max_connections, 3);
+    assert_int_equal(l.max_per_connection, 50); /* from [delivery] */
+    assert_int_equal(l.tls, ROUTE_TLS_VERIFY);
+    assert_false(l.resumption);
+    l = route_limits_for(rc, "other.com", &d);
+    assert_null(d);
+    assert_int_equal(l.max_connections, 7);
+    l = route_limits_for(rc, "*", &d);
+    assert_non_null(d);
+    char want[PATH_MAX + 32];
+    snprintf(want, sizeof(want), "%s/smart.auth", tmpdir);
+    assert_string_equal(d->auth_file, want);
+    const struct route *rt = route_lookup(rc, "example.com");
+    assert_non_null(rt);
+    assert_string_equal(rt->domain, "*");
+    assert_string_equal(rt->host, "smtp.example.net");
+    assert_int_equal(rt->port, 587);
+    assert_false(rt->host_is_ip);
+    assert_null(route_lookup(rc, "example.org")); /* mx beats the smarthost */
+    rt = route_lookup(rc, "lit.example");
+    assert_true(rt->host_is_ip);
+    assert_int_equal(rt->port, 25);
+    rt = route_lookup(rc, "six.example");
+    assert_string_equal(rt->host, "2001:db8::25");
+    assert_int_equal(rt->port, 26);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "[delivery]\nretry = 5m,,1h\n",
+             ":4: [delivery] retry: expected a list of 1 to 32 durations such as 5m, 15m, 1h "
+             "(each > 0), got '5m,,1h'");
+    load_err(MIN_LISTEN "[delivery]\nexpire = 0\n",
+             ":4: [delivery] expire: expected a duration such as 4h or 5d, got '0'");
+    load_err(MIN_LISTEN "[delivery]\ntls = maybe\n",
+             ":4: [delivery] tls: expected opportunistic, dane, verify, encrypt or none, got "
+             "'maybe'");
+    load_err(MIN_LISTEN "[delivery]\nmx_port = 0\n",
+             ":4: [delivery] mx_port: expected a port from 1 to 65535, got '0'");
+    load_err(MIN_LISTEN "[delivery]\nsource_ipv4 = ::1\n",
+             ":4: [delivery] source_ipv4: expected an IPv4 address, got '::1'");
+    load_err(MIN_LISTEN "[delivery]\nmax_connections = 2\nmax_connections = 3\n",
+             ":5: duplicate key 'max_connections' in [delivery]");
+    load_err(MIN_LISTEN "[delivery]\nfoo = 1\n", ":4: unknown key 'foo' in [delivery]");
+    load_err(MIN_LISTEN "[destination bad..domain]\ntls = dane\n",
+             ":4: [destination bad..domain]: expected a domain name or *, got 'bad..domain'");
+    load_err(MIN_LISTEN "[destination a.example]\nretry = 1m\n",
+             ":4: unknown key 'retry' in [destination a.example]");
+    load_err(MIN_LISTEN "[routes]\na.example = [host.example]:99999\n",
+             ":4: [routes] a.example: expected mx, [host]:port or [host] (host: a name or an "
+             "IP literal), got '[host.example]:99999'");
+    load_err(MIN_LISTEN "[routes]\na.example = host.example\n",
+             ":4: [routes] a.example: expected mx, [host]:port or [host] (host: a name or an "
+             "IP literal), got 'host.example'");
+    load_err(MIN_LISTEN "[routes]\n* = mx\n* = [h.example]\n", ":5: [routes] *: given twice");
+}
+
+/* auth_file: read at start, owner-only, username:password. */
+static void test_delivery_secrets(void **state)
+{
+    char path[PATH_MAX + 32], err[512];
+    snprintf(path, sizeof(path), "%s/smart.auth", tmpdir);
+    struct config *cfg = load_ok(MIN_LISTEN "[destination *]\nauth_file = smart.auth\n");
+    assert_int_equal(route_conf_load_secrets(&cfg->delivery, err, sizeof err), -ENOENT);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("# the smarthost\n\nuser@example.net:pa:ss word\n", f);
+    fclose(f);
+    chmod(path, 0644);
+    assert_int_equal(route_conf_load_secrets(&cfg->delivery, err, sizeof err), -EPERM);
+    assert_non_null(strstr(err, "chmod 600"));
+    chmod(path, 0600);
+    assert_int_equal(route_conf_load_secrets(&cfg->delivery, err, sizeof err), 0);
+    const struct route_dest *d = NULL;
+    route_limits_for(&cfg->delivery, "*", &d);
+    assert_string_equal(d->auth_user, "user@example.net");
+    assert_string_equal(d->auth_pass, "pa:ss word");
+    /* A reload keeps what was read at start, even if the file is gone. */
+    struct config *next = load_ok(MIN_LISTEN "[destination *]\nauth_file = smart.auth\n");
+    unlink(path);
+    assert_int_equal(route_conf_keep_secrets(&next->delivery, &cfg->delivery, err, sizeof err),
+                     0);
+    route_limits_for(&next->delivery, "*", &d);
+    assert_string_equal(d->auth_pass, "pa:ss word");
+    config_free(next);
+    config_free(cfg);
+    f = fopen(path, "w");
+    fputs("no colon here\n", f);
+    fclose(f);
+    chmod(path, 0600);
+    cfg = load_ok(MIN_LISTEN "[destination *]\nauth_file = smart.auth\n");
+    assert_int_equal(route_conf_load_secrets(&cfg->delivery, err, sizeof err), -EINVAL);
+    config_free(cfg);
+    unlink(path);
+}
+
+static void test_durations(void **state)
+{
+    uint32_t v;
+    assert_int_equal(route_parse_duration("30", &v), 0);
+    assert_int_equal(v, 30);
+    assert_int_equal(route_parse_duration("30s", &v), 0);
+    assert_int_equal(v, 30);
+    assert_int_equal(route_parse_duration("5m", &v), 0);
+    assert_int_equal(v, 300);
+    assert_int_equal(route_parse_duration("2h", &v), 0);
+    assert_int_equal(v, 7200);
+    assert_int_equal(route_parse_duration("5d", &v), 0);
+    assert_int_equal(v, 432000);
+    assert_int_equal(route_parse_duration("", &v), -EINVAL);
+    assert_int_equal(route_parse_duration("m", &v), -EINVAL);
+    assert_int_equal(route_parse_duration("5x", &v), -EINVAL);
+    assert_int_equal(route_parse_duration("5mm", &v), -EINVAL);
+    assert_int_equal(route_parse_duration("-5", &v), -EINVAL);
+    assert_int_equal(route_parse_duration("99999999999", &v), -EINVAL);
+    assert_int_equal(route_parse_duration("50000d", &v), -EINVAL);
+}
+
 /* [limits] and the limit keys of [auth]: defaults, every key, errors. */
 static void test_limits_keys(void **state)
 {
@@ -991,6 +1165,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
         cmocka_unit_test(test_role_name),
         cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_secrets, setup, teardown),
+        cmocka_unit_test(test_durations),
         cmocka_unit_test_setup_teardown(test_relay_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
