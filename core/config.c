@@ -941,11 +941,7 @@ static int delivery_key(struct loader *ld, const char *section, const char *name
     for (size_t i = 0; i < ld->dlv.nseen; i++) {
         if (strcmp(ld->dlv.seen[i], tag) == 0) {
             free(tag);
-            if (ld->line_indented)
-                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                              "indentation", name);
-            else
-                load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+            key_twice(ld, section, name, ld->line_indented);
             return -1;
         }
     }
