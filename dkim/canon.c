@@ -128,7 +128,7 @@ size_t dkim_canon_header(const char *field, size_t len, bool crlf, char *out)
 size_t dkim_canon_header_as(enum dkim_canon c, const char *field, size_t len, bool crlf,
                             char *out)
 {
-    if (c == DKIM_CANON_RELAXED)
+    if (c == DKIM_C14N_RELAXED)
         return dkim_canon_header(field, len, crlf, out);
     /* 3.4.1: no change at all. */
     bool has_crlf = len >= 2 && field[len - 2] == '\r' && field[len - 1] == '\n';
@@ -147,14 +147,14 @@ void dkim_body_canon_init_as(struct dkim_body_canon *b, enum dkim_canon c, dkim_
                              void *arg)
 {
     memset(b, 0, sizeof(*b));
-    b->simple = c == DKIM_CANON_SIMPLE;
+    b->simple = c == DKIM_C14N_SIMPLE;
     b->sink = sink;
     b->sink_arg = arg;
 }
 
 void dkim_body_canon_init(struct dkim_body_canon *b, dkim_bytes_cb sink, void *arg)
 {
-    dkim_body_canon_init_as(b, DKIM_CANON_RELAXED, sink, arg);
+    dkim_body_canon_init_as(b, DKIM_C14N_RELAXED, sink, arg);
 }
 
 static void out_flush(struct dkim_body_canon *b)

@@ -48,8 +48,8 @@ size_t dkim_unstuff_copy(struct dkim_unstuff *u, const char *in, size_t len, cha
 
 /* The two algorithms of RFC 6376 3.4 (the c= tag). */
 enum dkim_canon {
-    DKIM_CANON_SIMPLE = 0,
-    DKIM_CANON_RELAXED,
+    DKIM_C14N_SIMPLE = 0,
+    DKIM_C14N_RELAXED,
 };
 
 /* ---- header canonicalization (RFC 6376 3.4.1, 3.4.2) ---- */

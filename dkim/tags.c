@@ -229,9 +229,9 @@ static const char *const sig_tag_names[ST_N] = {"v", "a", "b", "bh", "c", "d", "
 static bool canon_word(const char *v, size_t len, enum dkim_canon *out)
 {
     if (val_is(v, len, "simple"))
-        *out = DKIM_CANON_SIMPLE;
+        *out = DKIM_C14N_SIMPLE;
     else if (val_is(v, len, "relaxed"))
-        *out = DKIM_CANON_RELAXED;
+        *out = DKIM_C14N_RELAXED;
     else
         return false;
     return true;
@@ -241,7 +241,7 @@ static bool canon_word(const char *v, size_t len, enum dkim_canon *out)
 static bool canon_parse(const char *v, size_t len, struct dkim_sig *sig)
 {
     const char *slash = memchr(v, '/', len);
-    sig->bcanon = DKIM_CANON_SIMPLE;
+    sig->bcanon = DKIM_C14N_SIMPLE;
     if (slash == NULL)
         return canon_word(v, len, &sig->hcanon);
     return canon_word(v, (size_t)(slash - v), &sig->hcanon) &&
@@ -291,7 +291,7 @@ int dkim_sig_parse(const char *value, size_t len, struct dkim_sig *sig, const ch
     int rc;
 
     memset(sig, 0, sizeof(*sig));
-    sig->hcanon = sig->bcanon = DKIM_CANON_SIMPLE;
+    sig->hcanon = sig->bcanon = DKIM_C14N_SIMPLE;
     dkim_tag_iter_init(&it, value, len);
     while ((rc = dkim_tag_next(&it, &t)) == 1) {
         int k;
