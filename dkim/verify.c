@@ -107,7 +107,9 @@ struct vsig {
 
 /*
  * One message.  Invariants: hdr is NULL outside VS_HEADER; sigs has nsigs
- * entries (nsigs <= max_sigs); nbodies, nkeys <= nsigs.
+ * entries (nsigs <= max_sigs); nbodies, nkeys <= nsigs; sigs, bodies and
+ * keys are allocated together at the end of the header block (all NULL
+ * before, or when there is no signature).
  */
 struct dkim_verifier {
     struct dkim_verify_lib *lib;
@@ -127,11 +129,11 @@ struct dkim_verifier {
     char from_domain[DKIM_DOMAIN_MAX + 1];
     unsigned foreign_ar;
 
-    struct vsig *sigs;          /* owned */
+    struct vsig *sigs;          /* owned; nsigs of them */
     unsigned nsigs, ignored;
-    struct vbody bodies[DKIM_VERIFY_SIGS_MAX];
+    struct vbody *bodies;       /* owned; room for nsigs */
     unsigned nbodies;
-    struct vkey keys[DKIM_VERIFY_SIGS_MAX];
+    struct vkey *keys;          /* owned; room for nsigs */
     unsigned nkeys;
 };
 
@@ -199,6 +201,8 @@ void dkim_verify_free(struct dkim_verifier *v)
         EVP_MD_CTX_free(v->bodies[i].md);
     for (unsigned i = 0; i < v->nkeys; i++)
         free(v->keys[i].txt);
+    free(v->bodies);
+    free(v->keys);
     free(v->sigs);
     free(v->hdr);
     free(v);
@@ -474,10 +478,13 @@ static void header_end(struct dkim_verifier *v, const char *block, size_t len)
     size_t longest = 0;
     for (long i = 0; i < n; i++)
         longest = f[i].len > longest ? f[i].len : longest;
+    /* Sized here: most messages have one signature or none. */
     v->sigs = calloc(v->nsigs, sizeof(*v->sigs));
+    v->bodies = calloc(v->nsigs, sizeof(*v->bodies));
+    v->keys = calloc(v->nsigs, sizeof(*v->keys));
     buf = malloc(2 * (longest + 2));
     md = EVP_MD_CTX_new();
-    if (v->sigs == NULL || buf == NULL || md == NULL)
+    if (v->sigs == NULL || v->bodies == NULL || v->keys == NULL || buf == NULL || md == NULL)
         goto nomem;
     unsigned j = 0;
     for (long i = 0; i < n && j < v->nsigs; i++) {
@@ -498,9 +505,15 @@ nomem:
     free(buf);
     EVP_MD_CTX_free(md);
     free(f);
+    for (unsigned i = 0; i < v->nbodies; i++)
+        EVP_MD_CTX_free(v->bodies[i].md);
+    free(v->bodies);
+    free(v->keys);
     free(v->sigs);
     v->sigs = NULL;
-    v->nsigs = 0;
+    v->bodies = NULL;
+    v->keys = NULL;
+    v->nsigs = v->nbodies = v->nkeys = 0;
     verify_skip(v, "out of memory");
 }
 
