@@ -28,6 +28,12 @@
 # BENCHMARKS.md (plots in bench/plots/ unless --quick).
 #
 # Usage: bash bench/run.sh [--quick]      (QUICK=1 in the environment too)
+#   BENCH_ONLY="K"   run only these scenarios (letters, space or comma separated:
+#                    A C D E F H I J K); results go to build/bench/results.jsonl
+#                    and BENCHMARKS.md is left as it is.
+#   ORTOO_BEFORE=BIN scenario K also runs BIN (an older ortoo: `git worktree add`
+#                    or `git archive` a commit, make it) with checks off and on,
+#                    in the same run, interleaved with ./ortoo: before/after figures.
 set -u
 set -o pipefail
 
@@ -55,6 +61,9 @@ mkdir -p "$OUT"
 chmod 755 "$WORK"
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+
+# want LETTER: the scenario is to run (BENCH_ONLY unset, or it names it).
+want() { [[ -z "${BENCH_ONLY:-}" || " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
 cleanup() {
     local p
@@ -159,22 +168,28 @@ fi
 # CPU-bound and single-threaded: run first, before any peer is started.  ortoo-dkimbench
 # runs `openssl speed -seconds S rsa2048 ed25519` itself, so both come from the same run.
 DKB=$(dirname "$LOAD")/ortoo-dkimbench
-if [[ -x "$DKB" ]]; then
+if ! want C; then
+    :
+elif [[ -x "$DKB" ]]; then
     record C dkimbench "2KB" "$("$DKB" --seconds $((QUICK ? 1 : 3)) --size 2048 --json 2>>"$OUT/dkimbench.err")"
     log "C dkimbench: $(tail -1 "$RESULTS")"
 else
     log "C: $DKB missing (make bench-bins)"
 fi
 
-# ---- peers ---------------------------------------------------------------------------
+# ---- peers (scenario A and the load generator check) ------------------------------------
 SINK_PORT=$(free_port)
-"$SINK" --listen "127.0.0.1:$SINK_PORT" --quiet --counts "$WORK/sink.counts" 2>>"$OUT/sink.err" &
-PIDS+=($!)
-wait_port "$SINK_PORT" 5 || { log "ortoo-sink did not start"; exit 1; }
+SINK_PID=""
+if want A; then
+    "$SINK" --listen "127.0.0.1:$SINK_PORT" --quiet --counts "$WORK/sink.counts" 2>>"$OUT/sink.err" &
+    SINK_PID=$!
+    PIDS+=($SINK_PID)
+    wait_port "$SINK_PORT" 5 || { log "ortoo-sink did not start"; exit 1; }
+fi
 
 SS_PORT=$(free_port)
 SS_PID=""
-if command -v smtp-sink >/dev/null; then
+if want A && command -v smtp-sink >/dev/null; then
     smtp-sink -u nobody "127.0.0.1:$SS_PORT" 1000 >/dev/null 2>>"$OUT/smtp-sink.err" &
     SS_PID=$!
     PIDS+=($SS_PID)
@@ -211,7 +226,7 @@ start_postfix() {
     postfix -c "$PF/etc" start >>"$OUT/postfix.err" 2>&1 || return 1
     wait_port "$PF_PORT" 15
 }
-if ! start_postfix; then
+if want A && ! start_postfix; then
     log "Postfix: not available (see $OUT/postfix.err)"
     PF_PORT=""
 fi
@@ -317,7 +332,7 @@ fi
 
 # ---- scenario A: accept ------------------------------------------------------------------
 targets=()
-[[ $ORTOO_OK == 1 ]] && targets+=("ortoo:$ORTOO_PORT")
+[[ $ORTOO_OK == 1 ]] && want A && targets+=("ortoo:$ORTOO_PORT")
 [[ -n "$PF_PORT" ]] && targets+=("postfix:$PF_PORT")
 [[ -n "$SS_PID" ]] && targets+=("smtp-sink:$SS_PORT")
 for size in 2048 51200; do
@@ -331,7 +346,7 @@ for size in 2048 51200; do
 done
 
 # ---- plots' data: throughput against connections (not in quick mode) -----------------------
-if ((!QUICK)); then
+if ((!QUICK)) && want A; then
     for c in 1 10 50 100; do
         for tp in "${targets[@]}"; do
             n=$((c * 100))
@@ -375,7 +390,7 @@ try:
   d=json.load(sys.stdin); print("%.0f /s  full %d resumed %d  ortoo %.0f us/session  load %.0f us/session" % (d["msgs_per_s"], d["handshakes_full"], d["handshakes_resumed"], d["server_cpu_us"], d["load_cpu_us"]))
 except Exception: print("no result")')"
 }
-if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
+if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]] && want D; then
     pw=$(cat "$ORTOO_DIR/dev-password" 2>/dev/null)
     nd=$((QUICK ? 1000 : 4000)) # sessions without mail
     nm=$((QUICK ? 500 : 2000))  # sessions with AUTH and a message
@@ -403,7 +418,7 @@ if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
 fi
 # ---- scenario E: 10,000 idle connections ---------------------------------------------------
 E_CONNS=10000
-if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
+if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]] && want E; then
     rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
     rss0=$(rss_kb "$ORTOO_PID")
     "$LOAD" --server "127.0.0.1:$ORTOO_PORT" --connections "$E_CONNS" --idle 20 --json \
@@ -432,7 +447,7 @@ fi
 stop_ortoo
 
 # ---- scenario F: reactors = 1 vs 2 ----------------------------------------------------------
-if [[ $ORTOO_OK == 1 ]]; then
+if [[ $ORTOO_OK == 1 ]] && want F; then
     for r in 1 2; do
         if start_ortoo "$r" auto; then
             load F ortoo "reactors=$r" "$ORTOO_PORT" --connections "$CONNS" --messages "$N100" \
@@ -448,7 +463,9 @@ fi
 # key, DMARC p=reject and the reverse zone), sent to the same server with [checks] enabled =
 # off and on.  After the first lookups every answer comes from ortoo's resolver cache: this
 # measures what the checks cost in CPU, not DNS latency.  ortoo's CPU per message from /proc.
-k_load() { # k_load MODE
+# With ORTOO_BEFORE, that binary runs the same loads, interleaved (before/after in one run).
+# Then the DKIM verification alone: ortoo-dkimbench --verify beside `openssl speed` verify.
+k_load() { # k_load MODE [LABEL_PREFIX]
     local c0 c1 hz out qid ar=""
     hz=$(getconf CLK_TCK)
     c0=$(proc_cpu "$ORTOO_PID")
@@ -470,23 +487,38 @@ except Exception:
 d['server_cpu_us'] = ($c1 - $c0) * 1e6 / $hz / max(1, d.get('ok', 0))
 d['results'] = sorted(set(re.findall(r'(?<![.\w])(iprev|spf|dkim|dmarc)=(\w+)', os.environ.get('AR', ''))))
 print(json.dumps(d))")
-    record K ortoo "checks=$1" "$out"
-    log "K ortoo checks=$1: $(echo "$out" | "$PY" -c 'import json,sys
+    record K ortoo "${2:-}checks=$1" "$out"
+    log "K ortoo ${2:-}checks=$1: $(echo "$out" | "$PY" -c 'import json,sys
 try:
   d=json.load(sys.stdin); print("%.0f msgs/s  p99 %.2f ms  ortoo %.0f us/msg  ok %d failed %d  %s" % (d["msgs_per_s"], d["latency_ms"]["p99"], d["server_cpu_us"], d["ok"], d["failed"], d["results"]))
 except Exception: print("no result")')"
 }
-if [[ $ORTOO_OK == 1 ]] && "$PY" "$ROOT/bench/inbound.py" "$WORK/inbound" >>"$OUT/inbound.err" 2>&1; then
+if [[ $ORTOO_OK == 1 ]] && want K && "$PY" "$ROOT/bench/inbound.py" "$WORK/inbound" >>"$OUT/inbound.err" 2>&1; then
     PIDS+=("$(cat "$WORK/inbound/nsd.pid")")
+    KBINS=("$ORTOO")
+    [[ -n "${ORTOO_BEFORE:-}" && -x "${ORTOO_BEFORE:-}" ]] && KBINS=("$ORTOO_BEFORE" "$ORTOO")
+    KLOAD0=$(cut -d' ' -f1 /proc/loadavg)
     for mode in off on; do
-        { cat "$WORK/inbound/resolver.conf"; printf '\n[checks]\nenabled = %s\n' "$mode"; } \
-            >"$WORK/inbound/extra.conf"
-        if ORTOO_EXTRA_CONF=$WORK/inbound/extra.conf start_ortoo auto auto; then
-            k_load "$mode"
-            stop_ortoo
-        fi
+        for kbin in "${KBINS[@]}"; do
+            { cat "$WORK/inbound/resolver.conf"; printf '\n[checks]\nenabled = %s\n' "$mode"; } \
+                >"$WORK/inbound/extra.conf"
+            prefix=""
+            [[ "$kbin" != "$ORTOO" ]] && prefix="before "
+            ORTOO_SAVED=$ORTOO
+            ORTOO=$kbin
+            if ORTOO_EXTRA_CONF=$WORK/inbound/extra.conf start_ortoo auto auto; then
+                k_load "$mode" "$prefix"
+                stop_ortoo
+            fi
+            ORTOO=$ORTOO_SAVED
+        done
     done
-else
+    if [[ -x "$DKB" ]]; then
+        record K dkimbench "verify 2KB" "$("$DKB" --verify --seconds $((QUICK ? 1 : 3)) --size 2048 --json 2>>"$OUT/dkimbench.err")"
+        log "K dkimbench verify: $(tail -1 "$RESULTS")"
+    fi
+    log "K: load average at the start ${KLOAD0}, at the end $(cut -d' ' -f1 /proc/loadavg)"
+elif want K; then
     log "K: not available (see $OUT/inbound.err)"
 fi
 
@@ -498,7 +530,7 @@ fi
 # VmHWM reset before each run (/proc/PID/clear_refs) and read after it.
 hwm_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-if [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
+if [[ $ORTOO_OK == 1 ]] && want I && start_ortoo auto auto; then
     IDUR=$((QUICK ? 5 : 15))
     for mode in none flood slowloris; do
         hwm_reset "$ORTOO_PID"
@@ -535,7 +567,7 @@ fi
 # in 250 (and be listed by `ortoo queue list`) or 452; the peak RSS must stay under the stated
 # bound: body_memory + 96 MiB (the reactors' io_uring receive buffers, 16 MiB each, and the
 # sessions' bounded input buffers).
-if [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
+if [[ $ORTOO_OK == 1 ]] && want J && start_ortoo auto auto; then
     JN=$((QUICK ? 50 : 200))
     out=$(timeout 900 "$PY" "$ROOT/bench/body_budget.py" --server "127.0.0.1:$ORTOO_PORT" \
         --pid "$ORTOO_PID" --sessions "$JN" --size 20000000 --to "$TO" --ortoo "$ORTOO" \
@@ -546,7 +578,7 @@ if [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
 fi
 
 # ---- scenario H: callgrind instructions per accepted message -----------------------------------
-if [[ $ORTOO_OK == 1 ]] && command -v valgrind >/dev/null; then
+if [[ $ORTOO_OK == 1 ]] && want H && command -v valgrind >/dev/null; then
     # Two runs, N and 3N messages on one connection; (I(3N) - I(N)) / 2N
     # cancels start-up, shutdown and the connection's own cost.
     HN=$((QUICK ? 200 : 1000))
@@ -569,10 +601,14 @@ fi
 # ---- stop the peers, then write BENCHMARKS.md --------------------------------------------------
 [[ -n "$PF" ]] && postfix -c "$PF/etc" stop >/dev/null 2>&1
 PF=""
-kill -USR1 "${PIDS[0]}" 2>/dev/null
+[[ -n "$SINK_PID" ]] && kill -USR1 "$SINK_PID" 2>/dev/null
 sleep 0.3
 cp -f "$WORK/sink.counts" "$OUT/sink.counts" 2>/dev/null
 
+if [[ -n "${BENCH_ONLY:-}" ]]; then
+    log "BENCH_ONLY=$BENCH_ONLY: results in $RESULTS; BENCHMARKS.md left as it is"
+    exit 0
+fi
 CMD="make bench$( ((QUICK)) && echo ' QUICK=1')"
 LOADAVG1=$(cut -d' ' -f1-3 /proc/loadavg)
 ((QUICK)) || mkdir -p "$PLOTS"
@@ -809,26 +845,48 @@ else:
 
 L.append("## K. Inbound checks: SPF + iprev + DKIM verify + DMARC\n")
 k0, k1 = get("K", "ortoo", "checks=off"), get("K", "ortoo", "checks=on")
+b0, b1 = get("K", "ortoo", "before checks=off"), get("K", "ortoo", "before checks=on")
 if k0 and k1 and "msgs_per_s" in k0 and "msgs_per_s" in k1:
     L.append("Mail from outside on port 25 to a local recipient: one 2 KB message From load@load.test,"
              " DKIM-signed (RSA-2048), $CONNS connections, 100 messages each, pipelining; ortoo's"
              " resolver answers from a DNSSEC-signed zone on a loopback nsd (SPF, DKIM key, DMARC"
              " p=reject, reverse zone), then from its cache: the cost measured is the checks' CPU"
              " (two SPF evaluations, iprev, one RSA verification, DMARC, the header), not DNS"
-             " latency. Same server, \`[checks] enabled = off\` vs on. Most of the difference is the"
-             " DKIM verification: libopendkim parses the RSA public key for every message"
-             " (d2i_PUBKEY_bio; OpenSSL 3.0 builds its decoder chain on each call), about three"
-             " quarters of the checks' instructions under callgrind.\n")
-    L.append("| checks | msgs/s | p50 ms | p99 ms | ortoo CPU µs/msg | results in a stored message |")
-    L.append("|---|---|---|---|---|---|")
-    for n, r in (("off", k0), ("on", k1)):
-        L.append("| %s | %.0f | %.2f | %.2f | %.0f | %s |" % (n, r["msgs_per_s"], r["latency_ms"]["p50"],
+             " latency. Same server, \`[checks] enabled = off\` vs on. DKIM is verified in dkim/"
+             " with the public key parsed once per reactor (before, libopendkim decoded it for every"
+             " message: three quarters of the checks' CPU).\n")
+    L.append("| server | checks | msgs/s | p50 ms | p99 ms | ortoo CPU µs/msg | results in a stored message |")
+    L.append("|---|---|---|---|---|---|---|")
+    for srv, n, r in (("before", "off", b0), ("before", "on", b1), ("ortoo", "off", k0), ("ortoo", "on", k1)):
+        if not r or "msgs_per_s" not in r:
+            continue
+        L.append("| %s | %s | %.0f | %.2f | %.2f | %.0f | %s |" % (srv, n, r["msgs_per_s"], r["latency_ms"]["p50"],
                  r["latency_ms"]["p99"], r.get("server_cpu_us", 0),
                  " ".join("%s=%s" % tuple(x) for x in r.get("results", [])) or "none"))
-    L.append("\non/off: %s in msgs/s; ortoo CPU per message %s.\n" % (ratio(k1, k0),
-             "%.2f×" % (k1["server_cpu_us"] / k0["server_cpu_us"]) if k0.get("server_cpu_us") else "n/a"))
+    L.append("\non/off: %s in msgs/s; ortoo CPU per message %s.%s\n" % (ratio(k1, k0),
+             "%.2f×" % (k1["server_cpu_us"] / k0["server_cpu_us"]) if k0.get("server_cpu_us") else "n/a",
+             (" Before (the binary in \`ORTOO_BEFORE\`): %s." % ratio(b1, b0)) if b0 and b1 else ""))
 else:
     L.append("not available (see build/bench/inbound.err).\n")
+kv = get("K", "dkimbench", "verify 2KB")
+if kv and "ortoo_verify" in kv:
+    o, ssl = kv["ortoo_verify"], kv.get("openssl_speed", {})
+    L.append("DKIM verification alone (\`ortoo-dkimbench --verify\`): one thread, 2 KB messages signed by"
+             " ortoo, verified as a reactor does (open, feed, the key record handed over, finish; the"
+             " key cache warm), per second of the thread's CPU, beside \`openssl speed rsa2048 ed25519\`"
+             " verify rates from the same run.\n")
+    L.append("| | verifications/s | vs openssl speed verify |")
+    L.append("|---|---|---|")
+    L.append("| openssl speed rsa2048 verify | %s | |" % f(ssl.get("rsa2048_verify_per_s")))
+    L.append("| openssl speed ed25519 verify | %s | |" % f(ssl.get("ed25519_verify_per_s")))
+    L.append("| bare RSA-2048 verify (EVP, context made once) | %s | |" % f(kv["pubkey_verify"]["rsa"]))
+    L.append("| bare Ed25519 verify (libsodium) | %s | |" % f(kv["pubkey_verify"]["ed25519"]))
+    L.append("| verified messages, RSA-2048 | %s | %s |" % (f(o["rsa"]), "%.0f%%" % (100 * kv["rsa_vs_openssl"]) if kv.get("rsa_vs_openssl") else "n/a"))
+    L.append("| verified messages, Ed25519 | %s | %s |" % (f(o["ed25519"]), "%.0f%%" % (100 * kv["ed25519_vs_openssl"]) if kv.get("ed25519_vs_openssl") else "n/a"))
+    L.append("| verified messages, both (2 signatures) | %s | |" % f(o["both"]))
+    L.append("| verified messages, libopendkim, RSA-2048 | %s | |" % f(kv["libopendkim_verify"]["rsa"]))
+    L.append("| verified messages, libopendkim, Ed25519 | %s | |" % f(kv["libopendkim_verify"]["ed25519"]))
+    L.append("")
 
 L.append("## I. Well-behaved clients under attack (issue 8)\n")
 L.append("ortoo with its default limits; ortoo-load, $CONNS connections from 127.0.0.1, 2 KB, 100 messages"
