@@ -112,20 +112,21 @@ bool dkim_list_next(const char **p, const char *end, const char **item, size_t *
 
 /* ---- base64 ---- */
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
+/* Base64 digit values plus one (0: not base64), B64_FWS for FWS (skipped),
+ * B64_PAD for '='. */
+enum { B64_FWS = 65, B64_PAD = 66 };
+static const unsigned char b64_table[256] = {
+    ['A'] = 1, ['B'] = 2, ['C'] = 3, ['D'] = 4, ['E'] = 5, ['F'] = 6, ['G'] = 7, ['H'] = 8,
+    ['I'] = 9, ['J'] = 10, ['K'] = 11, ['L'] = 12, ['M'] = 13, ['N'] = 14, ['O'] = 15,
+    ['P'] = 16, ['Q'] = 17, ['R'] = 18, ['S'] = 19, ['T'] = 20, ['U'] = 21, ['V'] = 22,
+    ['W'] = 23, ['X'] = 24, ['Y'] = 25, ['Z'] = 26, ['a'] = 27, ['b'] = 28, ['c'] = 29,
+    ['d'] = 30, ['e'] = 31, ['f'] = 32, ['g'] = 33, ['h'] = 34, ['i'] = 35, ['j'] = 36,
+    ['k'] = 37, ['l'] = 38, ['m'] = 39, ['n'] = 40, ['o'] = 41, ['p'] = 42, ['q'] = 43,
+    ['r'] = 44, ['s'] = 45, ['t'] = 46, ['u'] = 47, ['v'] = 48, ['w'] = 49, ['x'] = 50,
+    ['y'] = 51, ['z'] = 52, ['0'] = 53, ['1'] = 54, ['2'] = 55, ['3'] = 56, ['4'] = 57,
+    ['5'] = 58, ['6'] = 59, ['7'] = 60, ['8'] = 61, ['9'] = 62, ['+'] = 63, ['/'] = 64,
+    [' '] = B64_FWS, ['\t'] = B64_FWS, ['\r'] = B64_FWS, ['\n'] = B64_FWS, ['='] = B64_PAD,
+};
 
 long dkim_b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
 {
@@ -133,24 +134,23 @@ long dkim_b64_decode(const char *s, size_t len, unsigned char *out, size_t cap)
     size_t n = 0, o = 0, pad = 0;
 
     for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (is_fws((char)c))
-            continue;
-        if (c == '=') {
+        unsigned v = b64_table[(unsigned char)s[i]];
+        if (v >= 1 && v <= 64) {
+            if (pad > 0)
+                return -1; /* data after padding */
+            acc = acc << 6 | (v - 1);
+            if (++n % 4 == 0) {
+                if (o + 3 > cap)
+                    return -1;
+                out[o++] = (unsigned char)(acc >> 16);
+                out[o++] = (unsigned char)(acc >> 8);
+                out[o++] = (unsigned char)acc;
+                acc = 0;
+            }
+        } else if (v == B64_PAD) {
             pad++;
-            continue;
-        }
-        int v = b64_value(c);
-        if (v < 0 || pad > 0)
+        } else if (v != B64_FWS) {
             return -1;
-        acc = acc << 6 | (uint32_t)v;
-        if (++n % 4 == 0) {
-            if (o + 3 > cap)
-                return -1;
-            out[o++] = (unsigned char)(acc >> 16);
-            out[o++] = (unsigned char)(acc >> 8);
-            out[o++] = (unsigned char)acc;
-            acc = 0;
         }
     }
     size_t rest = n % 4;

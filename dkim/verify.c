@@ -36,6 +36,7 @@
 #include "dkim/verify.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -735,7 +736,8 @@ static const char *algo_name(const struct dkim_sig *sig)
 
 int dkim_verify_finish(struct dkim_verifier *v, struct dkim_verify_result *res)
 {
-    memset(res, 0, sizeof(*res));
+    /* Not the whole of sigs[] (16 x 560 bytes): each one used is filled. */
+    memset(res, 0, offsetof(struct dkim_verify_result, sigs));
     if (v->finished)
         return 0;
     dkim_verify_eof(v);
@@ -756,6 +758,7 @@ int dkim_verify_finish(struct dkim_verifier *v, struct dkim_verify_result *res)
         if (!s->decided)
             sig_check(v, s, now, now_ms);
         struct dkim_verify_sig *o = &res->sigs[res->nsigs++];
+        memset(o, 0, sizeof(*o));
         o->status = s->status;
         o->why = s->why;
         snprintf(o->domain, sizeof(o->domain), "%s", s->sig.domain);

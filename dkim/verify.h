@@ -155,7 +155,7 @@ unsigned dkim_verify_foreign_ar(const struct dkim_verifier *v);
 /*
  * The message is complete: verify, on the caller's thread.  The body and
  * header hashes are done by now; what remains is one signature check per
- * signature (RSA-2048 ~30 us, Ed25519 ~50 us here), plus parsing a key
+ * signature (RSA-2048 ~20 us, Ed25519 ~50 us here), plus parsing a key
  * the reactor's cache does not hold yet (an RSA key costs several RSA
  * verifications to decode under OpenSSL 3.0).  Fills *res.  Call once.
  * Returns 0, or -ENOMEM.
