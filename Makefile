@@ -118,7 +118,7 @@ run:
 bench:
 	@bash .ci/deps bench
 	$(MAKE) MODE=release all bench-bins
-	bash bench/run.sh $(if $(QUICK),--quick,)
+	SCENARIOS="$(SCENARIOS)" bash bench/run.sh $(if $(QUICK),--quick,)
 
 bench-bins: $(BENCH_BINS:%=$(BUILD)/%)
 

@@ -28,18 +28,34 @@
 # BENCHMARKS.md (plots in bench/plots/ unless --quick).
 #
 # Usage: bash bench/run.sh [--quick]      (QUICK=1 in the environment too)
-#   BENCH_ONLY="K"   run only these scenarios (letters, space or comma separated:
-#                    A C D E F H I J K); results go to build/bench/results.jsonl
-#                    and BENCHMARKS.md is left as it is.
-#   ORTOO_BEFORE=BIN scenario K also runs BIN (an older ortoo: `git worktree add`
-#                    or `git archive` a commit, make it) with checks off and on,
-#                    in the same run, interleaved with ./ortoo: before/after figures.
+#        SCENARIOS=I bash bench/run.sh    (only these scenarios, e.g. I, "A I" or
+#                                          "gen,A,J"; such a partial run prints its
+#                                          figures and leaves BENCHMARKS.md alone;
+#                                          `make bench SCENARIOS=I` passes it on)
+#        ORTOO_BEFORE=BIN                 (scenario K also runs BIN, an older ortoo
+#                                          built from another commit, with checks off
+#                                          and on, interleaved with ./ortoo: before and
+#                                          after figures from one run)
 set -u
 set -o pipefail
 
 QUICK=${QUICK:-0}
 [[ "${1:-}" == "--quick" ]] && QUICK=1
 [[ "$QUICK" == "" ]] && QUICK=0
+SCENARIOS=${SCENARIOS:-}
+
+# want NAME: run scenario NAME (C, gen, A, S, D, E, F, K, I, J, H)?  All of them
+# unless SCENARIOS names some.
+want() {
+    [[ -z "$SCENARIOS" ]] && return 0
+    local w
+    for w in ${SCENARIOS//,/ }; do
+        [[ "$w" == "$1" ]] && return 0
+        # "AI" style: single-letter names run together
+        [[ ${#1} == 1 && "$w" != gen && "$w" == *"$1"* ]] && return 0
+    done
+    return 1
+}
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=/usr/bin/python3
@@ -61,9 +77,6 @@ mkdir -p "$OUT"
 chmod 755 "$WORK"
 
 log() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-
-# want LETTER: the scenario is to run (BENCH_ONLY unset, or it names it).
-want() { [[ -z "${BENCH_ONLY:-}" || " ${BENCH_ONLY//,/ } " == *" $1 "* ]]; }
 
 cleanup() {
     local p
@@ -177,19 +190,17 @@ else
     log "C: $DKB missing (make bench-bins)"
 fi
 
-# ---- peers (scenario A and the load generator check) ------------------------------------
+# ---- peers ---------------------------------------------------------------------------
 SINK_PORT=$(free_port)
-SINK_PID=""
-if want A; then
-    "$SINK" --listen "127.0.0.1:$SINK_PORT" --quiet --counts "$WORK/sink.counts" 2>>"$OUT/sink.err" &
-    SINK_PID=$!
-    PIDS+=($SINK_PID)
-    wait_port "$SINK_PORT" 5 || { log "ortoo-sink did not start"; exit 1; }
-fi
+"$SINK" --listen "127.0.0.1:$SINK_PORT" --quiet --counts "$WORK/sink.counts" 2>>"$OUT/sink.err" &
+PIDS+=($!)
+wait_port "$SINK_PORT" 5 || { log "ortoo-sink did not start"; exit 1; }
 
 SS_PORT=$(free_port)
 SS_PID=""
-if want A && command -v smtp-sink >/dev/null; then
+PEERS=0 # Postfix and smtp-sink serve the generator check and scenarios A and S
+if want gen || want A || want S; then PEERS=1; fi
+if ((PEERS)) && command -v smtp-sink >/dev/null; then
     smtp-sink -u nobody "127.0.0.1:$SS_PORT" 1000 >/dev/null 2>>"$OUT/smtp-sink.err" &
     SS_PID=$!
     PIDS+=($SS_PID)
@@ -226,7 +237,7 @@ start_postfix() {
     postfix -c "$PF/etc" start >>"$OUT/postfix.err" 2>&1 || return 1
     wait_port "$PF_PORT" 15
 }
-if want A && ! start_postfix; then
+if ((PEERS)) && ! start_postfix; then
     log "Postfix: not available (see $OUT/postfix.err)"
     PF_PORT=""
 fi
@@ -259,7 +270,7 @@ want = {"listen": {"smtp": "127.0.0.1:" + smtp, "submission": "127.0.0.1:" + sub
         # No banner delay (early-talker check): the peers do not delay either.
         "smtp": {"greeting_delay": "0"},
         # Every load comes from 127.0.0.1 (scenario E holds 10,000 connections);
-        # the attackers of scenario I use 127.0.0.2.
+        # the attackers of scenario I use 127.0.0.2 and 127.0.0.3.
         "limits": {"connections_per_address": "20000"}}
 out, section, seen = [], None, set()
 def flush(sec):
@@ -306,7 +317,9 @@ stop_ortoo() {
 }
 
 ORTOO_OK=0
-if start_ortoo auto auto; then
+if ! want A && ! want S && ! want D && ! want E; then
+    [[ -x "$ORTOO" ]] && ORTOO_OK=1 # the later scenarios start their own
+elif start_ortoo auto auto; then
     ORTOO_OK=1
     log "ortoo: listening on $ORTOO_PORT ($ORTOOVER)"
 else
@@ -314,7 +327,7 @@ else
 fi
 
 # ---- load generator check: ortoo-load vs smtp-source against smtp-sink ------------------
-if [[ -n "$SS_PID" ]]; then
+if want gen && [[ -n "$SS_PID" ]]; then
     for mode in new reuse; do
         if [[ $mode == new ]]; then n=$N1; flags=(); pc=1; else n=$N100; flags=(-d); pc=0; fi
         t0=$(date +%s.%N)
@@ -332,9 +345,10 @@ fi
 
 # ---- scenario A: accept ------------------------------------------------------------------
 targets=()
-[[ $ORTOO_OK == 1 ]] && want A && targets+=("ortoo:$ORTOO_PORT")
+[[ $ORTOO_OK == 1 ]] && targets+=("ortoo:$ORTOO_PORT")
 [[ -n "$PF_PORT" ]] && targets+=("postfix:$PF_PORT")
 [[ -n "$SS_PID" ]] && targets+=("smtp-sink:$SS_PORT")
+want A || targets=()
 for size in 2048 51200; do
     for pc in 1 100; do
         if [[ $pc == 1 ]]; then n=$N1; else n=$N100; fi
@@ -346,7 +360,11 @@ for size in 2048 51200; do
 done
 
 # ---- plots' data: throughput against connections (not in quick mode) -----------------------
-if ((!QUICK)) && want A; then
+if ((!QUICK)) && want S; then
+    targets=()
+    [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]] && targets+=("ortoo:$ORTOO_PORT")
+    [[ -n "$PF_PORT" ]] && targets+=("postfix:$PF_PORT")
+    [[ -n "$SS_PID" ]] && targets+=("smtp-sink:$SS_PORT")
     for c in 1 10 50 100; do
         for tp in "${targets[@]}"; do
             n=$((c * 100))
@@ -390,7 +408,7 @@ try:
   d=json.load(sys.stdin); print("%.0f /s  full %d resumed %d  ortoo %.0f us/session  load %.0f us/session" % (d["msgs_per_s"], d["handshakes_full"], d["handshakes_resumed"], d["server_cpu_us"], d["load_cpu_us"]))
 except Exception: print("no result")')"
 }
-if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]] && want D; then
+if want D && [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
     pw=$(cat "$ORTOO_DIR/dev-password" 2>/dev/null)
     nd=$((QUICK ? 1000 : 4000)) # sessions without mail
     nm=$((QUICK ? 500 : 2000))  # sessions with AUTH and a message
@@ -418,7 +436,7 @@ if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]] && want D; then
 fi
 # ---- scenario E: 10,000 idle connections ---------------------------------------------------
 E_CONNS=10000
-if [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]] && want E; then
+if want E && [[ $ORTOO_OK == 1 && -n "$ORTOO_PID" ]]; then
     rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null; }
     rss0=$(rss_kb "$ORTOO_PID")
     "$LOAD" --server "127.0.0.1:$ORTOO_PORT" --connections "$E_CONNS" --idle 20 --json \
@@ -447,7 +465,7 @@ fi
 stop_ortoo
 
 # ---- scenario F: reactors = 1 vs 2 ----------------------------------------------------------
-if [[ $ORTOO_OK == 1 ]] && want F; then
+if want F && [[ $ORTOO_OK == 1 ]]; then
     for r in 1 2; do
         if start_ortoo "$r" auto; then
             load F ortoo "reactors=$r" "$ORTOO_PORT" --connections "$CONNS" --messages "$N100" \
@@ -526,20 +544,22 @@ fi
 # ortoo with its default limits (but connections_per_address, see start_ortoo); ortoo-load
 # (50 connections, 2 KB, 100 per connection, pipelining) alone, then while bench/attack.py
 # floods (50 connections sending EHLO without reading replies, reopened when ortoo closes
-# them) or slowloris-es (1000 connections, one byte a second) from 127.0.0.2.  Peak RSS:
+# them) from 127.0.0.2, or slowloris-es (1000 connections, one byte a second) from 127.0.0.3
+# (another address: the flood's prefix is still in ortoo's penalty box).  Peak RSS:
 # VmHWM reset before each run (/proc/PID/clear_refs) and read after it.
 hwm_reset() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null; }
 hwm_kb() { awk '/^VmHWM/ {print $2}' "/proc/$1/status" 2>/dev/null; }
-if [[ $ORTOO_OK == 1 ]] && want I && start_ortoo auto auto; then
+if want I && [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
     IDUR=$((QUICK ? 5 : 15))
     for mode in none flood slowloris; do
         hwm_reset "$ORTOO_PID"
         apid=""
         if [[ $mode != none ]]; then
             nconn=50
-            [[ $mode == slowloris ]] && nconn=1000
+            src=127.0.0.2
+            [[ $mode == slowloris ]] && nconn=1000 && src=127.0.0.3
             "$PY" "$ROOT/bench/attack.py" --server "127.0.0.1:$ORTOO_PORT" --mode "$mode" \
-                --connections "$nconn" --duration $((IDUR + 3)) --source 127.0.0.2 --json \
+                --connections "$nconn" --duration $((IDUR + 3)) --source "$src" --json \
                 >"$WORK/attack.$mode.json" 2>>"$OUT/attack.err" &
             apid=$!
             PIDS+=($apid)
@@ -567,7 +587,7 @@ fi
 # in 250 (and be listed by `ortoo queue list`) or 452; the peak RSS must stay under the stated
 # bound: body_memory + 96 MiB (the reactors' io_uring receive buffers, 16 MiB each, and the
 # sessions' bounded input buffers).
-if [[ $ORTOO_OK == 1 ]] && want J && start_ortoo auto auto; then
+if want J && [[ $ORTOO_OK == 1 ]] && start_ortoo auto auto; then
     JN=$((QUICK ? 50 : 200))
     out=$(timeout 900 "$PY" "$ROOT/bench/body_budget.py" --server "127.0.0.1:$ORTOO_PORT" \
         --pid "$ORTOO_PID" --sessions "$JN" --size 20000000 --to "$TO" --ortoo "$ORTOO" \
@@ -578,7 +598,7 @@ if [[ $ORTOO_OK == 1 ]] && want J && start_ortoo auto auto; then
 fi
 
 # ---- scenario H: callgrind instructions per accepted message -----------------------------------
-if [[ $ORTOO_OK == 1 ]] && want H && command -v valgrind >/dev/null; then
+if want H && [[ $ORTOO_OK == 1 ]] && command -v valgrind >/dev/null; then
     # Two runs, N and 3N messages on one connection; (I(3N) - I(N)) / 2N
     # cancels start-up, shutdown and the connection's own cost.
     HN=$((QUICK ? 200 : 1000))
@@ -601,16 +621,34 @@ fi
 # ---- stop the peers, then write BENCHMARKS.md --------------------------------------------------
 [[ -n "$PF" ]] && postfix -c "$PF/etc" stop >/dev/null 2>&1
 PF=""
-[[ -n "$SINK_PID" ]] && kill -USR1 "$SINK_PID" 2>/dev/null
+kill -USR1 "${PIDS[0]}" 2>/dev/null
 sleep 0.3
 cp -f "$WORK/sink.counts" "$OUT/sink.counts" 2>/dev/null
 
-if [[ -n "${BENCH_ONLY:-}" ]]; then
-    log "BENCH_ONLY=$BENCH_ONLY: results in $RESULTS; BENCHMARKS.md left as it is"
-    exit 0
-fi
 CMD="make bench$( ((QUICK)) && echo ' QUICK=1')"
 LOADAVG1=$(cut -d' ' -f1-3 /proc/loadavg)
+if [[ -n "$SCENARIOS" ]]; then
+    # A partial run: its figures, not a new BENCHMARKS.md.
+    "$PY" - "$RESULTS" <<'EOF'
+import json, sys
+R = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+base = next((r for r in R if r["scenario"] == "I" and r["label"] == "attack=none"), None)
+for r in R:
+    line = "%s %s %s:" % (r["scenario"], r["target"], r["label"])
+    if "msgs_per_s" in r:
+        line += " %.0f msgs/s, p99 %.2f ms, ok %d, failed %d" % (
+            r["msgs_per_s"], r["latency_ms"]["p99"], r.get("ok", 0), r.get("failed", 0))
+        if r["scenario"] == "I" and base and base.get("msgs_per_s"):
+            line += ", %.2f of no attack" % (r["msgs_per_s"] / base["msgs_per_s"])
+    else:
+        line += " " + json.dumps({k: v for k, v in r.items()
+                                  if k not in ("scenario", "target", "label")})
+    print(line)
+EOF
+    log "load average $LOADAVG0 at the start, $LOADAVG1 at the end ($CORES cores)"
+    log "SCENARIOS=$SCENARIOS: a partial run, BENCHMARKS.md left as it is; results in $RESULTS"
+    exit 0
+fi
 ((QUICK)) || mkdir -p "$PLOTS"
 "$PY" - "$RESULTS" "$MD" "$PLOTS" "$QUICK" <<EOF
 import json, os, subprocess, sys
@@ -891,7 +929,7 @@ if kv and "ortoo_verify" in kv:
 L.append("## I. Well-behaved clients under attack (issue 8)\n")
 L.append("ortoo with its default limits; ortoo-load, $CONNS connections from 127.0.0.1, 2 KB, 100 messages"
          " per connection, pipelining, for a fixed time, alone and then while \`bench/attack.py\` attacks from"
-         " 127.0.0.2: *flood* = 50 connections sending EHLO lines as fast as ortoo takes them and never"
+         " 127.0.0.2 (*flood*) or 127.0.0.3 (*slowloris*): *flood* = 50 connections sending EHLO lines as fast as ortoo takes them and never"
          " reading a reply (reopened when ortoo closes them); *slowloris* = 1,000 connections sending one"
          " byte a second. Peak RSS: VmHWM of the run (reset before it). The attacker runs on the same 2"
          " cores; its CPU time is shown.\n")

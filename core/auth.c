@@ -464,7 +464,7 @@ bool auth_client_throttled(struct auth *a, const struct limits_key *client)
     unsigned char id[AUTH_ID_BYTES];
     bool full;
 
-    if (a->max_failures == 0)
+    if (a->max_failures == 0 || client == NULL)
         return false;
     client_id(a, client, id);
     pthread_mutex_lock(&a->throttle_mu);
@@ -480,17 +480,21 @@ enum auth_gate auth_attempt_begin(struct auth *a, const struct limits_key *clien
     enum auth_gate g = AUTH_GATE_OK;
     uint64_t now = now_ms();
 
-    client_id(a, client, cid);
+    if (client != NULL)
+        client_id(a, client, cid);
     account_id(a, user, uid);
     pthread_mutex_lock(&a->throttle_mu);
-    if (slot_full(a, cid, a->max_failures, now))
+    if (client != NULL && slot_full(a, cid, a->max_failures, now))
         g = AUTH_GATE_CLIENT;
     else if (slot_full(a, uid, a->account_max_failures, now))
         g = AUTH_GATE_ACCOUNT;
     if (g == AUTH_GATE_OK) {
-        struct auth_throttle_slot *s = throttle_find(a, cid, true);
-        s->inflight++;
-        s->last_ms = now;
+        struct auth_throttle_slot *s;
+        if (client != NULL) {
+            s = throttle_find(a, cid, true);
+            s->inflight++;
+            s->last_ms = now;
+        }
         s = throttle_find(a, uid, true);
         s->inflight++;
         s->last_ms = now;
@@ -530,10 +534,12 @@ void auth_attempt_end(struct auth *a, const struct limits_key *client, const cha
     unsigned char cid[AUTH_ID_BYTES], uid[AUTH_ID_BYTES];
     uint64_t now = now_ms();
 
-    client_id(a, client, cid);
+    if (client != NULL)
+        client_id(a, client, cid);
     account_id(a, user, uid);
     pthread_mutex_lock(&a->throttle_mu);
-    slot_end(a, cid, outcome, false, now);
+    if (client != NULL)
+        slot_end(a, cid, outcome, false, now);
     slot_end(a, uid, outcome, true, now);
     pthread_mutex_unlock(&a->throttle_mu);
 }

@@ -76,13 +76,17 @@ int auth_verify(struct auth *a, struct auth_req *req, struct io_loop *loop,
  * as given, domain lower-cased) in a fixed window.  An attempt counts from
  * the moment it is admitted, not when argon2id finishes, so parallel
  * attempts cannot get past the limit: a key is throttled while
- * failures + attempts in flight >= its maximum.
+ * failures + attempts in flight >= its maximum.  client may be NULL: the
+ * attempt then counts for the account only (core/policy.h: a trusted
+ * network has no per-prefix limit, so one local app's failures do not
+ * lock out the others).  The same client (or NULL) must be given to
+ * auth_attempt_end as to auth_attempt_begin.
  */
 enum auth_gate { AUTH_GATE_OK = 0, AUTH_GATE_CLIENT, AUTH_GATE_ACCOUNT };
 enum auth_outcome { AUTH_OUTCOME_OK = 0, AUTH_OUTCOME_FAILED, AUTH_OUTCOME_ABORTED };
 
 /* True when the client prefix may not try now (checked at the AUTH command,
- * before the user name is known). */
+ * before the user name is known); false for a NULL client. */
 bool auth_client_throttled(struct auth *a, const struct limits_key *client);
 
 /* Admit one attempt for client and user: AUTH_GATE_OK counts it in flight

@@ -89,7 +89,7 @@ static const struct key_def keys[] = {
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const sections[] = {"server", "listen", "tls", "auth", "resolver", "local", "srs", "smtp",
-                                       "limits", "spool", "checks"};
+                                         "limits", "spool", "checks", "relay"};
 
 /* The keys of [local], [srs] and [smtp], parsed by domains_key_set(). */
 enum domains_key {
@@ -129,6 +129,9 @@ static const struct key_def limit_keys[] = {
     {"limits", "body_memory", KT_SIZE, L(body_memory), 65536, 0},
     {"auth", "account_max_failures", KT_UINT, L(auth_account_failures), 1, 1000000},
     {"auth", "max_queue", KT_UINT, L(auth_queue), 1, 1000000},
+    {"limits", "penalty_time", KT_UINT, L(penalty_time), 0, 86400},
+    {"limits", "penalty_max", KT_UINT, L(penalty_max), 1, 604800},
+    {"limits", "penalty_slots", KT_UINT, L(penalty_slots), 64, 1u << 24},
 };
 #undef L
 #define NLIMIT_KEYS (sizeof(limit_keys) / sizeof(limit_keys[0]))
@@ -147,6 +150,9 @@ static void limits_defaults(struct config_limits *l)
     l->body_memory = 0; /* unset: limits_check makes it max(256M, max_message_size) */
     l->auth_account_failures = 20;
     l->auth_queue = 64;
+    l->penalty_time = 10;
+    l->penalty_max = 600;
+    l->penalty_slots = 4096;
 }
 
 /* Checks across keys, after the parse.  Returns 0 or -1 with err set. */
@@ -156,6 +162,12 @@ static int limits_check(struct config *cfg, const char *file, char *err, size_t 
         cfg->limits.body_memory = 256ull << 20;
         if (cfg->limits.body_memory < cfg->max_message_size)
             cfg->limits.body_memory = cfg->max_message_size;
+    }
+    if (cfg->limits.penalty_time > cfg->limits.penalty_max) {
+        snprintf(err, errlen,
+                 "%s: [limits] penalty_time (%u) is longer than penalty_max (%u)", file,
+                 cfg->limits.penalty_time, cfg->limits.penalty_max);
+        return -1;
     }
     if (cfg->limits.body_memory < cfg->max_message_size) {
         snprintf(err, errlen,
@@ -197,6 +209,7 @@ struct loader {
                                        indented line continues that key */
     bool seen[NKEYS + NLIMIT_KEYS]; /* duplicate detection */
     bool dk_seen[DK__COUNT];        /* the same for domains_keys */
+    bool relay_rate_seen;           /* [relay] messages_per_hour given */
     bool ck_seen[8];                /* the same for [checks], see checks_key_set() */
     int last_key;                   /* key of the previous handler call */
     bool seen_metrics;              /* [listen] metrics, see metrics_key() */
@@ -741,6 +754,183 @@ static int resolver_key(struct loader *ld, const char *name, const char *value)
     return 0;
 }
 
+/* ---- [relay]: trusted networks and sending rates (issue 12 part 5) ---- */
+
+/*
+ * "ADDR[/LEN]" (brackets around an IPv6 address allowed) into n.  Without
+ * LEN the network is the one address.  Bits set past LEN are an error (the
+ * operator meant something else).  IPv4-mapped IPv6 becomes IPv4.  Returns
+ * 0, or -1 with a reason in why.
+ */
+static int cidr_parse(const char *item, struct config_cidr *n, char *why, size_t cap)
+{
+    char addr[INET6_ADDRSTRLEN + 2];
+    const char *slash = strchr(item, '/');
+    size_t alen = slash != NULL ? (size_t)(slash - item) : strlen(item);
+    uint64_t plen = 0;
+
+    if (alen >= 2 && item[0] == '[' && item[alen - 1] == ']') {
+        item++;
+        alen -= 2;
+    }
+    if (alen == 0 || alen >= sizeof(addr)) {
+        snprintf(why, cap, "expected ADDRESS or ADDRESS/LENGTH");
+        return -1;
+    }
+    memcpy(addr, item, alen);
+    addr[alen] = '\0';
+    memset(n, 0, sizeof(*n));
+    if (inet_pton(AF_INET, addr, n->addr) == 1) {
+        n->family = AF_INET;
+        n->plen = 32;
+    } else if (inet_pton(AF_INET6, addr, n->addr) == 1) {
+        n->family = AF_INET6;
+        n->plen = 128;
+    } else {
+        snprintf(why, cap, "'%s' is not an IPv4 or IPv6 address", addr);
+        return -1;
+    }
+    if (slash != NULL) {
+        if (parse_u64(slash + 1, &plen) < 0 || plen > n->plen) {
+            snprintf(why, cap, "bad prefix length '%s' (0-%u)", slash + 1, n->plen);
+            return -1;
+        }
+        n->plen = (uint8_t)plen;
+    }
+    size_t bytes = n->family == AF_INET ? 4 : 16;
+    for (size_t i = 0; i < bytes; i++) {
+        unsigned keep = i * 8 >= n->plen ? 0 : n->plen - i * 8;
+        uint8_t mask = keep >= 8 ? 0xFF : (uint8_t)(0xFF00u >> keep);
+        if (n->addr[i] & ~mask) {
+            snprintf(why, cap, "'%.*s' has bits set past /%u (the network is written "
+                               "with them cleared)", (int)alen, item, n->plen);
+            return -1;
+        }
+    }
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
+    if (n->family == AF_INET6 && n->plen >= 96 && memcmp(n->addr, mapped, 12) == 0) {
+        memmove(n->addr, n->addr + 12, 4);
+        memset(n->addr + 4, 0, 12);
+        n->family = AF_INET;
+        n->plen = (uint8_t)(n->plen - 96);
+    }
+    return 0;
+}
+
+/* One item of trusted_networks or user_messages_per_hour. */
+static int relay_item(struct loader *ld, const char *key, char *item)
+{
+    struct config_relay *rl = &ld->cfg->relay;
+    char why[200];
+
+    if (strcmp(key, "trusted_networks") == 0) {
+        struct config_cidr n;
+        if (cidr_parse(item, &n, why, sizeof(why)) < 0) {
+            load_fail(ld, "[relay] trusted_networks: %s", why);
+            return -1;
+        }
+        struct config_cidr *t = realloc(rl->trusted, (rl->ntrusted + 1) * sizeof(*t));
+        if (t == NULL)
+            goto nomem;
+        rl->trusted = t;
+        t[rl->ntrusted++] = n;
+        return 0;
+    }
+    /* "ADDRESS N" */
+    char *save = NULL, *user = strtok_r(item, " \t", &save);
+    char *num = strtok_r(NULL, " \t", &save);
+    uint64_t v;
+    if (num == NULL || strtok_r(NULL, " \t", &save) != NULL || strchr(user, '@') == NULL ||
+        parse_u64(num, &v) < 0 || v > 1000000) {
+        load_fail(ld, "[relay] user_messages_per_hour: expected 'ADDRESS N' with N from 0 "
+                      "to 1000000, got '%s%s%s'",
+                  user, num ? " " : "", num ? num : "");
+        return -1;
+    }
+    struct config_user_rate *u = realloc(rl->user_rates, (rl->nuser_rates + 1) * sizeof(*u));
+    if (u == NULL)
+        goto nomem;
+    rl->user_rates = u;
+    if ((u[rl->nuser_rates].user = strdup(user)) == NULL)
+        goto nomem;
+    u[rl->nuser_rates++].per_hour = (unsigned)v;
+    return 0;
+nomem:
+    load_fail(ld, "out of memory");
+    return -1;
+}
+
+/*
+ * One key of [relay].  trusted_networks and user_messages_per_hour are
+ * comma-separated lists that may go on over indented lines or repeat the
+ * key (both append; an empty trusted_networks says "none");
+ * messages_per_hour is one number.
+ */
+static int relay_key(struct loader *ld, const char *name, const char *value)
+{
+    bool list = strcmp(name, "trusted_networks") == 0 ||
+                strcmp(name, "user_messages_per_hour") == 0;
+    char item[256];
+
+    ld->last_key = -1;
+    if (strcmp(name, "messages_per_hour") == 0) {
+        uint64_t v;
+        if (ld->relay_rate_seen) {
+            if (ld->line_indented)
+                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
+                              "indentation", name);
+            else
+                load_fail(ld, "duplicate key '%s' in [relay]", name);
+            return -1;
+        }
+        ld->relay_rate_seen = true;
+        if (parse_u64(value, &v) < 0 || v > 1000000) {
+            load_fail(ld, "[relay] messages_per_hour: expected 0 (no limit) to 1000000, "
+                          "got '%s'", value);
+            return -1;
+        }
+        ld->cfg->relay.messages_per_hour = (unsigned)v;
+        return 0;
+    }
+    if (!list) {
+        load_fail(ld, "unknown key '%s' in [relay]", name);
+        return -1;
+    }
+    for (const char *p = value;;) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        const char *e = strchr(p, ',');
+        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == 0 && e == NULL)
+            return 0; /* an empty value, or a trailing comma */
+        if (n == 0) {
+            load_fail(ld, "[relay] %s: empty item in list", name);
+            return -1;
+        }
+        if (n >= sizeof(item)) {
+            load_fail(ld, "[relay] %s: item too long", name);
+            return -1;
+        }
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (relay_item(ld, name, item) < 0)
+            return -1;
+        if (e == NULL)
+            return 0;
+        p = e + 1;
+    }
+}
+
+static void relay_free(struct config_relay *rl)
+{
+    free(rl->trusted);
+    for (size_t i = 0; i < rl->nuser_rates; i++)
+        free(rl->user_rates[i].user);
+    free(rl->user_rates);
+}
+
 /* ---- [local], [srs], [smtp]: local domains, SRS, greeting (issue 11) ---- */
 
 static bool domains_section(const char *section)
@@ -1172,6 +1362,8 @@ static int config_handler(void *user, const char *section, const char *name, con
         return metrics_key(ld, value) == 0;
     }
     ld->res.last = NULL;
+    if (strcmp(section, "relay") == 0)
+        return relay_key(ld, name, value) == 0;
     if (domains_section(section))
         return domains_key_set(ld, section, name, value) == 0;
     if (strcmp(section, "checks") == 0)
@@ -1223,6 +1415,7 @@ void config_free(struct config *cfg)
     free(cfg->user);
     free(cfg->control_group);
     domains_free(cfg);
+    relay_free(&cfg->relay);
     free(cfg->checks.public_suffix_list);
     free(cfg);
 }
@@ -1436,6 +1629,7 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
         {"auth.cache_ttl", cur->auth_cache_ttl != next->auth_cache_ttl},
         {"auth.max_failures", cur->auth_max_failures != next->auth_max_failures},
         {"auth.fail_window", cur->auth_fail_window != next->auth_fail_window},
+        {"limits.penalty_slots", cur->limits.penalty_slots != next->limits.penalty_slots},
         {"checks.public_suffix_list", str_differs(cur->checks.public_suffix_list,
                                                   next->checks.public_suffix_list)},
     };
@@ -1494,5 +1688,6 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     next->auth_cache_ttl = cur->auth_cache_ttl;
     next->auth_max_failures = cur->auth_max_failures;
     next->auth_fail_window = cur->auth_fail_window;
+    next->limits.penalty_slots = cur->limits.penalty_slots;
     return 0;
 }

@@ -97,6 +97,34 @@ struct config_limits {
     uint64_t body_memory;            /* message bytes held in memory, all sessions; 256 MiB */
     unsigned auth_account_failures;  /* [auth] failed AUTHs per account per window; 20 */
     unsigned auth_queue;             /* [auth] password checks waiting; default 64 */
+    unsigned penalty_time;           /* seconds a prefix closed for abuse is refused at
+                                        accept, doubling at each repeat; 0: off; 10 */
+    unsigned penalty_max;            /* seconds the doubling stops at; 600 */
+    unsigned penalty_slots;          /* prefixes the penalty box remembers; 4096 */
+};
+
+/* A network of [relay] trusted_networks: the address with the bits past
+ * plen cleared.  IPv4 and IPv4-mapped IPv6 are stored as AF_INET. */
+struct config_cidr {
+    uint8_t family;                  /* AF_INET or AF_INET6 */
+    uint8_t plen;                    /* 0..32 or 0..128 */
+    uint8_t addr[16];                /* IPv4 in the first 4 bytes */
+};
+
+/* A per-user override of [relay] messages_per_hour. */
+struct config_user_rate {
+    char *user;                      /* the address as written (owned) */
+    unsigned per_hour;               /* 0: no limit for this user */
+};
+
+/* [relay]: who may relay without AUTH, and how fast submitters may send
+ * (core/policy.h, docs/config.md). */
+struct config_relay {
+    struct config_cidr *trusted;     /* trusted_networks (owned); none by default */
+    size_t ntrusted;
+    unsigned messages_per_hour;      /* per account / trusted prefix; 0 (default): no limit */
+    struct config_user_rate *user_rates; /* user_messages_per_hour (owned) */
+    size_t nuser_rates;
 };
 
 /*
@@ -155,6 +183,8 @@ struct config {
     struct config_checks checks;
     /* [limits] (and [auth] account_max_failures, max_queue) */
     struct config_limits limits;
+    /* [relay] */
+    struct config_relay relay;
     /* [spool] */
     struct config_spool {
         uint64_t segment_size;       /* bytes per segment file; default 64M */

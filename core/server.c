@@ -867,6 +867,7 @@ int server_run(const char *config_dir)
         .ipv4_prefix = cfg->limits.ipv4_prefix,
         .ipv6_prefix = cfg->limits.ipv6_prefix,
         .body_memory = cfg->limits.body_memory,
+        .box_slots = cfg->limits.penalty_slots,
     };
     srv.limits = limits_new(&lp);
     if (srv.limits == NULL) {

@@ -31,6 +31,12 @@
  * and junk commands are counted.  Connections are counted per client prefix
  * and in total across reactors at the start.
  *
+ * Policy (core/policy.h): who may relay, what is a submission (DKIM), whose
+ * sender is checked, sending rates, and the penalty box are decided there;
+ * this file asks at accept (a boxed prefix is refused before a session
+ * exists), at AUTH, MAIL and RCPT, at the end of a transaction, and when it
+ * closes a client for abuse (session_abuse).
+ *
  * Lifetime: smtp_close() sets CLOSING and cancels the recv and the timer;
  * the struct is freed only when no op, commit or auth request is in flight
  * (session_maybe_free, called from every completion).
@@ -54,6 +60,7 @@
 #include "core/auth.h"
 #include "core/checks.h"
 #include "core/limits.h"
+#include "core/policy.h"
 #include "core/recipients.h"
 #include "io/maillog.h"
 #include "io/metrics.h"
@@ -178,6 +185,8 @@ struct smtp_session {
      * in force is min(deadline, session_end), except while we make the
      * client wait (WAIT_*). */
     struct limits_key client_key; /* the client's prefix (limits.h) */
+    struct policy_client pol;     /* trusted network, sending rate (policy.h) */
+    bool abuse_noted;             /* policy_abuse was called for this session */
     bool conn_counted;            /* counted in r->limits: release at free */
     bool out_blocked;             /* parsing stopped until the output drains */
     bool auth_counted;            /* an AUTH attempt is admitted (auth.h) */
@@ -415,17 +424,47 @@ static void reply(struct smtp_session *s, const char *fmt, ...)
  * reactor, which says how many were not logged since the last one.
  * Returns true when this one may be logged; *skipped gets that count.
  */
-static bool limit_log_ok(struct smtp_reactor *r, unsigned *skipped)
+static bool log_gate(struct smtp_reactor *r, uint64_t *last, unsigned *unlogged,
+                     unsigned *skipped)
 {
     uint64_t now = io_loop_now(r->loop);
-    if (r->limit_log_ns != 0 && now - r->limit_log_ns < NS_PER_S) {
-        r->limit_unlogged++;
+    if (*last != 0 && now - *last < NS_PER_S) {
+        (*unlogged)++;
         return false;
     }
-    *skipped = r->limit_unlogged;
-    r->limit_log_ns = now;
-    r->limit_unlogged = 0;
+    *skipped = *unlogged;
+    *last = now;
+    *unlogged = 0;
     return true;
+}
+
+static bool limit_log_ok(struct smtp_reactor *r, unsigned *skipped)
+{
+    return log_gate(r, &r->limit_log_ns, &r->limit_unlogged, skipped);
+}
+
+/*
+ * The session is being closed for abuse (what: the limit it hit): its
+ * prefix goes into the penalty box (core/policy.h), once per session.  A
+ * new box is logged, at most one line a second per reactor of its own (the
+ * refusals and the limit that led to it must not crowd it out).
+ */
+static void session_abuse(struct smtp_session *s, const char *what)
+{
+    if (s->abuse_noted)
+        return;
+    s->abuse_noted = true;
+    unsigned level, skipped;
+    uint64_t box = policy_abuse(&s->pol, s->r->cfg, s->r->limits, &s->client_key,
+                                io_loop_now(s->r->loop), &level);
+    if (box > 0 && log_gate(s->r, &s->r->box_log_ns, &s->r->box_unlogged, &skipped)) {
+        char prefix[64];
+        log_info("session=%s event=penalty-box what=%s client=%s prefix=%s seconds=%llu "
+                 "level=%u unlogged=%u",
+                 s->id, what, s->client_addr,
+                 limits_key_text(&s->client_key, prefix, sizeof(prefix)),
+                 (unsigned long long)(box / NS_PER_S), level, skipped);
+    }
 }
 
 /* A limit of [limits] is reached: 421 4.7.0 and close once it is sent. */
@@ -438,6 +477,7 @@ static void limit_close(struct smtp_session *s, const char *what, const char *te
     reply(s, "421 4.7.0 %s %s, closing connection", s->r->cfg->hostname, text);
     s->close_after_send = true;
     session_enter(s, ST_CLOSING);
+    session_abuse(s, what);
 }
 
 /*
@@ -471,6 +511,7 @@ static void reply_error(struct smtp_session *s, const char *fmt, ...)
         log_info("session=%s event=too-many-errors client=%s", s->id, s->client_addr);
         s->close_after_send = true;
         session_enter(s, ST_CLOSING);
+        session_abuse(s, "errors");
     }
     note_junk(s);
 }
@@ -561,6 +602,7 @@ static void session_flush(struct smtp_session *s)
 
 static void transaction_reset(struct smtp_session *s)
 {
+    policy_mail_end(&s->pol, s->r->limits, false, io_loop_now(s->r->loop));
     free(s->sender);
     s->sender = NULL;
     for (size_t i = 0; i < s->nrcpts; i++) {
@@ -664,9 +706,14 @@ static void session_shutdown(struct smtp_session *s)
     session_flush(s);
 }
 
+static void held_sweep(struct smtp_reactor *r, bool all);
+
 void smtp_session_close_all(struct smtp_reactor *r)
 {
     r->stopping = true;
+    held_sweep(r, true);
+    if (r->held_timer_ready)
+        io_cancel(r->loop, &r->held_timer);
     if (r->sessions == NULL) {
         if (r->on_drained != NULL)
             r->on_drained(r);
@@ -809,6 +856,11 @@ static void on_timer(struct io_op *op, int res, const char *data, unsigned flags
             reply(s, "421 4.4.2 %s Timeout, closing connection", s->r->cfg->hostname);
         s->close_after_send = true;
         session_enter(s, ST_CLOSING);
+        /* A client that ran out of time while its replies piled up unread
+         * was flooding us (a slow reader gets time to read: half the bound
+         * drained resumes it). */
+        if (s->out_blocked)
+            session_abuse(s, "unread-replies");
         session_flush(s);
         session_maybe_free(s);
         return;
@@ -945,6 +997,7 @@ static void early_talker(struct smtp_session *s)
     reply(s, "554 5.5.1 %s Protocol error: data sent before the greeting", s->r->cfg->hostname);
     s->close_after_send = true;
     session_enter(s, ST_CLOSING);
+    session_abuse(s, "early-talker");
     session_flush(s);
 }
 
@@ -1116,8 +1169,8 @@ static void on_auth_done(struct auth_req *req, bool ok)
     if (s->auth_counted) {
         /* Counted even when the client left meanwhile. */
         s->auth_counted = false;
-        auth_attempt_end(s->r->auth, &s->client_key, s->sasl_user,
-                         ok ? AUTH_OUTCOME_OK : AUTH_OUTCOME_FAILED);
+        auth_attempt_end(s->r->auth, policy_auth_client(&s->pol, &s->client_key),
+                         s->sasl_user, ok ? AUTH_OUTCOME_OK : AUTH_OUTCOME_FAILED);
     }
     if (!ok)
         log_info("session=%s event=auth-failed user=%s client=%s", s->id, log_q(s->sasl_user),
@@ -1151,7 +1204,8 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
     s->sasl = SASL_NONE;
     if (s->state == ST_AUTH_RESP)
         session_enter(s, ST_CMD);
-    enum auth_gate g = auth_attempt_begin(s->r->auth, &s->client_key, user);
+    enum auth_gate g =
+        auth_attempt_begin(s->r->auth, policy_auth_client(&s->pol, &s->client_key), user);
     if (g != AUTH_GATE_OK) {
         metrics_inc(METRICS_AUTH_THROTTLED);
         unsigned skipped;
@@ -1172,7 +1226,8 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
     if (rc < 0) {
         s->auth_busy = false;
         s->auth_counted = false;
-        auth_attempt_end(s->r->auth, &s->client_key, user, AUTH_OUTCOME_ABORTED);
+        auth_attempt_end(s->r->auth, policy_auth_client(&s->pol, &s->client_key), user,
+                         AUTH_OUTCOME_ABORTED);
         session_enter(s, ST_CMD);
         if (rc == -EBUSY)
             log_info("session=%s event=auth-busy client=%s", s->id, s->client_addr);
@@ -1217,7 +1272,7 @@ static void cmd_auth(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "503 5.5.1 AUTH not allowed during a mail transaction");
         return;
     }
-    if (auth_client_throttled(s->r->auth, &s->client_key)) {
+    if (auth_client_throttled(s->r->auth, policy_auth_client(&s->pol, &s->client_key))) {
         metrics_inc(METRICS_AUTH_THROTTLED);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         note_junk(s);
@@ -1300,12 +1355,6 @@ static void sasl_response(struct smtp_session *s, const char *line, size_t len)
     }
 }
 
-/* RFC 4954 / submission roles: MAIL needs AUTH first. */
-static bool must_auth(const struct smtp_session *s)
-{
-    return (s->role == ROLE_SUBMISSION || s->role == ROLE_SUBMISSIONS) && !s->authed;
-}
-
 /*
  * Answer a failed MAIL (is_mail) or RCPT argument parse: unknown parameter
  * 555 5.5.4 (RFC 5321 4.1.1.11), bad address 501 5.1.7 / 5.1.3 (RFC 3463),
@@ -1333,13 +1382,15 @@ static bool reply_parse_error(struct smtp_session *s, int rc, bool is_mail)
 }
 
 /*
- * Mail from outside (port 25, no AUTH): the inbound checks (core/checks.h)
- * start with the transaction, in parallel with it.  Without memory for
- * them the message goes unchecked (and without the header).
+ * Mail from outside (port 25, neither AUTH nor a trusted network: not a
+ * submission, core/policy.h): the inbound checks (core/checks.h) start with
+ * the transaction, in parallel with it.  Without memory for them the
+ * message goes unchecked (and without the header).
  */
 static void checks_begin(struct smtp_session *s)
 {
-    if (s->role != ROLE_SMTP || s->authed || !s->r->cfg->checks.enabled || s->r->checks == NULL)
+    if (s->role != ROLE_SMTP || policy_is_submission(&s->pol, s->authed) ||
+        !s->r->cfg->checks.enabled || s->r->checks == NULL)
         return;
     if (s->checks == NULL && (s->checks = checks_new(s->r->checks, s->id, s->client_addr)) == NULL)
         return;
@@ -1356,11 +1407,13 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
         reply_error(s, "503 5.5.1 Nested MAIL command");
         return;
     }
-    if (s->role == ROLE_SUBMISSION && !s->tls_active) {
+    /* RFC 6409 4.3 / RFC 4954: submission roles need TLS and AUTH first,
+     * unless the client is on a trusted network (core/policy.h). */
+    if (policy_needs_tls(&s->pol, s->role, s->tls_active)) {
         reply_error(s, "530 5.7.0 Must issue a STARTTLS command first");
         return;
     }
-    if (must_auth(s)) {
+    if (policy_needs_auth(&s->pol, s->role, s->authed)) {
         reply_error(s, "530 5.7.0 Authentication required");
         return;
     }
@@ -1381,12 +1434,28 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
                     (unsigned long long)cfg->max_message_size);
         return;
     }
-    if (s->authed && !m.addr.is_null && !users_addr_equal(s->auth_user, strlen(s->auth_user), m.path, m.path_len)) {
+    switch (policy_mail(&s->pol, cfg, s->r->limits, s->r->users, s->authed ? s->auth_user : NULL,
+                        &s->client_key, m.path, m.path_len, m.addr.is_null,
+                        io_loop_now(s->r->loop))) {
+    case POLICY_MAIL_OK:
+        break;
+    case POLICY_MAIL_NOT_OWNER:
         reply_error(s, "553 5.7.1 Sender address not owned by user %s", s->auth_user);
         return;
+    case POLICY_MAIL_RATE: {
+        unsigned skipped;
+        if (limit_log_ok(s->r, &skipped))
+            log_info("session=%s event=limit what=messages-per-hour user=%s client=%s "
+                     "unlogged=%u",
+                     s->id, s->authed ? log_q(s->auth_user) : "-", s->client_addr, skipped);
+        reply(s, "452 4.7.1 Too many messages sent, try again later");
+        note_junk(s);
+        return;
+    }
     }
     s->sender = strndup(m.path, m.path_len);
     if (s->sender == NULL) {
+        policy_mail_end(&s->pol, s->r->limits, false, io_loop_now(s->r->loop));
         reply(s, "452 4.3.0 Out of memory");
         return;
     }
@@ -1394,6 +1463,7 @@ static void cmd_mail(struct smtp_session *s, const struct smtp_cmd *c)
     if (m.envid_len && (s->dsn_envid = strndup(m.envid, m.envid_len)) == NULL) {
         free(s->sender);
         s->sender = NULL;
+        policy_mail_end(&s->pol, s->r->limits, false, io_loop_now(s->r->loop));
         reply(s, "452 4.3.0 Out of memory");
         return;
     }
@@ -1453,7 +1523,7 @@ static void cmd_rcpt(struct smtp_session *s, const struct smtp_cmd *c)
             reply(s, "451 4.3.0 Local configuration problem, try again later");
             return;
         }
-        if (st == RCPT_NOT_LOCAL && !s->authed) {
+        if (st == RCPT_NOT_LOCAL && !policy_may_relay(&s->pol, s->authed)) {
             maillog_rejected(s->id, s->client_addr, "rcpt", addr, "550 5.7.1", "relay-denied");
             reply_error(s, "550 5.7.1 <%s>: Relay access denied", addr);
             return;
@@ -1527,16 +1597,17 @@ static int make_received(struct smtp_session *s)
 /* ---- DKIM (dkim/sign.h) ---- */
 
 /*
- * A message starts.  What an authenticated user sends is a submission: it
- * gets a Date and a Message-ID when it lacks them (RFC 6409 8.2-8.3) and is
- * signed when the domain of its From field has keys.  Mail that arrives
- * without AUTH (inbound on port 25) is neither changed nor signed.
+ * A message starts.  What an authenticated user or a trusted client sends
+ * is a submission (core/policy.h): it gets a Date and a Message-ID when it
+ * lacks them (RFC 6409 8.2-8.3) and is signed when the domain of its From
+ * field has keys.  Other mail (inbound on port 25) is neither changed nor
+ * signed.
  */
 static void dkim_begin(struct smtp_session *s)
 {
     dkim_sign_free(s->dkim);
     s->dkim = NULL;
-    if (!s->authed)
+    if (!policy_is_submission(&s->pol, s->authed))
         return;
     struct dkim_sign_params p = {
         .now = (int64_t)time(NULL), .add_missing = true, .hostname = s->r->cfg->hostname};
@@ -1565,8 +1636,9 @@ static int dkim_finish(struct smtp_session *s)
     if (res.nsigs > 0)
         log_debug("session=%s event=dkim-signed d=%s signatures=%u", s->id, res.domain, res.nsigs);
     else
-        log_info("session=%s event=dkim-unsigned user=%s why=\"%s\"", s->id, s->auth_user,
-                 res.why_unsigned ? res.why_unsigned : "-");
+        log_info("session=%s event=dkim-unsigned user=%s why=\"%s\" client=%s", s->id,
+                 log_q(s->authed ? s->auth_user : NULL),
+                 res.why_unsigned ? res.why_unsigned : "-", s->client_addr);
     if (res.signatures != NULL || res.added != NULL) {
         char *prefix = NULL;
         if (asprintf(&prefix, "%s%s%s", res.signatures ? res.signatures : "", s->received,
@@ -1647,7 +1719,7 @@ static void message_end(struct smtp_session *s)
         reply(s, "451 4.3.0 Out of memory");
         goto reject;
     }
-    if (s->authed && dkim_finish(s) < 0) {
+    if (policy_is_submission(&s->pol, s->authed) && dkim_finish(s) < 0) {
         reply(s, "451 4.3.0 Temporary local problem (signing), try again later");
         goto reject;
     }
@@ -1745,6 +1817,7 @@ static void spool_done(struct spool_commit *c, int res)
     struct smtp_session *s = c->owner;
     s->commit_busy = false;
     if (res == 0) {
+        policy_mail_end(&s->pol, s->r->limits, true, io_loop_now(s->r->loop)); /* it counts */
         s->nmsgs++;
         s->junk = 0;
         s->r->accepted++;
@@ -2125,14 +2198,145 @@ static void connection_refused(struct smtp_session *s, enum limits_verdict v)
     session_maybe_free(s);
 }
 
+/* The client's address as text (IPv4-mapped IPv6 as IPv4) and its port. */
+static void peer_text(const struct sockaddr_storage *peer, char out[INET6_ADDRSTRLEN],
+                      int *port)
+{
+    *port = 0;
+    if (peer->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)peer;
+        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr))
+            inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], out, INET6_ADDRSTRLEN);
+        else
+            inet_ntop(AF_INET6, &a6->sin6_addr, out, INET6_ADDRSTRLEN);
+        *port = ntohs(a6->sin6_port);
+    } else if (peer->ss_family == AF_INET) {
+        const struct sockaddr_in *a4 = (const struct sockaddr_in *)peer;
+        inet_ntop(AF_INET, &a4->sin_addr, out, INET6_ADDRSTRLEN);
+        *port = ntohs(a4->sin_port);
+    } else {
+        snprintf(out, INET6_ADDRSTRLEN, "unknown");
+    }
+}
+
+/*
+ * The refusal of a boxed client (core/policy.h), as cheap as we could
+ * make it, measured with bench/attack.py (docs/config.md has the figures):
+ * a flooder that does not wait for the banner pushes its first write (up to
+ * the initial TCP window, ~64 KiB) before we even accept, and reconnects as
+ * soon as it notices the close.  Closing at once (an RST, since its bytes
+ * are unread) cost ~11 us a connection here, and the flooder came back
+ * ~20,000 times a second: its own reconnects and writes then took the CPU
+ * the good clients needed.  So the socket is held: one 421 written without
+ * waiting (RFC 5321 3.1, 4.2.2; none on implicit TLS), nothing read, no
+ * session, no recv, and it is reset SESSION_HOLD_MS later (or earlier, when
+ * SMTP_HELD_MAX newer ones need the room).  The flooder's writes stop at the
+ * full window and it sits idle; a real MTA reads the 421 and goes away on
+ * its own.  What a held socket costs is its fd and the bytes the kernel
+ * queued before the accept; nothing on our side grows with the flood.
+ */
+#define SESSION_HOLD_MS 5000
+
+/* Reset a held connection: no FIN dance, no TIME_WAIT, its bytes dropped. */
+static void held_reset(int fd)
+{
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    close(fd);
+}
+
+static void on_held_timer(struct io_op *op, int res, const char *data, unsigned flags);
+
+/* Reset the held connections due by now (all of them with all), oldest
+ * first, and arm the timer for the next one. */
+static void held_sweep(struct smtp_reactor *r, bool all)
+{
+    uint64_t now = io_loop_now(r->loop);
+    while (r->held_count > 0) {
+        struct smtp_held *h = &r->held[r->held_head];
+        if (!all && h->until > now)
+            break;
+        held_reset(h->fd);
+        r->held_head = (r->held_head + 1) % SMTP_HELD_MAX;
+        r->held_count--;
+    }
+    if (r->held_count == 0 || io_op_busy(&r->held_timer))
+        return;
+    uint64_t due = r->held[r->held_head].until;
+    if (io_timer_start(r->loop, &r->held_timer, (due - now) / 1000000u + 1, on_held_timer) < 0)
+        held_sweep(r, true); /* no timer: hold nothing */
+}
+
+static void on_held_timer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct smtp_reactor *r = op->owner;
+    held_sweep(r, r->stopping);
+}
+
+/* Refuse a connection from a boxed prefix; left: ns of box left. */
+static void box_refuse(struct smtp_reactor *r, int fd, enum listen_role role,
+                       const struct sockaddr_storage *peer, const struct limits_key *k,
+                       uint64_t left)
+{
+    unsigned long long secs = (left + NS_PER_S - 1) / NS_PER_S;
+    metrics_inc(METRICS_CONN_ACCEPTED + role);
+    metrics_inc(METRICS_CONN_REFUSED_PENALTY_BOX);
+    if (role != ROLE_SUBMISSIONS) {
+        char line[200];
+        int n = snprintf(line, sizeof(line),
+                         "421 4.7.0 %s Your network was disconnected for abuse; try again "
+                         "in %llu s\r\n",
+                         r->cfg->hostname, secs);
+        if (n > 0 && (size_t)n < sizeof(line))
+            (void)send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+    if (r->stopping) {
+        held_reset(fd);
+    } else {
+        if (!r->held_timer_ready) {
+            io_op_init(&r->held_timer, r);
+            r->held_timer_ready = true;
+        }
+        if (r->held_count == SMTP_HELD_MAX) { /* full: the oldest goes first */
+            held_reset(r->held[r->held_head].fd);
+            r->held_head = (r->held_head + 1) % SMTP_HELD_MAX;
+            r->held_count--;
+        }
+        struct smtp_held *h = &r->held[(r->held_head + r->held_count) % SMTP_HELD_MAX];
+        h->fd = fd;
+        h->until = io_loop_now(r->loop) + SESSION_HOLD_MS * 1000000ull;
+        r->held_count++;
+        held_sweep(r, false);
+    }
+    unsigned skipped;
+    if (limit_log_ok(r, &skipped)) {
+        char addr[INET6_ADDRSTRLEN], prefix[64];
+        int port;
+        peer_text(peer, addr, &port);
+        log_info("reactor=%u event=limit what=penalty-box client=%s prefix=%s left=%llu "
+                 "unlogged=%u",
+                 r->index, addr, limits_key_text(k, prefix, sizeof(prefix)), secs, skipped);
+    }
+}
+
 void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
                         const struct sockaddr_storage *peer, socklen_t peer_len)
 {
+    struct limits_key key;
+    struct policy_client pol;
+    limits_key_of(r->limits, peer, &key);
+    uint64_t boxed = policy_admit(&pol, r->cfg, r->limits, peer, &key, io_loop_now(r->loop));
+    if (boxed > 0) {
+        box_refuse(r, fd, role, peer, &key, boxed);
+        return;
+    }
     struct smtp_session *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         close(fd);
         return;
     }
+    s->client_key = key;
+    s->pol = pol;
     s->r = r;
     s->fd = fd;
     s->role = role;
@@ -2142,20 +2346,7 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
         r->sessions->prev = s;
     r->sessions = s;
     snprintf(s->id, sizeof(s->id), "%u.%llx", r->index, (unsigned long long)++r->session_seq);
-    if (peer->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)peer;
-        if (IN6_IS_ADDR_V4MAPPED(&a6->sin6_addr))
-            inet_ntop(AF_INET, &a6->sin6_addr.s6_addr[12], s->client_addr, sizeof(s->client_addr));
-        else
-            inet_ntop(AF_INET6, &a6->sin6_addr, s->client_addr, sizeof(s->client_addr));
-        s->client_port = ntohs(a6->sin6_port);
-    } else if (peer->ss_family == AF_INET) {
-        const struct sockaddr_in *a4 = (const struct sockaddr_in *)peer;
-        inet_ntop(AF_INET, &a4->sin_addr, s->client_addr, sizeof(s->client_addr));
-        s->client_port = ntohs(a4->sin_port);
-    } else {
-        snprintf(s->client_addr, sizeof(s->client_addr), "unknown");
-    }
+    peer_text(peer, s->client_addr, &s->client_port);
     io_op_init(&s->recv_op, s);
     io_op_init(&s->send_op, s);
     io_op_init(&s->timer_op, s);
@@ -2164,11 +2355,10 @@ void smtp_session_start(struct smtp_reactor *r, int fd, enum listen_role role,
     uint64_t now = io_loop_now(r->loop);
     s->session_end = now + (uint64_t)r->cfg->limits.timeout_session * NS_PER_S;
     s->deadline = now + (uint64_t)greeting_timeout(r->cfg) * NS_PER_S;
-    log_debug("session=%s event=connect client=%s port=%d role=%s", s->id, s->client_addr,
-              s->client_port, config_role_name(role));
+    log_debug("session=%s event=connect client=%s port=%d role=%s trusted=%d", s->id,
+              s->client_addr, s->client_port, config_role_name(role), s->pol.trusted);
 
     metrics_inc(METRICS_CONN_ACCEPTED + role);
-    limits_key_of(r->limits, peer, &s->client_key);
     enum limits_verdict v = limits_conn_acquire(r->limits, &s->client_key);
     if (v != LIMITS_OK) {
         connection_refused(s, v);

@@ -31,6 +31,15 @@ struct dkim_keys;
 struct checks_reactor;
 struct limits;
 
+/* A connection refused by the penalty box and held open, unread, until
+ * `until` (io_loop_now() ns): see box_refuse in smtp_session.c. */
+struct smtp_held {
+    int fd;                         /* the socket (owned) */
+    uint64_t until;                 /* when it is reset */
+};
+
+#define SMTP_HELD_MAX 128           /* refused connections held per reactor */
+
 /* Per-reactor context shared by its sessions (owned by core/server.c). */
 struct smtp_reactor {
     unsigned index;                 /* reactor number, 0..n-1 */
@@ -51,6 +60,12 @@ struct smtp_reactor {
     bool stopping;                  /* shutting down: close sessions when idle */
     uint64_t limit_log_ns;          /* last "event=limit" line (one a second) */
     unsigned limit_unlogged;        /* limit events since that line, not logged */
+    uint64_t box_log_ns;            /* last "event=penalty-box" line (one a second) */
+    unsigned box_unlogged;          /* prefixes boxed since that line, not logged */
+    struct smtp_held held[SMTP_HELD_MAX]; /* FIFO ring, oldest at held_head */
+    unsigned held_head, held_count; /* ring position and fill */
+    struct io_op held_timer;        /* resets the oldest when it is due */
+    bool held_timer_ready;          /* held_timer was initialised */
     /* Called (on the reactor) when stopping and the last session is gone. */
     void (*on_drained)(struct smtp_reactor *r);
 };

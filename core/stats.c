@@ -502,7 +502,7 @@ static void histogram(struct stats_buf *b, const struct stats_snapshot *s, const
 
 static const char *const role_names[] = {"smtp", "submission", "submissions"};
 static const char *const refused_names[] = {"max_connections", "connections_per_address",
-                                             "memory"};
+                                             "memory", "penalty_box"};
 static const char *const auth_names[] = {"success", "failure", "throttled"};
 static const char *const maildrop_names[] = {"queued", "rejected", "failed"};
 static const char *const file_names[] = {"segment", "journal"};
@@ -539,8 +539,8 @@ void stats_render_prometheus(const struct stats_snapshot *s, struct stats_buf *b
              "limit).",
              "role", role_names, 3, METRICS_CONN_ACCEPTED);
     counterv(b, s, "ortoo_connections_refused_total",
-             "Connections closed at once by a limit (421), by the limit.", "reason",
-             refused_names, 3, METRICS_CONN_REFUSED);
+             "Connections refused at once by a limit (421), by the limit.", "reason",
+             refused_names, 4, METRICS_CONN_REFUSED);
     gauge(b, "ortoo_connections_open", "SMTP sessions open now.", (double)s->sessions);
 
     /* Receiving. */
@@ -776,8 +776,8 @@ void stats_render_text(const struct stats_snapshot *s, struct stats_buf *b)
     stats_buf_printf(b, "connections: %" PRIu64 " open, %" PRIu64 " accepted",
                      s->sessions, cells_sum(s, METRICS_CONN_ACCEPTED, 3));
     breakdown(b, s, METRICS_CONN_ACCEPTED, role_names, 3);
-    stats_buf_printf(b, ", %" PRIu64 " refused by a limit", cells_sum(s, METRICS_CONN_REFUSED, 3));
-    breakdown(b, s, METRICS_CONN_REFUSED, refused_names, 3);
+    stats_buf_printf(b, ", %" PRIu64 " refused by a limit", cells_sum(s, METRICS_CONN_REFUSED, 4));
+    breakdown(b, s, METRICS_CONN_REFUSED, refused_names, 4);
     stats_buf_printf(b, "\nreceived:    %" PRIu64 " messages, %" PRIu64 " recipients, %s\n",
                      s->cells[METRICS_MSG_RECEIVED], s->cells[METRICS_MSG_RECEIVED_RCPTS],
                      human_bytes(s->cells[METRICS_MSG_RECEIVED_BYTES], t1, sizeof(t1)));

@@ -84,9 +84,10 @@ enum metrics_counter {
     /* Connections (core/smtp_session.c). */
     METRICS_CONN_ACCEPTED = 0,          /* + enum listen_role: smtp, submission, submissions */
     METRICS_CONN_REFUSED = METRICS_CONN_ACCEPTED + 3, /* + max_connections,
-                                                         connections_per_address, memory */
+                                                         connections_per_address, memory,
+                                                         penalty_box */
     /* Receiving (io/maillog.c: every event=queued / event=rejected line). */
-    METRICS_MSG_RECEIVED = METRICS_CONN_REFUSED + 3,  /* messages queued (250 after DATA) */
+    METRICS_MSG_RECEIVED = METRICS_CONN_REFUSED + 4,  /* messages queued (250 after DATA) */
     METRICS_MSG_RECEIVED_RCPTS,         /* their recipients */
     METRICS_MSG_RECEIVED_BYTES,         /* their wire-form bytes */
     METRICS_MSG_REJECTED,               /* + enum metrics_reject */
@@ -115,6 +116,7 @@ enum metrics_counter {
 #define METRICS_CONN_REFUSED_TOTAL (METRICS_CONN_REFUSED + 0)
 #define METRICS_CONN_REFUSED_PER_ADDRESS (METRICS_CONN_REFUSED + 1)
 #define METRICS_CONN_REFUSED_MEMORY (METRICS_CONN_REFUSED + 2)
+#define METRICS_CONN_REFUSED_PENALTY_BOX (METRICS_CONN_REFUSED + 3)
 #define METRICS_TLS_SERVER_FULL (METRICS_TLS_HANDSHAKES + 0)
 #define METRICS_TLS_SERVER_RESUMED (METRICS_TLS_HANDSHAKES + 1)
 #define METRICS_TLS_SERVER_FAILED (METRICS_TLS_HANDSHAKES + 2)

@@ -87,6 +87,9 @@ def make_conf(backend, **over):
         "auth": {},
         # No greeting delay: tests connect often (test_domains.py checks it).
         "smtp": {"greeting_delay": "0"},
+        # No penalty box: many tests hit a limit from 127.0.0.1 on purpose and
+        # connect again at once (test_relay.py and test_attacks.py turn it on).
+        "limits": {"penalty_time": "0"},
         # The inbound checks on port 25 look names up: .test names and the
         # loopback reverse zones are answered inside libunbound, anything
         # else goes to a forwarder on a loopback port where nothing listens

@@ -9,8 +9,10 @@ hit them and not the good client.
 
 The attacks that exercise the event loop (reading, writing, timers, TLS)
 run on both io backends, on one server per backend with short deadlines
-(ATTACK_CONF) and without the junk-command limit, so that back-pressure and
-deadlines, not that limit, are what stops them.  The AUTH, log, lock and
+(ATTACK_CONF) and without the junk-command limit or the penalty box
+(conftest.py turns it off), so that back-pressure and deadlines, not those,
+are what stops them; test_reply_flood_reconnecting then runs the flood of
+`make bench` (bench/attack.py) against the default limits, penalty box on.  The AUTH, log, lock and
 CLI tests run once (the backend does not matter there).
 """
 
@@ -143,6 +145,45 @@ def test_reply_flood(atk, backend):
             f"flooder {i} still connected {limit - last_ok[i]:.1f} s after its last send"
         s.close()
     assert_serving(atk)
+
+
+def test_reply_flood_reconnecting(make_server, backend):
+    """bench/attack.py's flood (scenario I of `make bench`): 50 connections
+    pushing EHLO lines without reading, each reopened at once when ortoo
+    closes it, with the default limits (max_junk_commands 100, penalty box
+    on).  Before the box, each reconnect was a new session that read ~1 MB
+    before the junk limit closed it, ~2,000 times a second; now the prefix
+    is refused at accept and the refused connection held, so the flooder
+    gets a handful of sessions and then sits idle.  The good client (another
+    address) is served throughout, ortoo's CPU stays low."""
+    s = make_server(backend, "boxflood", **{"limits.penalty_time": 10,
+                                            "server.timeout_command": 30})
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "attack.py")
+    host, port = s.addr("smtp")
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def cpu_s():
+        with open(f"/proc/{s.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks
+
+    with Attack(s, "reconnecting reply flood, penalty box", backend, min_s=3.0):
+        c0 = cpu_s()
+        p = subprocess.run(["/usr/bin/python3", script, "--server", f"{host}:{port}",
+                            "--mode", "flood", "--connections", "50", "--duration", "4",
+                            "--source", ATTACKER, "--json"],
+                           capture_output=True, text=True, timeout=60)
+        used = cpu_s() - c0
+    assert p.returncode == 0, p.stderr
+    res = json.loads(p.stdout)
+    # 50 first sessions, then refusals held 5 s each: the 4 s run opens
+    # about 100 connections (without the box: thousands).
+    assert res["opened"] <= 400, res
+    # ortoo spent well under a core on it (without the box: more than one).
+    assert used < 2.0 * (2 if ASAN else 1), (used, res)
+    log = "\n".join(run_log(s))
+    assert "event=penalty-box what=junk-commands client=127.0.0.2" in log, log[-3000:]
+    assert_serving(s)
 
 
 def test_pipelined_noops(atk, backend):

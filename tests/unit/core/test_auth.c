@@ -260,6 +260,28 @@ static void test_throttle_account(void **state)
     auth_free(a);
 }
 
+/* Without a client key (a trusted network, core/policy.h) only the account
+ * counts: app A's failures from one address leave app B alone there, and
+ * A's own account still stops at its maximum. */
+static void test_throttle_no_client(void **state)
+{
+    struct auth *a = throttle_auth(3, 5, 60);
+    struct limits_key lo = v4key(127, 0, 0, 1);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(auth_attempt_begin(a, NULL, "app-a@x"), AUTH_GATE_OK);
+        auth_attempt_end(a, NULL, "app-a@x", AUTH_OUTCOME_FAILED);
+    }
+    assert_int_equal(auth_attempt_begin(a, NULL, "app-a@x"), AUTH_GATE_ACCOUNT);
+    assert_false(auth_client_throttled(a, NULL));
+    assert_int_equal(auth_attempt_begin(a, NULL, "app-b@x"), AUTH_GATE_OK);
+    auth_attempt_end(a, NULL, "app-b@x", AUTH_OUTCOME_OK);
+    /* Nothing was counted against the address itself. */
+    assert_false(auth_client_throttled(a, &lo));
+    assert_int_equal(auth_attempt_begin(a, &lo, "app-c@x"), AUTH_GATE_OK);
+    auth_attempt_end(a, &lo, "app-c@x", AUTH_OUTCOME_OK);
+    auth_free(a);
+}
+
 /* --- auth_verify through a real loop. --- */
 
 struct fixture {
@@ -517,6 +539,7 @@ int main(void)
         cmocka_unit_test(test_throttle),
         cmocka_unit_test(test_throttle_in_flight),
         cmocka_unit_test(test_throttle_account),
+        cmocka_unit_test(test_throttle_no_client),
         cmocka_unit_test_setup_teardown(test_verify, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_cache, loop_setup, loop_teardown),
         cmocka_unit_test_setup_teardown(test_unknown_timing, loop_setup, loop_teardown),

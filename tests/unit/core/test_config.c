@@ -882,6 +882,95 @@ static void test_checks_keys(void **state)
     load_err(MIN_LISTEN "[checks]\nspf = on\n", ":4: unknown key 'spf' in [checks]");
 }
 
+/* [relay] (issue 12 part 5) and the penalty-box keys of [limits]. */
+static void test_relay_keys(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(cfg->relay.ntrusted, 0);
+    assert_int_equal(cfg->relay.messages_per_hour, 0);
+    assert_int_equal(cfg->relay.nuser_rates, 0);
+    assert_int_equal(cfg->limits.penalty_time, 10);
+    assert_int_equal(cfg->limits.penalty_max, 600);
+    assert_int_equal(cfg->limits.penalty_slots, 4096);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[relay]\n"
+                  "trusted_networks = 127.0.0.0/8, ::1,\n"
+                  "    10.1.0.0/16, [2001:db8::]/32\n"
+                  "trusted_networks = ::ffff:192.0.2.0/120, 198.51.100.7\n"
+                  "messages_per_hour = 500\n"
+                  "user_messages_per_hour = app@example.com 10000, Bulk@Example.com 0\n"
+                  "[limits]\npenalty_time = 0\npenalty_max = 60\npenalty_slots = 100\n");
+    const struct config_relay *rl = &cfg->relay;
+    assert_int_equal(rl->ntrusted, 6);
+    assert_int_equal(rl->trusted[0].family, AF_INET);
+    assert_int_equal(rl->trusted[0].plen, 8);
+    assert_int_equal(rl->trusted[0].addr[0], 127);
+    assert_int_equal(rl->trusted[1].family, AF_INET6);
+    assert_int_equal(rl->trusted[1].plen, 128);
+    assert_int_equal(rl->trusted[1].addr[15], 1);
+    assert_int_equal(rl->trusted[2].plen, 16);
+    assert_int_equal(rl->trusted[3].family, AF_INET6);
+    assert_int_equal(rl->trusted[3].plen, 32);
+    assert_int_equal(rl->trusted[4].family, AF_INET); /* v4-mapped */
+    assert_int_equal(rl->trusted[4].plen, 24);
+    assert_int_equal(rl->trusted[4].addr[0], 192);
+    assert_int_equal(rl->trusted[5].plen, 32);
+    assert_int_equal(rl->messages_per_hour, 500);
+    assert_int_equal(rl->nuser_rates, 2);
+    assert_string_equal(rl->user_rates[0].user, "app@example.com");
+    assert_int_equal(rl->user_rates[0].per_hour, 10000);
+    assert_string_equal(rl->user_rates[1].user, "Bulk@Example.com");
+    assert_int_equal(rl->user_rates[1].per_hour, 0);
+    assert_int_equal(cfg->limits.penalty_time, 0);
+    assert_int_equal(cfg->limits.penalty_max, 60);
+    assert_int_equal(cfg->limits.penalty_slots, 100);
+    config_free(cfg);
+
+    cfg = load_ok(MIN_LISTEN "[relay]\ntrusted_networks =\n");
+    assert_int_equal(cfg->relay.ntrusted, 0);
+    config_free(cfg);
+
+    load_err(MIN_LISTEN "[relay]\ntrusted_networks = 127.0.0.1/8\n",
+             ":4: [relay] trusted_networks: '127.0.0.1' has bits set past /8 (the network is "
+             "written with them cleared)");
+    load_err(MIN_LISTEN "[relay]\ntrusted_networks = 10.0.0.0/33\n",
+             ":4: [relay] trusted_networks: bad prefix length '33' (0-32)");
+    load_err(MIN_LISTEN "[relay]\ntrusted_networks = localhost\n",
+             ":4: [relay] trusted_networks: 'localhost' is not an IPv4 or IPv6 address");
+    load_err(MIN_LISTEN "[relay]\ntrusted_networks = ::1, , 10.0.0.0/8\n",
+             ":4: [relay] trusted_networks: empty item in list");
+    load_err(MIN_LISTEN "[relay]\nmessages_per_hour = lots\n",
+             ":4: [relay] messages_per_hour: expected 0 (no limit) to 1000000, got 'lots'");
+    load_err(MIN_LISTEN "[relay]\nmessages_per_hour = 1\nmessages_per_hour = 2\n",
+             ":5: duplicate key 'messages_per_hour' in [relay]");
+    load_err(MIN_LISTEN "[relay]\nuser_messages_per_hour = app@example.com\n",
+             ":4: [relay] user_messages_per_hour: expected 'ADDRESS N' with N from 0 to "
+             "1000000, got 'app@example.com'");
+    load_err(MIN_LISTEN "[relay]\nuser_messages_per_hour = app 5\n",
+             ":4: [relay] user_messages_per_hour: expected 'ADDRESS N' with N from 0 to "
+             "1000000, got 'app 5'");
+    load_err(MIN_LISTEN "[relay]\nmynetworks = 127.0.0.0/8\n",
+             ":4: unknown key 'mynetworks' in [relay]");
+    load_err(MIN_LISTEN "[limits]\npenalty_time = 60\npenalty_max = 30\n",
+             ": [limits] penalty_time (60) is longer than penalty_max (30)");
+    load_err(MIN_LISTEN "[limits]\npenalty_slots = 10\n",
+             ":4: [limits] penalty_slots: expected a number from 64 to 16777216, got '10'");
+
+    /* penalty_slots sizes a table made at start: a reload keeps it. */
+    struct config *a = load_ok(MIN_LISTEN "[limits]\npenalty_slots = 100\n");
+    struct config *b = load_ok(MIN_LISTEN "[limits]\npenalty_slots = 200\n"
+                               "[relay]\ntrusted_networks = ::1\n");
+    char out[256];
+    assert_int_equal(config_restart_diff(a, b, out, sizeof(out)), 1);
+    assert_string_equal(out, "limits.penalty_slots");
+    assert_int_equal(config_keep_restart_fields(b, a), 0);
+    assert_int_equal(b->limits.penalty_slots, 100);
+    assert_int_equal(b->relay.ntrusted, 1);
+    config_free(a);
+    config_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -902,6 +991,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
         cmocka_unit_test(test_role_name),
         cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_relay_keys, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
