@@ -9,7 +9,7 @@
  * rsa-sha1 passes in libopendkim and is "policy" here (RFC 8301 3.1).
  *
  * Signatures come from ortoo's signer (relaxed/relaxed, RSA, Ed25519, both)
- * and from libopendkim's (simple/simple, relaxed/simple, simple/relaxed,
+ * and from libopendkim's RSA ones (simple/simple, relaxed/simple, simple/relaxed,
  * l=, rsa-sha1, x=, i=, chosen and over-signed h= lists), with keys whose
  * records vary (t=y, t=s, revoked, h=sha1, s=other, wrong k=, a 768-bit
  * RSA key, bad base64), plus hand-edited fields (bad base64 in b=, From
@@ -162,6 +162,7 @@ static int setup(void **state)
     pem_ed = make_key("ed.test", "e1", DKIM_ALGO_ED25519, &rec_ed);
     free(make_key("both.test", "r1", DKIM_ALGO_RSA, NULL));
     free(make_key("both.test", "e1", DKIM_ALGO_ED25519, NULL));
+    free(make_key("ext.test", "e2", DKIM_ALGO_ED25519, NULL)); /* ortoo signs ext.test too */
     if (dkim_keys_load(tmpdir, NULL, &keys, err, sizeof(err)) < 0)
         return -1;
     /* ext.test: libopendkim signs with the rsa.test / ed.test keys under
@@ -599,17 +600,11 @@ static void test_canonicalizations(void **state)
         free(h);
         free(m);
     }
-    /* Ed25519, relaxed/simple.  (libopendkim 2.11's Ed25519 signatures
-     * with simple header canonicalization verify neither in libopendkim
-     * nor in python3-dkim: not used.) */
-    struct osign o = os_rsa(DKIM_CANON_RELAXED, DKIM_CANON_SIMPLE);
-    o.sel = "e1";
-    o.pem = pem_ed;
-    o.alg = DKIM_SIGN_ED25519SHA256;
-    char *m = opendkim_signed(&o, EXT);
-    struct dkim_verify_result r = CHECK(m, false, DKIM_V_PASS);
-    assert_string_equal(r.sigs[0].algo, "ed25519-sha256");
-    free(m);
+    /* Ed25519 is not signed by libopendkim here: its Ed25519 signatures
+     * with simple header canonicalization verify neither in libopendkim nor
+     * in python3-dkim, and its Ed25519 signing leaks the key (ASan).
+     * ortoo's own Ed25519 signatures are cross-checked above and below,
+     * python3-dkim's simple/simple ones in tests/e2e/test_checks.py. */
 }
 
 static void test_body_edges(void **state)
@@ -728,14 +723,11 @@ static void test_header_lists(void **state)
 static void test_multiple(void **state)
 {
     cur_mode = KEYS_ALL;
-    /* Two signatures on top of each other: relaxed and simple bodies. */
-    struct osign o1 = os_rsa(DKIM_CANON_RELAXED, DKIM_CANON_RELAXED);
-    struct osign o2 = os_rsa(DKIM_CANON_RELAXED, DKIM_CANON_SIMPLE);
-    o2.sel = "e1";
-    o2.pem = pem_ed;
-    o2.alg = DKIM_SIGN_ED25519SHA256;
-    char *m1 = opendkim_signed(&o1, EXT);
-    char *m2 = opendkim_signed(&o2, m1);
+    /* Two signatures on top of each other: ortoo's Ed25519 (relaxed body),
+     * then libopendkim's RSA (simple body). */
+    struct osign o = os_rsa(DKIM_CANON_SIMPLE, DKIM_CANON_SIMPLE);
+    char *m1 = ortoo_signed(EXT);
+    char *m2 = opendkim_signed(&o, m1);
     CHECK(m2, false, DKIM_V_PASS, DKIM_V_PASS);
     /* A trailing space on a body line: the simple one fails, the relaxed
      * one passes. */
@@ -743,8 +735,8 @@ static void test_multiple(void **state)
     assert_true(asprintf(&w, "%.*s %s", (int)(strstr(m2, "\r\nend") - m2), m2,
                          strstr(m2, "\r\nend")) > 0);
     struct dkim_verify_result r = CHECK(w, false, DKIM_V_FAIL, DKIM_V_PASS);
-    assert_string_equal(r.sigs[0].algo, "ed25519-sha256");
-    assert_string_equal(r.sigs[1].algo, "rsa-sha256");
+    assert_string_equal(r.sigs[0].algo, "rsa-sha256");
+    assert_string_equal(r.sigs[1].algo, "ed25519-sha256");
     assert_string_not_equal(r.sigs[0].b, r.sigs[1].b);
     free(w);
     free(m1);
