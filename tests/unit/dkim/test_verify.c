@@ -914,6 +914,25 @@ static void test_key_cache(void **state)
     dkim_pubkey_get(c, "c", rec, strlen(rec), 0, 20000);
     dkim_pubkey_cache_stats(c, &st);
     assert_int_equal(st.entries, 1);
+    /* A bare PKCS#1 RSAPublicKey in p= (published by some) is accepted. */
+    const char *p64 = strstr(rec, "p=") + 2;
+    unsigned char spki[1024], *pk1 = NULL;
+    int sl = EVP_DecodeBlock(spki, (const unsigned char *)p64, (int)strlen(p64));
+    const unsigned char *sp = spki;
+    EVP_PKEY *pub = d2i_PUBKEY(NULL, &sp, sl);
+    assert_non_null(pub);
+    int l1 = i2d_PublicKey(pub, &pk1);
+    assert_true(l1 > 0);
+    char b64[1024], pkcs1[1100];
+    EVP_EncodeBlock((unsigned char *)b64, pk1, l1);
+    snprintf(pkcs1, sizeof(pkcs1), "v=DKIM1; k=rsa; p=%s", b64);
+    struct dkim_pubkey pk;
+    assert_int_equal(dkim_pubkey_parse(&pk, pkcs1, strlen(pkcs1)), 0);
+    assert_int_equal(pk.status, DKIM_PUBKEY_OK);
+    assert_int_equal(pk.bits, 2048);
+    dkim_pubkey_clear(&pk);
+    OPENSSL_free(pk1);
+    EVP_PKEY_free(pub);
     /* Broken records are cached with their reason. */
     const struct dkim_pubkey *kb = dkim_pubkey_get(c, "d", "v=DKIM1; p=", 11, 10, 20000);
     assert_int_equal(kb->status, DKIM_PUBKEY_PERMERROR);
