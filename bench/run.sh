@@ -32,6 +32,10 @@
 #                                          "gen,A,J"; such a partial run prints its
 #                                          figures and leaves BENCHMARKS.md alone;
 #                                          `make bench SCENARIOS=I` passes it on)
+#        ORTOO_BEFORE=BIN                 (scenario K also runs BIN, an older ortoo
+#                                          built from another commit, with checks off
+#                                          and on, interleaved with ./ortoo: before and
+#                                          after figures from one run)
 set -u
 set -o pipefail
 
@@ -40,7 +44,7 @@ QUICK=${QUICK:-0}
 [[ "$QUICK" == "" ]] && QUICK=0
 SCENARIOS=${SCENARIOS:-}
 
-# want NAME: run scenario NAME (C, gen, A, S, D, E, F, I, J, H, B, G)?  All of them
+# want NAME: run scenario NAME (C, gen, A, S, D, E, F, K, I, J, H, B, G)?  All of them
 # unless SCENARIOS names some.
 want() {
     [[ -z "$SCENARIOS" ]] && return 0
@@ -493,7 +497,9 @@ fi
 # key, DMARC p=reject and the reverse zone), sent to the same server with [checks] enabled =
 # off and on.  After the first lookups every answer comes from ortoo's resolver cache: this
 # measures what the checks cost in CPU, not DNS latency.  ortoo's CPU per message from /proc.
-k_load() { # k_load MODE
+# With ORTOO_BEFORE, that binary runs the same loads, interleaved (before/after in one run).
+# Then the DKIM verification alone: ortoo-dkimbench --verify beside `openssl speed` verify.
+k_load() { # k_load MODE [LABEL_PREFIX]
     local c0 c1 hz out qid ar=""
     hz=$(getconf CLK_TCK)
     c0=$(proc_cpu "$ORTOO_PID")
@@ -515,23 +521,38 @@ except Exception:
 d['server_cpu_us'] = ($c1 - $c0) * 1e6 / $hz / max(1, d.get('ok', 0))
 d['results'] = sorted(set(re.findall(r'(?<![.\w])(iprev|spf|dkim|dmarc)=(\w+)', os.environ.get('AR', ''))))
 print(json.dumps(d))")
-    record K ortoo "checks=$1" "$out"
-    log "K ortoo checks=$1: $(echo "$out" | "$PY" -c 'import json,sys
+    record K ortoo "${2:-}checks=$1" "$out"
+    log "K ortoo ${2:-}checks=$1: $(echo "$out" | "$PY" -c 'import json,sys
 try:
   d=json.load(sys.stdin); print("%.0f msgs/s  p99 %.2f ms  ortoo %.0f us/msg  ok %d failed %d  %s" % (d["msgs_per_s"], d["latency_ms"]["p99"], d["server_cpu_us"], d["ok"], d["failed"], d["results"]))
 except Exception: print("no result")')"
 }
-if [[ $ORTOO_OK == 1 ]] && "$PY" "$ROOT/bench/inbound.py" "$WORK/inbound" >>"$OUT/inbound.err" 2>&1; then
+if [[ $ORTOO_OK == 1 ]] && want K && "$PY" "$ROOT/bench/inbound.py" "$WORK/inbound" >>"$OUT/inbound.err" 2>&1; then
     PIDS+=("$(cat "$WORK/inbound/nsd.pid")")
+    KBINS=("$ORTOO")
+    [[ -n "${ORTOO_BEFORE:-}" && -x "${ORTOO_BEFORE:-}" ]] && KBINS=("$ORTOO_BEFORE" "$ORTOO")
+    KLOAD0=$(cut -d' ' -f1 /proc/loadavg)
     for mode in off on; do
-        { cat "$WORK/inbound/resolver.conf"; printf '\n[checks]\nenabled = %s\n' "$mode"; } \
-            >"$WORK/inbound/extra.conf"
-        if ORTOO_EXTRA_CONF=$WORK/inbound/extra.conf start_ortoo auto auto; then
-            k_load "$mode"
-            stop_ortoo
-        fi
+        for kbin in "${KBINS[@]}"; do
+            { cat "$WORK/inbound/resolver.conf"; printf '\n[checks]\nenabled = %s\n' "$mode"; } \
+                >"$WORK/inbound/extra.conf"
+            prefix=""
+            [[ "$kbin" != "$ORTOO" ]] && prefix="before "
+            ORTOO_SAVED=$ORTOO
+            ORTOO=$kbin
+            if ORTOO_EXTRA_CONF=$WORK/inbound/extra.conf start_ortoo auto auto; then
+                k_load "$mode" "$prefix"
+                stop_ortoo
+            fi
+            ORTOO=$ORTOO_SAVED
+        done
     done
-else
+    if [[ -x "$DKB" ]]; then
+        record K dkimbench "verify 2KB" "$("$DKB" --verify --seconds $((QUICK ? 1 : 3)) --size 2048 --json 2>>"$OUT/dkimbench.err")"
+        log "K dkimbench verify: $(tail -1 "$RESULTS")"
+    fi
+    log "K: load average at the start ${KLOAD0}, at the end $(cut -d' ' -f1 /proc/loadavg)"
+elif want K; then
     log "K: not available (see $OUT/inbound.err)"
 fi
 
@@ -1127,26 +1148,48 @@ else:
 
 L.append("## K. Inbound checks: SPF + iprev + DKIM verify + DMARC\n")
 k0, k1 = get("K", "ortoo", "checks=off"), get("K", "ortoo", "checks=on")
+b0, b1 = get("K", "ortoo", "before checks=off"), get("K", "ortoo", "before checks=on")
 if k0 and k1 and "msgs_per_s" in k0 and "msgs_per_s" in k1:
     L.append("Mail from outside on port 25 to a local recipient: one 2 KB message From load@load.test,"
              " DKIM-signed (RSA-2048), $CONNS connections, 100 messages each, pipelining; ortoo's"
              " resolver answers from a DNSSEC-signed zone on a loopback nsd (SPF, DKIM key, DMARC"
              " p=reject, reverse zone), then from its cache: the cost measured is the checks' CPU"
              " (two SPF evaluations, iprev, one RSA verification, DMARC, the header), not DNS"
-             " latency. Same server, \`[checks] enabled = off\` vs on. Most of the difference is the"
-             " DKIM verification: libopendkim parses the RSA public key for every message"
-             " (d2i_PUBKEY_bio; OpenSSL 3.0 builds its decoder chain on each call), about three"
-             " quarters of the checks' instructions under callgrind.\n")
-    L.append("| checks | msgs/s | p50 ms | p99 ms | ortoo CPU µs/msg | results in a stored message |")
-    L.append("|---|---|---|---|---|---|")
-    for n, r in (("off", k0), ("on", k1)):
-        L.append("| %s | %.0f | %.2f | %.2f | %.0f | %s |" % (n, r["msgs_per_s"], r["latency_ms"]["p50"],
+             " latency. Same server, \`[checks] enabled = off\` vs on. DKIM is verified in dkim/"
+             " with the public key parsed once per reactor (before, libopendkim decoded it for every"
+             " message: three quarters of the checks' CPU).\n")
+    L.append("| server | checks | msgs/s | p50 ms | p99 ms | ortoo CPU µs/msg | results in a stored message |")
+    L.append("|---|---|---|---|---|---|---|")
+    for srv, n, r in (("before", "off", b0), ("before", "on", b1), ("ortoo", "off", k0), ("ortoo", "on", k1)):
+        if not r or "msgs_per_s" not in r:
+            continue
+        L.append("| %s | %s | %.0f | %.2f | %.2f | %.0f | %s |" % (srv, n, r["msgs_per_s"], r["latency_ms"]["p50"],
                  r["latency_ms"]["p99"], r.get("server_cpu_us", 0),
                  " ".join("%s=%s" % tuple(x) for x in r.get("results", [])) or "none"))
-    L.append("\non/off: %s in msgs/s; ortoo CPU per message %s.\n" % (ratio(k1, k0),
-             "%.2f×" % (k1["server_cpu_us"] / k0["server_cpu_us"]) if k0.get("server_cpu_us") else "n/a"))
+    L.append("\non/off: %s in msgs/s; ortoo CPU per message %s.%s\n" % (ratio(k1, k0),
+             "%.2f×" % (k1["server_cpu_us"] / k0["server_cpu_us"]) if k0.get("server_cpu_us") else "n/a",
+             (" Before (the binary in \`ORTOO_BEFORE\`): %s." % ratio(b1, b0)) if b0 and b1 else ""))
 else:
     L.append("not available (see build/bench/inbound.err).\n")
+kv = get("K", "dkimbench", "verify 2KB")
+if kv and "ortoo_verify" in kv:
+    o, ssl = kv["ortoo_verify"], kv.get("openssl_speed", {})
+    L.append("DKIM verification alone (\`ortoo-dkimbench --verify\`): one thread, 2 KB messages signed by"
+             " ortoo, verified as a reactor does (open, feed, the key record handed over, finish; the"
+             " key cache warm), per second of the thread's CPU, beside \`openssl speed rsa2048 ed25519\`"
+             " verify rates from the same run.\n")
+    L.append("| | verifications/s | vs openssl speed verify |")
+    L.append("|---|---|---|")
+    L.append("| openssl speed rsa2048 verify | %s | |" % f(ssl.get("rsa2048_verify_per_s")))
+    L.append("| openssl speed ed25519 verify | %s | |" % f(ssl.get("ed25519_verify_per_s")))
+    L.append("| bare RSA-2048 verify (EVP, context made once) | %s | |" % f(kv["pubkey_verify"]["rsa"]))
+    L.append("| bare Ed25519 verify (libsodium) | %s | |" % f(kv["pubkey_verify"]["ed25519"]))
+    L.append("| verified messages, RSA-2048 | %s | %s |" % (f(o["rsa"]), "%.0f%%" % (100 * kv["rsa_vs_openssl"]) if kv.get("rsa_vs_openssl") else "n/a"))
+    L.append("| verified messages, Ed25519 | %s | %s |" % (f(o["ed25519"]), "%.0f%%" % (100 * kv["ed25519_vs_openssl"]) if kv.get("ed25519_vs_openssl") else "n/a"))
+    L.append("| verified messages, both (2 signatures) | %s | |" % f(o["both"]))
+    L.append("| verified messages, libopendkim, RSA-2048 | %s | |" % f(kv["libopendkim_verify"]["rsa"]))
+    L.append("| verified messages, libopendkim, Ed25519 | %s | |" % f(kv["libopendkim_verify"]["ed25519"]))
+    L.append("")
 
 L.append("## I. Well-behaved clients under attack (issue 8)\n")
 L.append("ortoo with its default limits; ortoo-load, $CONNS connections from 127.0.0.1, 2 KB, 100 messages"

@@ -14,7 +14,8 @@ FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramete
 FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_dkim_sign \
              $(FUZZ_DIR)/fuzz_maildrop $(FUZZ_DIR)/fuzz_aliases $(FUZZ_DIR)/fuzz_srs \
              $(FUZZ_DIR)/fuzz_spf_record $(FUZZ_DIR)/fuzz_dmarc \
-             $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_metrics_http
+             $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_metrics_http \
+             $(FUZZ_DIR)/fuzz_dkim_verify
 
 $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core/smtp_parse.h
 	@mkdir -p $(dir $@)
@@ -24,12 +25,20 @@ $(FUZZ_DIR)/fuzz_smtp_reply: tests/fuzz/fuzz_smtp_reply.c delivery/smtp_reply.c 
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c io/log.c
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c io/log.c \
+                         io/text.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c delivery/route.c io/log.c -linih
 
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
-                            dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c
+                            dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c \
+                            io/text.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
+
+$(FUZZ_DIR)/fuzz_dkim_verify: tests/fuzz/fuzz_dkim_verify.c dkim/canon.c dkim/keys.c dkim/pubkey.c \
+                              dkim/tags.c dkim/verify.c dkim/header.c dkim/canon.h dkim/keys.h \
+                              dkim/pubkey.h dkim/tags.h dkim/verify.h io/log.c io/metrics.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
@@ -37,7 +46,8 @@ $(FUZZ_DIR)/fuzz_maildrop: tests/fuzz/fuzz_maildrop.c core/maildrop_format.c cor
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_aliases: tests/fuzz/fuzz_aliases.c core/aliases.c core/aliases.h core/smtp_parse.c
+$(FUZZ_DIR)/fuzz_aliases: tests/fuzz/fuzz_aliases.c core/aliases.c core/aliases.h core/smtp_parse.c \
+                          io/text.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
