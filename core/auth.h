@@ -33,7 +33,7 @@ struct auth_group;
 
 typedef void (*auth_cb)(struct auth_req *req, bool ok);
 
-/* Which key refused an attempt (auth_verify's -EAGAIN, auth_attempt_begin). */
+/* Which key refused an attempt (auth_verify's -EAGAIN). */
 enum auth_gate { AUTH_GATE_OK = 0, AUTH_GATE_CLIENT, AUTH_GATE_ACCOUNT };
 
 /* How an admitted attempt is answered (auth_verify's return value). */
