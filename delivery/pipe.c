@@ -123,7 +123,7 @@ static void reap_nohang(struct run *r)
 static int run_poll(struct run *r, bool want_in)
 {
     struct pollfd pfd[3];
-    int n = 0, i_in = -1, i_out = -1, i_pid = -1;
+    int n = 0, i_out = -1, i_pid = -1;
     int timeout = -1;
 
     if (r->deadline_ms != 0) {
@@ -134,10 +134,8 @@ static int run_poll(struct run *r, bool want_in)
         }
         timeout = left > 60000 ? 60000 : (int)left;
     }
-    if (want_in && r->in >= 0) {
-        i_in = n;
-        pfd[n++] = (struct pollfd){.fd = r->in, .events = POLLOUT};
-    }
+    if (want_in && r->in >= 0)
+        pfd[n++] = (struct pollfd){.fd = r->in, .events = POLLOUT}; /* the caller writes */
     if (r->out >= 0) {
         i_out = n;
         pfd[n++] = (struct pollfd){.fd = r->out, .events = POLLIN};
@@ -153,7 +151,6 @@ static int run_poll(struct run *r, bool want_in)
         return -errno;
     if (rc > 0 && i_out >= 0 && pfd[i_out].revents != 0)
         output_drain(r);
-    (void)i_in;
     if (i_pid < 0 || (rc > 0 && pfd[i_pid].revents != 0))
         reap_nohang(r);
     return 0;
@@ -371,9 +368,9 @@ enum pipe_verdict pipe_verdict(const struct pipe_result *res)
 static const char *sysexit_name(int code)
 {
     static const char *const names[] = {
-        "EX_USAGE",   "EX_DATAERR", "EX_NOINPUT",  "EX_NOUSER",    "EX_NOHOST",
-        "EX_UNAVAILABLE", "EX_SOFTWARE", "EX_OSERR", "EX_OSFILE",  "EX_CANTCREAT",
-        "EX_IOERR",   "EX_TEMPFAIL", "EX_PROTOCOL", "EX_NOPERM",   "EX_CONFIG",
+        "EX_USAGE",    "EX_DATAERR",  "EX_NOINPUT",   "EX_NOUSER", "EX_NOHOST",
+        "EX_UNAVAILABLE", "EX_SOFTWARE", "EX_OSERR",  "EX_OSFILE", "EX_CANTCREAT",
+        "EX_IOERR",    "EX_TEMPFAIL", "EX_PROTOCOL",  "EX_NOPERM", "EX_CONFIG",
     };
     return code >= 64 && code <= 78 ? names[code - 64] : NULL;
 }
