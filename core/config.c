@@ -213,6 +213,7 @@ struct loader {
     bool seen[NKEYS + NLIMIT_KEYS]; /* duplicate detection */
     bool dk_seen[DK__COUNT];        /* the same for domains_keys */
     bool relay_rate_seen;           /* [relay] messages_per_hour given */
+    bool pipe_timeout_seen;         /* [local] pipe_timeout given */
     bool ck_seen[8];                /* the same for [checks], see checks_key_set() */
     int last_key;                   /* key of the previous handler call */
     struct {                        /* [delivery], [destination], [routes] */
@@ -962,6 +963,33 @@ static int delivery_key(struct loader *ld, const char *section, const char *name
     return r;
 }
 
+/* ---- [local] pipe_timeout: delivery to commands (delivery/pipe.h) ---- */
+
+#define PIPE_TIMEOUT_DEFAULT 1000   /* seconds: Postfix's command_time_limit */
+#define PIPE_TIMEOUT_MAX 86400
+
+static bool pipe_key(const char *section, const char *name)
+{
+    return strcmp(section, "local") == 0 && strcmp(name, "pipe_timeout") == 0;
+}
+
+static int pipe_key_set(struct loader *ld, const char *value)
+{
+    uint32_t secs;
+
+    if (!key_first(ld, &ld->pipe_timeout_seen, "local", "pipe_timeout", ld->line_indented))
+        return -1;
+    ld->last_key = -1;
+    if (route_parse_duration(value, &secs) < 0 || secs == 0 || secs > PIPE_TIMEOUT_MAX) {
+        load_fail(ld, "[local] pipe_timeout: expected a time from 1s to 1d such as 1000s, "
+                      "10m or 1h, got '%s'",
+                  value);
+        return -1;
+    }
+    ld->cfg->local.pipe_timeout = secs;
+    return 0;
+}
+
 /* ---- [local], [srs], [smtp]: local domains, SRS, greeting (issue 11) ---- */
 
 static bool domains_section(const char *section)
@@ -1378,6 +1406,8 @@ static int config_handler(void *user, const char *section, const char *name, con
     ld->res.last = NULL;
     if (strcmp(section, "relay") == 0)
         return relay_key(ld, name, value) == 0;
+    if (pipe_key(section, name))
+        return pipe_key_set(ld, value) == 0;
     if (domains_section(section))
         return domains_key_set(ld, section, name, value) == 0;
     if (strcmp(section, "checks") == 0)
@@ -1467,6 +1497,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     res_conf_init(&cfg->resolver);
     route_conf_init(&cfg->delivery);
     domains_defaults(cfg);
+    cfg->local.pipe_timeout = PIPE_TIMEOUT_DEFAULT;
     checks_defaults(cfg);
     limits_defaults(&cfg->limits);
     cfg->spool_opts = (struct config_spool){.segment_size = 64ull << 20,

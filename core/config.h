@@ -44,6 +44,7 @@ struct config_local {
     char plus_separator[8];          /* characters that start a +tag; "" disables; default "+" */
     bool case_sensitive;             /* local parts match exactly; default off (any case) */
     bool allow_pipe;                 /* "|command" alias targets allowed; default off */
+    unsigned pipe_timeout;           /* seconds a command may run; default 1000 */
 };
 
 /* [srs]: the Sender Rewriting Scheme for forwarded mail (core/srs.h). */

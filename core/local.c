@@ -3,12 +3,13 @@
  * local.c - local delivery (see local.h).
  *
  * One struct ljob per scheduler job: per recipient its pending operations
- * and worst outcome so far; the Maildir requests (one per mailbox), and
- * the forwards (one new message per distinct sender).  Invariant: pending
+ * and worst outcome so far; the Maildir requests (one per mailbox), the
+ * commands (one per pipe target and recipient), and the forwards (one new
+ * message per distinct sender).  Invariant: pending
  * counts the operations whose callback has not run; when it drops to 0 the
  * outcomes go to the scheduler (sched_local_done) and the job is freed.
  * The scheduler keeps the message's view open until then, so the Maildir
- * workers may read its segment and the spool may borrow its bytes.
+ * and command workers may read its segment and the spool may borrow its bytes.
  */
 #include "core/local.h"
 
@@ -24,6 +25,7 @@
 #include "core/recipients.h"
 #include "core/smtp_session.h"
 #include "delivery/maildir.h"
+#include "delivery/pipe.h"
 #include "delivery/scheduler.h"
 #include "io/log.h"
 #include "spool/spool.h"
@@ -32,6 +34,8 @@
 
 struct local {
     struct maildir_pool *pool;
+    struct pipe_pool *pipes;   /* commands: a pool of their own, so that a
+                                  slow one never holds up a Maildir write */
 };
 
 struct ljob;
@@ -50,6 +54,15 @@ struct lmaildir {
     struct ljob *job;
     size_t rcpt;               /* index in the job */
     char *domain, *user, *to;  /* owned path elements and Delivered-To */
+};
+
+/* A command for one recipient ("|command" alias target).  The strings are
+ * owned copies: a reload may free the table while the command runs. */
+struct lpipe {
+    struct pipe_req req;
+    struct ljob *job;
+    size_t rcpt;               /* index in the job */
+    char *command, *recipient, *original, *local, *domain, *extension;
 };
 
 /* A forwarded copy (one per distinct envelope sender). */
@@ -74,6 +87,8 @@ struct ljob {
     size_t nmd;
     struct lfwd **fw;
     size_t nfw;
+    struct lpipe **pp;
+    size_t npp;
     unsigned pending;
 };
 
@@ -117,8 +132,19 @@ static void ljob_free(struct ljob *lj)
         free(f->sender);
         free(f);
     }
+    for (size_t i = 0; i < lj->npp; i++) {
+        struct lpipe *p = lj->pp[i];
+        free(p->command);
+        free(p->recipient);
+        free(p->original);
+        free(p->local);
+        free(p->domain);
+        free(p->extension);
+        free(p);
+    }
     free(lj->md);
     free(lj->fw);
+    free(lj->pp);
     free(lj->rc);
     free(lj);
 }
@@ -159,6 +185,29 @@ static void on_maildir(struct maildir_req *req, int res)
         rcpt_set(rc, SMTP_OUT_TEMP, "4.3.0", "Maildir of %s: %s", m->to, strerror(-res));
     }
     op_done(m->job);
+}
+
+static void on_pipe(struct pipe_req *req)
+{
+    struct lpipe *p = req->owner;
+    struct lrcpt *rc = &p->job->rc[p->rcpt];
+    char what[256];
+
+    pipe_describe(&req->job, &req->result, what, sizeof what);
+    switch (pipe_verdict(&req->result)) {
+    case PIPE_DELIVERED:
+        rcpt_set(rc, SMTP_OUT_OK, "2.0.0", "delivered to command of %s", p->recipient);
+        break;
+    case PIPE_PERMANENT:
+        rcpt_set(rc, SMTP_OUT_PERM, "5.3.0", "%s", what);
+        break;
+    case PIPE_TEMPORARY:
+    default:
+        rcpt_set(rc, SMTP_OUT_TEMP, "4.3.0", "%s", what);
+        break;
+    }
+    log_info("msgid=%s event=pipe rcpt=%s %s", p->job->v->id, p->recipient, what);
+    op_done(p->job);
 }
 
 static void on_forward(struct spool_commit *c, int res)
@@ -240,6 +289,45 @@ static int maildir_add(struct ljob *lj, size_t i, const struct rcpt_dest *d)
     return 0;
 }
 
+/*
+ * A command for recipient i (addr as the client gave it).  RECIPIENT is the
+ * alias whose target the command is; EXTENSION the tag of addr when addr
+ * is that alias plus a tag (bugs+tag@ for bugs@).
+ */
+static int pipe_add(struct ljob *lj, size_t i, const struct rcpt_dest *d, const char *addr)
+{
+    const char *alias = d->alias ? d->alias : addr;
+    const char *at = strrchr(alias, '@');
+    const char *aat = strrchr(addr, '@');
+    const char *sep = lj->r->cfg->local.plus_separator;
+    struct lpipe **np = realloc(lj->pp, (lj->npp + 1) * sizeof *np);
+
+    if (np == NULL)
+        return -ENOMEM;
+    lj->pp = np;
+    struct lpipe *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return -ENOMEM;
+    lj->pp[lj->npp++] = p;
+    p->job = lj;
+    p->rcpt = i;
+    p->command = strdup(d->addr);
+    p->recipient = strdup(alias);
+    p->original = strdup(addr);
+    if (p->command == NULL || p->recipient == NULL || p->original == NULL)
+        return -ENOMEM;
+    if (at != NULL) {
+        size_t llen = (size_t)(at - alias);
+        if ((p->local = strndup(alias, llen)) == NULL || (p->domain = strdup(at + 1)) == NULL)
+            return -ENOMEM;
+        if (aat != NULL && (size_t)(aat - addr) > llen + 1 && strncasecmp(addr, alias, llen) == 0 &&
+            sep[0] != '\0' && strchr(sep, addr[llen]) != NULL &&
+            (p->extension = strndup(addr + llen + 1, (size_t)(aat - addr) - llen - 1)) == NULL)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
 /* Resolve recipient i and plan its operations. */
 static int plan_rcpt(struct ljob *lj, size_t i, time_t now)
 {
@@ -265,9 +353,13 @@ static int plan_rcpt(struct ljob *lj, size_t i, time_t now)
                     snprintf(sender, sizeof sender, "%s", v->sender);
                 struct lfwd *f = fwd_for(lj, sender);
                 rc = f ? fwd_add(f, d->addr, i) : -ENOMEM;
+            } else if (d->kind == RCPT_PIPE && lj->r->cfg->local.allow_pipe) {
+                rc = pipe_add(lj, i, d, addr);
             } else {
-                rcpt_set(&lj->rc[i], SMTP_OUT_PERM, "5.3.5",
-                         "delivery to a command is not supported");
+                /* The table was loaded with pipes allowed, the config
+                 * in use forbids them now. */
+                rcpt_set(&lj->rc[i], SMTP_OUT_TEMP, "4.3.5",
+                         "delivery to a command is off ([local] allow_pipe)");
             }
         }
         break;
@@ -332,6 +424,36 @@ int local_deliver(struct local *l, struct smtp_reactor *r, struct sched_local_jo
         }
         lj->pending++;
     }
+    for (size_t k = 0; k < lj->npp; k++) {
+        struct lpipe *p = lj->pp[k];
+        p->req.owner = p;
+        p->req.job = (struct pipe_job){
+            .command = p->command,
+            .sender = v->sender,
+            .recipient = p->recipient,
+            .original_recipient = p->original,
+            .local = p->local,
+            .domain = p->domain,
+            .extension = p->extension,
+            .msg = {
+                .return_path = v->sender,
+                .delivered_to = p->recipient,
+                .prefix = v->headers_len ? v->headers : NULL,
+                .prefix_len = v->headers_len,
+                .iovcnt = 0,
+                .fd = v->fd,
+                .off = v->data_off,
+                .len = v->size,
+            },
+            .timeout = r->cfg->local.pipe_timeout,
+        };
+        int rc = pipe_deliver(l->pipes, r->loop, &p->req, on_pipe);
+        if (rc < 0) {
+            rcpt_set(&lj->rc[p->rcpt], SMTP_OUT_TEMP, "4.3.0", "command: %s", strerror(-rc));
+            continue;
+        }
+        lj->pending++;
+    }
     for (size_t k = 0; k < lj->nfw; k++) {
         struct lfwd *f = lj->fw[k];
         struct iovec iov = {(void *)v->data, (size_t)v->size};
@@ -374,6 +496,11 @@ struct local *local_new(unsigned nworkers, const char *host)
         free(l);
         return NULL;
     }
+    if ((l->pipes = pipe_pool_new(nworkers ? nworkers : 1)) == NULL) {
+        maildir_pool_free(l->pool);
+        free(l);
+        return NULL;
+    }
     return l;
 }
 
@@ -382,5 +509,6 @@ void local_free(struct local *l)
     if (l == NULL)
         return;
     maildir_pool_free(l->pool);
+    pipe_pool_free(l->pipes);
     free(l);
 }

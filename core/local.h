@@ -13,14 +13,18 @@
  *    going back): one new message in the spool per job and sender, to the
  *    remote addresses, with the SRS sender (recipients_forward_sender); the
  *    recipient is delivered once that message is durable;
- *  - a command ("|cmd"): not supported yet, the recipient fails (5.3.5);
+ *  - a command ("|cmd", [local] allow_pipe): run by delivery/pipe.h's
+ *    workers (their own pool, as many as the Maildir writers) with the
+ *    message on its stdin, read from the segment like a Maildir file; its
+ *    exit status decides (0 delivered, 75 or a signal or [local]
+ *    pipe_timeout temporary, anything else 5.3.0 with its output);
  *  - nobody by that name any more: fails (5.1.1).
  * A recipient with several destinations is delivered when all of them are;
  * if one fails temporarily the recipient is tried again as a whole (the
  * mailboxes that got it already may get it twice).
  *
- * Threads: local_deliver runs on a reactor; the Maildir workers post their
- * results back to that reactor's loop.
+ * Threads: local_deliver runs on a reactor; the Maildir and command
+ * workers post their results back to that reactor's loop.
  */
 #ifndef ORTOO_LOCAL_H
 #define ORTOO_LOCAL_H
@@ -29,8 +33,8 @@ struct local;
 struct smtp_reactor;
 struct sched_local_job;
 
-/* Start the Maildir workers (nworkers threads, host in the file names).
- * NULL on failure (errno). */
+/* Start the Maildir workers (nworkers threads, host in the file names) and
+ * as many command workers.  NULL on failure (errno). */
 struct local *local_new(unsigned nworkers, const char *host);
 
 /* Stop the workers; nothing may be in flight (the schedulers waited for

@@ -168,7 +168,7 @@ struct walk {
 };
 
 static int emit(struct walk *w, enum rcpt_dest_kind kind, const char *addr, size_t local_len,
-                const char *domain)
+                const char *domain, const char *alias)
 {
     struct rcpt_result *r = w->res;
 
@@ -185,14 +185,14 @@ static int emit(struct walk *w, enum rcpt_dest_kind kind, const char *addr, size
         r->dests = d;
         r->cap = cap;
     }
-    r->dests[r->ndests++] = (struct rcpt_dest){kind, addr, local_len, domain};
+    r->dests[r->ndests++] = (struct rcpt_dest){kind, addr, local_len, domain, alias};
     return 0;
 }
 
 static int emit_user(struct walk *w, const char *key)
 {
     const char *at = strrchr(key, '@');
-    return emit(w, RCPT_MAILBOX, key, (size_t)(at - key), at + 1);
+    return emit(w, RCPT_MAILBOX, key, (size_t)(at - key), at + 1, NULL);
 }
 
 static int expand(struct walk *w, const struct alias *al, unsigned depth);
@@ -220,7 +220,7 @@ static int expand(struct walk *w, const struct alias *al, unsigned depth)
         size_t tdlen;
         switch (t->kind) {
         case ALIAS_T_PIPE:
-            rc = emit(w, RCPT_PIPE, t->text, 0, adom);
+            rc = emit(w, RCPT_PIPE, t->text, 0, adom, al->addr);
             break;
         case ALIAS_T_MAILBOX: {
             const char *key = users_find(w->u, t->text, strlen(t->text));
@@ -234,7 +234,7 @@ static int expand(struct walk *w, const struct alias *al, unsigned depth)
                 struct hit h = lookup(w->u, t->text, t->local_len, tdom, tdlen, false);
                 rc = take(w, &h, depth);
             } else {
-                rc = emit(w, RCPT_FORWARD, t->text, 0, adom);
+                rc = emit(w, RCPT_FORWARD, t->text, 0, adom, al->addr);
             }
             break;
         }
@@ -280,7 +280,7 @@ static int srs_check(const struct config *cfg, const char *addr, size_t len, tim
     if ((res->srs_addr = strdup(out)) == NULL)
         return -ENOMEM;
     struct walk w = {NULL, res};
-    if ((rc = emit(&w, RCPT_FORWARD, res->srs_addr, 0, NULL)) < 0)
+    if ((rc = emit(&w, RCPT_FORWARD, res->srs_addr, 0, NULL, NULL)) < 0)
         return rc;
     res->status = RCPT_SRS;
     res->how = "srs";

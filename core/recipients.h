@@ -72,6 +72,10 @@ struct rcpt_dest {
     const char *domain;  /* FORWARD/PIPE: the local domain whose alias led
                             here (the SRS domain); NULL for an SRS bounce;
                             MAILBOX: the user's domain */
+    const char *alias;   /* FORWARD/PIPE: the alias ("name@domain", as the
+                            table keys it) whose target this is; NULL for an
+                            SRS bounce and for MAILBOX.  With duplicates
+                            merged, the first alias that led here */
 };
 
 /*

@@ -9,7 +9,9 @@
  * then the stored bytes with the stuffing dots removed (a '.' at the start
  * of a stored line is always one: RFC 5321 4.5.2).  The syscalls that can
  * fail on a full or broken disk (write, fsync, rename, pread) go through
- * maildir_sys so that the unit tests inject ENOSPC and EIO.
+ * maildir_sys so that the unit tests inject ENOSPC and EIO.  The same
+ * content stream feeds pipe delivery (maildir_stream, to a sink, in LF
+ * line ends).
  *
  * The pool: a FIFO under a mutex, N threads; each result is handed to the
  * requesting loop with io_loop_post(), whose callback runs the owner's cb.
@@ -115,12 +117,20 @@ static int maildir_make(const char *md)
 
 /* ---- the output stream ---- */
 
-/* Invariant: len <= sizeof(buf); once err is set nothing more is written. */
+/*
+ * Invariant: len <= sizeof(buf); once err is set nothing more is written.
+ * The bytes go to fd, or to sink when it is set (maildir_stream).  With lf,
+ * a CR is held back (cr) until the next byte shows whether it ends a line.
+ */
 struct out {
     int fd;
-    int err;                  /* first -errno */
+    maildir_sink_fn sink;     /* NULL: write to fd */
+    void *sink_arg;
+    int err;                  /* first -errno (or sink's negative value) */
     uint64_t total;           /* bytes handed to the file so far */
     bool bol;                 /* the next stored byte starts a line */
+    bool lf;                  /* CRLF -> LF */
+    bool cr;                  /* lf: a CR is held back */
     size_t len;
     char buf[MAILDIR_BUF];
 };
@@ -128,6 +138,18 @@ struct out {
 static void out_flush(struct out *o)
 {
     size_t off = 0;
+
+    if (o->sink != NULL) {
+        if (o->err == 0 && o->len > 0) {
+            int rc = o->sink(o->sink_arg, o->buf, o->len);
+            if (rc < 0)
+                o->err = rc;
+            else
+                o->total += o->len;
+        }
+        o->len = 0;
+        return;
+    }
     while (o->err == 0 && off < o->len) {
         ssize_t n = maildir_sys.write(o->fd, o->buf + off, o->len - off);
         if (n < 0) {
@@ -145,7 +167,7 @@ static void out_flush(struct out *o)
     o->len = 0;
 }
 
-static void out_put(struct out *o, const char *p, size_t len)
+static void out_raw(struct out *o, const char *p, size_t len)
 {
     while (len > 0 && o->err == 0) {
         size_t n = sizeof(o->buf) - o->len;
@@ -157,6 +179,31 @@ static void out_put(struct out *o, const char *p, size_t len)
         len -= n;
         if (o->len == sizeof(o->buf))
             out_flush(o);
+    }
+}
+
+/* Bytes of the content: as they are, or with CRLF turned into LF (a bare
+ * CR stays). */
+static void out_put(struct out *o, const char *p, size_t len)
+{
+    if (!o->lf) {
+        out_raw(o, p, len);
+        return;
+    }
+    while (len > 0) {
+        if (o->cr) {
+            o->cr = false;
+            if (*p != '\n')
+                out_raw(o, "\r", 1);
+        }
+        const char *r = memchr(p, '\r', len);
+        size_t n = r ? (size_t)(r - p) : len;
+        out_raw(o, p, n);
+        if (r == NULL)
+            break;
+        o->cr = true;
+        p += n + 1;
+        len -= n + 1;
     }
 }
 
@@ -214,7 +261,27 @@ static void write_content(struct out *o, const struct maildir_msg *m)
             done += (uint64_t)n;
         }
     }
+    if (o->cr)
+        out_raw(o, "\r", 1);
+    o->cr = false;
     out_flush(o);
+}
+
+int maildir_stream(const struct maildir_msg *m, bool lf, maildir_sink_fn sink, void *arg)
+{
+    struct out *o;
+    int rc;
+
+    if (m->return_path == NULL || m->delivered_to == NULL || sink == NULL ||
+        (m->iovcnt == 0 && m->fd < 0 && m->len > 0))
+        return -EINVAL;
+    if ((o = malloc(sizeof(*o))) == NULL)
+        return -ENOMEM;
+    *o = (struct out){.fd = -1, .sink = sink, .sink_arg = arg, .lf = lf};
+    write_content(o, m);
+    rc = o->err;
+    free(o);
+    return rc;
 }
 
 /* ---- names ---- */
@@ -293,8 +360,10 @@ int maildir_write(const struct maildir_msg *m, const char *host, char *name)
         goto fail;
     }
     o->fd = fd;
+    o->sink = NULL;
     o->err = 0;
     o->total = 0;
+    o->lf = o->cr = false;
     o->len = 0;
     write_content(o, m);
     if ((rc = o->err) < 0)

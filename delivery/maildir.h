@@ -72,6 +72,21 @@ struct maildir_msg {
  */
 int maildir_write(const struct maildir_msg *m, const char *host, char *name);
 
+/* Takes len bytes (borrowed for the call); returns 0, or a negative value
+ * that stops the stream. */
+typedef int (*maildir_sink_fn)(void *arg, const char *p, size_t len);
+
+/*
+ * The content maildir_write() would write (Return-Path, Delivered-To, the
+ * prefix, the dot-unstuffed message), handed to sink in pieces of up to
+ * 64 KB instead; with lf every CRLF becomes a bare LF (a lone CR stays), as
+ * delivery agents give mail to commands (delivery/pipe.h).  Only
+ * return_path, delivered_to, prefix and the message fields of m are used.
+ * Blocking when sink blocks.  Returns 0, the first negative value sink
+ * returned, -EINVAL, -ENOMEM, or -errno (-EIO for a short file) reading fd.
+ */
+int maildir_stream(const struct maildir_msg *m, bool lf, maildir_sink_fn sink, void *arg);
+
 typedef void (*maildir_cb)(struct maildir_req *req, int res);
 
 /* A delivery request, embedded in its owner. */

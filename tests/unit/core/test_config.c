@@ -788,6 +788,28 @@ static void test_domains_keys(void **state)
     load_err(MIN_LISTEN "[smtp]\nbanner_delay = 1\n", ":4: unknown key 'banner_delay' in [smtp]");
 }
 
+/* [local] pipe_timeout (delivery to commands). */
+static void test_pipe_timeout(void **state)
+{
+    struct config *cfg = load_ok(MIN_LISTEN);
+    assert_int_equal(cfg->local.pipe_timeout, 1000);
+    config_free(cfg);
+    cfg = load_ok(MIN_LISTEN "[local]\nallow_pipe = on\npipe_timeout = 10m\n");
+    assert_int_equal(cfg->local.pipe_timeout, 600);
+    config_free(cfg);
+    cfg = load_ok(MIN_LISTEN "[local]\npipe_timeout = 45\n");
+    assert_int_equal(cfg->local.pipe_timeout, 45);
+    config_free(cfg);
+    load_err(MIN_LISTEN "[local]\npipe_timeout = 0\n",
+             ":4: [local] pipe_timeout: expected a time from 1s to 1d such as 1000s, 10m or 1h, "
+             "got '0'");
+    load_err(MIN_LISTEN "[local]\npipe_timeout = 2d\n",
+             ":4: [local] pipe_timeout: expected a time from 1s to 1d such as 1000s, 10m or 1h, "
+             "got '2d'");
+    load_err(MIN_LISTEN "[local]\npipe_timeout = 1m\npipe_timeout = 2m\n",
+             ":5: duplicate key 'pipe_timeout' in [local]");
+}
+
 
 /* [delivery], [destination DOMAIN], [routes] (delivery/route.c) */
 static void test_delivery(void **state)
@@ -1164,6 +1186,7 @@ int main(void)
         cmocka_unit_test(test_parse_size),
         cmocka_unit_test_setup_teardown(test_metrics_key, setup, teardown),
         cmocka_unit_test(test_role_name),
+        cmocka_unit_test_setup_teardown(test_pipe_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_domains_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_secrets, setup, teardown),

@@ -215,6 +215,18 @@ static void test_aliases_and_catchall(void **state)
     assert_string_equal(R(u, NULL, "me@example.com"), "local alias: fwd:me@gmail.com/example.com");
     assert_string_equal(R(u, NULL, "bugs@example.com"),
                         "local alias: pipe:/usr/bin/tracker new/example.com");
+    /* The alias behind a pipe or a forward, for the command's RECIPIENT. */
+    struct rcpt_result rr = {0};
+    assert_int_equal(recipients_resolve(u, NULL, "Bugs+x@example.com", 18, 0, &rr), RCPT_LOCAL);
+    assert_int_equal(rr.ndests, 1);
+    assert_int_equal(rr.dests[0].kind, RCPT_PIPE);
+    assert_string_equal(rr.dests[0].alias, "bugs@example.com");
+    rcpt_result_free(&rr);
+    assert_int_equal(recipients_resolve(u, NULL, "other@example.com", 17, 0, &rr), RCPT_LOCAL);
+    assert_string_equal(rr.dests[0].alias, "x@other.test");
+    assert_int_equal(rr.dests[1].kind, RCPT_MAILBOX);
+    assert_null(rr.dests[1].alias);
+    rcpt_result_free(&rr);
     /* Across local domains; the forward keeps the domain whose alias it is. */
     assert_string_equal(R(u, NULL, "other@example.com"),
                         "local alias: fwd:y@elsewhere.example/other.test "
@@ -310,9 +322,9 @@ static void test_srs_addresses(void **state)
                         "not-local not-local:");
     /* The sender of a forward: rewritten for the alias's domain; the null
      * sender, a bounce (no domain) and local mailboxes keep theirs. */
-    struct rcpt_dest fwd_d = {RCPT_FORWARD, "me@gmail.example", 0, "example.com"};
-    struct rcpt_dest bounce_d = {RCPT_FORWARD, "joe@sender.example", 0, NULL};
-    struct rcpt_dest mbox_d = {RCPT_MAILBOX, "alice@example.com", 5, "example.com"};
+    struct rcpt_dest fwd_d = {RCPT_FORWARD, "me@gmail.example", 0, "example.com", "me@example.com"};
+    struct rcpt_dest bounce_d = {RCPT_FORWARD, "joe@sender.example", 0, NULL, NULL};
+    struct rcpt_dest mbox_d = {RCPT_MAILBOX, "alice@example.com", 5, "example.com", NULL};
     char out[256], want2[256];
     assert_true(recipients_forward_sender(&cfg, "joe@sender.example", &fwd_d, t, out,
                                           sizeof(out)) > 0);
