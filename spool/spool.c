@@ -265,6 +265,7 @@ static void batch_reset(struct batch *b)
     b->bytes = 0;
     b->err = 0;
     b->pending = 0;
+    b->urgent = false;
     b->sc = NULL;
 }
 
@@ -319,6 +320,44 @@ static void timer_arm(struct spool_shard *sh)
         sh->timer_due = true; /* no timer: close at the next chance */
 }
 
+/* The journal timer: every journal batch waiting for company is due now
+ * (the idle hook of this turn starts those that can start). */
+static void on_jtimer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct spool_shard *sh = op->owner;
+
+    if (!sh) { /* orphaned by spool_shard_close */
+        free(op);
+        return;
+    }
+    if (res < 0)
+        return;
+    for (size_t i = 0; i < sh->ndirs; i++)
+        for (int j = 0; j < 2; j++)
+            if (sh->dirs[i]->jr[j].open->nent)
+                sh->dirs[i]->jr[j].due = true;
+}
+
+/* Cover a lazy journal entry by the journal timer (armed at most
+ * journal_delay_ms before it fires).  Returns 0, or -errno when no timer
+ * could be armed (the caller closes the batch at once instead). */
+static int jtimer_arm(struct spool_shard *sh)
+{
+    if (io_op_busy(sh->jtimer))
+        return 0;
+    return io_timer_start(sh->loop, sh->jtimer, sh->p.journal_delay_ms, on_jtimer);
+}
+
+/* May the open batch of journal a be written now?  Entries that somebody
+ * waits for (a commit callback) or that record an administrator's delete
+ * go at the next idle hook; the others (the scheduler's attempts and
+ * marks) wait for the journal timer, a full batch, or the shard's quiesce. */
+static bool jrn_ready(const struct spool_shard *sh, const struct appender *a)
+{
+    return a->open->urgent || a->due || a->open->bytes >= sh->p.batch_max_bytes ||
+           sh->quiescing || sh->closing;
+}
+
 /* Append the journal entry e to d's open journal batch; the segments in
  * unpin (NULL entries allowed) are pinned until it is durable. */
 static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_entry *e,
@@ -336,6 +375,9 @@ static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_e
         memcpy(c->id, e->id, SPOOL_ID_LEN + 1);
         c->next = NULL;
     }
+    if (c || e->type == JRN_T_DELETE || d->sh->p.journal_delay_ms == SPOOL_JOURNAL_DELAY_NONE ||
+        jtimer_arm(d->sh) < 0)
+        b->urgent = true;
     b->ent[b->nent++] = (struct bent){.kind = BE_MARK, .c = c, .rel = rel, .len = n,
                                       .from = unpin};
     if (unpin)
@@ -555,6 +597,7 @@ void batch_start(struct appender *a)
     int r;
 
     assert(!a->fly && !a->hold && b->nent);
+    a->due = false;
     if (a->is_seg) {
         sh->timer_due = false;
         if (a->end > 0 && a->end + b->bytes > sh->p.segment_max_bytes &&
@@ -616,7 +659,7 @@ static void on_idle(void *arg)
             batch_start(&d->seg);
         for (int j = 0; j < 2; j++) {
             struct appender *a = &d->jr[j];
-            if (!a->fly && !a->hold && a->open->nent && a->fd >= 0)
+            if (!a->fly && !a->hold && a->open->nent && a->fd >= 0 && jrn_ready(sh, a))
                 batch_start(a);
         }
     }
@@ -1056,6 +1099,7 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
     sh = calloc(1, sizeof *sh);
     if (!sh || !(sh->spool_dir = strdup(spool_dir)) ||
         !(sh->timer = calloc(1, sizeof *sh->timer)) ||
+        !(sh->jtimer = calloc(1, sizeof *sh->jtimer)) ||
         !(sh->ready_op = calloc(1, sizeof *sh->ready_op))) {
         r = -ENOMEM;
         what = "out of memory";
@@ -1078,7 +1122,10 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
         sh->p.compact_live_pct = SPOOL_DEF_COMPACT_PCT;
     if (!sh->p.compact_turn_bytes)
         sh->p.compact_turn_bytes = SPOOL_DEF_COMPACT_TURN;
+    if (!sh->p.journal_delay_ms)
+        sh->p.journal_delay_ms = SPOOL_JOURNAL_DELAY_DEFAULT;
     io_op_init(sh->timer, sh);
+    io_op_init(sh->jtimer, sh);
     io_op_init(sh->ready_op, sh);
 
     /* The directories, durable before anything is acknowledged in them. */
@@ -1149,7 +1196,8 @@ fail:
 
 bool spool_shard_idle(const struct spool_shard *sh)
 {
-    if ((sh->ready_op && io_op_busy(sh->ready_op)) || (sh->timer && io_op_busy(sh->timer)))
+    if ((sh->ready_op && io_op_busy(sh->ready_op)) || (sh->timer && io_op_busy(sh->timer)) ||
+        (sh->jtimer && io_op_busy(sh->jtimer)))
         return false;
     for (size_t i = 0; i < sh->ndirs; i++) {
         const struct sdir *d = sh->dirs[i];
@@ -1225,6 +1273,14 @@ void spool_shard_close(struct spool_shard *sh)
             io_cancel(sh->loop, sh->timer);
         } else {
             free(sh->timer);
+        }
+    }
+    if (sh->jtimer) {
+        if (io_op_busy(sh->jtimer)) {
+            sh->jtimer->owner = NULL; /* on_jtimer frees it */
+            io_cancel(sh->loop, sh->jtimer);
+        } else {
+            free(sh->jtimer);
         }
     }
     if (sh->ready_op) {

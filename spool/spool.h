@@ -115,7 +115,15 @@ struct spool_params {
                                       below this percentage (default 50) */
     size_t compact_turn_bytes;     /* bytes copied forward per loop turn at most
                                       (default 1 MiB) */
+    uint32_t journal_delay_ms;     /* how long a journal entry that nobody waits
+                                      for may wait for company before its batch
+                                      is written (default 10;
+                                      SPOOL_JOURNAL_DELAY_NONE: at the next idle
+                                      hook, as entries with a waiter) */
 };
+
+#define SPOOL_JOURNAL_DELAY_DEFAULT 10u
+#define SPOOL_JOURNAL_DELAY_NONE UINT32_MAX
 
 /*
  * Open (creating if needed) shard `index` of `nshards` under spool_dir,
