@@ -185,7 +185,7 @@ check-tls:
 ifeq ($(TLS),boringssl)
 	@mkdir -p build/boringssl
 	$(CC) $(CFLAGS_BASE) -O1 -g $(BSSL_CFLAGS) -o build/boringssl/test_tls \
-	    tests/unit/io/test_tls.c io/tls.c io/log.c io/metrics.c $(BSSL_LIBS) $(TEST_LIBS)
+	    tests/unit/io/test_tls.c io/tls.c io/log.c io/metrics.c io/text.c $(BSSL_LIBS) $(TEST_LIBS)
 	build/boringssl/test_tls
 else
 	$(MAKE) $(BUILD)/tests/unit/io/test_tls

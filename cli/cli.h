@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "core/control.h"
 
@@ -31,10 +32,17 @@ int cli_dkim(const char *config_dir, int argc, char **argv);     /* cli/cli_dkim
 int cli_domain(const char *config_dir, int argc, char **argv);   /* cli/cli_domain.c */
 int cli_doctor(const char *config_dir, int argc, char **argv);   /* cli/cli_doctor.c */
 
-/* Tell a running server that domains/ changed (users, aliases, domains)
- * and print which happened; never fails.  cli/cli_domain.c. */
+/* Tell a running server that domains/ changed (users, aliases, domains):
+ * its `reload` through the control socket.  Prints what happened; never
+ * fails.  Blocking, at most a minute.  cli/cli_serve.c. */
 void cli_notify_server(const char *config_dir);
 int cli_stats(const char *config_dir, int argc, char **argv);    /* cli/cli_stats.c */
+
+/* For a command that takes no argument (argv[0] is cmd): -h or --help
+ * prints usage on stdout (status 0); any other argument is a usage error
+ * (status 2, the usage on stderr).  Returns that status, or -1 when there is
+ * no argument.  cli/cli_serve.c. */
+int cli_no_args(const char *cmd, int argc, char **argv, const char *usage);
 
 /* Set by main() when -c named the configuration directory (sendmail then
  * warns when it cannot read it instead of falling back silently). */
@@ -51,6 +59,17 @@ extern bool cli_config_explicit;
  */
 int cli_control_call(const char *config_dir, const char *what, const char *request,
                      control_line_cb on_line, void *arg, char *status, size_t statuslen);
+
+/*
+ * Write len bytes of data to path atomically: a temporary file next to it
+ * (mode mode, group gid unless (gid_t)-1), written and fsync'ed, then
+ * renamed over path, or linked to it when exclusive (then -EEXIST, not
+ * printed, when path exists); the directory is synced after.  Other
+ * failures print "ortoo CMD: cannot write PATH: why" and return -1.
+ * Blocking.  cli/cli_init.c.
+ */
+int cli_file_write(const char *cmd, const char *path, const char *data, size_t len, mode_t mode,
+                   gid_t gid, bool exclusive);
 
 /* Shared with `init` (cli/cli_dkim.c). */
 

@@ -591,15 +591,9 @@ int cli_check(const char *config_dir, int argc, char **argv)
     struct config *cfg = NULL;
     char err[1024];
 
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "ortoo check: unexpected argument '%s'\n", argv[1]);
-        fputs(usage, stderr);
-        return 2;
-    }
+    int rc = cli_no_args("check", argc, argv, usage);
+    if (rc >= 0)
+        return rc;
     if (config_load(config_dir, &cfg, err, sizeof(err)) < 0) {
         /* The parser's message is already "file:line: what". */
         printf("%s\n", err);

@@ -127,69 +127,6 @@ static int dir_make(const char *path, gid_t gid)
     return -1;
 }
 
-/*
- * Write data to path: a temp file (mode DKIM_KEY_MODE, group gid) fsync'ed,
- * then link(2) into place (fails with EEXIST when path exists), or rename
- * over it when replace.  Returns 0, -EEXIST, or -1 (printed).
- */
-static int file_put(const char *dir, const char *path, const char *data, gid_t gid, bool replace)
-{
-    char tmp[PATH_MAX];
-    size_t len = strlen(data), off = 0;
-    int fd, dfd;
-
-    if (snprintf(tmp, sizeof(tmp), "%s/.dkim.XXXXXX", dir) >= (int)sizeof(tmp))
-        goto fail_noclean;
-    fd = mkostemp(tmp, O_CLOEXEC); /* 0600 from the start: the key is never exposed */
-    if (fd < 0)
-        goto fail_noclean;
-    (void)!fchown(fd, (uid_t)-1, gid);
-    if (fchmod(fd, DKIM_KEY_MODE) < 0)
-        goto fail;
-    while (off < len) {
-        ssize_t n = write(fd, data + off, len - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            goto fail;
-        off += (size_t)n;
-    }
-    if (fsync(fd) < 0 || close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
-    fd = -1;
-    if (replace) {
-        if (rename(tmp, path) < 0)
-            goto fail;
-    } else {
-        if (link(tmp, path) < 0) {
-            int e = errno;
-            unlink(tmp);
-            if (e == EEXIST)
-                return -EEXIST;
-            errno = e;
-            goto fail_noclean;
-        }
-        unlink(tmp);
-    }
-    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)!fsync(dfd);
-        close(dfd);
-    }
-    return 0;
-fail:
-    fprintf(stderr, "ortoo dkim: cannot write %s: %s\n", path, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    return -1;
-fail_noclean:
-    fprintf(stderr, "ortoo dkim: cannot write %s: %s\n", path, strerror(errno));
-    return -1;
-}
-
 int cli_dkim_keygen(const char *config_dir, const char *domain, const char *selector, bool ed25519,
                     bool force, FILE *out)
 {
@@ -246,12 +183,13 @@ int cli_dkim_keygen(const char *config_dir, const char *domain, const char *sele
         fprintf(stderr, "ortoo dkim keygen: out of memory\n");
         goto out;
     }
-    int w = file_put(dir, key, pem, cst.st_gid, force);
+    int w = cli_file_write("dkim", key, pem, strlen(pem), DKIM_KEY_MODE, cst.st_gid, !force);
     if (w == -EEXIST) {
         fprintf(stderr, "ortoo dkim keygen: %s exists; not overwriting it\n", key);
         goto out;
     }
-    if (w < 0 || file_put(dir, txt, line, cst.st_gid, true) < 0)
+    if (w < 0 || cli_file_write("dkim", txt, line, strlen(line), DKIM_KEY_MODE, cst.st_gid,
+                                false) < 0)
         goto out;
     if (out != NULL) {
         fprintf(out, "Wrote %s (%s) and %s.txt\n", key,

@@ -56,6 +56,7 @@
 #include "core/users.h"
 #include "dkim/keys.h"
 #include "io/loop.h"
+#include "io/text.h"
 #include "resolver/resolver.h"
 
 static void usage(FILE *f)
@@ -390,27 +391,14 @@ static void p25_start(struct doctor *dr)
 /* "HOST:PORT" or "[V6]:PORT".  Returns 0 or -1. */
 static int p25_parse_target(const char *s, struct dr_port25 *p)
 {
-    const char *colon;
+    const char *h;
     size_t hl;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        s++;
-        hl = (size_t)(end - s);
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-            return -1;
-        hl = (size_t)(colon - s);
-    }
-    char *end;
-    unsigned long port = strtoul(colon + 1, &end, 10);
-    if (hl == 0 || hl >= sizeof(p->host) || colon[1] == '\0' || *end != '\0' || port == 0 ||
-        port > 65535)
+    bool bracketed;
+    unsigned port;
+    if (text_host_port(s, &h, &hl, &bracketed, &port) < 0 || hl == 0 ||
+        hl >= sizeof(p->host) || port == 0)
         return -1;
-    memcpy(p->host, s, hl);
+    memcpy(p->host, h, hl);
     p->host[hl] = '\0';
     struct in6_addr ip;
     char norm[RES_NAME_MAX + 1];

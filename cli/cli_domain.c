@@ -1,8 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cli_domain.c - `ortoo domain add|del|list`: which domains are local, and
- * cli_notify_server(), which tells a running server that the users,
- * aliases or domains changed.
+ * cli_domain.c - `ortoo domain add|del|list`: which domains are local.
  *
  *   ortoo domain add DOMAIN           make DOMAIN local (domains/DOMAIN/)
  *   ortoo domain del DOMAIN [--force] stop being DOMAIN's MX; only an empty
@@ -17,15 +15,11 @@
 #include "cli/cli.h"
 
 #include <ctype.h>
-#include <errno.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/config.h"
-#include "core/server.h"
 #include "core/users.h"
 
 static const char usage_text[] = "usage: ortoo domain add DOMAIN\n"
@@ -38,53 +32,6 @@ static int usage(const char *why)
         fprintf(stderr, "ortoo domain: %s\n", why);
     fputs(usage_text, stderr);
     return 2;
-}
-
-/*
- * The one place the CLI tells the daemon about a change to domains/.  For
- * now: SIGHUP to the pid in <spool>/ortoo.pid, which reloads certificates,
- * users and aliases (the daemon also watches domains/ with inotify, so hand
- * edits apply too).  When the control socket lands, this sends its reload
- * command instead.  Prints what happened; never fails the command.
- */
-void cli_notify_server(const char *config_dir)
-{
-    char err[512], path[4200], comm_path[64], comm[64] = "";
-    struct config *cfg = NULL;
-    long pid = 0;
-    FILE *f;
-
-    if (config_load(config_dir, &cfg, err, sizeof(err)) < 0) {
-        printf("no server configuration (%s): takes effect at start\n", err);
-        return;
-    }
-    snprintf(path, sizeof(path), "%s/%s", cfg->spool, SERVER_PID_FILE);
-    config_free(cfg);
-    f = fopen(path, "re");
-    if (f == NULL || fscanf(f, "%ld", &pid) != 1 || pid <= 1) {
-        if (f != NULL)
-            fclose(f);
-        printf("no server running: takes effect at start\n");
-        return;
-    }
-    fclose(f);
-    /* A stale pid file may name another process: check it is ortoo. */
-    snprintf(comm_path, sizeof(comm_path), "/proc/%ld/comm", pid);
-    f = fopen(comm_path, "re");
-    if (f == NULL || fgets(comm, sizeof(comm), f) == NULL || strncmp(comm, "ortoo", 5) != 0) {
-        if (f != NULL)
-            fclose(f);
-        printf("no server running: takes effect at start\n");
-        return;
-    }
-    fclose(f);
-    if (kill((pid_t)pid, SIGHUP) < 0) {
-        printf("could not signal the running server (pid %ld: %s); it picks up changes to "
-               "domains/ by itself\n",
-               pid, strerror(errno));
-        return;
-    }
-    printf("the running server was told to reload (pid %ld)\n", pid);
 }
 
 static int cmd_add(const char *config_dir, const char *domain)

@@ -38,6 +38,7 @@
 #include "core/certgen.h"
 #include "core/config.h"
 #include "core/users.h"
+#include "io/text.h"
 
 #define INIT_DIR_MODE 0750
 #define INIT_TOP_DIR_MODE 0755
@@ -66,57 +67,20 @@ static void init_usage(FILE *f)
 }
 
 /*
- * Check a DNS name: labels of letters, digits and hyphens (RFC 1123 2.1),
- * not starting or ending with a hyphen, 1-63 octets each, separated by single
- * dots; at least `min_dots` dots.  Lower-cases it into out.
- * Returns 0 or -1 with the reason in why.
+ * Check a DNS name (io/text.h's host-name syntax) with at least `min_dots`
+ * dots.  Lower-cases it into out.  Returns 0 or -1 with the reason in why.
  */
 static int name_check(const char *name, unsigned min_dots, char out[INIT_NAME_MAX + 1],
                       const char **why)
 {
-    size_t len = strlen(name), label = 0;
+    size_t len = strlen(name);
     unsigned dots = 0;
 
-    if (len == 0 || len > INIT_NAME_MAX) {
-        *why = "must be 1 to 253 characters";
+    if ((*why = text_hostname_check(name, len)) != NULL)
         return -1;
-    }
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)name[i];
-        if (ch == '.') {
-            if (label == 0) {
-                *why = "has an empty label (leading, trailing or double dot)";
-                return -1;
-            }
-            if (name[i - 1] == '-') {
-                *why = "has a label ending with '-'";
-                return -1;
-            }
-            dots++;
-            label = 0;
-        } else if (isalnum(ch) || ch == '-') {
-            if (ch == '-' && label == 0) {
-                *why = "has a label starting with '-'";
-                return -1;
-            }
-            if (++label > 63) {
-                *why = "has a label longer than 63 characters";
-                return -1;
-            }
-        } else {
-            *why = "may hold only letters, digits, hyphens and dots";
-            return -1;
-        }
-        out[i] = (char)tolower(ch);
-    }
-    out[len] = '\0';
-    if (label == 0) {
-        *why = "has an empty label (leading, trailing or double dot)";
-        return -1;
-    }
-    if (name[len - 1] == '-') {
-        *why = "has a label ending with '-'";
-        return -1;
+    for (size_t i = 0; i <= len; i++) {
+        dots += name[i] == '.';
+        out[i] = (char)tolower((unsigned char)name[i]);
     }
     if (dots < min_dots) {
         *why = "needs at least one dot (e.g. example.com)";
@@ -248,23 +212,21 @@ static bool file_exists(const char *path)
     return stat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
-/*
- * Write len bytes to path atomically with the given mode: path.tmp, fsync,
- * rename.  With exclusive, fail with EEXIST if path already exists (checked
- * by link(2) instead of rename so that a concurrent init cannot clobber).
- * Returns 0 or -1 (printed).
- */
-static int file_write(const char *path, const char *data, size_t len, mode_t mode,
-                      bool exclusive)
+int cli_file_write(const char *cmd, const char *path, const char *data, size_t len, mode_t mode,
+                   gid_t gid, bool exclusive)
 {
-    char tmp[PATH_MAX];
+    char tmp[PATH_MAX], dir[PATH_MAX];
     int fd = -1;
 
-    if (path_fmt(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
-        return -1;
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path) >= sizeof tmp) {
+        errno = ENAMETOOLONG;
+        goto fail_noclean;
+    }
+    fd = mkostemp(tmp, O_CLOEXEC); /* 0600 from the start: a key is never exposed */
     if (fd < 0)
-        goto fail;
+        goto fail_noclean;
+    if (gid != (gid_t)-1)
+        (void)!fchown(fd, (uid_t)-1, gid);
     if (fchmod(fd, mode) < 0)
         goto fail;
     for (size_t off = 0; off < len;) {
@@ -277,25 +239,53 @@ static int file_write(const char *path, const char *data, size_t len, mode_t mod
     }
     if (fsync(fd) < 0)
         goto fail;
-    if (close(fd) < 0) {
-        fd = -1;
-        goto fail;
-    }
+    int rc = close(fd);
     fd = -1;
+    if (rc < 0)
+        goto fail;
     if (exclusive) {
-        if (link(tmp, path) < 0)
-            goto fail;
+        /* link(2), not rename: a file that appeared meanwhile is kept. */
+        rc = link(tmp, path);
+        int e = errno;
         unlink(tmp);
+        if (rc < 0 && e == EEXIST)
+            return -EEXIST;
+        errno = e;
+        if (rc < 0)
+            goto fail_noclean;
     } else if (rename(tmp, path) < 0) {
         goto fail;
     }
+    /* The new name is durable once the directory is synced. */
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        int dfd = open(slash == dir ? "/" : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0) {
+            (void)!fsync(dfd);
+            close(dfd);
+        }
+    }
     return 0;
 fail:
-    fprintf(stderr, "ortoo init: cannot write %s: %s\n", path, strerror(errno));
     if (fd >= 0)
         close(fd);
     unlink(tmp);
+fail_noclean:
+    fprintf(stderr, "ortoo %s: cannot write %s: %s\n", cmd, path, strerror(errno));
     return -1;
+}
+
+/* cli_file_write for init: no group change; an existing file is an error
+ * (printed) when exclusive. */
+static int file_write(const char *path, const char *data, size_t len, mode_t mode,
+                      bool exclusive)
+{
+    int rc = cli_file_write("init", path, data, len, mode, (gid_t)-1, exclusive);
+    if (rc == -EEXIST)
+        fprintf(stderr, "ortoo init: cannot write %s: %s\n", path, strerror(EEXIST));
+    return rc < 0 ? -1 : 0;
 }
 
 /* The listener lines of ortoo.conf for this mode. */

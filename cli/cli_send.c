@@ -45,6 +45,7 @@
 #include <sodium.h>
 
 #include "cli/cli.h"
+#include "io/text.h"
 
 #define SEND_TIMEOUT_S 30
 #define SEND_HINT_MS 5000             /* silence before the "is this a TLS port?" hint */
@@ -73,12 +74,6 @@ struct send_opts {
     const char *ehlo;              /* NULL: gethostname() */
 };
 
-/* A growable byte buffer.  Invariant: p is NULL iff cap == 0; len <= cap. */
-struct dbuf {
-    char *p;
-    size_t len, cap;
-};
-
 /*
  * One connection.  Invariant: ssl != NULL once TLS is up, and from then on
  * every byte goes through it; rbuf[roff..rlen) holds bytes received but not
@@ -96,7 +91,7 @@ struct send_conn {
 /* One server reply: the code and its lines' text (without the code), '\n'-joined. */
 struct send_reply {
     int code;
-    struct dbuf text;
+    struct text_buf text;
 };
 
 static void send_usage(FILE *f)
@@ -121,45 +116,6 @@ static void send_usage(FILE *f)
 
 /* ---- small helpers ---- */
 
-static int dbuf_add(struct dbuf *b, const void *data, size_t len)
-{
-    if (len > SIZE_MAX / 2 - b->len)
-        return -ENOMEM;
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, data, len);
-    b->len += len;
-    b->p[b->len] = '\0'; /* always a C string too */
-    return 0;
-}
-
-static int dbuf_addf(struct dbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int dbuf_addf(struct dbuf *b, const char *fmt, ...)
-{
-    char tmp[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof tmp)
-        return -EINVAL;
-    return dbuf_add(b, tmp, (size_t)n);
-}
-
-static void dbuf_free(struct dbuf *b)
-{
-    free(b->p);
-    memset(b, 0, sizeof *b);
-}
-
 /*
  * Split "host:port", "[v6addr]:port" into host (brackets removed) and port.
  * Returns 0 or -1 when malformed (no port, empty host, port not 1-65535).
@@ -167,35 +123,16 @@ static void dbuf_free(struct dbuf *b)
 static int send_parse_server(const char *s, char *host, size_t hostlen, char *port,
                              size_t portlen)
 {
-    const char *h, *p;
+    const char *h;
     size_t hl;
+    bool bracketed;
+    unsigned v;
 
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        h = s + 1;
-        hl = (size_t)(end - h);
-        p = end + 2;
-    } else {
-        const char *colon = strrchr(s, ':');
-        if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
-            return -1; /* no port, or a bare IPv6 literal without brackets */
-        h = s;
-        hl = (size_t)(colon - s);
-        p = colon + 1;
-    }
-    if (hl == 0 || hl >= hostlen)
-        return -1;
-    size_t pl = strlen(p);
-    if (pl == 0 || pl >= portlen || strspn(p, "0123456789") != pl)
-        return -1;
-    long v = strtol(p, NULL, 10);
-    if (v < 1 || v > 65535)
+    if (text_host_port(s, &h, &hl, &bracketed, &v) < 0 || hl == 0 || hl >= hostlen || v == 0 ||
+        (size_t)snprintf(port, portlen, "%u", v) >= portlen)
         return -1;
     memcpy(host, h, hl);
     host[hl] = '\0';
-    memcpy(port, p, pl + 1);
     return 0;
 }
 
@@ -216,7 +153,7 @@ static bool send_addr_ok(const char *a)
  * with '.' gets one more, and an unterminated last line is terminated.
  * Returns 0 or -ENOMEM.
  */
-static int send_body_append(struct dbuf *out, const char *in, size_t len)
+static int send_body_append(struct text_buf *out, const char *in, size_t len)
 {
     bool bol = true;
 
@@ -224,20 +161,20 @@ static int send_body_append(struct dbuf *out, const char *in, size_t len)
         char ch = in[i];
         int rc = 0;
         if (bol && ch == '.')
-            rc = dbuf_add(out, ".", 1);
+            rc = text_add(out, ".", 1);
         if (rc == 0 && (ch == '\r' || ch == '\n')) {
             if (ch == '\r' && i + 1 < len && in[i + 1] == '\n')
                 i++;
-            rc = dbuf_add(out, "\r\n", 2);
+            rc = text_add(out, "\r\n", 2);
             bol = true;
         } else if (rc == 0) {
-            rc = dbuf_add(out, &ch, 1);
+            rc = text_add(out, &ch, 1);
             bol = false;
         }
         if (rc < 0)
             return rc;
     }
-    return bol ? 0 : dbuf_add(out, "\r\n", 2);
+    return bol ? 0 : text_add(out, "\r\n", 2);
 }
 
 /*
@@ -547,8 +484,8 @@ static int conn_reply(struct send_conn *c, struct send_reply *r)
             return -1;
         }
         r->code = code;
-        if ((r->text.len > 0 && dbuf_add(&r->text, "\n", 1) < 0) ||
-            dbuf_add(&r->text, n > 4 ? line + 4 : "", n > 4 ? (size_t)n - 4 : 0) < 0) {
+        if ((r->text.len > 0 && text_add(&r->text, "\n", 1) < 0) ||
+            text_add(&r->text, n > 4 ? line + 4 : "", n > 4 ? (size_t)n - 4 : 0) < 0) {
             fprintf(stderr, "ortoo send: out of memory\n");
             return -1;
         }
@@ -612,35 +549,17 @@ static void conn_close(struct send_conn *c)
 /* ---- the message ---- */
 
 /* Read a whole file into out.  Returns 0 or -1 (printed). */
-static int body_file_read(const char *path, struct dbuf *out)
+static int body_file_read(const char *path, struct text_buf *out)
 {
-    FILE *f = fopen(path, "rbe");
-    char buf[65536];
-    size_t n;
+    int r = text_read_file(path, SEND_BODY_MAX, out, NULL);
 
-    if (f == NULL) {
-        fprintf(stderr, "ortoo send: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
-        if (out->len + n > SEND_BODY_MAX) {
-            fprintf(stderr, "ortoo send: %s: larger than %u MiB\n", path, SEND_BODY_MAX >> 20);
-            goto fail;
-        }
-        if (dbuf_add(out, buf, n) < 0) {
-            fprintf(stderr, "ortoo send: out of memory\n");
-            goto fail;
-        }
-    }
-    if (ferror(f)) {
-        fprintf(stderr, "ortoo send: %s: %s\n", path, strerror(errno));
-        goto fail;
-    }
-    fclose(f);
-    return 0;
-fail:
-    fclose(f);
-    return -1;
+    if (r == -EFBIG)
+        fprintf(stderr, "ortoo send: %s: larger than %u MiB\n", path, SEND_BODY_MAX >> 20);
+    else if (r == -ENOMEM)
+        fprintf(stderr, "ortoo send: out of memory\n");
+    else if (r < 0)
+        fprintf(stderr, "ortoo send: %s: %s\n", path, strerror(-r));
+    return r < 0 ? -1 : 0;
 }
 
 /*
@@ -648,7 +567,7 @@ fail:
  * all CRLF and dot-stuffed, ending with the final ".\r\n".  Returns 0 or -1.
  */
 static int message_build(const struct send_opts *o, const char *body, size_t bodylen,
-                         struct dbuf *out)
+                         struct text_buf *out)
 {
     char date[64], subject[1000];
     unsigned char rnd[12];
@@ -668,17 +587,17 @@ static int message_build(const struct send_opts *o, const char *body, size_t bod
         if (*p == '\r' || *p == '\n')
             *p = ' ';
 
-    if (dbuf_addf(out, "Date: %s\r\nFrom: <%s>\r\nTo: ", date, o->from) < 0)
+    if (text_printf(out, "Date: %s\r\nFrom: <%s>\r\nTo: ", date, o->from) < 0)
         return -1;
     for (size_t i = 0; i < o->nto; i++)
-        if (dbuf_addf(out, "%s<%s>", i ? ",\r\n " : "", o->to[i]) < 0)
+        if (text_printf(out, "%s<%s>", i ? ",\r\n " : "", o->to[i]) < 0)
             return -1;
-    if (dbuf_addf(out, "\r\nSubject: %s\r\nMessage-ID: <%s.%lld@%s>\r\n\r\n", subject, rndhex,
-                  (long long)now, domain) < 0)
+    if (text_printf(out, "\r\nSubject: %s\r\nMessage-ID: <%s.%lld@%s>\r\n\r\n", subject, rndhex,
+                    (long long)now, domain) < 0)
         return -1;
     if (send_body_append(out, body, bodylen) < 0)
         return -1;
-    return dbuf_add(out, ".\r\n", 3);
+    return text_add(out, ".\r\n", 3);
 }
 
 /* ---- options ---- */
@@ -862,7 +781,7 @@ static int say_hello(struct send_conn *c, struct send_reply *r, const char *name
 
 /* The whole exchange once connected.  Returns the exit status. */
 static int dialogue(struct send_conn *c, const struct send_opts *o, const char *password,
-                    const struct dbuf *msg)
+                    const struct text_buf *msg)
 {
     struct send_reply r = { 0 };
     char ehlo[256];
@@ -984,7 +903,7 @@ quit:
         (void)conn_ask(c, &r, NULL, "%s", "QUIT");
 out:
     fflush(stdout);
-    dbuf_free(&r.text);
+    text_free(&r.text);
     return status;
 }
 
@@ -997,7 +916,7 @@ int cli_send(const char *config_dir, int argc, char **argv)
 {
     struct send_opts o;
     struct send_conn c = { .fd = -1 };
-    struct dbuf body = { 0 }, msg = { 0 };
+    struct text_buf body = { 0 }, msg = { 0 };
     char password[512] = "";
     int status = 1;
 
@@ -1016,7 +935,7 @@ int cli_send(const char *config_dir, int argc, char **argv)
     if (o.body_file != NULL) {
         if (body_file_read(o.body_file, &body) < 0)
             goto out;
-    } else if (dbuf_add(&body, SEND_DEFAULT_BODY, strlen(SEND_DEFAULT_BODY)) < 0) {
+    } else if (text_add(&body, SEND_DEFAULT_BODY, strlen(SEND_DEFAULT_BODY)) < 0) {
         goto out;
     }
     if (message_build(&o, body.p, body.len, &msg) < 0) {
@@ -1029,8 +948,8 @@ int cli_send(const char *config_dir, int argc, char **argv)
 out:
     conn_close(&c);
     sodium_memzero(password, sizeof password);
-    dbuf_free(&body);
-    dbuf_free(&msg);
+    text_free(&body);
+    text_free(&msg);
     free(o.to);
     return status;
 }

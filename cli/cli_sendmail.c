@@ -42,43 +42,11 @@
 #include "core/control.h"
 #include "core/maildrop.h"
 #include "core/smtp_parse.h"
+#include "io/text.h"
 
 #define SM_MAX_RCPTS_DEFAULT 1000
 #define SM_PICKUP_TIMEOUT_MS 30000
 #define SM_QUEUE_ID_MAX 40 /* a queue id in the pickup answer (20 today) */
-
-/* Growable byte buffer. */
-struct buf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
-static void buf_add(struct buf *b, const void *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(struct buf *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
 
 /* A list of addresses (owned strings). */
 struct addrs {
@@ -239,7 +207,7 @@ static int addr_add(struct sm *sm, struct addrs *a, const char *s, size_t len)
  */
 static int addr_list(struct sm *sm, struct addrs *out, const char *v)
 {
-    struct buf plain = {0};    /* the mailbox's text outside comments and <> */
+    struct text_buf plain = {0};    /* the mailbox's text outside comments and <> */
     const char *angle = NULL;  /* start of <...> content */
     size_t angle_len = 0;
     int rc = 0;
@@ -253,7 +221,7 @@ static int addr_list(struct sm *sm, struct addrs *out, const char *v)
                     q++;
                 q++;
             }
-            buf_add(&plain, p, (size_t)(q - p) + (*q == '"'));
+            text_add(&plain, p, (size_t)(q - p) + (*q == '"'));
             if (*q == '\0')
                 break;
             p = q;
@@ -264,14 +232,14 @@ static int addr_list(struct sm *sm, struct addrs *out, const char *v)
             const char *q = p + 1;
             while (*q != '\0' && depth > 0) {
                 if (*q == '\\' && q[1] != '\0')
-                    q++;
+                     q++;
                 else if (*q == '(')
-                    depth++;
+                     depth++;
                 else if (*q == ')')
-                    depth--;
+                     depth--;
                 q++;
             }
-            buf_add(&plain, " ", 1);
+            text_add(&plain, " ", 1);
             if (*q == '\0' && depth > 0)
                 break;
             p = q - 1;
@@ -300,14 +268,14 @@ static int addr_list(struct sm *sm, struct addrs *out, const char *v)
                                         ? memchr(angle, ':', angle_len)
                                         : NULL;
                 if (colon != NULL) {
-                    angle_len -= (size_t)(colon + 1 - angle);
-                    angle = colon + 1;
+                     angle_len -= (size_t)(colon + 1 - angle);
+                     angle = colon + 1;
                 }
                 if (addr_add(sm, out, angle, angle_len) < 0)
-                    rc = -1;
+                     rc = -1;
             } else if (plain.len > 0) {
                 if (addr_add(sm, out, plain.p, plain.len) < 0)
-                    rc = -1;
+                     rc = -1;
             }
             angle = NULL;
             plain.len = 0;
@@ -315,7 +283,7 @@ static int addr_list(struct sm *sm, struct addrs *out, const char *v)
                 break;
             continue;
         }
-        buf_add(&plain, p, 1);
+        text_add(&plain, p, 1);
     }
     free(plain.p);
     return rc;
@@ -388,12 +356,12 @@ static void rfc5322_date(char *out, size_t cap)
 }
 
 /* Append a line in wire form: dot-stuffed (RFC 5321 4.5.2), CRLF. */
-static void wire_line(struct buf *b, const char *p, size_t len)
+static void wire_line(struct text_buf *b, const char *p, size_t len)
 {
     if (len > 0 && p[0] == '.')
-        buf_add(b, ".", 1);
-    buf_add(b, p, len);
-    buf_add(b, "\r\n", 2);
+        text_add(b, ".", 1);
+    text_add(b, p, len);
+    text_add(b, "\r\n", 2);
 }
 
 /*
@@ -405,12 +373,12 @@ static void wire_line(struct buf *b, const char *p, size_t len)
  * code with a message printed.
  */
 static int build_message(struct sm *sm, const char *in, size_t len, const char *sender,
-                         struct buf *out)
+                         struct text_buf *out)
 {
     struct line *lines = NULL;
     size_t n = split_lines(in, len, sm->ignore_dots, &lines), i = 0;
     bool has_from = false, has_date = false, has_msgid = false, has_resent = false;
-    struct buf fieldval = {0};
+    struct text_buf fieldval = {0};
     struct addrs hdr_rcpts = {0}, resent_rcpts = {0};
     int rc = 0;
 
@@ -443,9 +411,9 @@ static int build_message(struct sm *sm, const char *in, size_t len, const char *
         if (sm->extract && (bcc || to || rto)) {
             fieldval.len = 0;
             const char *colon = memchr(l->p, ':', l->len);
-            buf_add(&fieldval, colon + 1, l->len - (size_t)(colon + 1 - l->p));
+            text_add(&fieldval, colon + 1, l->len - (size_t)(colon + 1 - l->p));
             for (size_t k = i + 1; k < j; k++)
-                buf_add(&fieldval, lines[k].p, lines[k].len);
+                text_add(&fieldval, lines[k].p, lines[k].len);
             bool resent = strncasecmp(l->p, "Resent-", 7) == 0;
             if (fieldval.p != NULL &&
                 addr_list(sm, resent ? &resent_rcpts : &hdr_rcpts, fieldval.p) < 0)
@@ -489,7 +457,7 @@ static int build_message(struct sm *sm, const char *in, size_t len, const char *
                  r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], sm->hostname);
         wire_line(out, line, strlen(line));
     }
-    buf_add(out, "\r\n", 2);
+    text_add(out, "\r\n", 2);
     for (; i < n; i++)
         wire_line(out, lines[i].p, lines[i].len);
 
@@ -521,7 +489,7 @@ static int build_message(struct sm *sm, const char *in, size_t len, const char *
  * sysexits code (message printed).
  */
 static int deliver(struct sm *sm, const char *sender, const struct addrs *rcpts,
-                   const struct buf *msg, char *queued_as, size_t qlen)
+                   const struct text_buf *msg, char *queued_as, size_t qlen)
 {
     char dir[PATH_MAX + 16], name[MAILDROP_NAME_LEN + 1], err[512];
     queued_as[0] = '\0';
@@ -533,7 +501,7 @@ static int deliver(struct sm *sm, const char *sender, const struct addrs *rcpts,
         if (rc == -ENOENT)
             fprintf(stderr, "%s: the maildrop %s does not exist: it is made when 'ortoo "
                             "serve' first starts (or by the installed tmpfiles.d entry)\n",
-                    sm->prog, dir);
+                     sm->prog, dir);
         return rc == -EACCES || rc == -EPERM ? EX_NOPERM : EX_TEMPFAIL;
     }
     char path[PATH_MAX + 16], req[64], status[512];
@@ -595,7 +563,7 @@ static int envelope_sender(struct sm *sm, char *out, size_t cap)
 /* -bm: the message on stdin. */
 static int mode_deliver(struct sm *sm)
 {
-    struct buf in = {0}, msg = {0};
+    struct text_buf in = {0}, msg = {0};
     char sender[MAILDROP_ADDR_MAX + 1], qid[64];
     int rc;
 
@@ -605,10 +573,10 @@ static int mode_deliver(struct sm *sm)
     for (;;) {
         size_t n = fread(chunk, 1, sizeof(chunk), stdin);
         if (n > 0)
-            buf_add(&in, chunk, n);
+            text_add(&in, chunk, n);
         if (in.len > sm->max_size + (1u << 20)) {
             fprintf(stderr, "%s: message exceeds the maximum size of %llu bytes\n", sm->prog,
-                    (unsigned long long)sm->max_size);
+                     (unsigned long long)sm->max_size);
             free(in.p);
             return EX_DATAERR;
         }
@@ -725,19 +693,19 @@ static int mode_smtp(struct sm *sm)
             }
             smtp_out("354 End data with <CR><LF>.<CR><LF>");
             /* Undo the dot-stuffing; build_message applies it again. */
-            struct buf raw = {0}, msg = {0};
+            struct text_buf raw = {0}, msg = {0};
             bool ended = false, too_big = false;
             while (smtp_getline(&line, &cap) >= 0) {
                 if (strcmp(line, ".") == 0) {
-                    ended = true;
-                    break;
+                     ended = true;
+                     break;
                 }
                 const char *p = line[0] == '.' ? line + 1 : line;
                 if (raw.len < sm->max_size + (1u << 20)) {
-                    buf_str(&raw, p);
-                    buf_add(&raw, "\n", 1);
+                     text_add_str(&raw, p);
+                     text_add(&raw, "\n", 1);
                 } else {
-                    too_big = true;
+                     too_big = true;
                 }
             }
             if (!ended) {
@@ -893,7 +861,7 @@ int cli_sendmail(const char *config_dir, int argc, char **argv)
             break;
         case 'q':
             fprintf(stderr, "%s: %s ignored: the server runs its queue by itself\n", sm.prog,
-                    a);
+                     a);
             free(rcpt_args);
             return 0;
         case 'B': case 'N': case 'R': case 'V': case 'X': case 'L': case 'p': case 'A':

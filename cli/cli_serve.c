@@ -2,8 +2,10 @@
 /*
  * cli_serve.c - `ortoo serve` and `ortoo reload`: start the daemon
  * (core/server.c), and talk to a running one through its control socket
- * (core/control.h): cli_control_call() is the one way the CLI reaches the
- * daemon, for `reload` today and for the queue and stats commands to come.
+ * (core/control.h): the socket's path comes from the configuration in one
+ * place (control_socket()), and cli_control_call() and cli_notify_server()
+ * (the reload after `user` and `domain` changes) are the ways the CLI
+ * reaches the daemon.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -16,6 +18,20 @@
 
 #define CLI_CONTROL_TIMEOUT_MS 60000
 
+int cli_no_args(const char *cmd, int argc, char **argv, const char *usage)
+{
+    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "ortoo %s: unexpected argument '%s'\n", cmd, argv[1]);
+        fputs(usage, stderr);
+        return 2;
+    }
+    return -1;
+}
+
 int cli_serve(const char *config_dir, int argc, char **argv)
 {
     static const char usage[] =
@@ -25,16 +41,8 @@ int cli_serve(const char *config_dir, int argc, char **argv)
         "it binds its ports, loads its certificates, then runs as [server] user.\n"
         "SIGHUP or 'ortoo reload' re-read the configuration, certificates and users;\n"
         "SIGTERM stops it gracefully.\n";
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "ortoo serve: unexpected argument '%s'\n", argv[1]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    return server_run(config_dir);
+    int rc = cli_no_args("serve", argc, argv, usage);
+    return rc >= 0 ? rc : server_run(config_dir);
 }
 
 static void print_line(const char *text, void *arg)
@@ -42,17 +50,30 @@ static void print_line(const char *text, void *arg)
     printf("%s\n", text);
 }
 
+/* Load config_dir's configuration and write the path of its server's control
+ * socket into path.  Returns the configuration (owned by the caller), or NULL
+ * with err set. */
+static struct config *control_socket(const char *config_dir, char *path, size_t cap, char *err,
+                                     size_t errlen)
+{
+    struct config *cfg = NULL;
+
+    if (config_load(config_dir, &cfg, err, errlen) < 0)
+        return NULL;
+    snprintf(path, cap, "%s/%s", cfg->spool, CONTROL_SOCKET_NAME);
+    return cfg;
+}
+
 int cli_control_call(const char *config_dir, const char *what, const char *request,
                      control_line_cb on_line, void *arg, char *status, size_t statuslen)
 {
     char err[512], path[4200];
-    struct config *cfg = NULL;
+    struct config *cfg = control_socket(config_dir, path, sizeof(path), err, sizeof(err));
 
-    if (config_load(config_dir, &cfg, err, sizeof(err)) < 0) {
+    if (cfg == NULL) {
         fprintf(stderr, "ortoo %s: %s\n", what, err);
         return -1;
     }
-    snprintf(path, sizeof(path), "%s/%s", cfg->spool, CONTROL_SOCKET_NAME);
     const char *group = cfg->control_group != NULL ? cfg->control_group : cfg->user;
     int rc = control_call(path, request, CLI_CONTROL_TIMEOUT_MS,
                           on_line != NULL ? on_line : print_line, arg, status, statuslen);
@@ -71,6 +92,41 @@ int cli_control_call(const char *config_dir, const char *what, const char *reque
     return rc < 0 ? -1 : rc;
 }
 
+static void skip_line(const char *text, void *arg)
+{
+}
+
+/*
+ * The one place the CLI tells the daemon about a change to domains/: the
+ * control socket's `reload` (configuration, certificates, users, aliases),
+ * answered once every reactor uses the new tables.  The daemon also watches
+ * domains/ with inotify, so when it cannot be asked the change still
+ * applies.  Prints what happened; never fails the command.
+ */
+void cli_notify_server(const char *config_dir)
+{
+    char err[512], path[4200], status[2048];
+    struct config *cfg = control_socket(config_dir, path, sizeof(path), err, sizeof(err));
+
+    if (cfg == NULL) {
+        printf("no server configuration (%s): takes effect at start\n", err);
+        return;
+    }
+    config_free(cfg);
+    int rc = control_call(path, "reload", CLI_CONTROL_TIMEOUT_MS, skip_line, NULL, status,
+                          sizeof(status));
+    if (rc == 0)
+        printf("the running server reloaded\n");
+    else if (rc == 1)
+        printf("the running server could not reload (%s); it keeps what it had\n", status);
+    else if (rc == -ENOENT || rc == -ECONNREFUSED)
+        printf("no server running: takes effect at start\n");
+    else
+        printf("could not reach the running server (%s); it picks up changes to domains/ by "
+               "itself\n",
+               rc == -EACCES || rc == -EPERM ? "permission denied" : status);
+}
+
 int cli_reload(const char *config_dir, int argc, char **argv)
 {
     static const char usage[] =
@@ -83,16 +139,10 @@ int cli_reload(const char *config_dir, int argc, char **argv)
         "a restart (listeners, reactors, spool, user) are named.\n";
     char status[2048];
 
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        fputs(usage, stdout);
-        return 0;
-    }
-    if (argc > 1) {
-        fprintf(stderr, "ortoo reload: unexpected argument '%s'\n", argv[1]);
-        fputs(usage, stderr);
-        return 2;
-    }
-    int rc = cli_control_call(config_dir, "reload", "reload", NULL, NULL, status, sizeof(status));
+    int rc = cli_no_args("reload", argc, argv, usage);
+    if (rc >= 0)
+        return rc;
+    rc = cli_control_call(config_dir, "reload", "reload", NULL, NULL, status, sizeof(status));
     if (rc == 0) {
         printf("%s\n", status);
         return 0;

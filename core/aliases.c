@@ -25,6 +25,7 @@
 #include <strings.h>
 
 #include "core/smtp_parse.h"
+#include "io/text.h"
 
 #define ALIAS_NAME_MAX 64      /* a local part (RFC 5321 4.5.3.1.1) */
 #define ALIAS_DOMAIN_MAX 255
@@ -53,18 +54,6 @@ struct aliases {
     bool finished;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 struct aliases *aliases_new(bool case_sensitive, bool allow_pipe)
 {
     struct aliases *a = calloc(1, sizeof(*a));
@@ -91,30 +80,6 @@ void aliases_free(struct aliases *a)
 }
 
 /* ---- parsing ---- */
-
-/* A growable text buffer for an entry being assembled. */
-struct tbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int tbuf_add(struct tbuf *b, const char *s, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + len + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-    return 0;
-}
 
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
 
@@ -160,7 +125,7 @@ static bool name_ok(const char *s, size_t len)
  */
 static int target_add(struct parser *ps, unsigned line, const char *t, size_t len,
                       const char *key, struct alias_target **tv, size_t *tn, size_t *tcap,
-                      struct tbuf *store, size_t **offs)
+                      struct text_buf *store, size_t **offs)
 {
     struct aliases *a = ps->a;
     enum alias_target_kind kind = ALIAS_T_ADDR;
@@ -171,26 +136,26 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
 
     if (len > 0 && t[0] == '|') {
         if (!a->allow_pipe) {
-            seterr(ps->err, ps->errlen,
-                   "%s:%u: pipe target '%.*s' needs [local] allow_pipe = on", ps->file, line,
-                   (int)(len > 80 ? 80 : len), t);
+            text_seterr(ps->err, ps->errlen,
+                        "%s:%u: pipe target '%.*s' needs [local] allow_pipe = on", ps->file, line,
+                        (int)(len > 80 ? 80 : len), t);
             return -1;
         }
         text = t + 1;
         tlen = len - 1;
         trim(&text, &tlen);
         if (tlen == 0) {
-            seterr(ps->err, ps->errlen, "%s:%u: empty command after '|'", ps->file, line);
+            text_seterr(ps->err, ps->errlen, "%s:%u: empty command after '|'", ps->file, line);
             return -1;
         }
         kind = ALIAS_T_PIPE;
     } else if (len > 0 && t[0] == '/') {
-        seterr(ps->err, ps->errlen,
-               "%s:%u: file targets ('%.*s') are not supported; use a local user", ps->file,
-               line, (int)(len > 80 ? 80 : len), t);
+        text_seterr(ps->err, ps->errlen,
+                    "%s:%u: file targets ('%.*s') are not supported; use a local user", ps->file,
+                    line, (int)(len > 80 ? 80 : len), t);
         return -1;
     } else if (len >= 9 && strncasecmp(t, ":include:", 9) == 0) {
-        seterr(ps->err, ps->errlen, "%s:%u: :include: is not supported", ps->file, line);
+        text_seterr(ps->err, ps->errlen, "%s:%u: :include: is not supported", ps->file, line);
         return -1;
     } else {
         if (len > 0 && t[0] == '\\') {
@@ -203,8 +168,8 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
         if (at == NULL) {
             /* A bare name: a local part of this file's domain. */
             if (len == 0 || len + 1 + ps->domain_len >= sizeof(addr)) {
-                seterr(ps->err, ps->errlen, "%s:%u: bad target '%.*s'", ps->file, line,
-                       (int)(len > 80 ? 80 : len), t);
+                text_seterr(ps->err, ps->errlen, "%s:%u: bad target '%.*s'", ps->file, line,
+                            (int)(len > 80 ? 80 : len), t);
                 return -1;
             }
             memcpy(addr, t, len);
@@ -213,7 +178,7 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
             alen = len + 1 + ps->domain_len;
         } else {
             if (len >= sizeof(addr)) {
-                seterr(ps->err, ps->errlen, "%s:%u: target too long", ps->file, line);
+                text_seterr(ps->err, ps->errlen, "%s:%u: target too long", ps->file, line);
                 return -1;
             }
             memcpy(addr, t, len);
@@ -224,10 +189,10 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
         }
         addr[alen] = '\0';
         if (smtp_addr_parse(addr, alen, true, &sa) != SMTP_P_OK) {
-            seterr(ps->err, ps->errlen,
-                   "%s:%u: '%.*s' is not an address (expected name, name@domain, \\name or "
-                   "|command)",
-                   ps->file, line, (int)(len > 80 ? 80 : len), t);
+            text_seterr(ps->err, ps->errlen,
+                        "%s:%u: '%.*s' is not an address (expected name, name@domain, \\name or "
+                        "|command)",
+                        ps->file, line, (int)(len > 80 ? 80 : len), t);
             return -1;
         }
         local_len = sa.local_len;
@@ -256,13 +221,13 @@ static int target_add(struct parser *ps, unsigned line, const char *t, size_t le
         *tcap = cap;
     }
     (*offs)[*tn] = store->len;
-    if (tbuf_add(store, text, tlen) < 0 || tbuf_add(store, "", 1) < 0)
+    if (text_add(store, text, tlen) < 0 || text_add(store, "", 1) < 0)
         goto nomem;
     (*tv)[*tn] = (struct alias_target){.kind = kind, .text = NULL, .local_len = local_len};
     (*tn)++;
     return 0;
 nomem:
-    seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
+    text_seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
     return -1;
 }
 
@@ -273,10 +238,10 @@ nomem:
  */
 static int targets_split(struct parser *ps, unsigned line, const char *v, size_t len,
                          const char *key, struct alias_target **tv, size_t *tn,
-                         struct tbuf *store, size_t **offs)
+                         struct text_buf *store, size_t **offs)
 {
     size_t tcap = 0, i = 0;
-    struct tbuf item = {0};
+    struct text_buf item = {0};
     int rc = -1;
 
     while (i <= len) {
@@ -291,7 +256,7 @@ static int targets_split(struct parser *ps, unsigned line, const char *v, size_t
                 break;
         }
         if (in_q) {
-            seterr(ps->err, ps->errlen, "%s:%u: unterminated quote", ps->file, line);
+            text_seterr(ps->err, ps->errlen, "%s:%u: unterminated quote", ps->file, line);
             goto out;
         }
         const char *t = v + start;
@@ -304,7 +269,7 @@ static int targets_split(struct parser *ps, unsigned line, const char *v, size_t
             for (size_t k = 1; k + 1 < tl; k++) {
                 if (t[k] == '\\' && k + 2 < tl && (t[k + 1] == '"' || t[k + 1] == '\\'))
                     k++;
-                if (tbuf_add(&item, &t[k], 1) < 0)
+                if (text_add(&item, &t[k], 1) < 0)
                     goto nomem;
             }
             t = item.p ? item.p : "";
@@ -315,13 +280,13 @@ static int targets_split(struct parser *ps, unsigned line, const char *v, size_t
         i++; /* past ',' (or the end) */
     }
     if (*tn == 0) {
-        seterr(ps->err, ps->errlen, "%s:%u: alias without a target", ps->file, line);
+        text_seterr(ps->err, ps->errlen, "%s:%u: alias without a target", ps->file, line);
         goto out;
     }
     rc = 0;
     goto out;
 nomem:
-    seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
+    text_seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
 out:
     free(item.p);
     return rc;
@@ -333,13 +298,13 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     struct aliases *a = ps->a;
     const char *colon = memchr(s, ':', len), *name = s, *at;
     size_t nlen;
-    struct tbuf store = {0};
+    struct text_buf store = {0};
     struct alias_target *tv = NULL;
     size_t tn = 0, *offs = NULL;
     struct alias_entry *e;
 
     if (colon == NULL) {
-        seterr(ps->err, ps->errlen, "%s:%u: expected 'name: target, ...'", ps->file, line);
+        text_seterr(ps->err, ps->errlen, "%s:%u: expected 'name: target, ...'", ps->file, line);
         return -1;
     }
     nlen = (size_t)(colon - s);
@@ -349,29 +314,29 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     if (at != NULL) {
         size_t dl = nlen - (size_t)(at - name) - 1;
         if (dl != ps->domain_len || strncasecmp(at + 1, ps->domain, dl) != 0) {
-            seterr(ps->err, ps->errlen,
-                   "%s:%u: alias '%.*s' is not in domain %s (this file holds the aliases of "
-                   "%s only)",
-                   ps->file, line, (int)(nlen > 80 ? 80 : nlen), name, ps->domain,
-                   ps->domain);
+            text_seterr(ps->err, ps->errlen,
+                        "%s:%u: alias '%.*s' is not in domain %s (this file holds the aliases of "
+                        "%s only)",
+                        ps->file, line, (int)(nlen > 80 ? 80 : nlen), name, ps->domain,
+                        ps->domain);
             return -1;
         }
         nlen = (size_t)(at - name);
     }
     if (!name_ok(name, nlen)) {
-        seterr(ps->err, ps->errlen, "%s:%u: '%.*s' is not an alias name (a local part, or * "
-                                    "for the catch-all)",
-               ps->file, line, (int)(nlen > 80 ? 80 : nlen), name);
+        text_seterr(ps->err, ps->errlen, "%s:%u: '%.*s' is not an alias name (a local part, or * "
+                                         "for the catch-all)",
+                    ps->file, line, (int)(nlen > 80 ? 80 : nlen), name);
         return -1;
     }
     /* The key: name (lowercased unless case-sensitive) @ domain. */
     for (size_t i = 0; i < nlen; i++) {
         char c = a->case_sensitive ? name[i] : (char)tolower((unsigned char)name[i]);
-        if (tbuf_add(&store, &c, 1) < 0)
+        if (text_add(&store, &c, 1) < 0)
             goto nomem;
     }
-    if (tbuf_add(&store, "@", 1) < 0 || tbuf_add(&store, ps->domain, ps->domain_len) < 0 ||
-        tbuf_add(&store, "", 1) < 0)
+    if (text_add(&store, "@", 1) < 0 || text_add(&store, ps->domain, ps->domain_len) < 0 ||
+        text_add(&store, "", 1) < 0)
         goto nomem;
     {
         char key[ALIAS_NAME_MAX + 1 + ALIAS_DOMAIN_MAX + 1];
@@ -403,7 +368,7 @@ static int entry_add(struct parser *ps, unsigned line, const char *s, size_t len
     free(offs);
     return 0;
 nomem:
-    seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
+    text_seterr(ps->err, ps->errlen, "%s:%u: out of memory", ps->file, line);
 fail:
     free(store.p);
     free(tv);
@@ -416,25 +381,25 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
 {
     struct parser ps = {.a = a, .domain = domain, .domain_len = strlen(domain), .err = err,
                         .errlen = errlen};
-    struct tbuf entry = {0};
+    struct text_buf entry = {0};
     unsigned lineno = 0, entry_line = 0;
     const char *p = text, *end = text + len;
     char **files;
     int rc = -1;
 
     if (a->finished) {
-        seterr(err, errlen, "%s: the alias table is already finished", file);
+        text_seterr(err, errlen, "%s: the alias table is already finished", file);
         return -1;
     }
     if (memchr(text, '\0', len) != NULL) {
-        seterr(err, errlen, "%s: NUL byte in the file", file);
+        text_seterr(err, errlen, "%s: NUL byte in the file", file);
         return -1;
     }
     files = realloc(a->files, (a->nfiles + 1) * sizeof(*files));
     if (files == NULL || (files[a->nfiles] = strdup(file)) == NULL) {
         if (files != NULL)
             a->files = files;
-        seterr(err, errlen, "%s: out of memory", file);
+        text_seterr(err, errlen, "%s: out of memory", file);
         return -1;
     }
     a->files = files;
@@ -454,11 +419,11 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
         if (indented) {
             /* An indented line continues the entry (aliases(5)). */
             if (entry_line == 0) {
-                seterr(err, errlen, "%s:%u: indented line without an alias before it", ps.file,
-                       lineno);
+                text_seterr(err, errlen, "%s:%u: indented line without an alias before it", ps.file,
+                            lineno);
                 goto out;
             }
-            if (tbuf_add(&entry, " ", 1) < 0 || tbuf_add(&entry, l, tl) < 0)
+            if (text_add(&entry, " ", 1) < 0 || text_add(&entry, l, tl) < 0)
                 goto nomem;
             continue;
         }
@@ -466,7 +431,7 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
             goto out;
         entry.len = 0;
         entry_line = lineno;
-        if (tbuf_add(&entry, l, tl) < 0)
+        if (text_add(&entry, l, tl) < 0)
             goto nomem;
     }
     if (entry_line != 0 && entry_add(&ps, entry_line, entry.p, entry.len) < 0)
@@ -474,7 +439,7 @@ int aliases_parse(struct aliases *a, const char *file, const char *domain, const
     rc = 0;
     goto out;
 nomem:
-    seterr(err, errlen, "%s:%u: out of memory", ps.file, lineno);
+    text_seterr(err, errlen, "%s:%u: out of memory", ps.file, lineno);
 out:
     free(entry.p);
     return rc;
@@ -483,35 +448,18 @@ out:
 int aliases_load_file(struct aliases *a, const char *path, const char *domain, char *err,
                       size_t errlen)
 {
-    FILE *f = fopen(path, "re");
-    char *buf;
-    size_t n;
-    int rc;
+    struct text_buf buf = {0};
+    int rc = text_read_file(path, ALIASES_FILE_MAX, &buf, NULL);
 
-    if (f == NULL) {
-        if (errno == ENOENT)
-            return 0;
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    buf = malloc(ALIASES_FILE_MAX + 1);
-    if (buf == NULL) {
-        fclose(f);
-        seterr(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    n = fread(buf, 1, ALIASES_FILE_MAX + 1, f);
-    if (ferror(f) || n > ALIASES_FILE_MAX) {
-        seterr(err, errlen, "%s: %s", path,
-               ferror(f) ? "read error" : "larger than 4 MB");
-        fclose(f);
-        free(buf);
-        return -1;
-    }
-    fclose(f);
-    rc = aliases_parse(a, path, domain, buf, n, err, errlen);
-    free(buf);
-    return rc;
+    if (rc == 0)
+        rc = aliases_parse(a, path, domain, buf.p, buf.len, err, errlen);
+    else if (rc == -ENOENT)
+        rc = 0;
+    else
+        text_seterr(err, errlen, "%s: %s", path,
+                    rc == -EFBIG ? "larger than 4 MB" : strerror(-rc));
+    text_free(&buf);
+    return rc < 0 ? -1 : rc;
 }
 
 /* ---- the table ---- */
@@ -549,9 +497,9 @@ int aliases_finish(struct aliases *a, char *err, size_t errlen)
                 p = q;
                 q = t;
             }
-            seterr(err, errlen, "%s:%u: alias %s is already defined at line %u%s", q->file,
-                   q->line, q->addr, p->line,
-                   a->case_sensitive ? "" : " (names compare without case)");
+            text_seterr(err, errlen, "%s:%u: alias %s is already defined at line %u%s", q->file,
+                        q->line, q->addr, p->line,
+                        a->case_sensitive ? "" : " (names compare without case)");
             return -1;
         }
     }

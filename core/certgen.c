@@ -34,21 +34,11 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "io/text.h"
+
 #define CERTGEN_DAYS 3652       /* ten years, leap days included */
 #define CERTGEN_CN_MAX 64       /* RFC 5280 ub-common-name */
 #define CERTGEN_SERIAL_BYTES 16 /* RFC 5280 4.1.2.2: at most 20 octets */
-
-__attribute__((format(printf, 3, 4))) static void err_set(char *err, size_t errlen,
-                                                          const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The earliest queued OpenSSL error as text; drains the queue. */
 static const char *crypto_err(char *buf, size_t len)
@@ -169,13 +159,13 @@ static int file_replace(const char *dir, const char *name, BIO *mem, mode_t mode
 
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, name) >= sizeof path ||
         (size_t)snprintf(tmp, sizeof tmp, "%s/.%s.XXXXXX", dir, name) >= sizeof tmp) {
-        err_set(err, errlen, "%s: path too long", dir);
+        text_seterr(err, errlen, "%s: path too long", dir);
         return -ENAMETOOLONG;
     }
     fd = mkstemp(tmp); /* mode 0600 from the start: the key is never exposed */
     if (fd < 0) {
         ret = -errno;
-        err_set(err, errlen, "%s: %s", tmp, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         return ret;
     }
     for (long off = 0; off < len;) {
@@ -200,7 +190,7 @@ static int file_replace(const char *dir, const char *name, BIO *mem, mode_t mode
 
 fail:
     ret = -errno;
-    err_set(err, errlen, "%s: %s", path, strerror(errno));
+    text_seterr(err, errlen, "%s: %s", path, strerror(errno));
     if (fd >= 0)
         close(fd);
     unlink(tmp);
@@ -215,7 +205,7 @@ static int dir_sync(const char *dir, char *err, size_t errlen)
 
     if (fd < 0 || fsync(fd) != 0) {
         ret = -errno;
-        err_set(err, errlen, "%s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
     }
     if (fd >= 0)
         close(fd);
@@ -233,12 +223,12 @@ int certgen_selfsigned(const char *dir, const char *hostname, char *err, size_t 
     if (err != NULL && errlen > 0)
         err[0] = '\0';
     if (hostname == NULL || !hostname_ok(hostname)) {
-        err_set(err, errlen, "invalid host name \"%s\"", hostname ? hostname : "(null)");
+        text_seterr(err, errlen, "invalid host name \"%s\"", hostname ? hostname : "(null)");
         return -EINVAL;
     }
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         ret = -errno;
-        err_set(err, errlen, "%s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return ret;
     }
 
@@ -246,12 +236,13 @@ int certgen_selfsigned(const char *dir, const char *hostname, char *err, size_t 
     ret = -EIO;
     key = EVP_EC_gen("P-256");
     if (key == NULL) {
-        err_set(err, errlen, "cannot make an ECDSA P-256 key: %s", crypto_err(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "cannot make an ECDSA P-256 key: %s",
+                    crypto_err(ebuf, sizeof ebuf));
         goto fail;
     }
     cert = cert_make(key, hostname);
     if (cert == NULL) {
-        err_set(err, errlen, "cannot make the certificate: %s", crypto_err(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "cannot make the certificate: %s", crypto_err(ebuf, sizeof ebuf));
         goto fail;
     }
     kmem = BIO_new(BIO_s_secmem()); /* the key's PEM is cleared on free */
@@ -260,7 +251,7 @@ int certgen_selfsigned(const char *dir, const char *hostname, char *err, size_t 
     if (kmem == NULL || cmem == NULL ||
         PEM_write_bio_PrivateKey(kmem, key, NULL, NULL, 0, NULL, NULL) != 1 ||
         PEM_write_bio_X509(cmem, cert) != 1) {
-        err_set(err, errlen, "cannot encode PEM: %s", crypto_err(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "cannot encode PEM: %s", crypto_err(ebuf, sizeof ebuf));
         goto fail;
     }
     /* The key first: a crash in between leaves a new key with an old chain,

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "core/psl.h"
+#include "io/text.h"
 
 #define CONFIG_FILE_NAME "ortoo.conf"
 #define CONFIG_FILE_MAX (1u << 20)      /* a config file is small */
@@ -244,13 +245,31 @@ static void load_fail(struct loader *ld, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Error without a line: "message" as given (file name included by caller). */
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+/*
+ * The error for a key given twice in a section.  libinih passes an indented
+ * line after a key as a continuation of that key's value: cont says that is
+ * what this line is, and the message then says so.
+ */
+static void key_twice(struct loader *ld, const char *section, const char *name, bool cont)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
+    if (cont)
+        load_fail(ld, "indented line is read as a continuation of '%s'; remove the indentation",
+                  name);
+    else
+        load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+}
+
+/* For the sections parsed by hand: mark a key as given.  False (with the
+ * error recorded) when it was given already. */
+static bool key_first(struct loader *ld, bool *seen, const char *section, const char *name,
+                      bool cont)
+{
+    if (*seen) {
+        key_twice(ld, section, name, cont);
+        return false;
+    }
+    *seen = true;
+    return true;
 }
 
 static bool known_section(const char *s, size_t len)
@@ -363,30 +382,13 @@ int config_parse_size(const char *s, uint64_t *out)
 int config_parse_addr(const char *s, struct sockaddr_storage *addr, socklen_t *len)
 {
     char host[INET6_ADDRSTRLEN + 1];
-    const char *colon, *h;
+    const char *h;
     size_t hl;
-    bool v6 = false;
-    uint64_t port;
+    bool v6;
+    unsigned port;
 
     memset(addr, 0, sizeof(*addr));
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        h = s + 1;
-        hl = (size_t)(end - h);
-        colon = end + 1;
-        v6 = true;
-    } else {
-        /* IPv4 literal or empty; an unbracketed IPv6 address has more
-         * than one colon and is refused. */
-        colon = strchr(s, ':');
-        if (colon == NULL || strchr(colon + 1, ':') != NULL)
-            return -1;
-        h = s;
-        hl = (size_t)(colon - s);
-    }
-    if (strlen(colon + 1) > 5 || parse_u64(colon + 1, &port) < 0 || port > 65535)
+    if (text_host_port(s, &h, &hl, &v6, &port) < 0)
         return -1;
     if (hl >= sizeof(host) || (v6 && hl == 0))
         return -1;
@@ -426,25 +428,7 @@ const char *config_role_name(enum listen_role r)
 /* A host name for the greeting and HELO: RFC 1123 2.1 labels. */
 static bool hostname_valid(const char *s)
 {
-    size_t len = strlen(s), label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '.') {
-            if (label == 0 || s[i - 1] == '-')
-                return false;
-            label = 0;
-        } else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                   (c == '-' && label > 0)) {
-            if (++label > 63)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return s[len - 1] != '-' && s[len - 1] != '.';
+    return text_hostname_check(s, strlen(s)) == NULL;
 }
 
 /* A user or group name as useradd(8) takes it: [a-z_][a-z0-9_-]*[$]?, at
@@ -495,14 +479,19 @@ static in_port_t addr_port(const struct sockaddr_storage *a)
     return ((const struct sockaddr_in6 *)a)->sin6_port;
 }
 
-/* Append the comma-separated addresses of value to the listeners. */
-static int listen_add(struct loader *ld, const struct key_def *k, const char *value)
+/*
+ * Call item() for each comma-separated item of value, blanks around it
+ * trimmed (p[0..n) is not NUL-terminated).  A trailing comma is allowed: the
+ * list goes on over the next, indented line.  An empty item elsewhere is an
+ * error ("empty <what> in list").  Returns 0 or -1 with the error recorded.
+ */
+static int list_split(struct loader *ld, const char *section, const char *key, const char *what,
+                      const char *value, int (*item)(struct loader *, const void *arg,
+                                                     const char *p, size_t n),
+                      const void *arg)
 {
-    struct config *cfg = ld->cfg;
     const char *p = value;
 
-    if (*p == '\0')
-        return 0;               /* "smtp =": no listener for this role */
     for (;;) {
         while (*p == ' ' || *p == '\t')
             p++;
@@ -511,44 +500,62 @@ static int listen_add(struct loader *ld, const struct key_def *k, const char *va
         while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
             n--;
         if (n == 0 && e == NULL && p != value)
-            return 0;           /* a trailing comma, the list goes on below */
+            return 0; /* a trailing comma, the list goes on below */
         if (n == 0) {
-            load_fail(ld, "[listen] %s: empty address in list", k->name);
+            load_fail(ld, "[%s] %s: empty %s in list", section, key, what);
             return -1;
         }
-        struct config_listen l = {.role = (enum listen_role)k->min};
-        if (n >= sizeof(l.text)) {
-            load_fail(ld, "[listen] %s: address '%.*s' too long", k->name, (int)n, p);
+        if (item(ld, arg, p, n) < 0)
             return -1;
-        }
-        memcpy(l.text, p, n);
-        l.text[n] = '\0';
-        if (config_parse_addr(l.text, &l.addr, &l.addr_len) < 0) {
-            load_fail(ld,
-                      "[listen] %s: bad address '%s' (expected IPv4:port, [IPv6]:port "
-                      "or :port, with a literal IP)",
-                      k->name, l.text);
-            return -1;
-        }
-        for (size_t i = 0; i < cfg->nlistens; i++) {
-            if (addr_port(&l.addr) != 0 && same_addr(&l.addr, &cfg->listens[i].addr)) {
-                load_fail(ld, "[listen] %s: address %s already used by %s", k->name, l.text,
-                          config_role_name(cfg->listens[i].role));
-                return -1;
-            }
-        }
-        struct config_listen *nl =
-            realloc(cfg->listens, (cfg->nlistens + 1) * sizeof(*cfg->listens));
-        if (nl == NULL) {
-            load_fail(ld, "out of memory");
-            return -1;
-        }
-        cfg->listens = nl;
-        cfg->listens[cfg->nlistens++] = l;
         if (e == NULL)
             return 0;
         p = e + 1;
     }
+}
+
+/* One address of a [listen] list (k is its key) appended to the listeners. */
+static int listen_item(struct loader *ld, const void *arg, const char *p, size_t n)
+{
+    const struct key_def *k = arg;
+    struct config *cfg = ld->cfg;
+    struct config_listen l = {.role = (enum listen_role)k->min};
+
+    if (n >= sizeof(l.text)) {
+        load_fail(ld, "[listen] %s: address '%.*s' too long", k->name, (int)n, p);
+        return -1;
+    }
+    memcpy(l.text, p, n);
+    l.text[n] = '\0';
+    if (config_parse_addr(l.text, &l.addr, &l.addr_len) < 0) {
+        load_fail(ld,
+                  "[listen] %s: bad address '%s' (expected IPv4:port, [IPv6]:port "
+                  "or :port, with a literal IP)",
+                  k->name, l.text);
+        return -1;
+    }
+    for (size_t i = 0; i < cfg->nlistens; i++) {
+        if (addr_port(&l.addr) != 0 && same_addr(&l.addr, &cfg->listens[i].addr)) {
+            load_fail(ld, "[listen] %s: address %s already used by %s", k->name, l.text,
+                      config_role_name(cfg->listens[i].role));
+            return -1;
+        }
+    }
+    struct config_listen *nl = realloc(cfg->listens, (cfg->nlistens + 1) * sizeof(*cfg->listens));
+    if (nl == NULL) {
+        load_fail(ld, "out of memory");
+        return -1;
+    }
+    cfg->listens = nl;
+    cfg->listens[cfg->nlistens++] = l;
+    return 0;
+}
+
+/* Append the comma-separated addresses of value to the listeners. */
+static int listen_add(struct loader *ld, const struct key_def *k, const char *value)
+{
+    if (*value == '\0')
+        return 0; /* "smtp =": no listener for this role */
+    return list_split(ld, "listen", k->name, "address", value, listen_item, k);
 }
 
 /* Store one value; the key is known and not a duplicate. */
@@ -651,65 +658,54 @@ nomem:
 
 /* ---- [resolver] ------------------------------------------------------- */
 
+/* One item of a forward or stub list (arg: the key). */
+static int resolver_item(struct loader *ld, const void *arg, const char *p, size_t n)
+{
+    struct res_conf *rc = &ld->cfg->resolver;
+    const char *key = arg;
+    char item[512], err[400];
+    int r;
+
+    if (n >= sizeof(item)) {
+        load_fail(ld, "[resolver] %s: item too long", key);
+        return -1;
+    }
+    memcpy(item, p, n);
+    item[n] = '\0';
+    if (strcmp(key, "forward") == 0) {
+        r = res_conf_add_forward(rc, item, err, sizeof(err));
+    } else {
+        /* "ZONE ADDR[@PORT] [ADDR[@PORT]...]" */
+        char *save = NULL, *zone = strtok_r(item, " \t", &save);
+        char *addr = strtok_r(NULL, " \t", &save);
+        if (addr == NULL) {
+            load_fail(ld, "[resolver] stub: '%s' needs a zone and a server address "
+                          "(ZONE ADDR[@PORT])", zone);
+            return -1;
+        }
+        do {
+            r = res_conf_add_stub(rc, zone, addr, err, sizeof(err));
+        } while (r == 0 && (addr = strtok_r(NULL, " \t", &save)) != NULL);
+    }
+    if (r < 0) {
+        load_fail(ld, "[resolver] %s: %s", key, err);
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * The comma-separated items of a forward or stub value.  A list may go on
  * over indented lines (libinih passes each as another value of the same
- * key) or with the key repeated: both append.  A trailing comma is allowed
- * (the list goes on below); an empty item elsewhere is an error.
+ * key) or with the key repeated: both append.
  */
 static int resolver_list(struct loader *ld, const char *key, const char *value)
 {
-    struct res_conf *rc = &ld->cfg->resolver;
-    const char *p = value;
-    char item[512], err[400];
-
-    if (*p == '\0') {
+    if (*value == '\0') {
         load_fail(ld, "[resolver] %s: empty value", key);
         return -1;
     }
-    for (;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *e = strchr(p, ',');
-        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == 0 && e == NULL && p != value)
-            return 0; /* trailing comma */
-        if (n == 0) {
-            load_fail(ld, "[resolver] %s: empty item in list", key);
-            return -1;
-        }
-        if (n >= sizeof(item)) {
-            load_fail(ld, "[resolver] %s: item too long", key);
-            return -1;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
-        int r;
-        if (strcmp(key, "forward") == 0) {
-            r = res_conf_add_forward(rc, item, err, sizeof(err));
-        } else {
-            /* "ZONE ADDR[@PORT] [ADDR[@PORT]...]" */
-            char *save = NULL, *zone = strtok_r(item, " \t", &save);
-            char *addr = strtok_r(NULL, " \t", &save);
-            if (addr == NULL) {
-                load_fail(ld, "[resolver] stub: '%s' needs a zone and a server address "
-                              "(ZONE ADDR[@PORT])", zone);
-                return -1;
-            }
-            do {
-                r = res_conf_add_stub(rc, zone, addr, err, sizeof(err));
-            } while (r == 0 && (addr = strtok_r(NULL, " \t", &save)) != NULL);
-        }
-        if (r < 0) {
-            load_fail(ld, "[resolver] %s: %s", key, err);
-            return -1;
-        }
-        if (e == NULL)
-            return 0;
-        p = e + 1;
-    }
+    return list_split(ld, "resolver", key, "item", value, resolver_item, key);
 }
 
 /* One key of [resolver]: dnssec, trust_anchor, forward, stub. */
@@ -732,15 +728,8 @@ static int resolver_key(struct loader *ld, const char *name, const char *value)
         load_fail(ld, "unknown key '%s' in [resolver]", name);
         return -1;
     }
-    if (*seen) {
-        if (cont)
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation", name);
-        else
-            load_fail(ld, "duplicate key '%s' in [resolver]", name);
+    if (!key_first(ld, seen, "resolver", name, cont))
         return -1;
-    }
-    *seen = true;
     ld->res.last = seen == &ld->res.seen_dnssec ? "dnssec" : "trust_anchor";
     if (seen == &ld->res.seen_dnssec) {
         if (strcmp(value, "on") == 0) {
@@ -870,6 +859,20 @@ nomem:
     return -1;
 }
 
+/* One item of a [relay] list (arg: the key), copied for relay_item. */
+static int relay_list_item(struct loader *ld, const void *arg, const char *p, size_t n)
+{
+    char item[256];
+
+    if (n >= sizeof(item)) {
+        load_fail(ld, "[relay] %s: item too long", (const char *)arg);
+        return -1;
+    }
+    memcpy(item, p, n);
+    item[n] = '\0';
+    return relay_item(ld, arg, item);
+}
+
 /*
  * One key of [relay].  trusted_networks and user_messages_per_hour are
  * comma-separated lists that may go on over indented lines or repeat the
@@ -880,20 +883,12 @@ static int relay_key(struct loader *ld, const char *name, const char *value)
 {
     bool list = strcmp(name, "trusted_networks") == 0 ||
                 strcmp(name, "user_messages_per_hour") == 0;
-    char item[256];
 
     ld->last_key = -1;
     if (strcmp(name, "messages_per_hour") == 0) {
         uint64_t v;
-        if (ld->relay_rate_seen) {
-            if (ld->line_indented)
-                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                              "indentation", name);
-            else
-                load_fail(ld, "duplicate key '%s' in [relay]", name);
+        if (!key_first(ld, &ld->relay_rate_seen, "relay", name, ld->line_indented))
             return -1;
-        }
-        ld->relay_rate_seen = true;
         if (parse_u64(value, &v) < 0 || v > 1000000) {
             load_fail(ld, "[relay] messages_per_hour: expected 0 (no limit) to 1000000, "
                           "got '%s'", value);
@@ -906,31 +901,9 @@ static int relay_key(struct loader *ld, const char *name, const char *value)
         load_fail(ld, "unknown key '%s' in [relay]", name);
         return -1;
     }
-    for (const char *p = value;;) {
-        while (*p == ' ' || *p == '\t')
-            p++;
-        const char *e = strchr(p, ',');
-        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == 0 && e == NULL)
-            return 0; /* an empty value, or a trailing comma */
-        if (n == 0) {
-            load_fail(ld, "[relay] %s: empty item in list", name);
-            return -1;
-        }
-        if (n >= sizeof(item)) {
-            load_fail(ld, "[relay] %s: item too long", name);
-            return -1;
-        }
-        memcpy(item, p, n);
-        item[n] = '\0';
-        if (relay_item(ld, name, item) < 0)
-            return -1;
-        if (e == NULL)
-            return 0;
-        p = e + 1;
-    }
+    if (*value == '\0')
+        return 0; /* an empty list */
+    return list_split(ld, "relay", name, "item", value, relay_list_item, name);
 }
 
 static void relay_free(struct config_relay *rl)
@@ -968,11 +941,7 @@ static int delivery_key(struct loader *ld, const char *section, const char *name
     for (size_t i = 0; i < ld->dlv.nseen; i++) {
         if (strcmp(ld->dlv.seen[i], tag) == 0) {
             free(tag);
-            if (ld->line_indented)
-                load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                              "indentation", name);
-            else
-                load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+            key_twice(ld, section, name, ld->line_indented);
             return -1;
         }
     }
@@ -1084,16 +1053,8 @@ static int domains_key_set(struct loader *ld, const char *section, const char *n
         load_fail(ld, "unknown key '%s' in [%s]", name, section);
         return -1;
     }
-    if (ld->dk_seen[k]) {
-        if (ld->line_indented)
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation",
-                      name);
-        else
-            load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+    if (!key_first(ld, &ld->dk_seen[k], section, name, ld->line_indented))
         return -1;
-    }
-    ld->dk_seen[k] = true;
     ld->last_key = -1;
     switch ((enum domains_key)k) {
     case DK_MAILDIR_ROOT:
@@ -1179,14 +1140,14 @@ static int domains_finish(struct config *cfg, const char *file, char *err, size_
     if (cfg->local.maildir_root == NULL && (cfg->local.maildir_root = strdup("/var/vmail")) == NULL)
         goto nomem;
     if (cfg->srs.secret != NULL && cfg->srs.secret_file_set) {
-        set_err(err, errlen, "%s: [srs] has both secret and secret_file; keep one", file);
+        text_seterr(err, errlen, "%s: [srs] has both secret and secret_file; keep one", file);
         return -1;
     }
     if (cfg->srs.secret_file == NULL && (cfg->srs.secret_file = path_join(cfg->dir, "srs.key")) == NULL)
         goto nomem;
     return 0;
 nomem:
-    set_err(err, errlen, "%s: out of memory", file);
+    text_seterr(err, errlen, "%s: out of memory", file);
     return -1;
 }
 
@@ -1219,13 +1180,13 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
     if (f == NULL) {
         if (errno == ENOENT && !srs->secret_file_set)
             return 0;
-        set_err(err, errlen, "%s: %s", srs->secret_file, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", srs->secret_file, strerror(errno));
         return -1;
     }
     n = fread(buf, 1, sizeof(buf) - 1, f);
     if (ferror(f) || !feof(f)) {
-        set_err(err, errlen, "%s: %s", srs->secret_file,
-                ferror(f) ? "read error" : "larger than 4 KB");
+        text_seterr(err, errlen, "%s: %s", srs->secret_file,
+                    ferror(f) ? "read error" : "larger than 4 KB");
         fclose(f);
         explicit_bzero(buf, sizeof(buf));
         return -1;
@@ -1245,20 +1206,20 @@ int config_srs_load(struct config *cfg, char *err, size_t errlen)
         if (len == 0 || line[0] == '#')
             continue;
         if (len < 16) {
-            set_err(err, errlen, "%s:%d: a secret needs at least 16 characters",
-                    srs->secret_file, lineno);
+            text_seterr(err, errlen, "%s:%d: a secret needs at least 16 characters",
+                        srs->secret_file, lineno);
             explicit_bzero(buf, sizeof(buf));
             return -1;
         }
         if (srs_secret_add(srs, line, len) < 0) {
-            set_err(err, errlen, "%s: out of memory", srs->secret_file);
+            text_seterr(err, errlen, "%s: out of memory", srs->secret_file);
             explicit_bzero(buf, sizeof(buf));
             return -1;
         }
     }
     explicit_bzero(buf, sizeof(buf));
     if (srs->nsecrets == 0) {
-        set_err(err, errlen, "%s: no secret in the file", srs->secret_file);
+        text_seterr(err, errlen, "%s: no secret in the file", srs->secret_file);
         return -1;
     }
     return 0;
@@ -1294,16 +1255,8 @@ static int checks_key_set(struct loader *ld, const char *name, const char *value
         load_fail(ld, "unknown key '%s' in [checks]", name);
         return -1;
     }
-    if (ld->ck_seen[k]) {
-        if (ld->line_indented)
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation",
-                      name);
-        else
-            load_fail(ld, "duplicate key '%s' in [checks]", name);
+    if (!key_first(ld, &ld->ck_seen[k], "checks", name, ld->line_indented))
         return -1;
-    }
-    ld->ck_seen[k] = true;
     ld->last_key = -1;
     switch (k) {
     case 0:
@@ -1359,15 +1312,8 @@ static int metrics_key(struct loader *ld, const char *value)
     char buf[sizeof(m->text) + 16];
     uint64_t port;
 
-    if (ld->seen_metrics) {
-        if (ld->line_indented)
-            load_fail(ld, "indented line is read as a continuation of 'metrics'; remove the "
-                          "indentation");
-        else
-            load_fail(ld, "duplicate key 'metrics' in [listen]");
+    if (!key_first(ld, &ld->seen_metrics, "listen", "metrics", ld->line_indented))
         return -1;
-    }
-    ld->seen_metrics = true;
     if (*value == '\0')
         return 0; /* "metrics =": off */
     if (strlen(value) >= sizeof(m->text)) {
@@ -1449,18 +1395,12 @@ static int config_handler(void *user, const char *section, const char *name, con
         return 0;
     }
     if (ld->seen[idx]) {
-        /* libinih passes an indented line after a key as a continuation of
-         * that key's value (configparser style).  Listen lists may go on
-         * over several lines; anything else is a mistake. */
-        if (ld->line_indented && ld->last_key == idx) {
-            if (k->type == KT_LISTEN)
-                return listen_add(ld, k, value) == 0;
-            load_fail(ld, "indented line is read as a continuation of '%s'; remove the "
-                          "indentation",
-                      name);
-            return 0;
-        }
-        load_fail(ld, "duplicate key '%s' in [%s]", name, section);
+        /* Listen lists may go on over indented lines (configparser style);
+         * anything else is a mistake. */
+        bool cont = ld->line_indented && ld->last_key == idx;
+        if (cont && k->type == KT_LISTEN)
+            return listen_add(ld, k, value) == 0;
+        key_twice(ld, section, name, cont);
         return 0;
     }
     ld->seen[idx] = true;
@@ -1503,7 +1443,7 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     struct config *cfg = calloc(1, sizeof(*cfg));
 
     if (cfg == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
+        text_seterr(err, errlen, "%s: out of memory", file);
         return -1;
     }
     ld.cfg = cfg;
@@ -1545,9 +1485,9 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     if (ld.failed && (rc <= 0 || rc >= ld.fail_line))
         goto fail;
     if (rc != 0) {
-        set_err(err, errlen, "%s:%d: syntax error (expected [section], key = value or a "
-                             "comment)",
-                file, rc);
+        text_seterr(err, errlen, "%s:%d: syntax error (expected [section], key = value or a "
+                                 "comment)",
+                    file, rc);
         goto fail;
     }
 
@@ -1556,10 +1496,10 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
         if (gethostname(host, sizeof(host) - 1) < 0)
             host[0] = '\0';
         if (!hostname_valid(host)) {
-            set_err(err, errlen,
-                    "%s: the system host name '%s' is not a valid host name: set hostname "
-                    "in [server]",
-                    file, host);
+            text_seterr(err, errlen,
+                        "%s: the system host name '%s' is not a valid host name: set hostname "
+                        "in [server]",
+                        file, host);
             goto fail;
         }
         if ((cfg->hostname = strdup(host)) == NULL)
@@ -1583,22 +1523,22 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     if (limits_check(cfg, file, err, errlen) < 0)
         goto fail;
     if (cfg->nlistens == 0) {
-        set_err(err, errlen,
-                "%s: no listeners: set smtp, submission or submissions in [listen]", file);
+        text_seterr(err, errlen,
+                    "%s: no listeners: set smtp, submission or submissions in [listen]", file);
         goto fail;
     }
     for (size_t i = 0; cfg->metrics.enabled && i < cfg->nlistens; i++) {
         if (addr_port(&cfg->metrics.addr) != 0 &&
             same_addr(&cfg->metrics.addr, &cfg->listens[i].addr)) {
-            set_err(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
-                    cfg->metrics.text, config_role_name(cfg->listens[i].role));
+            text_seterr(err, errlen, "%s: [listen] metrics: address %s already used by %s", file,
+                        cfg->metrics.text, config_role_name(cfg->listens[i].role));
             goto fail;
         }
     }
     *out = cfg;
     return 0;
 nomem:
-    set_err(err, errlen, "%s: out of memory", file);
+    text_seterr(err, errlen, "%s: out of memory", file);
 fail:
     config_free(cfg);
     return -1;
@@ -1606,52 +1546,42 @@ fail:
 
 int config_load(const char *dir, struct config **out, char *err, size_t errlen)
 {
-    char *abs = NULL, *file = NULL, *buf = NULL;
-    FILE *f = NULL;
+    char *abs = NULL, *file = NULL;
+    struct text_buf buf = {0};
     int rc = -1;
 
     *out = NULL;
     if ((abs = realpath(dir, NULL)) == NULL) {
         if (errno == ENOENT)
-            set_err(err, errlen, "%s: no such configuration directory (create one with "
-                                 "'ortoo -c %s init DOMAIN')",
-                    dir, dir);
+            text_seterr(err, errlen, "%s: no such configuration directory (create one with "
+                                     "'ortoo -c %s init DOMAIN')",
+                        dir, dir);
         else
-            set_err(err, errlen, "%s: %s", dir, strerror(errno));
+            text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     if (asprintf(&file, "%s/%s", abs, CONFIG_FILE_NAME) < 0) {
         file = NULL;
-        set_err(err, errlen, "%s: out of memory", dir);
+        text_seterr(err, errlen, "%s: out of memory", dir);
         goto fail;
     }
-    if ((f = fopen(file, "re")) == NULL) {
-        if (errno == ENOENT)
-            set_err(err, errlen, "%s: not found (the config directory must hold %s; see "
+    int r = text_read_file(file, CONFIG_FILE_MAX, &buf, NULL);
+    if (r == -ENOENT) {
+        text_seterr(err, errlen, "%s: not found (the config directory must hold %s; see "
                                  "docs/config.md)",
                     file, CONFIG_FILE_NAME);
+        goto fail;
+    }
+    if (r < 0) {
+        if (r == -EFBIG)
+            text_seterr(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
         else
-            set_err(err, errlen, "%s: %s", file, strerror(errno));
+            text_seterr(err, errlen, "%s: %s", file, strerror(-r));
         goto fail;
     }
-    if ((buf = malloc(CONFIG_FILE_MAX + 1)) == NULL) {
-        set_err(err, errlen, "%s: out of memory", file);
-        goto fail;
-    }
-    size_t n = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
-    if (ferror(f)) {
-        set_err(err, errlen, "%s: read error", file);
-        goto fail;
-    }
-    if (n > CONFIG_FILE_MAX) {
-        set_err(err, errlen, "%s: larger than %u bytes", file, CONFIG_FILE_MAX);
-        goto fail;
-    }
-    rc = config_parse_buf(abs, file, buf, n, out, err, errlen);
+    rc = config_parse_buf(abs, file, buf.p, buf.len, out, err, errlen);
 fail:
-    if (f != NULL)
-        fclose(f);
-    free(buf);
+    text_free(&buf);
     free(file);
     free(abs);
     return rc;

@@ -25,20 +25,9 @@
 #include "core/config.h"
 #include "core/srs.h"
 #include "core/users.h"
+#include "io/text.h"
 
 #define NAME_MAX_LEN 64      /* a local part */
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 const char *rcpt_status_name(int status)
 {
@@ -421,8 +410,8 @@ static int verify_edge(struct verify *v, const struct alias *next, unsigned *h)
 
     if (v->state[j] == 1) {
         path_text(v, next, text, sizeof(text));
-        seterr(v->err, v->errlen, "%s:%u: alias loop: %s", v->path[0]->file, v->path[0]->line,
-               text);
+        text_seterr(v->err, v->errlen, "%s:%u: alias loop: %s", v->path[0]->file, v->path[0]->line,
+                    text);
         return -1;
     }
     if (v->state[j] == 0 && verify_alias(v, next) < 0)
@@ -451,8 +440,8 @@ static int verify_alias(struct verify *v, const struct alias *al)
 
     if (v->npath == RCPT_DEPTH_MAX) {
         path_text(v, al, text, sizeof(text));
-        seterr(v->err, v->errlen, "%s:%u: alias chain longer than %d: %s", v->path[0]->file,
-               v->path[0]->line, RCPT_DEPTH_MAX, text);
+        text_seterr(v->err, v->errlen, "%s:%u: alias chain longer than %d: %s", v->path[0]->file,
+                    v->path[0]->line, RCPT_DEPTH_MAX, text);
         return -1;
     }
     v->state[i] = 1;
@@ -482,9 +471,9 @@ static int verify_alias(struct verify *v, const struct alias *al)
     if (h + v->npath > RCPT_DEPTH_MAX) {
         /* Long through aliases already checked (their height is known). */
         path_text(v, al, text, sizeof(text));
-        seterr(v->err, v->errlen, "%s:%u: alias chain longer than %d: %s -> ... (%zu aliases)",
-               v->npath ? v->path[0]->file : al->file, v->npath ? v->path[0]->line : al->line,
-               RCPT_DEPTH_MAX, text, h + v->npath);
+        text_seterr(v->err, v->errlen, "%s:%u: alias chain longer than %d: %s -> ... (%zu aliases)",
+                    v->npath ? v->path[0]->file : al->file, v->npath ? v->path[0]->line : al->line,
+                    RCPT_DEPTH_MAX, text, h + v->npath);
         return -1;
     }
     return 0;
@@ -504,7 +493,7 @@ int recipients_verify(const struct users *u, void (*warn)(void *arg, const char 
     v.state = calloc(n, 1);
     v.height = calloc(n, sizeof(*v.height));
     if (v.state == NULL || v.height == NULL) {
-        seterr(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         rc = -1;
         goto out;
     }

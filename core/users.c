@@ -25,6 +25,7 @@
 
 #include "core/aliases.h"
 #include "core/recipients.h"
+#include "io/text.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -34,6 +35,7 @@
 #include <limits.h>
 #include <sodium.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,47 +85,11 @@ static struct {
     int (*rename)(const char *from, const char *to);
 } users_sys = {write, fsync, rename};
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* --- Syntax checks. --- */
 
-/* A domain name: dot-separated labels of letters, digits and hyphens, no
- * label empty, longer than 63 or starting/ending with a hyphen (RFC 1035
- * 2.3.1, RFC 1123 2.1).  Also what keeps a domain safe as a path element. */
 bool users_domain_valid(const char *d, size_t len)
 {
-    size_t label = 0;
-
-    if (len == 0 || len > 253)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)d[i];
-        if (c == '.') {
-            if (label == 0 || d[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        if (!isalnum(c) && c != '-')
-            return false;
-        if (c == '-' && label == 0)
-            return false;
-        if (++label > 63)
-            return false;
-    }
-    return label > 0 && d[len - 1] != '-';
+    return text_hostname_check(d, len) == NULL;
 }
 
 /* A local part the users file can hold: non-empty, <= 64 octets, no
@@ -281,7 +247,7 @@ static int load_file(struct users *u, size_t *cap, const char *path, size_t di,
     if (f == NULL) {
         if (errno == ENOENT)
             return 0;
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", path, strerror(errno));
         return -1;
     }
     while ((n = getline(&line, &linecap, f)) >= 0) {
@@ -294,14 +260,14 @@ static int load_file(struct users *u, size_t *cap, const char *path, size_t di,
         if (r == 0)
             continue;
         if (r < 0) {
-            seterr(err, errlen, "%s:%u: expected address:hash", path, lineno);
+            text_seterr(err, errlen, "%s:%u: expected address:hash", path, lineno);
             goto fail;
         }
         at = memrchr(addr, '@', alen);
         if (at == NULL || addr_key(addr, alen, key, !u->case_sensitive) < 0 ||
             !local_ok(addr, (size_t)(at - addr))) {
-            seterr(err, errlen, "%s:%u: invalid address '%.*s'", path, lineno,
-                   (int)(alen > 100 ? 100 : alen), addr);
+            text_seterr(err, errlen, "%s:%u: invalid address '%.*s'", path, lineno,
+                        (int)(alen > 100 ? 100 : alen), addr);
             goto fail;
         }
         if (!mailbox_ok(addr, (size_t)(at - addr))) {
@@ -316,24 +282,24 @@ static int load_file(struct users *u, size_t *cap, const char *path, size_t di,
             continue;
         }
         if (strcmp(key + (at - addr) + 1, domain) != 0) {
-            seterr(err, errlen, "%s:%u: address '%.*s' is not in domain %s", path, lineno,
-                   (int)alen, addr, domain);
+            text_seterr(err, errlen, "%s:%u: address '%.*s' is not in domain %s", path, lineno,
+                        (int)alen, addr, domain);
             goto fail;
         }
         if (!hash_ok(hash, hlen)) {
-            seterr(err, errlen, "%s:%u: '%.*s' is not an argon2 password hash", path,
-                   lineno, (int)alen, addr);
+            text_seterr(err, errlen, "%s:%u: '%.*s' is not an argon2 password hash", path,
+                        lineno, (int)alen, addr);
             goto fail;
         }
         if (push_user(u, cap, key, hash, hlen) < 0) {
-            seterr(err, errlen, "%s:%u: out of memory", path, lineno);
+            text_seterr(err, errlen, "%s:%u: out of memory", path, lineno);
             goto fail;
         }
         if (u->domains[di].first_user == NULL)
             u->domains[di].first_user = u->users[u->nusers - 1].key;
     }
     if (ferror(f)) {
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", path, strerror(errno));
         goto fail;
     }
     free(line);
@@ -360,7 +326,7 @@ int users_load_opts(const char *config_dir, const struct users_opts *opts, struc
         opts = &defaults;
     if (u == NULL || (u->aliases = aliases_new(opts->case_sensitive, opts->allow_pipe)) == NULL) {
         free(u);
-        seterr(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         return -1;
     }
     u->case_sensitive = opts->case_sensitive;
@@ -371,7 +337,7 @@ int users_load_opts(const char *config_dir, const struct users_opts *opts, struc
     if (dir == NULL) {
         if (errno == ENOENT) /* no local domains: a pure relay */
             goto done;
-        seterr(err, errlen, "%s: %s", dpath, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dpath, strerror(errno));
         goto fail;
     }
     while ((errno = 0, de = readdir(dir)) != NULL) {
@@ -382,17 +348,17 @@ int users_load_opts(const char *config_dir, const struct users_opts *opts, struc
         if (de->d_name[0] == '.')
             continue;
         if (snprintf(path, sizeof(path), "%s/%s", dpath, de->d_name) >= (int)sizeof(path)) {
-            seterr(err, errlen, "%s/%s: path too long", dpath, de->d_name);
+            text_seterr(err, errlen, "%s/%s: path too long", dpath, de->d_name);
             goto fail;
         }
         if (stat(path, &st) < 0) {
-            seterr(err, errlen, "%s: %s", path, strerror(errno));
+            text_seterr(err, errlen, "%s: %s", path, strerror(errno));
             goto fail;
         }
         if (!S_ISDIR(st.st_mode))
             continue;
         if (!users_domain_valid(de->d_name, nlen)) {
-            seterr(err, errlen, "%s: not a domain name", path);
+            text_seterr(err, errlen, "%s: not a domain name", path);
             goto fail;
         }
         if (u->ndomains == dcap) {
@@ -411,29 +377,29 @@ int users_load_opts(const char *config_dir, const struct users_opts *opts, struc
         u->domains[u->ndomains++] = (struct users_domain){.name = dom, .first_user = NULL};
         if (snprintf(path, sizeof(path), "%s/%s/users", dpath, de->d_name) >=
             (int)sizeof(path)) {
-            seterr(err, errlen, "%s/%s/users: path too long", dpath, de->d_name);
+            text_seterr(err, errlen, "%s/%s/users: path too long", dpath, de->d_name);
             goto fail;
         }
         if (load_file(u, &ucap, path, u->ndomains - 1, opts, err, errlen) < 0)
             goto fail;
         if (snprintf(path, sizeof(path), "%s/%s/aliases", dpath, de->d_name) >=
             (int)sizeof(path)) {
-            seterr(err, errlen, "%s/%s/aliases: path too long", dpath, de->d_name);
+            text_seterr(err, errlen, "%s/%s/aliases: path too long", dpath, de->d_name);
             goto fail;
         }
         if (aliases_load_file(u->aliases, path, dom, err, errlen) < 0)
             goto fail;
     }
     if (errno != 0) {
-        seterr(err, errlen, "%s: %s", dpath, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dpath, strerror(errno));
         goto fail;
     }
     if (u->ndomains > 0)
         qsort(u->domains, u->ndomains, sizeof(*u->domains), cmp_domain);
     for (size_t i = 1; i < u->ndomains; i++) {
         if (strcmp(u->domains[i - 1].name, u->domains[i].name) == 0) {
-            seterr(err, errlen, "%s: domain %s appears twice (directory names differ "
-                   "only in case)", dpath, u->domains[i].name);
+            text_seterr(err, errlen, "%s: domain %s appears twice (directory names differ "
+                        "only in case)", dpath, u->domains[i].name);
             goto fail;
         }
     }
@@ -441,8 +407,8 @@ int users_load_opts(const char *config_dir, const struct users_opts *opts, struc
         qsort(u->users, u->nusers, sizeof(*u->users), cmp_entry);
     for (size_t i = 1; i < u->nusers; i++) {
         if (strcmp(u->users[i - 1].key, u->users[i].key) == 0) {
-            seterr(err, errlen, "%s: user %s is listed twice%s", dpath, u->users[i].key,
-                   u->case_sensitive ? "" : " (local parts compare without case: [local] "
+            text_seterr(err, errlen, "%s: user %s is listed twice%s", dpath, u->users[i].key,
+                        u->case_sensitive ? "" : " (local parts compare without case: [local] "
                                             "case_sensitive = off)");
             goto fail;
         }
@@ -458,7 +424,7 @@ done:
     *out = u;
     return 0;
 oom:
-    seterr(err, errlen, "out of memory");
+    text_seterr(err, errlen, "out of memory");
 fail:
     if (dir != NULL)
         closedir(dir);
@@ -552,30 +518,6 @@ const char *users_find(const struct users *u, const char *addr, size_t len)
 
 /* --- Editing the users file. --- */
 
-/* A growable byte buffer for the new file contents. */
-struct ubuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int ubuf_add(struct ubuf *b, const char *s, size_t len)
-{
-    if (b->len + len + 1 > b->cap) {
-        size_t ncap = b->cap ? b->cap : 256;
-        while (ncap < b->len + len + 1)
-            ncap *= 2;
-        char *p = realloc(b->p, ncap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = ncap;
-    }
-    memcpy(b->p + b->len, s, len);
-    b->len += len;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
 /*
  * Check addr and compute the domain directory and users file paths.  key
  * receives the normalised address (domain lowercased).
@@ -632,66 +574,41 @@ static int file_paths(const char *config_dir, const char *addr, char *key, char 
 
     if (at == NULL || addr_key(addr, len, key, false) < 0 || !mailbox_ok(addr, (size_t)(at - addr)) ||
         !users_domain_valid(at + 1, strlen(at + 1))) {
-        seterr(err, errlen, "invalid address '%s' (expected local@domain)", addr);
+        text_seterr(err, errlen, "invalid address '%s' (expected local@domain)", addr);
         return -1;
     }
     dom = key + (at - addr) + 1;
     r = users_domain_dir(config_dir, dom, dir, PATH_MAX);
     if (r < 0) {
-        seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
+        text_seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
         return -1;
     }
     if (r > 0) {
-        seterr(err, errlen, "%s is not a local domain", dom);
+        text_seterr(err, errlen, "%s is not a local domain", dom);
         return 1;
     }
     if (snprintf(file, PATH_MAX, "%s/users", dir) >= PATH_MAX) {
-        seterr(err, errlen, "%s: path too long", config_dir);
+        text_seterr(err, errlen, "%s: path too long", config_dir);
         return -1;
     }
     return 0;
 }
 
-/* Read a whole file; *data NULL and 0 returned when it does not exist. */
-static int read_all(const char *path, char **data, size_t *len, struct stat *st,
-                    char *err, size_t errlen)
+/* Read a whole users file into b (empty to start).  Returns 1, 0 (b left
+ * empty) when it does not exist, or -1 with err (b freed). */
+static int read_all(const char *path, struct text_buf *b, struct stat *st, char *err,
+                    size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct ubuf b = {0};
-    char chunk[4096];
-    ssize_t n;
+    int r = text_read_file(path, SIZE_MAX, b, st);
 
-    *data = NULL;
-    *len = 0;
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return 0;
-        seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    if (fstat(fd, st) < 0)
-        goto fail;
-    while ((n = read(fd, chunk, sizeof(chunk))) != 0) {
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            goto fail;
-        }
-        if (ubuf_add(&b, chunk, (size_t)n) < 0)
-            goto fail;
-    }
-    close(fd);
-    if (b.p == NULL && ubuf_add(&b, "", 0) < 0) {
-        seterr(err, errlen, "out of memory");
-        return -1;
-    }
-    *data = b.p;
-    *len = b.len;
-    return 1;
-fail:
-    seterr(err, errlen, "%s: %s", path, strerror(errno));
-    close(fd);
-    free(b.p);
+    if (r == 0)
+        return 1;
+    if (b->p != NULL)
+        sodium_memzero(b->p, b->len);
+    text_free(b);
+    if (r == -ENOENT)
+        return 0;
+    text_seterr(err, errlen, "%s: %s", path, strerror(-r));
     return -1;
 }
 
@@ -702,13 +619,13 @@ fail:
  * -1 when out of memory.
  */
 static int rewrite(const char *old, size_t len, const char *key, const char *repl,
-                   struct ubuf *out)
+                   struct text_buf *out)
 {
     const char *p = old, *end = old + len;
     int matched = 0;
     char k[USERS_ADDR_MAX + 1];
 
-    if (ubuf_add(out, "", 0) < 0)
+    if (text_add(out, "", 0) < 0)
         return -1;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -718,15 +635,15 @@ static int rewrite(const char *old, size_t len, const char *key, const char *rep
 
         if (line_split(p, llen, &addr, &alen, &hash, &hlen) == 1 &&
             addr_key(addr, alen, k, true) >= 0 && strcasecmp(k, key) == 0) {
-            if (matched++ == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
+            if (matched++ == 0 && repl != NULL && text_add(out, repl, strlen(repl)) < 0)
                 return -1;
         } else {
-            if (ubuf_add(out, p, llen) < 0 || ubuf_add(out, "\n", 1) < 0)
+            if (text_add(out, p, llen) < 0 || text_add(out, "\n", 1) < 0)
                 return -1;
         }
         p += llen + (nl ? 1 : 0);
     }
-    if (matched == 0 && repl != NULL && ubuf_add(out, repl, strlen(repl)) < 0)
+    if (matched == 0 && repl != NULL && text_add(out, repl, strlen(repl)) < 0)
         return -1;
     return matched;
 }
@@ -745,12 +662,12 @@ static int replace_file(const char *dir, const char *path, const char *data, siz
     size_t off = 0;
 
     if (snprintf(tmp, sizeof(tmp), "%s/.users.XXXXXX", dir) >= (int)sizeof(tmp)) {
-        seterr(err, errlen, "%s: path too long", dir);
+        text_seterr(err, errlen, "%s: path too long", dir);
         return -1;
     }
     fd = mkostemp(tmp, O_CLOEXEC);
     if (fd < 0) {
-        seterr(err, errlen, "%s: %s", tmp, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", tmp, strerror(errno));
         return -1;
     }
     if (fchmod(fd, 0640) < 0) {
@@ -787,7 +704,7 @@ static int replace_file(const char *dir, const char *path, const char *data, siz
     /* The rename is durable only once the directory is synced. */
     dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0 || users_sys.fsync(dfd) < 0) {
-        seterr(err, errlen, "%s: fsync: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: fsync: %s", dir, strerror(errno));
         if (dfd >= 0)
             close(dfd);
         return -1;
@@ -795,7 +712,7 @@ static int replace_file(const char *dir, const char *path, const char *data, siz
     close(dfd);
     return 0;
 fail:
-    seterr(err, errlen, "%s: %s: %s", path, what, strerror(errno));
+    text_seterr(err, errlen, "%s: %s: %s", path, what, strerror(errno));
     if (fd >= 0)
         close(fd);
     unlink(tmp);
@@ -807,14 +724,12 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
 {
     char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX];
     char line[USERS_ADDR_MAX + USERS_HASH_MAX + 4];
-    char *old = NULL;
-    size_t oldlen;
     struct stat st, cst;
-    struct ubuf out = {0};
+    struct text_buf old = {0}, out = {0};
     int r, ret = -1;
 
     if (hash == NULL || !hash_ok(hash, strlen(hash))) {
-        seterr(err, errlen, "not an argon2 password hash");
+        text_seterr(err, errlen, "not an argon2 password hash");
         return -1;
     }
     if (file_paths(config_dir, addr, key, dir, file, err, errlen) != 0)
@@ -822,15 +737,15 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
     /* A new file takes the domain directory's group, so that a daemon
      * running as that group can read it. */
     if (stat(dir, &cst) < 0) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
-    r = read_all(file, &old, &oldlen, &st, err, errlen);
+    r = read_all(file, &old, &st, err, errlen);
     if (r < 0)
         return -1;
     snprintf(line, sizeof(line), "%s:%s\n", key, hash);
-    if (rewrite(old ? old : "", old ? oldlen : 0, key, line, &out) < 0) {
-        seterr(err, errlen, "out of memory");
+    if (rewrite(old.p ? old.p : "", old.len, key, line, &out) < 0) {
+        text_seterr(err, errlen, "out of memory");
         goto fail;
     }
     if (r == 0) { /* no file yet: our uid, the domain directory's group */
@@ -839,33 +754,31 @@ int users_file_set(const char *config_dir, const char *addr, const char *hash, c
     }
     ret = replace_file(dir, file, out.p, out.len, &st, err, errlen);
 fail:
-    if (old != NULL)
-        sodium_memzero(old, oldlen);
+    if (old.p != NULL)
+        sodium_memzero(old.p, old.len);
     if (out.p != NULL)
         sodium_memzero(out.p, out.len);
-    free(old);
-    free(out.p);
+    text_free(&old);
+    text_free(&out);
     return ret;
 }
 
 int users_file_del(const char *config_dir, const char *addr, char *err, size_t errlen)
 {
     char key[USERS_ADDR_MAX + 1], dir[PATH_MAX], file[PATH_MAX];
-    char *old = NULL;
-    size_t oldlen;
     struct stat st;
-    struct ubuf out = {0};
+    struct text_buf old = {0}, out = {0};
     int r, ret = -1;
 
     r = file_paths(config_dir, addr, key, dir, file, err, errlen);
     if (r != 0)
         return r;
-    r = read_all(file, &old, &oldlen, &st, err, errlen);
+    r = read_all(file, &old, &st, err, errlen);
     if (r <= 0)
         return r < 0 ? -1 : 1;
-    r = rewrite(old, oldlen, key, NULL, &out);
+    r = rewrite(old.p, old.len, key, NULL, &out);
     if (r < 0) {
-        seterr(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         goto fail;
     }
     if (r == 0)
@@ -873,11 +786,12 @@ int users_file_del(const char *config_dir, const char *addr, char *err, size_t e
     else
         ret = replace_file(dir, file, out.p, out.len, &st, err, errlen);
 fail:
-    sodium_memzero(old, oldlen);
+    if (old.p != NULL)
+        sodium_memzero(old.p, old.len);
     if (out.p != NULL)
         sodium_memzero(out.p, out.len);
-    free(old);
-    free(out.p);
+    text_free(&old);
+    text_free(&out);
     return ret;
 }
 
@@ -910,7 +824,7 @@ int users_domain_add(const char *config_dir, const char *domain, char *err, size
     int r, n;
 
     if (!users_domain_valid(domain, len)) {
-        seterr(err, errlen, "invalid domain '%s'", domain);
+        text_seterr(err, errlen, "invalid domain '%s'", domain);
         return -1;
     }
     for (size_t i = 0; i <= len; i++)
@@ -919,30 +833,30 @@ int users_domain_add(const char *config_dir, const char *domain, char *err, size
     if (r == 0)
         return 1;
     if (r < 0) {
-        seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
+        text_seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
         return -1;
     }
     /* New directories take the config directory's group, so that a daemon
      * running as that group can read them. */
     if (stat(config_dir, &cst) < 0) {
-        seterr(err, errlen, "%s: %s", config_dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", config_dir, strerror(errno));
         return -1;
     }
     if (snprintf(dpath, sizeof(dpath), "%s/domains", config_dir) >= (int)sizeof(dpath) ||
         snprintf(dir, sizeof(dir), "%s/%s", dpath, lc) >= (int)sizeof(dir) ||
         snprintf(file, sizeof(file), "%s/aliases", dir) >= (int)sizeof(file)) {
-        seterr(err, errlen, "%s: path too long", config_dir);
+        text_seterr(err, errlen, "%s: path too long", config_dir);
         return -1;
     }
     if (mkdir(dpath, 0755) == 0) {
         (void)!chown(dpath, (uid_t)-1, cst.st_gid);
         (void)dir_sync(config_dir);
     } else if (errno != EEXIST) {
-        seterr(err, errlen, "mkdir %s: %s", dpath, strerror(errno));
+        text_seterr(err, errlen, "mkdir %s: %s", dpath, strerror(errno));
         return -1;
     }
     if (mkdir(dir, 0750) < 0) {
-        seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "mkdir %s: %s", dir, strerror(errno));
         return -1;
     }
     (void)!chown(dir, (uid_t)-1, cst.st_gid);
@@ -951,7 +865,7 @@ int users_domain_add(const char *config_dir, const char *domain, char *err, size
     if (replace_file(dir, file, text, (size_t)n, &cst, err, errlen) < 0)
         return -1;
     if (dir_sync(dpath) < 0) {
-        seterr(err, errlen, "%s: fsync: %s", dpath, strerror(errno));
+        text_seterr(err, errlen, "%s: fsync: %s", dpath, strerror(errno));
         return -1;
     }
     return 0;
@@ -998,12 +912,12 @@ int users_domain_del(const char *config_dir, const char *domain, bool force, cha
     if (r > 0)
         return 1;
     if (r < 0) {
-        seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
+        text_seterr(err, errlen, "%s/domains: %s", config_dir, strerror(errno));
         return -1;
     }
     d = opendir(dir);
     if (d == NULL) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
     while ((de = readdir(d)) != NULL) {
@@ -1030,23 +944,23 @@ int users_domain_del(const char *config_dir, const char *domain, bool force, cha
         snprintf(lc, sizeof(lc), "%s", domain);
         for (char *p = lc; *p; p++)
             *p = (char)tolower((unsigned char)*p);
-        seterr(err, errlen, "%s is not empty: %zu user%s, %zu alias%s%s%s", lc, nusers,
-               nusers == 1 ? "" : "s", naliases, naliases == 1 ? "" : "es",
-               nother ? ", " : "", what);
+        text_seterr(err, errlen, "%s is not empty: %zu user%s, %zu alias%s%s%s", lc, nusers,
+                    nusers == 1 ? "" : "s", naliases, naliases == 1 ? "" : "es",
+                    nother ? ", " : "", what);
         return 2;
     }
     if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-        seterr(err, errlen, "removing %s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "removing %s: %s", dir, strerror(errno));
         return -1;
     }
     snprintf(path, sizeof(path), "%s/domains", config_dir);
     if (dir_sync(path) < 0) {
-        seterr(err, errlen, "%s: fsync: %s", path, strerror(errno));
+        text_seterr(err, errlen, "%s: fsync: %s", path, strerror(errno));
         return -1;
     }
     return 0;
 readfail:
-    seterr(err, errlen, "%s: %s", path, strerror(errno));
+    text_seterr(err, errlen, "%s: %s", path, strerror(errno));
     if (d != NULL)
         closedir(d);
     return -1;

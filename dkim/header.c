@@ -57,39 +57,57 @@ bad:
     return -1;
 }
 
+/* Where a scan of an address field is: in a quoted string, or how deep in
+ * comments (RFC 5322 3.2.4, 3.2.2). */
+struct addr_scan {
+    int depth;
+    bool quoted;
+};
+
+/*
+ * Step over *p when it belongs to a quoted string or a comment (a
+ * quoted-pair included) or opens one: true then, with *p on the last byte
+ * taken.  False for a byte of the field's own structure.
+ */
+static bool scan_skip(struct addr_scan *sc, const char **p, const char *end)
+{
+    char c = **p;
+
+    if (sc->quoted || sc->depth > 0) {
+        if (c == '\\' && *p + 1 < end)
+            (*p)++;
+        else if (sc->quoted && c == '"')
+            sc->quoted = false;
+        else if (!sc->quoted && c == '(')
+            sc->depth++;
+        else if (!sc->quoted && c == ')')
+            sc->depth--;
+        return true;
+    }
+    if (c == '"')
+        sc->quoted = true;
+    else if (c == '(')
+        sc->depth = 1;
+    else
+        return false;
+    return true;
+}
+
 /* The domain of the one mailbox in p[0..end) (see dkim_from_domain). */
 static bool mailbox_domain(const char *p, const char *end, char *out, size_t cap)
 {
     const char *spec = NULL, *spec_end = NULL;
     const char *at = NULL;
-    int depth = 0;
-    bool quoted = false, in_angle = false, had_angle = false;
+    struct addr_scan sc = {0};
+    bool in_angle = false, had_angle = false;
 
     /* The last '@' of the addr-spec outside quotes and comments. */
     const char *last_at = NULL;
     for (; p < end; p++) {
+        if (scan_skip(&sc, &p, end))
+            continue;
         char c = *p;
-        if (quoted) {
-            if (c == '\\' && p + 1 < end)
-                p++;
-            else if (c == '"')
-                quoted = false;
-            continue;
-        }
-        if (depth > 0) {
-            if (c == '\\' && p + 1 < end)
-                p++;
-            else if (c == '(')
-                depth++;
-            else if (c == ')')
-                depth--;
-            continue;
-        }
-        if (c == '"') {
-            quoted = true;
-        } else if (c == '(') {
-            depth = 1;
-        } else if (c == '<') {
+        if (c == '<') {
             if (had_angle)
                 return false; /* two addresses */
             in_angle = had_angle = true;
@@ -107,7 +125,7 @@ static bool mailbox_domain(const char *p, const char *end, char *out, size_t cap
             last_at = p;
         }
     }
-    if (quoted || depth > 0 || in_angle)
+    if (sc.quoted || sc.depth > 0 || in_angle)
         return false;
     if (!had_angle) {
         at = last_at;
@@ -147,39 +165,20 @@ bool dkim_from_domain(const struct dkim_field *f, char *out, size_t cap)
 int dkim_from_domains(const struct dkim_field *f, char (*out)[DKIM_DOMAIN_MAX + 1], size_t max)
 {
     const char *p = f->p + f->name_len + 1, *end = f->p + f->len, *start = p;
-    int depth = 0;
-    bool quoted = false, in_angle = false;
+    struct addr_scan sc = {0};
+    bool in_angle = false;
     size_t n = 0;
 
     /* Split at commas outside quotes, comments and angle brackets. */
     for (;; p++) {
         if (p < end) {
-            char c = *p;
-            if (quoted) {
-                if (c == '\\' && p + 1 < end)
-                    p++;
-                else if (c == '"')
-                    quoted = false;
+            if (scan_skip(&sc, &p, end))
                 continue;
-            }
-            if (depth > 0) {
-                if (c == '\\' && p + 1 < end)
-                    p++;
-                else if (c == '(')
-                    depth++;
-                else if (c == ')')
-                    depth--;
-                continue;
-            }
-            if (c == '"')
-                quoted = true;
-            else if (c == '(')
-                depth = 1;
-            else if (c == '<')
+            if (*p == '<')
                 in_angle = true;
-            else if (c == '>')
+            else if (*p == '>')
                 in_angle = false;
-            if (c != ',' || in_angle)
+            if (*p != ',' || in_angle)
                 continue;
         }
         char d[DKIM_DOMAIN_MAX + 1];

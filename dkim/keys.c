@@ -36,6 +36,7 @@
 #include <sodium.h>
 
 #include "io/log.h"
+#include "io/text.h"
 
 #define DKIM_RSA_MIN_BITS 1024   /* RFC 8301 3.2: verifiers refuse less */
 #define DKIM_KEY_FILE_MAX 65536  /* a PEM key is a few KB */
@@ -66,16 +67,6 @@ struct dkim_keys {
     size_t nkeys;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* The reason OpenSSL gave last, for messages; clears its error queue. */
 static const char *ssl_reason(void)
 {
@@ -85,35 +76,9 @@ static const char *ssl_reason(void)
     return r != NULL ? r : "unknown error";
 }
 
-/* Dot-separated labels of letters, digits and inner hyphens (RFC 1035
- * 2.3.1 / RFC 6376 3.1 sub-domain), each 1..63, at most max in all. */
-static bool labels_valid(const char *s, size_t len, size_t max)
-{
-    size_t label = 0;
-
-    if (len == 0 || len > max)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (label == 0 || s[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        if (!isalnum(c) && c != '-')
-            return false;
-        if (c == '-' && label == 0)
-            return false;
-        if (++label > 63)
-            return false;
-    }
-    return label > 0 && s[len - 1] != '-';
-}
-
 bool dkim_selector_valid(const char *s, size_t len)
 {
-    return labels_valid(s, len, DKIM_SELECTOR_MAX);
+    return len <= DKIM_SELECTOR_MAX && text_hostname_check(s, len) == NULL;
 }
 
 const char *dkim_algo_sig_name(enum dkim_algo a)
@@ -157,14 +122,14 @@ static int key_from_pkey(struct dkim_key *k, EVP_PKEY *pkey, char *err, size_t e
     if (id == EVP_PKEY_RSA) {
         int bits = EVP_PKEY_get_bits(pkey);
         if (bits < DKIM_RSA_MIN_BITS) {
-            seterr(err, errlen, "RSA key of %d bits: at least %d needed (RFC 8301)", bits,
-                   DKIM_RSA_MIN_BITS);
+            text_seterr(err, errlen, "RSA key of %d bits: at least %d needed (RFC 8301)", bits,
+                        DKIM_RSA_MIN_BITS);
             EVP_PKEY_free(pkey);
             return -1;
         }
         if (EVP_PKEY_get_size(pkey) > DKIM_SIG_MAX) {
-            seterr(err, errlen, "RSA key of %d bits: at most %d supported", bits,
-                   DKIM_SIG_MAX * 8);
+            text_seterr(err, errlen, "RSA key of %d bits: at most %d supported", bits,
+                        DKIM_SIG_MAX * 8);
             EVP_PKEY_free(pkey);
             return -1;
         }
@@ -176,7 +141,7 @@ static int key_from_pkey(struct dkim_key *k, EVP_PKEY *pkey, char *err, size_t e
         unsigned char seed[crypto_sign_SEEDBYTES], pk[crypto_sign_PUBLICKEYBYTES];
         size_t slen = sizeof(seed);
         if (EVP_PKEY_get_raw_private_key(pkey, seed, &slen) != 1 || slen != sizeof(seed)) {
-            seterr(err, errlen, "cannot read the Ed25519 key: %s", ssl_reason());
+            text_seterr(err, errlen, "cannot read the Ed25519 key: %s", ssl_reason());
             EVP_PKEY_free(pkey);
             return -1;
         }
@@ -186,7 +151,7 @@ static int key_from_pkey(struct dkim_key *k, EVP_PKEY *pkey, char *err, size_t e
         k->algo = DKIM_ALGO_ED25519;
         return 0;
     }
-    seterr(err, errlen, "not an RSA or Ed25519 key");
+    text_seterr(err, errlen, "not an RSA or Ed25519 key");
     EVP_PKEY_free(pkey);
     return -1;
 }
@@ -205,13 +170,13 @@ static int key_load_file(struct dkim_key *k, const char *path, char *err, size_t
     struct stat st;
 
     if (f == NULL) {
-        seterr(err, errlen, "%s", strerror(errno));
+        text_seterr(err, errlen, "%s", strerror(errno));
         return -1;
     }
     if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > DKIM_KEY_FILE_MAX) {
         fclose(f);
-        seterr(err, errlen, "not a key file (a regular file of at most %d bytes)",
-               DKIM_KEY_FILE_MAX);
+        text_seterr(err, errlen, "not a key file (a regular file of at most %d bytes)",
+                    DKIM_KEY_FILE_MAX);
         return -1;
     }
     if (st.st_mode & S_IROTH)
@@ -220,7 +185,7 @@ static int key_load_file(struct dkim_key *k, const char *path, char *err, size_t
     EVP_PKEY *pkey = PEM_read_PrivateKey(f, NULL, no_passphrase, NULL);
     fclose(f);
     if (pkey == NULL) {
-        seterr(err, errlen, "not an unencrypted PEM private key (%s)", ssl_reason());
+        text_seterr(err, errlen, "not an unencrypted PEM private key (%s)", ssl_reason());
         return -1;
     }
     return key_from_pkey(k, pkey, err, errlen);
@@ -325,12 +290,12 @@ int dkim_keygen(enum dkim_algo algo, char **pem, char **record, char *err, size_
 
     *pem = *record = NULL;
     if (pkey == NULL) {
-        seterr(err, errlen, "key generation failed: %s", ssl_reason());
+        text_seterr(err, errlen, "key generation failed: %s", ssl_reason());
         return -1;
     }
     bio = BIO_new(BIO_s_mem());
     if (bio == NULL || PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) != 1) {
-        seterr(err, errlen, "cannot write the key: %s", ssl_reason());
+        text_seterr(err, errlen, "cannot write the key: %s", ssl_reason());
         goto out;
     }
     char *data = NULL;
@@ -338,7 +303,7 @@ int dkim_keygen(enum dkim_algo algo, char **pem, char **record, char *err, size_
     *pem = malloc((size_t)n + 1);
     *record = record_from_pkey(pkey);
     if (*pem == NULL || *record == NULL) {
-        seterr(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         goto out;
     }
     memcpy(*pem, data, (size_t)n);
@@ -420,14 +385,14 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
     struct dirent *de;
 
     if (snprintf(dir, sizeof(dir), "%s/%s/dkim", ddir, name) >= (int)sizeof(dir)) {
-        seterr(err, errlen, "%s/%s/dkim: path too long", ddir, name);
+        text_seterr(err, errlen, "%s/%s/dkim: path too long", ddir, name);
         return -1;
     }
     dh = opendir(dir);
     if (dh == NULL) {
         if (errno == ENOENT)
             return 0;
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         return -1;
     }
     while ((errno = 0, de = readdir(dh)) != NULL) {
@@ -435,12 +400,12 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
         if (de->d_name[0] == '.' || nlen <= 4 || strcmp(de->d_name + nlen - 4, ".key") != 0)
             continue;
         if (!dkim_selector_valid(de->d_name, nlen - 4)) {
-            seterr(err, errlen, "%s/%s: the file name must be <selector>.key with a selector "
-                   "of letters, digits, hyphens and dots", dir, de->d_name);
+            text_seterr(err, errlen, "%s/%s: the file name must be <selector>.key with a selector "
+                        "of letters, digits, hyphens and dots", dir, de->d_name);
             goto fail;
         }
         if (d.nkeys == DKIM_KEYS_PER_DOMAIN) {
-            seterr(err, errlen, "%s: more than %d keys", dir, DKIM_KEYS_PER_DOMAIN);
+            text_seterr(err, errlen, "%s: more than %d keys", dir, DKIM_KEYS_PER_DOMAIN);
             goto fail;
         }
         if (d.keys == NULL) {
@@ -450,11 +415,11 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
         }
         struct dkim_key *k = &d.keys[d.nkeys];
         if (snprintf(path, sizeof(path), "%s/%s", dir, de->d_name) >= (int)sizeof(path)) {
-            seterr(err, errlen, "%s/%s: path too long", dir, de->d_name);
+            text_seterr(err, errlen, "%s/%s: path too long", dir, de->d_name);
             goto fail;
         }
         if (key_load_file(k, path, why, sizeof(why)) < 0) {
-            seterr(err, errlen, "%s: %s", path, why);
+            text_seterr(err, errlen, "%s: %s", path, why);
             goto fail;
         }
         memcpy(k->selector, de->d_name, nlen - 4);
@@ -462,7 +427,7 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
         d.nkeys++;
     }
     if (errno != 0) {
-        seterr(err, errlen, "%s: %s", dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", dir, strerror(errno));
         goto fail;
     }
     closedir(dh);
@@ -474,7 +439,7 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
     d.name = strdup(name);
     if (d.name == NULL) {
         domain_clear(&d);
-        seterr(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         return -1;
     }
     for (char *p = d.name; *p; p++)
@@ -484,7 +449,7 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
         struct dkim_domain *nd = realloc(ks->domains, ncap * sizeof(*nd));
         if (nd == NULL) {
             domain_clear(&d);
-            seterr(err, errlen, "out of memory");
+            text_seterr(err, errlen, "out of memory");
             return -1;
         }
         ks->domains = nd;
@@ -494,7 +459,7 @@ static int domain_load(struct dkim_keys *ks, size_t *cap, const char *ddir, cons
     ks->nkeys += d.nkeys;
     return 0;
 oom:
-    seterr(err, errlen, "out of memory");
+    text_seterr(err, errlen, "out of memory");
 fail:
     closedir(dh);
     domain_clear(&d);
@@ -512,16 +477,16 @@ int dkim_keys_load(const char *config_dir, const char *only_domain, struct dkim_
 
     *out = NULL;
     if (ks == NULL) {
-        seterr(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         return -1;
     }
     atomic_init(&ks->refs, 1);
     if (sodium_init() < 0) { /* Ed25519 keys go through libsodium */
-        seterr(err, errlen, "libsodium failed to initialise");
+        text_seterr(err, errlen, "libsodium failed to initialise");
         goto fail;
     }
     if (snprintf(ddir, sizeof(ddir), "%s/domains", config_dir) >= (int)sizeof(ddir)) {
-        seterr(err, errlen, "%s/domains: path too long", config_dir);
+        text_seterr(err, errlen, "%s/domains: path too long", config_dir);
         goto fail;
     }
     if (only_domain != NULL) {
@@ -533,18 +498,18 @@ int dkim_keys_load(const char *config_dir, const char *only_domain, struct dkim_
     if (dh == NULL) {
         if (errno == ENOENT)
             goto done;
-        seterr(err, errlen, "%s: %s", ddir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", ddir, strerror(errno));
         goto fail;
     }
     while ((errno = 0, de = readdir(dh)) != NULL) {
         /* Names that are not domains are users_load's to report. */
-        if (de->d_name[0] == '.' || !labels_valid(de->d_name, strlen(de->d_name), 253))
+        if (de->d_name[0] == '.' || text_hostname_check(de->d_name, strlen(de->d_name)) != NULL)
             continue;
         if (domain_load(ks, &cap, ddir, de->d_name, err, errlen) < 0)
             goto fail;
     }
     if (errno != 0) {
-        seterr(err, errlen, "%s: %s", ddir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", ddir, strerror(errno));
         goto fail;
     }
 done:
@@ -554,8 +519,9 @@ done:
         qsort(ks->domains, ks->ndomains, sizeof(*ks->domains), domain_cmp);
     for (size_t i = 1; i < ks->ndomains; i++) {
         if (strcmp(ks->domains[i - 1].name, ks->domains[i].name) == 0) {
-            seterr(err, errlen, "%s: domain %s appears twice (names differ only in case)", ddir,
-                   ks->domains[i].name);
+            text_seterr(err, errlen, "%s: domain %s appears twice (names differ only in case)",
+                        ddir,
+                        ks->domains[i].name);
             dh = NULL;
             goto fail;
         }

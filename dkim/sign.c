@@ -41,6 +41,7 @@
 #include "dkim/header.h"
 #include "dkim/keys.h"
 #include "io/metrics.h"
+#include "io/text.h"
 
 #define SIGN_FOLD 76          /* fold signature lines before this column */
 #define SIGN_HOST_MAX 255
@@ -56,7 +57,7 @@ enum hdr_pos { HP_BOL = 0, HP_BOL_CR, HP_TEXT };
 
 /*
  * One message's signer.  Invariants: keys != NULL when state == SG_BODY;
- * hdr is NULL outside SG_HEADER; body_md is initialized iff state ==
+ * hdr.p is NULL outside SG_HEADER; body_md is initialized iff state ==
  * SG_BODY (until finish); why is set whenever state == SG_SKIP.
  */
 struct dkim_signer {
@@ -70,8 +71,7 @@ struct dkim_signer {
     const char *why;                  /* static: why not signed */
 
     /* Header block (SG_HEADER). */
-    char *hdr;                        /* unstuffed bytes so far (owned) */
-    size_t hdr_len, hdr_cap;
+    struct text_buf hdr;              /* unstuffed bytes so far */
     enum hdr_pos hpos;
 
     /* From the parsed block. */
@@ -108,7 +108,7 @@ void dkim_sign_free(struct dkim_signer *sg)
     if (sg == NULL)
         return;
     dkim_keys_free(sg->keys);
-    free(sg->hdr);
+    text_free(&sg->hdr);
     free(sg->added);
     free(sg->hlist);
     free(sg->hcanon);
@@ -121,9 +121,7 @@ static void sign_skip(struct dkim_signer *sg, const char *why)
 {
     sg->state = SG_SKIP;
     sg->why = why;
-    free(sg->hdr);
-    sg->hdr = NULL;
-    sg->hdr_len = sg->hdr_cap = 0;
+    text_free(&sg->hdr);
 }
 
 /* ---- the header block ---- */
@@ -271,9 +269,7 @@ static void header_end(struct dkim_signer *sg, const char *block, size_t len)
         goto out;
     }
     dkim_body_canon_init(&sg->body, body_sink, sg->md);
-    free(sg->hdr);
-    sg->hdr = NULL;
-    sg->hdr_len = sg->hdr_cap = 0;
+    text_free(&sg->hdr);
     sg->state = SG_BODY;
 out:
     free(all);
@@ -282,21 +278,9 @@ out:
 
 static int hdr_append(struct dkim_signer *sg, const char *data, size_t len)
 {
-    if (sg->hdr_len + len > DKIM_HEADER_MAX)
+    if (sg->hdr.len + len > DKIM_HEADER_MAX)
         return -E2BIG;
-    if (sg->hdr_len + len > sg->hdr_cap) {
-        size_t cap = sg->hdr_cap ? sg->hdr_cap : 2048;
-        while (cap < sg->hdr_len + len)
-            cap *= 2;
-        char *p = realloc(sg->hdr, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        sg->hdr = p;
-        sg->hdr_cap = cap;
-    }
-    memcpy(sg->hdr + sg->hdr_len, data, len);
-    sg->hdr_len += len;
-    return 0;
+    return text_add(&sg->hdr, data, len);
 }
 
 /* Unstuffed message bytes (the callback of dkim_unstuff_feed). */
@@ -341,7 +325,7 @@ static void on_bytes(void *arg, const char *data, size_t len)
     if (!end)
         return;
     /* hdr ends with the empty line's CRLF: the fields are before it. */
-    header_end(sg, sg->hdr, sg->hdr_len - 2);
+    header_end(sg, sg->hdr.p, sg->hdr.len - 2);
     if (i < len)
         on_bytes(sg, data + i, len - i);
 }
@@ -356,37 +340,8 @@ void dkim_sign_feed(struct dkim_signer *sg, const char *data, size_t len)
 
 /* ---- the signature field ---- */
 
-/* A growable string for the signature fields. */
-struct text {
-    char *p;
-    size_t len, cap;
-};
-
-static int text_add(struct text *t, const char *s, size_t n)
-{
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 1024;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *p = realloc(t->p, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        t->p = p;
-        t->cap = cap;
-    }
-    memcpy(t->p + t->len, s, n);
-    t->len += n;
-    t->p[t->len] = '\0';
-    return 0;
-}
-
-static int text_str(struct text *t, const char *s)
-{
-    return text_add(t, s, strlen(s));
-}
-
 /* Column of the end of t (characters since the last LF). */
-static size_t text_col(const struct text *t)
+static size_t text_col(const struct text_buf *t)
 {
     size_t i = t->len;
     while (i > 0 && t->p[i - 1] != '\n')
@@ -399,7 +354,7 @@ static size_t text_col(const struct text *t)
  * b='s value).  RFC 6376 3.5.
  */
 static int sig_field_start(const struct dkim_signer *sg, const struct dkim_key *k,
-                           const char *bh, struct text *t)
+                           const char *bh, struct text_buf *t)
 {
     char line[600];
     int rc;
@@ -407,7 +362,7 @@ static int sig_field_start(const struct dkim_signer *sg, const struct dkim_key *
     snprintf(line, sizeof(line), "DKIM-Signature: v=1; a=%s; c=relaxed/relaxed; d=%s;\r\n\ts=%s; t=%lld;\r\n\th=",
              dkim_algo_sig_name(dkim_key_algo(k)), sg->domain, dkim_key_selector(k),
              (long long)sg->now);
-    if ((rc = text_str(t, line)) < 0)
+    if ((rc = text_add_str(t, line)) < 0)
         return rc;
     /* h= folded before a name that would pass the fold column (FWS is
      * allowed around the colons of h=). */
@@ -415,18 +370,18 @@ static int sig_field_start(const struct dkim_signer *sg, const struct dkim_key *
     while (*p != '\0') {
         const char *colon = strchr(p, ':');
         size_t n = colon ? (size_t)(colon - p) + 1 : strlen(p);
-        if (text_col(t) + n > SIGN_FOLD && (rc = text_str(t, "\r\n\t")) < 0)
+        if (text_col(t) + n > SIGN_FOLD && (rc = text_add_str(t, "\r\n\t")) < 0)
             return rc;
         if ((rc = text_add(t, p, n)) < 0)
             return rc;
         p += n;
     }
     snprintf(line, sizeof(line), ";\r\n\tbh=%s;\r\n\tb=", bh);
-    return text_str(t, line);
+    return text_add_str(t, line);
 }
 
 /* Append base64 of sig folded at SIGN_FOLD, then CRLF. */
-static int sig_value_add(struct text *t, const unsigned char *sig, size_t len)
+static int sig_value_add(struct text_buf *t, const unsigned char *sig, size_t len)
 {
     char b64[DKIM_SIG_MAX * 4 / 3 + 8];
     size_t n = (size_t)EVP_EncodeBlock((unsigned char *)b64, sig, (int)len), i = 0;
@@ -438,15 +393,15 @@ static int sig_value_add(struct text *t, const unsigned char *sig, size_t len)
         if ((rc = text_add(t, b64 + i, take)) < 0)
             return rc;
         i += take;
-        if (i < n && (rc = text_str(t, "\r\n\t")) < 0)
+        if (i < n && (rc = text_add_str(t, "\r\n\t")) < 0)
             return rc;
     }
-    return text_str(t, "\r\n");
+    return text_add_str(t, "\r\n");
 }
 
 /* One signature by key k, appended to out. */
 static int sign_one(struct dkim_signer *sg, const struct dkim_key *k, const char *bh,
-                    struct text *out)
+                    struct text_buf *out)
 {
     size_t start = out->len;
     unsigned char hash[32], sig[DKIM_SIG_MAX];
@@ -476,7 +431,7 @@ static int sign_one(struct dkim_signer *sg, const struct dkim_key *k, const char
 
 int dkim_sign_finish(struct dkim_signer *sg, struct dkim_sign_result *res)
 {
-    struct text out = {0};
+    struct text_buf out = {0};
     int rc = 0;
 
     assert(!sg->finished);
@@ -484,7 +439,7 @@ int dkim_sign_finish(struct dkim_signer *sg, struct dkim_sign_result *res)
     memset(res, 0, sizeof(*res));
     if (sg->state == SG_HEADER) {
         /* No empty line: the whole message is its header block. */
-        header_end(sg, sg->hdr != NULL ? sg->hdr : "", sg->hdr_len);
+        header_end(sg, sg->hdr.p != NULL ? sg->hdr.p : "", sg->hdr.len);
     }
     res->added = sg->added;
     sg->added = NULL;

@@ -30,6 +30,7 @@
 
 #include "dkim/canon.h"
 #include "dkim/sign.h"
+#include "io/text.h"
 
 enum vstate {
     VS_HEADER = 0,          /* collecting the header block */
@@ -52,7 +53,7 @@ struct vkey {
 
 /*
  * One message.  Invariants: dkim is non-NULL from the end of the header
- * block while signatures are being verified; hdr is NULL outside
+ * block while signatures are being verified; hdr.p is NULL outside
  * VS_HEADER; nkeys <= max_sigs.
  */
 struct dkim_verifier {
@@ -67,8 +68,7 @@ struct dkim_verifier {
     const char *error;          /* static: why verification could not run */
     bool nomem;
 
-    char *hdr;                  /* header block so far (owned) */
-    size_t hdr_len, hdr_cap;
+    struct text_buf hdr;        /* header block so far */
     enum hdr_pos hpos;
 
     enum dkim_from_status from;
@@ -219,7 +219,7 @@ void dkim_verify_free(struct dkim_verifier *v)
         dkim_free(v->dkim);
     for (unsigned i = 0; i < v->nkeys; i++)
         free(v->keys[i].txt);
-    free(v->hdr);
+    text_free(&v->hdr);
     free(v);
 }
 
@@ -228,9 +228,7 @@ static void verify_skip(struct dkim_verifier *v, const char *why)
     v->state = VS_SKIP;
     if (why != NULL && v->error == NULL)
         v->error = why;
-    free(v->hdr);
-    v->hdr = NULL;
-    v->hdr_len = v->hdr_cap = 0;
+    text_free(&v->hdr);
 }
 
 /* The authserv-id of an Authentication-Results field (RFC 8601 2.2): the
@@ -333,29 +331,15 @@ static void header_end(struct dkim_verifier *v, const char *block, size_t len)
         verify_skip(v, "the header block cannot be verified");
         return;
     }
-    free(v->hdr);
-    v->hdr = NULL;
-    v->hdr_len = v->hdr_cap = 0;
+    text_free(&v->hdr);
     v->state = VS_BODY;
 }
 
 static int hdr_append(struct dkim_verifier *v, const char *data, size_t len)
 {
-    if (v->hdr_len + len > DKIM_HEADER_MAX)
+    if (v->hdr.len + len > DKIM_HEADER_MAX)
         return -E2BIG;
-    if (v->hdr_len + len > v->hdr_cap) {
-        size_t cap = v->hdr_cap ? v->hdr_cap : 2048;
-        while (cap < v->hdr_len + len)
-            cap *= 2;
-        char *p = realloc(v->hdr, cap);
-        if (p == NULL)
-            return -ENOMEM;
-        v->hdr = p;
-        v->hdr_cap = cap;
-    }
-    memcpy(v->hdr + v->hdr_len, data, len);
-    v->hdr_len += len;
-    return 0;
+    return text_add(&v->hdr, data, len);
 }
 
 /* Unstuffed message bytes (the callback of dkim_unstuff_feed). */
@@ -403,7 +387,7 @@ static void on_bytes(void *arg, const char *data, size_t len)
     if (!end)
         return;
     /* hdr ends with the empty line's CRLF: the fields are before it. */
-    header_end(v, v->hdr, v->hdr_len - 2);
+    header_end(v, v->hdr.p, v->hdr.len - 2);
     if (i < len)
         on_bytes(v, data + i, len - i);
 }
@@ -496,9 +480,10 @@ void dkim_verify_eof(struct dkim_verifier *v)
     if (v->state != VS_HEADER || v->header_done)
         return;
     /* No empty line: the message is all header. */
-    if (v->hdr_len >= 2 && v->hdr[v->hdr_len - 2] == '\r' && v->hdr[v->hdr_len - 1] == '\n')
-        v->hdr_len -= 2;
-    header_end(v, v->hdr != NULL ? v->hdr : "", v->hdr_len);
+    size_t len = v->hdr.len;
+    if (len >= 2 && v->hdr.p[len - 2] == '\r' && v->hdr.p[len - 1] == '\n')
+        len -= 2;
+    header_end(v, v->hdr.p != NULL ? v->hdr.p : "", len);
 }
 
 int dkim_verify_finish(struct dkim_verifier *v, struct dkim_verify_result *res)

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/sendfile.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -627,6 +628,27 @@ int io_connect(struct io_loop *loop, struct io_op *op, int fd,
     op->len = addrlen;
     err = loop->ops->connect(loop, op);
     return err < 0 ? op_abort(op, err) : 0;
+}
+
+int io_sendfile_now(struct io_op *op)
+{
+    while (op->done < op->len) {
+        off_t off = (off_t)op->off;
+        ssize_t n = sendfile(op->fd, op->src_fd, &off, op->len - op->done);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO; /* the file ends before off + len */
+        op->off += (uint64_t)n;
+        op->done += (size_t)n;
+    }
+    return 1;
 }
 
 int io_sendfile(struct io_loop *loop, struct io_op *op, int sockfd, int filefd,

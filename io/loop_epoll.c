@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -286,9 +285,16 @@ static int send_some(struct io_op *op)
     return 1;
 }
 
+/* A send or a sendfile, as much as the socket takes: 1 when all went out,
+ * 0 when it must wait for EPOLLOUT, or -errno. */
+static int send_more(struct io_op *op)
+{
+    return IO_OP_KIND(op) == IO_OP_SENDFILE ? io_sendfile_now(op) : send_some(op);
+}
+
 static void do_send(struct io_loop *loop, struct io_op *op)
 {
-    int rc = send_some(op);
+    int rc = send_more(op);
 
     if (rc < 0)
         op_end(loop, op, rc);
@@ -305,42 +311,6 @@ static void do_connect(struct io_loop *loop, struct io_op *op)
     if (getsockopt(op->fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
         err = errno;
     op_end(loop, op, -err);
-}
-
-/*
- * sendfile(2) as much as the socket takes.  Returns 1 when done, 0 when it
- * must wait for EPOLLOUT, or -errno.
- */
-static int sendfile_some(struct io_op *op)
-{
-    while (op->len > 0) {
-        off_t off = (off_t)op->off;
-        ssize_t n = sendfile(op->fd, op->src_fd, &off, op->len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO; /* the file ends before off + len */
-        op->off += (uint64_t)n;
-        op->len -= (size_t)n;
-        op->done += (size_t)n;
-    }
-    return 1;
-}
-
-static void do_sendfile(struct io_loop *loop, struct io_op *op)
-{
-    int rc = sendfile_some(op);
-
-    if (rc < 0)
-        op_end(loop, op, rc);
-    else if (rc > 0)
-        op_end(loop, op, (int)op->done);
 }
 
 static void do_poll(struct io_op *op, uint32_t revents)
@@ -361,6 +331,7 @@ static void on_ready(struct io_loop *loop, struct io_op *op, uint32_t revents)
         do_recv(loop, op);
         break;
     case IO_OP_SEND:
+    case IO_OP_SENDFILE:
         do_send(loop, op);
         break;
     case IO_OP_POLL:
@@ -368,9 +339,6 @@ static void on_ready(struct io_loop *loop, struct io_op *op, uint32_t revents)
         break;
     case IO_OP_CONNECT:
         do_connect(loop, op);
-        break;
-    case IO_OP_SENDFILE:
-        do_sendfile(loop, op);
         break;
     default:
         break;
@@ -521,6 +489,7 @@ static int epoll_poll_start(struct io_loop *loop, struct io_op *op)
     return slot_attach(ep_of(loop), op, poll_is_write_only(op));
 }
 
+/* io_send and io_sendfile: both go out in the fd's 'wr' slot. */
 static int epoll_send(struct io_loop *loop, struct io_op *op)
 {
     struct epoll_be *be = ep_of(loop);
@@ -533,7 +502,7 @@ static int epoll_send(struct io_loop *loop, struct io_op *op)
         return -EBUSY;
     /* Try at once: most sends fit in the socket buffer.  The result is
      * delivered on the next turn, never from inside this call. */
-    rc = send_some(op);
+    rc = send_more(op);
     if (rc != 0) {
         io_loop_queue_final(loop, op, rc < 0 ? rc : (int)op->done);
         return 0;
@@ -557,24 +526,6 @@ static int epoll_connect(struct io_loop *loop, struct io_op *op)
     if (rc == 0 || errno != EINPROGRESS) {
         /* Done or failed at once (loopback often is): next turn. */
         io_loop_queue_final(loop, op, rc == 0 ? 0 : -errno);
-        return 0;
-    }
-    return slot_attach(be, op, true);
-}
-
-static int epoll_sendfile(struct io_loop *loop, struct io_op *op)
-{
-    struct epoll_be *be = ep_of(loop);
-    struct ep_fd *r = fd_rec(be, op->fd);
-    int rc;
-
-    if (r == NULL)
-        return -ENOMEM;
-    if (r->wr != NULL)
-        return -EBUSY;
-    rc = sendfile_some(op); /* as epoll_send: try at once, report next turn */
-    if (rc != 0) {
-        io_loop_queue_final(loop, op, rc < 0 ? rc : (int)op->done);
         return 0;
     }
     return slot_attach(be, op, true);
@@ -721,5 +672,5 @@ const struct io_backend_ops io_epoll_backend = {
     .cancel = epoll_cancel,
     .wait = epoll_wait_turn,
     .connect = epoll_connect,
-    .sendfile = epoll_sendfile,
+    .sendfile = epoll_send,
 };

@@ -130,6 +130,15 @@ void io_loop_queue_final(struct io_loop *loop, struct io_op *op, int res);
  */
 void io_loop_remote_final(struct io_loop *loop, struct io_op *op, int res);
 
+/*
+ * sendfile(2) for an IO_OP_SENDFILE op as much as the socket takes, without
+ * blocking (both backends call it on the loop's thread): op->len is the
+ * total, op->done what went out, op->off the next file offset.  Returns 1
+ * when all went out, 0 when the socket is full, or -errno (-EIO: the file
+ * ends before off + len).
+ */
+int io_sendfile_now(struct io_op *op);
+
 /* Total byte count of an iovec array (capped at SIZE_MAX). */
 size_t io_iov_total(const struct iovec *iov, int iovcnt);
 

@@ -37,7 +37,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -121,7 +120,7 @@ static struct io_uring_sqe *sqe_get(struct uring_be *be, unsigned want)
 
 /* ---- arming ------------------------------------------------------------- */
 
-/* Prepare the SQE of a single-SQE op (accept, recv, send, poll). */
+/* Prepare the SQE of a single-SQE op (accept, recv, send, poll, connect). */
 static int op_arm(struct io_loop *loop, struct io_op *op)
 {
     struct io_uring_sqe *sqe = sqe_get(ur_of(loop), 1);
@@ -228,61 +227,8 @@ static int write_round(struct io_loop *loop, struct io_op *op)
 
 /* ---- submit hooks ------------------------------------------------------- */
 
-static int uring_accept_start(struct io_loop *loop, struct io_op *op)
-{
-    return op_arm(loop, op);
-}
-
-static int uring_recv_start(struct io_loop *loop, struct io_op *op)
-{
-    return op_arm(loop, op);
-}
-
-static int uring_send(struct io_loop *loop, struct io_op *op)
-{
-    return op_arm(loop, op);
-}
-
-static int uring_poll_start(struct io_loop *loop, struct io_op *op)
-{
-    return op_arm(loop, op);
-}
-
-static int uring_write_sync(struct io_loop *loop, struct io_op *op)
-{
-    return write_round(loop, op);
-}
-
-static int uring_connect(struct io_loop *loop, struct io_op *op)
-{
-    return op_arm(loop, op);
-}
-
-/*
- * sendfile(2) as much as the socket takes (op->len is the total, op->done
- * what went out, op->off the next file offset).  Returns 1 when done, 0 when
- * the socket is full, or -errno.
- */
-static int sendfile_now(struct io_op *op)
-{
-    while (op->done < op->len) {
-        off_t off = (off_t)op->off;
-        ssize_t n = sendfile(op->fd, op->src_fd, &off, op->len - op->done);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return 0;
-            return -errno;
-        }
-        if (n == 0)
-            return -EIO; /* the file ends before off + len */
-        op->off += (uint64_t)n;
-        op->done += (size_t)n;
-    }
-    return 1;
-}
+/* accept, recv, send, poll and connect are op_arm itself (one SQE each, see
+ * the backend table at the end); write_sync is write_round. */
 
 /* Wait for room in the socket: one-shot POLL_ADD, the op's only SQE. */
 static int sendfile_wait(struct io_loop *loop, struct io_op *op)
@@ -308,7 +254,7 @@ static void on_sendfile_cqe(struct io_loop *loop, struct io_op *op, int res)
         io_loop_finish(loop, op, res);
         return;
     }
-    rc = sendfile_now(op);
+    rc = io_sendfile_now(op);
     if (rc == 0)
         rc = sendfile_wait(loop, op); /* 0: waiting again */
     else if (rc > 0)
@@ -321,7 +267,7 @@ static int uring_sendfile(struct io_loop *loop, struct io_op *op)
 {
     /* Try at once (as the epoll backend does): the result of a send that
      * fits is delivered on the next turn, never inside this call. */
-    int rc = sendfile_now(op);
+    int rc = io_sendfile_now(op);
 
     if (rc != 0) {
         io_loop_queue_final(loop, op, rc < 0 ? rc : (int)op->done);
@@ -719,13 +665,13 @@ const struct io_backend_ops io_uring_backend = {
     .name = "uring",
     .init = uring_init,
     .fini = uring_fini,
-    .accept_start = uring_accept_start,
-    .recv_start = uring_recv_start,
-    .send = uring_send,
-    .write_sync = uring_write_sync,
-    .poll_start = uring_poll_start,
+    .accept_start = op_arm,
+    .recv_start = op_arm,
+    .send = op_arm,
+    .write_sync = write_round,
+    .poll_start = op_arm,
     .cancel = uring_cancel,
     .wait = uring_wait,
-    .connect = uring_connect,
+    .connect = op_arm,
     .sendfile = uring_sendfile,
 };

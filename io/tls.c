@@ -57,6 +57,7 @@
 
 #include "io/log.h"
 #include "io/metrics.h"
+#include "io/text.h"
 
 /* TLS 1.2 suites: forward secrecy and AEAD first, then ECDHE with CBC for
  * old peers (opportunistic SMTP TLS is better than plaintext, RFC 7435).
@@ -159,19 +160,6 @@ struct tls_conn {
     const char *dane_match;    /* "DANE-EE" / "DANE-TA" after a DANE match */
     char verify_err[TLS_ERR_LEN]; /* why the callback refused, "" if it did not */
 };
-
-/* Format into err (may be NULL), never overflowing. */
-__attribute__((format(printf, 3, 4))) static void err_set(char *err, size_t errlen,
-                                                          const char *fmt, ...)
-{
-    va_list ap;
-
-    if (err == NULL || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* The earliest error of this thread's OpenSSL queue as text; drains it. */
 static const char *ssl_errstr(char *buf, size_t len)
@@ -315,27 +303,27 @@ static SSL_CTX *host_ctx_new(struct tls_server *s, const char *dir, char *err, s
 
     if ((size_t)snprintf(chain, sizeof chain, "%s/fullchain.pem", dir) >= sizeof chain ||
         (size_t)snprintf(key, sizeof key, "%s/privkey.pem", dir) >= sizeof key) {
-        err_set(err, errlen, "%s: path too long", dir);
+        text_seterr(err, errlen, "%s: path too long", dir);
         return NULL;
     }
     ERR_clear_error();
     ctx = SSL_CTX_new(TLS_server_method());
     if (ctx == NULL || ctx_common(ctx) < 0) {
-        err_set(err, errlen, "%s: cannot make a TLS context: %s", dir,
-                ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "%s: cannot make a TLS context: %s", dir,
+                    ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     if (SSL_CTX_use_certificate_chain_file(ctx, chain) != 1) {
-        err_set(err, errlen, "%s: %s", chain, ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "%s: %s", chain, ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        err_set(err, errlen, "%s: %s", key, ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "%s: %s", key, ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {
-        err_set(err, errlen, "%s does not match %s: %s", key, chain,
-                ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "%s does not match %s: %s", key, chain,
+                    ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     leaf = SSL_CTX_get0_certificate(ctx);
@@ -347,7 +335,7 @@ static SSL_CTX *host_ctx_new(struct tls_server *s, const char *dir, char *err, s
      * server-side cache for TLS 1.2 clients that resume by session id. */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     if (SSL_CTX_set_session_id_context(ctx, TLS_SID_CTX, sizeof TLS_SID_CTX - 1) != 1) {
-        err_set(err, errlen, "%s: %s", dir, ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "%s: %s", dir, ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     SSL_CTX_set_tlsext_ticket_key_cb(ctx, on_ticket_key);
@@ -359,7 +347,7 @@ static SSL_CTX *host_ctx_new(struct tls_server *s, const char *dir, char *err, s
      * handshake.  Each ticket costs the server about 8% of a full
      * handshake (18 of 236 us measured with OpenSSL 3.0, ECDSA P-256). */
     if (SSL_CTX_set_num_tickets(ctx, TLS_NUM_TICKETS) != 1) {
-        err_set(err, errlen, "%s: cannot set the number of session tickets", dir);
+        text_seterr(err, errlen, "%s: cannot set the number of session tickets", dir);
         goto fail;
     }
     SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
@@ -396,19 +384,19 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
 
     s = calloc(1, sizeof *s);
     if (s == NULL) {
-        err_set(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&s->lock, NULL);
     atomic_init(&s->refs, 1);
     if (ticket_key_make(&s->keys[0]) < 0) {
-        err_set(err, errlen, "cannot make a session ticket key");
+        text_seterr(err, errlen, "cannot make a session ticket key");
         goto fail;
     }
 
     d = opendir(cert_dir);
     if (d == NULL) {
-        err_set(err, errlen, "%s: %s", cert_dir, strerror(errno));
+        text_seterr(err, errlen, "%s: %s", cert_dir, strerror(errno));
         goto fail;
     }
     while ((de = readdir(d)) != NULL) {
@@ -428,8 +416,8 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
         if (!has_chain && !has_key)
             continue;
         if (!has_chain || !has_key) {
-            err_set(err, errlen, "%s/%s: missing", dir,
-                    has_chain ? "privkey.pem" : "fullchain.pem");
+            text_seterr(err, errlen, "%s/%s: missing", dir,
+                        has_chain ? "privkey.pem" : "fullchain.pem");
             goto fail;
         }
         ctx = host_ctx_new(s, dir, err, errlen);
@@ -440,7 +428,7 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
             struct tls_host *n = realloc(s->hosts, ncap * sizeof *n);
             if (n == NULL) {
                 SSL_CTX_free(ctx);
-                err_set(err, errlen, "out of memory");
+                text_seterr(err, errlen, "out of memory");
                 goto fail;
             }
             s->hosts = n;
@@ -450,7 +438,7 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
         s->hosts[s->nhosts].name = strdup(de->d_name);
         if (s->hosts[s->nhosts].name == NULL) {
             SSL_CTX_free(ctx);
-            err_set(err, errlen, "out of memory");
+            text_seterr(err, errlen, "out of memory");
             goto fail;
         }
         for (char *p = s->hosts[s->nhosts].name; *p; p++)
@@ -462,8 +450,8 @@ struct tls_server *tls_server_new(const char *cert_dir, const char *default_host
     d = NULL;
 
     if (s->nhosts == 0) {
-        err_set(err, errlen, "%s: no certificate (expected <host>/fullchain.pem and "
-                             "<host>/privkey.pem)", cert_dir);
+        text_seterr(err, errlen, "%s: no certificate (expected <host>/fullchain.pem and "
+                                 "<host>/privkey.pem)", cert_dir);
         goto fail;
     }
     qsort(s->hosts, s->nhosts, sizeof *s->hosts, host_cmp);
@@ -865,7 +853,7 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
 
     c = calloc(1, sizeof *c);
     if (c == NULL) {
-        err_set(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         return NULL;
     }
     c->cache_max = o->cache_max ? o->cache_max : TLS_CLIENT_CACHE_MAX;
@@ -875,14 +863,14 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
         c->nbuckets *= 2;
     c->buckets = calloc(c->nbuckets, sizeof *c->buckets);
     if (c->buckets == NULL) {
-        err_set(err, errlen, "out of memory");
+        text_seterr(err, errlen, "out of memory");
         goto fail;
     }
     ERR_clear_error();
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (c->ctx == NULL || ctx_common(c->ctx) < 0) {
-        err_set(err, errlen, "cannot make a TLS client context: %s",
-                ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "cannot make a TLS client context: %s",
+                    ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     if (o->ca_file != NULL)
@@ -890,8 +878,8 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
     else
         ok = SSL_CTX_set_default_verify_paths(c->ctx);
     if (ok != 1) {
-        err_set(err, errlen, "cannot load the CA store %s: %s",
-                o->ca_file ? o->ca_file : "(system)", ssl_errstr(ebuf, sizeof ebuf));
+        text_seterr(err, errlen, "cannot load the CA store %s: %s",
+                    o->ca_file ? o->ca_file : "(system)", ssl_errstr(ebuf, sizeof ebuf));
         goto fail;
     }
     /* A delivery connection is busy while it lives: keeping its record

@@ -774,18 +774,39 @@ size_t spool_shard_count(const struct spool_shard *sh) { return sh->idx.n; }
 /* ----------------------------------------------------------------- marks */
 
 /*
- * Journal e for message m (and apply it): the common tail of spool_mark,
+ * The message a mark names, for recipient rcpt_idx (-1: the whole message):
+ * the common checks of spool_mark, spool_attempt and spool_msg_flags.
+ * Returns 0 with *out, -EINVAL (a bad id or index, or c without a
+ * callback) or -ENOENT.
+ */
+static int mark_find(struct spool_shard *sh, const struct spool_commit *c, const char *id,
+                     int rcpt_idx, struct smsg **out)
+{
+    struct smsg *m;
+
+    if (!rec_id_ok(id) || rcpt_idx < -1 || (c && !c->cb))
+        return -EINVAL;
+    m = (struct smsg *)idmap_get(&sh->idx, id);
+    if (!m)
+        return -ENOENT;
+    if (rcpt_idx >= 0 && (uint32_t)rcpt_idx >= m->nrcpts)
+        return -EINVAL;
+    *out = m;
+    return 0;
+}
+
+/*
+ * Journal e for message m, id (and apply it): the common tail of spool_mark,
  * spool_attempt and spool_msg_flags.  A message that becomes final leaves the
  * index; its segment stays pinned until the entry is durable.
  */
 static int mark_commit(struct spool_shard *sh, struct spool_commit *c, struct smsg *m,
-                       const struct jrn_entry *e)
+                       const char *id, struct jrn_entry *e)
 {
     struct sdir *d = m->dir;
     int r;
 
-    if (c && !c->cb)
-        return -EINVAL;
+    memcpy(e->id, id, SPOOL_ID_LEN + 1);
     if ((r = jrn_append(d, c, e, NULL)) < 0)
         return r;
     smsg_apply(m, e);
@@ -807,21 +828,16 @@ int spool_mark(struct spool_shard *sh, struct spool_commit *c, const char *id, i
                enum spool_rcpt_state st, int64_t until)
 {
     struct smsg *m;
+    int r;
 
-    if (!rec_id_ok(id))
+    if (st == SPOOL_RCPT_PENDING || st > SPOOL_RCPT_DELETED ||
+        (st == SPOOL_RCPT_DELETED && rcpt_idx != -1))
         return -EINVAL;
-    if (st == SPOOL_RCPT_PENDING || st > SPOOL_RCPT_DELETED || rcpt_idx < -1 ||
-        (st == SPOOL_RCPT_DELETED && rcpt_idx != -1) || (c && !c->cb))
-        return -EINVAL;
-    m = (struct smsg *)idmap_get(&sh->idx, id);
-    if (!m)
-        return -ENOENT;
-    if (rcpt_idx >= 0 && (uint32_t)rcpt_idx >= m->nrcpts)
-        return -EINVAL;
+    if ((r = mark_find(sh, c, id, rcpt_idx, &m)) < 0)
+        return r;
     struct jrn_entry e = {.type = st == SPOOL_RCPT_DELETED ? JRN_T_DELETE : JRN_T_STATE,
                           .state = (uint8_t)st, .rcpt_idx = rcpt_idx, .next_at = until};
-    memcpy(e.id, id, SPOOL_ID_LEN + 1);
-    return mark_commit(sh, c, m, &e);
+    return mark_commit(sh, c, m, id, &e);
 }
 
 int spool_attempt(struct spool_shard *sh, struct spool_commit *c, const char *id,
@@ -829,43 +845,35 @@ int spool_attempt(struct spool_shard *sh, struct spool_commit *c, const char *id
 {
     char reply[SPOOL_REPLY_MAX + 1];
     struct smsg *m;
+    int r;
 
-    if (!rec_id_ok(id) || !a || rcpt_idx < -1 || (c && !c->cb))
+    if (!a || (a->state != SPOOL_RCPT_DELIVERED && a->state != SPOOL_RCPT_DEFERRED &&
+               a->state != SPOOL_RCPT_FAILED))
         return -EINVAL;
-    if (a->state != SPOOL_RCPT_DELIVERED && a->state != SPOOL_RCPT_DEFERRED &&
-        a->state != SPOOL_RCPT_FAILED)
-        return -EINVAL;
-    m = (struct smsg *)idmap_get(&sh->idx, id);
-    if (!m)
-        return -ENOENT;
-    if (rcpt_idx >= 0 && (uint32_t)rcpt_idx >= m->nrcpts)
-        return -EINVAL;
+    if ((r = mark_find(sh, c, id, rcpt_idx, &m)) < 0)
+        return r;
     if (rcpt_idx >= 0 && st_final(m->r[rcpt_idx].st))
         return -EALREADY;
     struct jrn_entry e = {.type = JRN_T_ATTEMPT, .state = (uint8_t)a->state,
                           .rcpt_idx = rcpt_idx, .next_at = a->next_at,
                           .last_at = a->at ? a->at : (int64_t)time(NULL)};
-    memcpy(e.id, id, SPOOL_ID_LEN + 1);
     if (a->reply) {
         e.reply_len = (uint16_t)rec_reply_escape(reply, sizeof reply, a->reply, a->reply_len);
         e.reply = reply;
     }
-    return mark_commit(sh, c, m, &e);
+    return mark_commit(sh, c, m, id, &e);
 }
 
 int spool_msg_flags(struct spool_shard *sh, struct spool_commit *c, const char *id,
                     uint32_t flags)
 {
     struct smsg *m;
+    int r;
 
-    if (!rec_id_ok(id) || (c && !c->cb))
-        return -EINVAL;
-    m = (struct smsg *)idmap_get(&sh->idx, id);
-    if (!m)
-        return -ENOENT;
+    if ((r = mark_find(sh, c, id, -1, &m)) < 0)
+        return r;
     struct jrn_entry e = {.type = JRN_T_MFLAGS, .rcpt_idx = -1, .mflags = flags};
-    memcpy(e.id, id, SPOOL_ID_LEN + 1);
-    return mark_commit(sh, c, m, &e);
+    return mark_commit(sh, c, m, id, &e);
 }
 
 /* ---------------------------------------------------------------- ready */

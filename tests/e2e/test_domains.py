@@ -210,7 +210,7 @@ def test_domain_cli_with_running_server(fresh):
     # add: local at once, and the CLI says the server was told.
     r = s.cli("domain", "add", "New.Test")
     assert "domain new.test: added" in r.stdout, r.stdout
-    assert f"the running server was told to reload (pid {s.proc.pid})" in r.stdout, r.stdout
+    assert "the running server reloaded" in r.stdout, r.stdout
     assert s.cli("domain", "list").stdout.split() == ["example.test", "new.test"]
     assert wait_local(s, "new.test"), s.tail(20)
     check(rcpt(s, "dave@new.test"), 550, "5.1.1")

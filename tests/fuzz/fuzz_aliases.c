@@ -12,6 +12,7 @@
 
 #include "core/aliases.c"
 #include "core/smtp_parse.c"
+#include "io/text.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "core/config.c"
+#include "io/text.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

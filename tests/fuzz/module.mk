@@ -24,12 +24,14 @@ $(FUZZ_DIR)/fuzz_smtp_reply: tests/fuzz/fuzz_smtp_reply.c delivery/smtp_reply.c 
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c io/log.c
+$(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h resolver/names.c delivery/route.c io/log.c \
+                         io/text.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< resolver/names.c delivery/route.c io/log.c -linih
 
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
-                            dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c
+                            dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c \
+                            io/text.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
@@ -37,7 +39,8 @@ $(FUZZ_DIR)/fuzz_maildrop: tests/fuzz/fuzz_maildrop.c core/maildrop_format.c cor
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 
-$(FUZZ_DIR)/fuzz_aliases: tests/fuzz/fuzz_aliases.c core/aliases.c core/aliases.h core/smtp_parse.c
+$(FUZZ_DIR)/fuzz_aliases: tests/fuzz/fuzz_aliases.c core/aliases.c core/aliases.h core/smtp_parse.c \
+                          io/text.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $<
 

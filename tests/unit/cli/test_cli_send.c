@@ -41,11 +41,11 @@ static void test_parse_server(void **state)
 
 static void body_check(const char *in, const char *want)
 {
-    struct dbuf b = { 0 };
+    struct text_buf b = { 0 };
     assert_int_equal(send_body_append(&b, in, strlen(in)), 0);
     assert_non_null(b.p);
     assert_string_equal(b.p, want);
-    dbuf_free(&b);
+    text_free(&b);
 }
 
 static void test_body(void **state)
@@ -58,10 +58,10 @@ static void test_body(void **state)
     body_check("x\r\n.\r\n", "x\r\n..\r\n");
     body_check("\n\n", "\r\n\r\n");
 
-    struct dbuf empty = { 0 };
+    struct text_buf empty = { 0 };
     assert_int_equal(send_body_append(&empty, "", 0), 0);
     assert_int_equal(empty.len, 0);
-    dbuf_free(&empty);
+    text_free(&empty);
 }
 
 static void test_auth_plain(void **state)
@@ -80,13 +80,13 @@ static void test_ehlo_has(void **state)
     struct send_reply r = { 0 };
     const char *t = "mx.example greets you\nPIPELINING\nSIZE 1000\nstarttls\nAUTH PLAIN LOGIN";
 
-    assert_int_equal(dbuf_add(&r.text, t, strlen(t)), 0);
+    assert_int_equal(text_add(&r.text, t, strlen(t)), 0);
     assert_true(send_ehlo_has(&r, "STARTTLS"));
     assert_true(send_ehlo_has(&r, "AUTH"));
     assert_true(send_ehlo_has(&r, "SIZE"));
     assert_false(send_ehlo_has(&r, "START"));
     assert_false(send_ehlo_has(&r, "CHUNKING"));
-    dbuf_free(&r.text);
+    text_free(&r.text);
 }
 
 static void test_addr_ok(void **state)
@@ -180,7 +180,7 @@ static int run_dialogue(const struct step *steps, size_t nsteps, struct send_opt
     int sv[2];
     pthread_t th;
     struct send_conn c = { .fd = -1 };
-    struct dbuf msg = { 0 };
+    struct text_buf msg = { 0 };
     static const char *body = ".dot line\nplain\n";
 
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -194,7 +194,7 @@ static int run_dialogue(const struct step *steps, size_t nsteps, struct send_opt
     int status = dialogue(&c, o, password, &msg);
     conn_close(&c);
     pthread_join(th, NULL);
-    dbuf_free(&msg);
+    text_free(&msg);
     return status;
 }
 

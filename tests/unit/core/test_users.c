@@ -69,14 +69,14 @@ static void write_file(const char *dir, const char *rel, const char *text)
 
 static char *read_text(const char *dir, const char *rel)
 {
-    char path[PATH_MAX], *data = NULL;
-    size_t len = 0;
+    char path[PATH_MAX];
+    struct text_buf b = {0};
     struct stat st;
 
     snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    if (read_all(path, &data, &len, &st, NULL, 0) <= 0)
+    if (read_all(path, &b, &st, NULL, 0) <= 0)
         return NULL;
-    return data;
+    return b.p;
 }
 
 static int count_temps(const char *dir, const char *domain)
