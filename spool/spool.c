@@ -14,7 +14,12 @@
  * under load one fdatasync covers everything that arrived during the
  * previous one.  A segment batch closes when it holds batch_max_bytes, at
  * the loop's idle hook (batch_delay_us = 0) or when the batch timer fires
- * (> 0).  A journal closes at the idle hook.
+ * (> 0).  A journal batch closes at the idle hook once it holds an entry
+ * that may not wait (jrn_lazy: one with a commit callback, a delete) or the
+ * journal timer fired (journal_delay_ms after the first entry that may
+ * wait), or when it holds batch_max_bytes: the scheduler's results of many
+ * loop turns share one fdatasync instead of taking one each, and leave the
+ * disk to the segment batches that sessions wait on.
  *
  * Failure.  If any piece fails, every commit of the batch gets the error,
  * the file is cut back to where the batch began (off the loop thread; the
@@ -338,20 +343,30 @@ static void on_jtimer(struct io_op *op, int res, const char *data, unsigned flag
                 sh->dirs[i]->jr[j].due = true;
 }
 
-/* Cover a lazy journal entry by the journal timer (armed at most
- * journal_delay_ms before it fires).  Returns 0, or -errno when no timer
- * could be armed (the caller closes the batch at once instead). */
-static int jtimer_arm(struct spool_shard *sh)
+/*
+ * May entry e (with waiter c, or none) wait for company?  An entry nobody
+ * waits for (the scheduler's attempts and marks, a bounce's FAILED marks,
+ * flags) may: losing it in a crash only repeats work (a recipient tried
+ * again, a duplicate delivery; a bounce's marks come back from its record,
+ * and a segment stays pinned until the entry that made its last message
+ * final is durable).  An entry somebody waits for, or an administrator's
+ * delete (a lost delete would deliver a message that was removed), may
+ * not; nor may anything while the shard quiesces or closes.  A lazy entry
+ * is covered by the journal timer, armed now if it is not yet: its batch
+ * goes when the timer fires, when it is full, or with the next entry that
+ * may not wait.  False also when no timer could be armed.
+ */
+static bool jrn_lazy(struct spool_shard *sh, const struct spool_commit *c,
+                     const struct jrn_entry *e)
 {
-    if (io_op_busy(sh->jtimer))
-        return 0;
-    return io_timer_start(sh->loop, sh->jtimer, sh->p.journal_delay_ms, on_jtimer);
+    if (c || e->type == JRN_T_DELETE || sh->p.journal_delay_ms == SPOOL_JOURNAL_DELAY_NONE ||
+        sh->quiescing || sh->closing)
+        return false;
+    return io_op_busy(sh->jtimer) ||
+           io_timer_start(sh->loop, sh->jtimer, sh->p.journal_delay_ms, on_jtimer) == 0;
 }
 
-/* May the open batch of journal a be written now?  Entries that somebody
- * waits for (a commit callback) or that record an administrator's delete
- * go at the next idle hook; the others (the scheduler's attempts and
- * marks) wait for the journal timer, a full batch, or the shard's quiesce. */
+/* May the open batch of journal a be written now (jrn_lazy)? */
 static bool jrn_ready(const struct spool_shard *sh, const struct appender *a)
 {
     return a->open->urgent || a->due || a->open->bytes >= sh->p.batch_max_bytes ||
@@ -375,8 +390,7 @@ static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_e
         memcpy(c->id, e->id, SPOOL_ID_LEN + 1);
         c->next = NULL;
     }
-    if (c || e->type == JRN_T_DELETE || d->sh->p.journal_delay_ms == SPOOL_JOURNAL_DELAY_NONE ||
-        jtimer_arm(d->sh) < 0)
+    if (!jrn_lazy(d->sh, c, e))
         b->urgent = true;
     b->ent[b->nent++] = (struct bent){.kind = BE_MARK, .c = c, .rel = rel, .len = n,
                                       .from = unpin};
@@ -651,6 +665,11 @@ void batch_start(struct appender *a)
 static void on_idle(void *arg)
 {
     struct spool_shard *sh = arg;
+
+    /* Quiescing writes every journal batch now: the journal timer would
+     * only keep the shard from being idle. */
+    if ((sh->quiescing || sh->closing) && io_op_busy(sh->jtimer))
+        io_cancel(sh->loop, sh->jtimer);
 
     for (size_t i = 0; i < sh->ndirs; i++) {
         struct sdir *d = sh->dirs[i];
