@@ -362,8 +362,18 @@ static bool jrn_lazy(struct spool_shard *sh, const struct spool_commit *c,
     if (c || e->type == JRN_T_DELETE || sh->p.journal_delay_ms == SPOOL_JOURNAL_DELAY_NONE ||
         sh->quiescing || sh->closing)
         return false;
-    return io_op_busy(sh->jtimer) ||
-           io_timer_start(sh->loop, sh->jtimer, sh->p.journal_delay_ms, on_jtimer) == 0;
+    if (io_op_busy(sh->jtimer)) /* cancelled: it will not fire (one turn) */
+        return !sh->jtimer->cancelled;
+    return io_timer_start(sh->loop, sh->jtimer, sh->p.journal_delay_ms, on_jtimer) == 0;
+}
+
+/* Does an open journal batch hold entries (waiting, or not started yet)? */
+static bool jrn_waiting(const struct spool_shard *sh)
+{
+    for (size_t i = 0; i < sh->ndirs; i++)
+        if (sh->dirs[i]->jr[0].open->nent || sh->dirs[i]->jr[1].open->nent)
+            return true;
+    return false;
 }
 
 /* May the open batch of journal a be written now (jrn_lazy)? */
@@ -666,11 +676,6 @@ static void on_idle(void *arg)
 {
     struct spool_shard *sh = arg;
 
-    /* Quiescing writes every journal batch now: the journal timer would
-     * only keep the shard from being idle. */
-    if ((sh->quiescing || sh->closing) && io_op_busy(sh->jtimer))
-        io_cancel(sh->loop, sh->jtimer);
-
     for (size_t i = 0; i < sh->ndirs; i++) {
         struct sdir *d = sh->dirs[i];
         if (!d->seg.fly && !d->seg.hold && d->seg.open->nent &&
@@ -682,6 +687,11 @@ static void on_idle(void *arg)
                 batch_start(a);
         }
     }
+    /* The journal timer covers entries waiting in open journal batches;
+     * with none left (a batch took them) it would only keep the shard from
+     * being idle. */
+    if (io_op_busy(sh->jtimer) && !jrn_waiting(sh))
+        io_cancel(sh->loop, sh->jtimer);
     maint_turn(sh);
     if (sh->quiescing && sh->quiesce_fn && spool_shard_idle(sh)) {
         void (*fn)(void *) = sh->quiesce_fn;

@@ -152,8 +152,7 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
 /*
  * True when nothing the shard started is still in flight: no batch open or
  * being written (internal journal entries and entries waiting for the
- * journal timer included), no timer armed, no helper job, no checkpoint, no
- * compaction copy.
+ * journal timer included), no helper job, no checkpoint, no compaction copy.
  */
 bool spool_shard_idle(const struct spool_shard *sh);
 
