@@ -24,6 +24,11 @@
  * O_APPEND write per message: scenario G counts deliveries per message with
  * it (ortoo-load gives every message its own recipient).
  *
+ * The counts include dkim=N: accepted messages whose header block holds a
+ * DKIM-Signature field (RFC 6376 3.5), so that a benchmark of signed relay
+ * can tell that every message arrived signed (not whether the signature
+ * verifies: that is the tests' job).
+ *
  * Rule file: one rule a line, '#' comments.  MATCH KEY=VALUE...
  *   MATCH  "*" | "@domain" | "local@domain"  (recipient rules; the most
  *          specific match wins), "connect", or "data".
@@ -185,7 +190,7 @@ struct counts {
     pthread_mutex_t lock;
     struct dom *tab;
     size_t slots, used;
-    uint64_t messages, rcpts, bytes, tempfail, permfail, dropped, connections, tls;
+    uint64_t messages, rcpts, bytes, tempfail, permfail, dropped, connections, tls, dkim;
 };
 
 static uint64_t hash_str(const char *s)
@@ -242,6 +247,11 @@ struct sconn {
     enum sstate state;
     unsigned auth_steps;        /* lines still expected in an AUTH exchange */
     unsigned dmatch;            /* chars of "\r\n.\r\n" matched in DATA */
+    /* DATA's header block: in_head until its empty line; hcol = characters of
+     * the current line so far (CRs not counted), hmatch = that line still
+     * starts like "DKIM-Signature:", dkim = such a field was seen */
+    bool in_head, hmatch, dkim;
+    unsigned hcol;
     uint64_t paused_until;      /* ns; 0 = running */
     bool closing, in_heap, dead, start_tls, greeted;
     uint32_t evmask;            /* events registered with epoll */
@@ -441,6 +451,7 @@ static void end_of_message(struct sconn *c)
         reply(c, "554 5.6.0 sink: message refused\r\n");
     } else {
         k->messages++;
+        k->dkim += c->dkim;
         k->rcpts += c->ndom;
         k->bytes += c->msg_bytes;
         /* one message per distinct domain, one rcpt per recipient */
@@ -570,6 +581,9 @@ static void on_command(struct sconn *c, char *line)
             c->state = S_DATA;
             c->dmatch = 2; /* the CRLF ending the DATA line counts (RFC 5321 4.1.1.4) */
             c->msg_bytes = 0;
+            c->in_head = c->hmatch = true;
+            c->dkim = false;
+            c->hcol = 0;
         }
     } else if (verb(line, "RSET")) {
         c->ndom = 0;
@@ -603,13 +617,36 @@ static void on_command(struct sconn *c, char *line)
     }
 }
 
+/* One byte of the header block: notes a DKIM-Signature field, ends at the empty line. */
+static void scan_head(struct sconn *c, char ch)
+{
+    static const char name[] = "dkim-signature:";
+    if (ch == '\n') {
+        c->in_head = c->hcol != 0; /* an empty line ends the header block (RFC 5322 2.1) */
+        c->hcol = 0;
+        c->hmatch = true;
+        return;
+    }
+    if (ch == '\r')
+        return;
+    if (c->hmatch && c->hcol < sizeof(name) - 1) {
+        if (tolower((unsigned char)ch) != name[c->hcol])
+            c->hmatch = false;
+        else if (c->hcol == sizeof(name) - 2)
+            c->dkim = true;
+    }
+    c->hcol++;
+}
+
 /* Scan DATA bytes for "\r\n.\r\n"; returns bytes consumed, sets S_CMD at the end. */
 static size_t scan_data(struct sconn *c, const char *p, size_t n)
 {
     static const char pat[] = "\r\n.\r\n";
     size_t i = 0;
     while (i < n) {
-        if (c->dmatch == 0) {
+        if (c->in_head) {
+            scan_head(c, p[i]); /* byte by byte, then the matcher below sees it too */
+        } else if (c->dmatch == 0) {
             const char *q = memchr(p + i, '\r', n - i);
             if (!q) {
                 i = n;
@@ -620,6 +657,10 @@ static size_t scan_data(struct sconn *c, const char *p, size_t n)
             continue;
         }
         char ch = p[i++];
+        if (c->dmatch == 0) {
+            c->dmatch = ch == '\r' ? 1 : 0; /* in the header block: no memchr skip */
+            continue;
+        }
         if (ch == pat[c->dmatch]) {
             if (++c->dmatch == 5) {
                 c->dmatch = 0;
@@ -894,6 +935,7 @@ static void report(FILE *f)
         tot.dropped += k->dropped;
         tot.connections += k->connections;
         tot.tls += k->tls;
+        tot.dkim += k->dkim;
         for (size_t j = 0; j < k->slots; j++) {
             if (!k->tab[j].name)
                 continue;
@@ -907,11 +949,11 @@ static void report(FILE *f)
     }
     fprintf(f,
             "total messages=%llu rcpts=%llu bytes=%llu tempfail=%llu permfail=%llu dropped=%llu "
-            "connections=%llu tls=%llu\n",
+            "connections=%llu tls=%llu dkim=%llu\n",
             (unsigned long long)tot.messages, (unsigned long long)tot.rcpts, (unsigned long long)tot.bytes,
             (unsigned long long)tot.tempfail, (unsigned long long)tot.permfail,
             (unsigned long long)tot.dropped, (unsigned long long)tot.connections,
-            (unsigned long long)tot.tls);
+            (unsigned long long)tot.tls, (unsigned long long)tot.dkim);
     for (size_t j = 0; j < all.slots; j++) {
         if (!all.tab[j].name)
             continue;

@@ -10,7 +10,7 @@
  * header block of the message has ended (dkim/verify.c names the keys and
  * finds the From domain).  The final dot usually finds them all answered;
  * otherwise checks_end() arms a timer and the answers, or the timer, end
- * the wait.  Deciding is then CPU only: libopendkim's signature checks
+ * the wait.  Deciding is then CPU only: the DKIM signature checks
  * (dkim_verify_finish), the DMARC evaluation (core/dmarc.c) and the
  * policy knobs.
  *
@@ -397,11 +397,11 @@ static void on_key(struct res_req *rr, const struct res_answer *ans)
                 break;
             }
         dkim_verify_set_key(c->dkim, kl->idx, DKIM_KEY_FOUND, ans->txt[pick].text,
-                            ans->txt[pick].len);
+                            ans->txt[pick].len, ans->ttl);
     } else if (ans->status == RES_NXDOMAIN || ans->status == RES_NODATA) {
-        dkim_verify_set_key(c->dkim, kl->idx, DKIM_KEY_NONE, NULL, 0);
+        dkim_verify_set_key(c->dkim, kl->idx, DKIM_KEY_NONE, NULL, 0, 0);
     } else {
-        dkim_verify_set_key(c->dkim, kl->idx, DKIM_KEY_TEMPFAIL, NULL, 0);
+        dkim_verify_set_key(c->dkim, kl->idx, DKIM_KEY_TEMPFAIL, NULL, 0, 0);
     }
     c->keys_pending--;
     maybe_done(c);
@@ -466,7 +466,7 @@ static void header_ready(struct checks *c)
                            on_key) == 0)
                 c->keys_pending++;
             else /* a name DNS cannot have: no key */
-                dkim_verify_set_key(c->dkim, i, DKIM_KEY_NONE, NULL, 0);
+                dkim_verify_set_key(c->dkim, i, DKIM_KEY_NONE, NULL, 0, 0);
         }
     }
     /* (Out of memory for the lookups: the keys stay unset, temperror.) */
@@ -632,7 +632,8 @@ static void decide(struct checks *c)
             sb_add(&b, " header.s=");
             sb_value(&b, s->selector);
         }
-        sb_add(&b, " header.a=%s", s->algo);
+        if (s->algo != NULL)
+            sb_add(&b, " header.a=%s", s->algo);
         if (s->b[0] != '\0') {
             sb_add(&b, " header.b=");
             sb_value(&b, s->b);

@@ -74,8 +74,8 @@ struct checks;
 struct checks_reactor;
 
 /*
- * The per-reactor part: the resolver and loop of the reactor, a
- * libopendkim library handle, the shared Public Suffix List (may be NULL:
+ * The per-reactor part: the resolver and loop of the reactor, its DKIM
+ * public key cache, the shared Public Suffix List (may be NULL:
  * the implicit rule only).  Made at reactor start-up.  NULL with err.
  */
 struct checks_reactor *checks_reactor_new(struct io_loop *loop, struct res_ctx *res,

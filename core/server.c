@@ -270,7 +270,7 @@ static void *reactor_main(void *arg)
         reactor_report(srv, -EINVAL, err);
         return NULL;
     }
-    /* Inbound checks (core/checks.h): a libopendkim handle per reactor. */
+    /* Inbound checks (core/checks.h): a DKIM key cache per reactor. */
     re->ctx.checks = checks_reactor_new(re->ctx.loop, re->ctx.res, srv->psl, err, sizeof(err));
     if (re->ctx.checks == NULL) {
         reactor_report(srv, -EINVAL, err);

@@ -25,7 +25,11 @@
 #define ENVID_MAX 100
 #define ORCPT_MAX 500
 /* RFC 5321 4.5.3.1.1 / 4.5.3.1.2. */
-#define LOCAL_MAX 64
+/* RFC 5321 4.5.3.1.1 gives 64 octets, and 4.5.3.1 asks receivers to
+ * impose no limit where they can: SRS bounce addresses (SRS0=HHHH=TT=
+ * domain=local) and VERP return paths are routinely longer, and refusing
+ * them loses bounces.  255 keeps a path inside one line and one buffer. */
+#define LOCAL_MAX 255
 #define DOMAIN_MAX 255
 #define LABEL_MAX 63
 

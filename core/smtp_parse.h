@@ -30,7 +30,7 @@ enum {
 #define SMTP_MAX_CMD_LINE 512
 /* RFC 5321 4.5.3.1.6: 1000 octets per text line including CRLF. */
 #define SMTP_MAX_TEXT_LINE 1000
-#define SMTP_MAX_ADDR 320       /* 64 local + @ + 255 domain */
+#define SMTP_MAX_ADDR 511       /* 255 local + @ + 255 domain */
 
 enum smtp_verb {
     SMTP_V_UNKNOWN = 0, SMTP_V_EHLO, SMTP_V_HELO, SMTP_V_MAIL, SMTP_V_RCPT,
@@ -91,7 +91,8 @@ struct smtp_addr {
 
 /*
  * Parse a mailbox "local@domain" (no angle brackets), RFC 5321 4.1.2:
- * dot-string or quoted-string local part (<= 64 octets), domain of
+ * dot-string or quoted-string local part (<= 255 octets: longer than the
+ * RFC's 64, for SRS and VERP return paths), domain of
  * dot-separated labels (letters, digits, hyphens; <= 255 octets) or an
  * address literal [1.2.3.4] / [IPv6:...].  UTF-8 is accepted only when
  * allow_utf8 (RFC 6531).  Returns SMTP_P_OK or SMTP_P_EADDR.

@@ -38,8 +38,9 @@
  * closes a client for abuse (session_abuse).
  *
  * Lifetime: smtp_close() sets CLOSING and cancels the recv and the timer;
- * the struct is freed only when no op, commit or auth request is in flight
- * (session_maybe_free, called from every completion).
+ * entering CLOSING gives up a password check in flight (auth_cancel: the
+ * check itself goes on without us); the struct is freed only when no op or
+ * commit is in flight (session_maybe_free, called from every completion).
  */
 #include "core/smtp_session.h"
 
@@ -189,7 +190,7 @@ struct smtp_session {
     bool abuse_noted;             /* policy_abuse was called for this session */
     bool conn_counted;            /* counted in r->limits: release at free */
     bool out_blocked;             /* parsing stopped until the output drains */
-    bool auth_counted;            /* an AUTH attempt is admitted (auth.h) */
+    enum auth_path auth_path;     /* how the AUTH in flight is checked (auth.h) */
     bool body_nomem;              /* the body budget ran out: discard, then 452 */
     uint64_t deadline;            /* of the current phase (greeting, command, data) */
     uint64_t session_end;         /* timeout_session after the connect */
@@ -377,6 +378,12 @@ static void session_enter(struct smtp_session *s, enum smtp_state st)
     log_debug("session=%s state=%s->%s", s->id, state_names[s->state], state_names[st]);
     s->state = st;
     if (st == ST_CLOSING) {
+        /* A closing session gives up its password check (the check goes on
+         * and still counts for the throttle: core/auth.c). */
+        if (s->auth_busy) {
+            auth_cancel(s->r->auth, &s->auth_req);
+            s->auth_busy = false;
+        }
         /* Nothing more is read: a flooder's bytes would only cost us CPU.
          * SHUT_RD ends a multishot recv at once (the kernel stops copying
          * into our buffers now, not when the cancel is processed); what
@@ -722,9 +729,10 @@ void smtp_session_close_all(struct smtp_reactor *r)
     struct smtp_session *s = r->sessions;
     while (s != NULL) {
         struct smtp_session *next = s->next;
-        /* Sessions waiting on the spool or a password check are closed by
-         * that callback: a synced message still gets its 250. */
-        if (s->state != ST_WAIT_SPOOL && s->state != ST_WAIT_AUTH) {
+        /* Sessions waiting on the spool are closed by its callback: a
+         * synced message still gets its 250.  One waiting for a password
+         * check gives it up (auth_cancel) and goes now. */
+        if (s->state != ST_WAIT_SPOOL) {
             session_shutdown(s);
             session_maybe_free(s); /* may free s (and call on_drained) */
         }
@@ -1019,10 +1027,11 @@ static void on_recv(struct io_op *op, int res, const char *data, unsigned flags)
         if (res < 0 && res != -ECONNRESET)
             log_debug("session=%s event=recv-error err=%d", s->id, res);
         s->peer_eof = true;
-        if (s->state == ST_WAIT_SPOOL || s->state == ST_WAIT_AUTH ||
+        if (s->state == ST_WAIT_SPOOL || (s->state == ST_WAIT_AUTH && res == 0) ||
             s->state == ST_WAIT_CHECKS || s->out_blocked) {
             /* Keep the session until the spool/auth/checks callback or the
-             * output drains (session_resume); it closes then. */
+             * output drains (session_resume); it closes then.  A reset
+             * client is gone for good: it does not wait for argon2id. */
             return;
         }
         s->close_after_send = true; /* replies to what it sent still go out */
@@ -1161,20 +1170,17 @@ static void sasl_fail(struct smtp_session *s, const char *msg)
     reply_error(s, "%s", msg);
 }
 
+/* The verification's result (core/auth.c counted it for the throttle).  A
+ * session that closes meanwhile cancels the wait (session_enter), so this
+ * runs only for a live one. */
 static void on_auth_done(struct auth_req *req, bool ok)
 {
     struct smtp_session *s = req->owner;
     s->auth_busy = false;
     metrics_inc(ok ? METRICS_AUTH_SUCCESS : METRICS_AUTH_FAILURE);
-    if (s->auth_counted) {
-        /* Counted even when the client left meanwhile. */
-        s->auth_counted = false;
-        auth_attempt_end(s->r->auth, policy_auth_client(&s->pol, &s->client_key),
-                         s->sasl_user, ok ? AUTH_OUTCOME_OK : AUTH_OUTCOME_FAILED);
-    }
     if (!ok)
-        log_info("session=%s event=auth-failed user=%s client=%s", s->id, log_q(s->sasl_user),
-                 s->client_addr);
+        log_info("session=%s event=auth-failed user=%s client=%s check=%s", s->id,
+                 log_q(s->sasl_user), s->client_addr, auth_path_name(s->auth_path));
     if (s->state == ST_CLOSING) {
         session_maybe_free(s);
         return;
@@ -1183,8 +1189,8 @@ static void on_auth_done(struct auth_req *req, bool ok)
     if (ok) {
         s->authed = true;
         snprintf(s->auth_user, sizeof(s->auth_user), "%s", req->user);
-        log_info("session=%s event=auth-ok user=%s client=%s", s->id, log_q(s->auth_user),
-                 s->client_addr);
+        log_info("session=%s event=auth-ok user=%s client=%s check=%s", s->id,
+                 log_q(s->auth_user), s->client_addr, auth_path_name(s->auth_path));
         reply(s, "235 2.7.0 Authentication successful");
     } else {
         reply_error(s, "535 5.7.8 Authentication credentials invalid");
@@ -1193,10 +1199,11 @@ static void on_auth_done(struct auth_req *req, bool ok)
 }
 
 /*
- * Verify s->sasl_user with pass.  The attempt is admitted by the throttle
- * first (auth_attempt_begin: it counts at once, so parallel attempts cannot
- * outrun max_failures); a throttled client or a full password queue gets
- * 454 at once and never waits for argon2id (RFC 4954 6).
+ * Verify s->sasl_user with pass.  auth_verify admits the attempt against
+ * the throttle first (it counts at once, so parallel attempts cannot
+ * outrun max_failures; an identical attempt in flight is joined and counts
+ * once); a throttled client or a full password queue gets 454 at once and
+ * never waits for argon2id (RFC 4954 6).
  */
 static void auth_start_verify(struct smtp_session *s, const char *pass, size_t pass_len)
 {
@@ -1204,31 +1211,26 @@ static void auth_start_verify(struct smtp_session *s, const char *pass, size_t p
     s->sasl = SASL_NONE;
     if (s->state == ST_AUTH_RESP)
         session_enter(s, ST_CMD);
-    enum auth_gate g =
-        auth_attempt_begin(s->r->auth, policy_auth_client(&s->pol, &s->client_key), user);
-    if (g != AUTH_GATE_OK) {
+    s->auth_req.owner = s;
+    int rc = auth_verify(s->r->auth, &s->auth_req, s->r->loop,
+                         policy_auth_client(&s->pol, &s->client_key), user, strlen(user), pass,
+                         pass_len, on_auth_done);
+    if (rc == -EAGAIN) {
         metrics_inc(METRICS_AUTH_THROTTLED);
         unsigned skipped;
         if (limit_log_ok(s->r, &skipped))
             log_info("session=%s event=auth-throttled by=%s user=%s client=%s unlogged=%u",
-                     s->id, g == AUTH_GATE_CLIENT ? "client" : "account", log_q(user),
-                     s->client_addr, skipped);
+                     s->id, s->auth_req.gate == AUTH_GATE_CLIENT ? "client" : "account",
+                     log_q(user), s->client_addr, skipped);
         reply(s, "454 4.7.0 Too many authentication failures, try again later");
         note_junk(s);
         return;
     }
-    s->auth_counted = true;
-    session_enter(s, ST_WAIT_AUTH);
-    s->auth_req.owner = s;
-    s->auth_busy = true;
-    int rc = auth_verify(s->r->auth, &s->auth_req, s->r->loop, user, strlen(user), pass,
-                         pass_len, on_auth_done);
-    if (rc < 0) {
-        s->auth_busy = false;
-        s->auth_counted = false;
-        auth_attempt_end(s->r->auth, policy_auth_client(&s->pol, &s->client_key), user,
-                         AUTH_OUTCOME_ABORTED);
-        session_enter(s, ST_CMD);
+    if (rc >= 0) {
+        s->auth_path = (enum auth_path)rc;
+        s->auth_busy = true;
+        session_enter(s, ST_WAIT_AUTH);
+    } else {
         if (rc == -EBUSY)
             log_info("session=%s event=auth-busy client=%s", s->id, s->client_addr);
         reply(s, rc == -EBUSY ? "454 4.7.0 Authentication service busy, try again later"

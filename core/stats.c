@@ -504,6 +504,7 @@ static const char *const role_names[] = {"smtp", "submission", "submissions"};
 static const char *const refused_names[] = {"max_connections", "connections_per_address",
                                              "memory", "penalty_box"};
 static const char *const auth_names[] = {"success", "failure", "throttled"};
+static const char *const auth_verify_names[] = {"argon2id", "shared", "cache"};
 static const char *const maildrop_names[] = {"queued", "rejected", "failed"};
 static const char *const file_names[] = {"segment", "journal"};
 
@@ -613,6 +614,11 @@ void stats_render_prometheus(const struct stats_snapshot *s, struct stats_buf *b
              "SMTP AUTH attempts: success, failure (wrong credentials), throttled (refused "
              "before checking after too many failures).",
              "result", auth_names, 3, METRICS_AUTH);
+    counterv(b, s, "ortoo_auth_verifications_total",
+             "How admitted SMTP AUTH attempts were checked: argon2id (a new password "
+             "verification), shared (joined an identical one in flight), cache (a recent "
+             "success).",
+             "by", auth_verify_names, 3, METRICS_AUTH_VERIFY);
     counterv(b, s, "ortoo_maildrop_pickups_total",
              "Local submissions (sendmail) picked up from the maildrop: queued, rejected "
              "(quarantined), failed (the spool refused; retried).",
@@ -809,9 +815,11 @@ void stats_render_text(const struct stats_snapshot *s, struct stats_buf *b)
     stats_buf_printf(b, "dkim:        %" PRIu64 " signatures", cells_sum(s, METRICS_DKIM_SIGNED, 2));
     breakdown(b, s, METRICS_DKIM_SIGNED, dkim, 2);
     stats_buf_printf(b, "\nauth:        %" PRIu64 " succeeded, %" PRIu64 " failed, %" PRIu64
-                        " throttled\n",
+                        " throttled; %" PRIu64 " password checks, %" PRIu64 " shared, %" PRIu64
+                        " cached\n",
                      s->cells[METRICS_AUTH_SUCCESS], s->cells[METRICS_AUTH_FAILURE],
-                     s->cells[METRICS_AUTH_THROTTLED]);
+                     s->cells[METRICS_AUTH_THROTTLED], s->cells[METRICS_AUTH_VERIFY + 0],
+                     s->cells[METRICS_AUTH_VERIFY + 1], s->cells[METRICS_AUTH_VERIFY + 2]);
     stats_buf_printf(b, "maildrop:    %" PRIu64 " queued, %" PRIu64 " rejected, %" PRIu64
                         " failed\n",
                      s->cells[METRICS_MAILDROP_QUEUED], s->cells[METRICS_MAILDROP_REJECTED],

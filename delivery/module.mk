@@ -1,5 +1,6 @@
 # delivery/: the sending side: the SMTP client (reply parser, body cursor,
-# client state machine) and its connection pool, the scheduler and routes,
+# client state machine), the scheduler (with its idle connections per
+# destination) and routes,
 # DSN building, bounces and notices, local (Maildir) delivery.
 SRCS += $(wildcard delivery/*.c)
 # The client's tests drive this tree's server and the benchmark sink.

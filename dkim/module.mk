@@ -1,8 +1,8 @@
-# dkim/: DKIM signing (canonicalization, key sets, the incremental signer).
+# dkim/: DKIM signing and verifying (canonicalization, tag lists, key sets,
+# the public key cache, the incremental signer and verifier).
 SRCS += $(wildcard dkim/*.c)
-# libopendkim verifies inbound signatures (dkim/verify.c).
-LIBS += -lopendkim
-# The unit tests cross-check every signature with libopendkim, in process.
+# The unit tests cross-check every signature made and every verification
+# with libopendkim, in process.
 $(BUILD)/tests/unit/dkim/%: TEST_LIBS += -lopendkim
 # The benchmark compares with libopendkim's signing in the same run.
 $(BUILD)/bench/ortoo-dkimbench: LIBS += -lopendkim

@@ -104,8 +104,12 @@ enum metrics_counter {
     METRICS_DKIM_SIGNED = METRICS_DNS_STATUS + 8,
     /* AUTH (core/smtp_session.c): success, failure, throttled. */
     METRICS_AUTH = METRICS_DKIM_SIGNED + 2,
+    /* How admitted AUTH attempts were checked (core/auth.c, + enum
+     * auth_path): argon2id (a new verification), shared (joined one in
+     * flight), cache. */
+    METRICS_AUTH_VERIFY = METRICS_AUTH + 3,
     /* Local submission (core/maildrop.c): queued, rejected, failed. */
-    METRICS_MAILDROP = METRICS_AUTH + 3,
+    METRICS_MAILDROP = METRICS_AUTH_VERIFY + 3,
     /* Spool group commit (spool/spool.c): + file: segment, journal. */
     METRICS_SPOOL_BYTES = METRICS_MAILDROP + 3,       /* bytes made durable */
     METRICS_SPOOL_ERRORS = METRICS_SPOOL_BYTES + 2,   /* batches that failed */

@@ -726,6 +726,13 @@ static int ub_setup(struct ub_ctx *ub, const struct res_conf *conf, char *err, s
     UB_TRY(ub_ctx_async(ub, 1), "async mode");
     /* Stubs and forwarders on loopback (tests, a local resolver). */
     UB_TRY(ub_ctx_set_option(ub, "do-not-query-localhost:", "no"), "do-not-query-localhost");
+    /* A server that timed out is probed again, one query at a time, rather
+     * than answered SERVFAIL for infra-host-ttl (15 minutes by default): a
+     * mail server often has one forwarder, and a moment of overload there
+     * must not turn a quarter of an hour of lookups into temperrors and
+     * deferrals.  The host cache entry expires after a minute too. */
+    UB_TRY(ub_ctx_set_option(ub, "infra-keep-probing:", "yes"), "infra-keep-probing");
+    UB_TRY(ub_ctx_set_option(ub, "infra-host-ttl:", "60"), "infra-host-ttl");
     if (conf->dnssec) {
         const char *ta = conf->trust_anchor != NULL ? conf->trust_anchor : RES_ROOT_KEY_FILE;
         if (anchor_file_check(ta, err, errlen) < 0)

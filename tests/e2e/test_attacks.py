@@ -19,12 +19,14 @@ CLI tests run once (the backend does not matter there).
 import base64
 import json
 import os
+import re
 import resource
 import socket
 import ssl
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -535,9 +537,10 @@ def _auth_attempt(addr, user, pw, barrier, out, i, source):
 
 
 def test_parallel_wrong_auth(make_server):
-    """40 wrong AUTHs at once from one address, max_failures 5: 5 get 535,
-    35 get 454 at once (attempts count while in flight).  A good user on
-    another address authenticates and sends meanwhile, unslowed."""
+    """40 wrong AUTHs (40 distinct passwords) at once from one address,
+    max_failures 5: 5 get 535, 35 get 454 at once (attempts count while in
+    flight).  A good user on another address authenticates and sends
+    meanwhile, unslowed."""
     s = make_server("epoll", "auth40", **{"auth.max_failures": 5,
                                           "auth.account_max_failures": 1000})
     n = 40
@@ -551,7 +554,7 @@ def test_parallel_wrong_auth(make_server):
     # The attackers connect (TLS, EHLO) first; the attack is their AUTHs,
     # sent at once when the barrier opens.
     threads = [threading.Thread(target=_auth_attempt,
-                                args=(addr, ALICE, "wrong", barrier, out, i, ATTACKER))
+                                args=(addr, ALICE, f"wrong-{i}", barrier, out, i, ATTACKER))
                for i in range(n)]
     for t in threads:
         t.start()
@@ -576,6 +579,50 @@ def test_parallel_wrong_auth(make_server):
     assert not slow, slow
 
 
+def _metric(srv, name, **labels):
+    host, port = srv.addr("metrics")
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    lb = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    m = re.search(rf"^{re.escape(name)}{re.escape('{' + lb + '}')} (\S+)$", body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_parallel_identical_wrong_auth(make_server):
+    """40 AUTHs at once from one address with the same wrong password,
+    max_failures 5: one guess.  They share one argon2id check (those that
+    come after it ended make another): all 40 get 535, and the address is
+    charged one failure per check, not per connection -- it has exactly
+    5 - checks guesses left."""
+    s = make_server("epoll", "auth40same", **{"auth.max_failures": 5,
+                                              "auth.account_max_failures": 1000,
+                                              "listen.metrics": "127.0.0.1:0"})
+    n = 40
+    out = [None] * n
+    barrier = threading.Barrier(n)
+    addr = s.addr("submissions")
+    threads = [threading.Thread(target=_auth_attempt,
+                                args=(addr, ALICE, "wrong", barrier, out, i, ATTACKER))
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = sorted((o[0], o[1]) for o in out)
+    assert codes == [(535, "5.7.8")] * n, codes
+    checks = _metric(s, "ortoo_auth_verifications_total", by="argon2id")
+    shared = _metric(s, "ortoo_auth_verifications_total", by="shared")
+    assert 1 <= checks < 5 and checks + shared == n, (checks, shared)
+    left = 5 - int(checks)
+    for i in range(left + 1):
+        with Raw(addr, tls=True, timeout=30, source=ATTACKER) as c:
+            c.expect(None, 220)
+            c.expect("EHLO auth.test", 250)
+            c.expect(f"AUTH PLAIN {plain_token(ALICE, f'other-{i}')}",
+                     *((535, "5.7.8") if i < left else (454, "4.7.0")))
+    assert_serving(s, "submissions")
+
+
 def test_auth_queue_bound(make_server):
     """One password worker and max_queue 2: ten AUTHs at once from ten
     addresses (not throttled) -- those that do not fit get 454 at once, none
@@ -588,7 +635,8 @@ def test_auth_queue_bound(make_server):
     barrier = threading.Barrier(n)
     addr = s.addr("submissions")
     threads = [threading.Thread(target=_auth_attempt,
-                                args=(addr, ALICE, "wrong", barrier, out, i, f"127.0.1.{i + 1}"))
+                                args=(addr, ALICE, f"wrong-{i}", barrier, out, i,
+                                      f"127.0.1.{i + 1}"))
                for i in range(n)]
     for t in threads:
         t.start()

@@ -2,15 +2,22 @@
 """Roles, TLS and AUTH: STARTTLS on submission and SMTP_SSL on submissions
 with AUTH PLAIN and LOGIN (smtplib and raw), AUTH refused before TLS, relay
 refused without AUTH on the smtp role, sender ownership, STARTTLS input
-injection, and the per-address throttle of failed AUTH."""
+injection, the per-address throttle of failed AUTH, and parallel identical
+logins sharing one password check (a bulk sender's 50 connections)."""
 
+import re
 import smtplib
+import socket
+import struct
+import threading
+import time
+import urllib.request
 
 import pytest
 
 from conftest import (QUEUED_RE, USERS, Raw, assert_serving, b64, check,
                       client_tls_context, message, open_session,
-                      plain_token, send_mail)
+                      plain_token, run_log, send_mail)
 
 ALICE = "alice@example.test"
 ALICE_PW = USERS[ALICE]
@@ -214,3 +221,122 @@ def test_auth_throttle(fresh):
         c.expect("EHLO client.test", 250)
         c.expect(f"AUTH PLAIN {plain_token(ALICE, ALICE_PW)}", 235, "2.7.0")
     assert_serving(s)
+
+
+# ---- parallel identical logins ---------------------------------------------
+
+def scrape_counter(srv, name, **labels):
+    """One sample of the metrics endpoint (0 when the series is absent)."""
+    host, port = srv.addr("metrics")
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=10) as r:
+        body = r.read().decode()
+    lb = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    m = re.search(rf"^{re.escape(name)}{re.escape('{' + lb + '}') if lb else ''} (\S+)$",
+                  body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _submission_login(addr, user, pw, barrier, out, i):
+    """587: EHLO, STARTTLS, EHLO, wait for the others, AUTH, QUIT."""
+    try:
+        with Raw(addr, timeout=60) as c:
+            c.expect(None, 220)
+            c.expect("EHLO bulk.test", 250)
+            c.expect("STARTTLS", 220)
+            c.starttls()
+            c.expect("EHLO bulk.test", 250)
+            barrier.wait(60)
+            r = c.cmd(f"AUTH PLAIN {plain_token(user, pw)}")
+            out[i] = (r.code, r.enhanced)
+            if r.code == 235:
+                c.expect(f"MAIL FROM:<{user}>", 250)
+            c.expect("QUIT", 221)
+    except Exception as e:
+        out[i] = ("error", repr(e))
+
+
+def _login_and_reset(addr, user, pw, barrier, i):
+    """AUTH, then a TCP reset while the password is being checked."""
+    try:
+        c = Raw(addr, timeout=60, source="127.0.0.3")
+        c.expect(None, 220)
+        c.expect("EHLO reset.test", 250)
+        c.expect("STARTTLS", 220)
+        c.starttls()
+        c.expect("EHLO reset.test", 250)
+        barrier.wait(60)
+        c.send(f"AUTH PLAIN {plain_token(user, pw)}\r\n")
+        time.sleep(0.005 * (i % 4))
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    except Exception:
+        pass
+
+
+def test_parallel_same_login(fresh):
+    """A bulk sender opens 50 submission connections at once and logs in on
+    each with the same (right) password: all 50 get 235 although only 20
+    attempts per account may be in flight, and argon2id runs once (the
+    others join it or find its success in the cache).  Then identical wrong
+    logins whose clients reset the connection while the check runs: the
+    check completes without them (a waiter that went away is never
+    touched: ASan), the one that stays gets 535, and it counts as one
+    failure."""
+    n = 50
+    s = fresh("bulk", **{"listen.metrics": "127.0.0.1:0",
+                         "limits.connections_per_address": 100})
+    addr = s.addr("submission")
+    out = [None] * n
+    barrier = threading.Barrier(n)
+    threads = [threading.Thread(target=_submission_login,
+                                args=(addr, ALICE, ALICE_PW, barrier, out, i))
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert out == [(235, "2.7.0")] * n, out
+    assert scrape_counter(s, "ortoo_auth_verifications_total", by="argon2id") == 1
+    assert scrape_counter(s, "ortoo_auth_verifications_total", by="shared") + \
+        scrape_counter(s, "ortoo_auth_verifications_total", by="cache") == n - 1
+    assert scrape_counter(s, "ortoo_auth_attempts_total", result="success") == n
+    assert scrape_counter(s, "ortoo_auth_attempts_total", result="throttled") == 0
+    oks = [l for l in run_log(s) if "event=auth-ok" in l]
+    assert len(oks) == n, oks
+    assert len([l for l in oks if "check=argon2id" in l]) == 1, oks
+    assert all(re.search(r" check=(argon2id|shared|cache)\b", l) for l in oks), oks
+
+    # Identical wrong logins from 127.0.0.3; most hang up mid-check.
+    before = scrape_counter(s, "ortoo_auth_verifications_total", by="argon2id")
+    k = 12
+    barrier = threading.Barrier(k + 1)
+    resets = [threading.Thread(target=_login_and_reset,
+                               args=(addr, ALICE, "not-it", barrier, i)) for i in range(k)]
+    for t in resets:
+        t.start()
+    with Raw(addr, timeout=60, source="127.0.0.3") as c:
+        c.expect(None, 220)
+        c.expect("EHLO stays.test", 250)
+        c.expect("STARTTLS", 220)
+        c.starttls()
+        c.expect("EHLO stays.test", 250)
+        barrier.wait(60)
+        c.expect(f"AUTH PLAIN {plain_token(ALICE, 'not-it')}", 535, "5.7.8")
+    for t in resets:
+        t.join(60)
+    time.sleep(0.5)   # a check that nobody waits for any more still ends and counts
+    # Each check counted one failure for 127.0.0.3, whoever waited for it
+    # (normally one check; a reset AUTH that came after it ended is a new
+    # one): max_failures (5) is reached after exactly 5 - checks more.
+    checks = scrape_counter(s, "ortoo_auth_verifications_total", by="argon2id") - before
+    assert 1 <= checks < 5, checks
+    for i in range(5 - int(checks) + 1):
+        with Raw(addr, timeout=30, source="127.0.0.3") as c:
+            c.expect(None, 220)
+            c.expect("EHLO stays.test", 250)
+            c.expect("STARTTLS", 220)
+            c.starttls()
+            c.expect("EHLO stays.test", 250)
+            r = c.cmd(f"AUTH PLAIN {plain_token(ALICE, f'guess-{i}')}")
+            check(r, 535 if i < 5 - checks else 454, "5.7.8" if i < 5 - checks else "4.7.0", c)
+    assert_serving(s, "submission")

@@ -160,6 +160,12 @@ def test_srs_bounce_addresses(dsrv):
     check(rcpt(dsrv, good.lower()), 250, "2.1.5")
     # At any local domain, even one with a catch-all.
     check(rcpt(dsrv, srs0(secret, "joe@sender.example", "catch.test")), 250)
+    # A long original sender makes a local part over RFC 5321's 64 octets:
+    # the bounce must still be taken.
+    long_sender = "bounce-mc.us5_12345678.98765-abcdef0123@mail123.suw11.mcdlv.example"
+    long_srs = srs0(secret, long_sender, DOMAIN)
+    assert len(long_srs.split("@")[0]) > 64
+    check(rcpt(dsrv, long_srs), 250, "2.1.5")
     forged = srs0("not-the-secret-0123456789", "joe@sender.example", DOMAIN)
     for addr in (forged, forged.replace("@example.test", "@catch.test"),
                  srs0(secret, "joe@sender.example", DOMAIN,

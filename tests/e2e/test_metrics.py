@@ -265,6 +265,11 @@ def test_counters_move(msrv):
     assert d("ortoo_connections_accepted_total", role="submission") == 1
     assert d("ortoo_auth_attempts_total", result="success") == 1
     assert d("ortoo_auth_attempts_total", result="failure") == 1
+    # The wrong password ran argon2id; the right one too, or hit the cache.
+    assert d("ortoo_auth_verifications_total", by="argon2id") >= 1
+    assert d("ortoo_auth_verifications_total", by="argon2id") + \
+        d("ortoo_auth_verifications_total", by="cache") == 2
+    assert d("ortoo_auth_verifications_total", by="shared") == 0
     assert total(after, "ortoo_dkim_signatures_total") - \
         total(before, "ortoo_dkim_signatures_total") >= 1
     assert d("ortoo_maildrop_pickups_total", result="queued") == 1
@@ -287,7 +292,8 @@ def test_counters_move(msrv):
     out = msrv.cli("stats").stdout
     assert re.search(r"^received: +5 messages, 6 recipients, ", out, re.M), out
     assert re.search(r"^rejected: +2 \(no-such-user 1, relay-denied 1\)$", out, re.M), out
-    assert re.search(r"^auth: +1 succeeded, 1 failed, 0 throttled$", out, re.M), out
+    assert re.search(r"^auth: +1 succeeded, 1 failed, 0 throttled; \d+ password checks, "
+                     r"\d+ shared, \d+ cached$", out, re.M), out
     assert re.search(r"^queue: +5 messages, .*, oldest \d+s$", out, re.M), out
     assert re.search(r"^maildrop: +1 queued, 0 rejected, 0 failed$", out, re.M), out
     assert re.search(r"^spool: +segment \d+ batches, [\d.]+ entries each, sync avg", out,

@@ -14,7 +14,8 @@ FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramete
 FUZZ_BINS := $(FUZZ_DIR)/fuzz_smtp_parse $(FUZZ_DIR)/fuzz_config $(FUZZ_DIR)/fuzz_dkim_sign \
              $(FUZZ_DIR)/fuzz_maildrop $(FUZZ_DIR)/fuzz_aliases $(FUZZ_DIR)/fuzz_srs \
              $(FUZZ_DIR)/fuzz_spf_record $(FUZZ_DIR)/fuzz_dmarc \
-             $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_metrics_http
+             $(FUZZ_DIR)/fuzz_smtp_reply $(FUZZ_DIR)/fuzz_metrics_http \
+             $(FUZZ_DIR)/fuzz_dkim_verify
 
 $(FUZZ_DIR)/fuzz_smtp_parse: tests/fuzz/fuzz_smtp_parse.c core/smtp_parse.c core/smtp_parse.h
 	@mkdir -p $(dir $@)
@@ -32,6 +33,12 @@ $(FUZZ_DIR)/fuzz_config: tests/fuzz/fuzz_config.c core/config.c core/config.h re
 $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c dkim/sign.c \
                             dkim/header.c dkim/canon.h dkim/keys.h dkim/sign.h io/log.c io/metrics.c \
                             io/text.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
+
+$(FUZZ_DIR)/fuzz_dkim_verify: tests/fuzz/fuzz_dkim_verify.c dkim/canon.c dkim/keys.c dkim/pubkey.c \
+                              dkim/tags.c dkim/verify.c dkim/header.c dkim/canon.h dkim/keys.h \
+                              dkim/pubkey.h dkim/tags.h dkim/verify.h io/log.c io/metrics.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 

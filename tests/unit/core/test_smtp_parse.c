@@ -324,21 +324,24 @@ static void test_addr_lengths(void **state)
     char buf[600];
     struct smtp_addr a;
 
-    /* Local part: 64 ok, 65 not. */
-    memset(buf, 'l', 64);
-    strcpy(buf + 64, "@example.com");
-    assert_int_equal(addr(buf, false, &a), SMTP_P_OK);
+    /* Local part: 255 ok (SRS and VERP paths exceed the RFC's 64), 256 not. */
     memset(buf, 'l', 65);
     strcpy(buf + 65, "@example.com");
+    assert_int_equal(addr(buf, false, &a), SMTP_P_OK);
+    memset(buf, 'l', 255);
+    strcpy(buf + 255, "@example.com");
+    assert_int_equal(addr(buf, false, &a), SMTP_P_OK);
+    memset(buf, 'l', 256);
+    strcpy(buf + 256, "@example.com");
     assert_int_equal(addr(buf, false, &a), SMTP_P_EADDR);
     /* Quoted local part counts as written (with its quotes). */
     buf[0] = '"';
-    memset(buf + 1, 'q', 62);
-    strcpy(buf + 63, "\"@b");
+    memset(buf + 1, 'q', 253);
+    strcpy(buf + 254, "\"@b");
     assert_int_equal(addr(buf, false, &a), SMTP_P_OK);
     buf[0] = '"';
-    memset(buf + 1, 'q', 63);
-    strcpy(buf + 64, "\"@b");
+    memset(buf + 1, 'q', 254);
+    strcpy(buf + 255, "\"@b");
     assert_int_equal(addr(buf, false, &a), SMTP_P_EADDR);
     /* Label: 63 ok, 64 not. */
     strcpy(buf, "a@");

@@ -45,7 +45,6 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include "delivery/smtp_pool.c"
 #include "spool/spool.h"
 
 #define MX_HOST "mx.example.test"
@@ -1831,113 +1830,6 @@ static void test_connect_refused_and_owner_close(void **state)
 
 
 
-/* ---- the pool ---------------------------------------------------------------- */
-
-struct pool_t {
-    struct fx *fx;
-    struct smtp_pool *pool;
-    int ready, done, closed;
-};
-
-static void pt_ready(struct smtp_client *c, void *arg)
-{
-    struct pool_t *t = arg;
-
-    t->ready++;
-    smtp_pool_put(t->pool, "sink", c, 2);
-    io_loop_stop(t->fx->loop);
-}
-
-static void pt_done(struct smtp_client *c, struct smtp_msg *m, void *arg)
-{
-    struct pool_t *t = arg;
-
-    t->done++;
-    assert_int_equal(m->result.outcome, SMTP_OUT_OK);
-    smtp_pool_put(t->pool, "sink", c, 2);
-    io_loop_stop(t->fx->loop);
-}
-
-static void pt_closed(struct smtp_client *c, const struct smtp_result *why, void *arg)
-{
-    struct pool_t *t = arg;
-
-    t->closed++;
-    io_loop_stop(t->fx->loop);
-}
-
-static const struct smtp_client_ops pt_ops = {pt_ready, pt_done, pt_closed};
-
-/* Run the loop for ms (a timer stops it). */
-static void run_for(struct fx *fx, unsigned ms)
-{
-    io_op_init(&fx->watchdog, fx);
-    assert_int_equal(io_timer_start(fx->loop, &fx->watchdog, ms, on_watchdog), 0);
-    assert_int_equal(io_loop_run(fx->loop), 0);
-    fx->timed_out = false;
-}
-
-/* Park, reuse, the per-connection message limit, the idle limit, and the
- * pool's end. */
-static void test_pool(void **state)
-{
-    struct fx *fx = *state;
-    struct pool_t t = {.fx = fx, .pool = smtp_pool_new(4)};
-    struct sockaddr_in a;
-    struct smtp_client_params p = params_for(fx, &a, sink_port, SMTP_TLS_NONE);
-    struct smtp_client *c, *c2;
-    struct testmsg m[2];
-
-    msg_make(&m[0], uniq("pool", fx), 5, (const char *const[]){"a@sink.test", NULL});
-    msg_make(&m[1], uniq("pool", fx), 5, (const char *const[]){"a@sink.test", NULL});
-    c = smtp_client_connect(fx->loop, &p, &pt_ops, &t);
-    assert_non_null(c);
-    run_loop(fx);
-    assert_int_equal(t.ready, 1);
-    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 1);
-    assert_int_equal(smtp_pool_idle(t.pool, "other"), 0);
-    assert_null(smtp_pool_get(t.pool, "other", &pt_ops, &t));
-
-    /* Taken back: the same connection, idle, carrying a message. */
-    c2 = smtp_pool_get(t.pool, "sink", &pt_ops, &t);
-    assert_ptr_equal(c2, c);
-    assert_int_equal(smtp_pool_idle(t.pool, NULL), 0);
-    assert_int_equal(smtp_client_send(c2, &m[0].m), 0);
-    run_loop(fx);
-    assert_int_equal(t.done, 1);
-    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 1); /* 1 message < 2 */
-
-    /* The second message reaches the limit: put QUITs it. */
-    c2 = smtp_pool_get(t.pool, "sink", &pt_ops, &t);
-    assert_ptr_equal(c2, c);
-    assert_int_equal(smtp_client_send(c2, &m[1].m), 0);
-    run_loop(fx);
-    assert_int_equal(t.done, 2);
-    assert_int_equal(smtp_pool_idle(t.pool, NULL), 0);
-    assert_true(drain(fx));
-    assert_int_equal(t.closed, 0); /* the pool's QUIT reports to nobody */
-
-    /* The idle limit: the client QUITs and the pool forgets it. */
-    p.timeouts.idle = 150;
-    c = smtp_client_connect(fx->loop, &p, &pt_ops, &t);
-    run_loop(fx);
-    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 1);
-    for (int i = 0; i < 100 && smtp_pool_idle(t.pool, "sink") > 0; i++)
-        run_for(fx, 50); /* gone after 150 ms (bounded: 5 s) */
-    assert_int_equal(smtp_pool_idle(t.pool, "sink"), 0);
-    assert_true(drain(fx));
-
-    /* Freeing the pool QUITs what is parked. */
-    p.timeouts.idle = 0;
-    c = smtp_client_connect(fx->loop, &p, &pt_ops, &t);
-    run_loop(fx);
-    assert_int_equal(smtp_pool_idle(t.pool, NULL), 1);
-    smtp_pool_free(t.pool);
-    assert_true(drain(fx));
-    msg_free(&m[0]);
-    msg_free(&m[1]);
-}
-
 #define BOTH(fn)                                                                                  \
     {#fn "/uring", fn, setup, teardown, &be_uring}, { #fn "/epoll", fn, setup, teardown, &be_epoll }
 
@@ -1972,7 +1864,6 @@ int main(void)
         BOTH(test_peer_silent),
         BOTH(test_idle_timeout),
         BOTH(test_connect_refused_and_owner_close),
-        BOTH(test_pool),
     };
 
     log_init("test_smtp_client", getenv("ORTOO_TEST_DEBUG") ? LOG_LVL_DEBUG : LOG_LVL_WARN);

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_canon.c - dkim/canon.c: the dot-unstuffing feeder at every chunk
- * split, and the relaxed canonicalizations (RFC 6376 3.4.2, 3.4.4) against
- * hand-made vectors, fed whole, in 1-byte chunks and split at every point.
+ * split, and the simple and relaxed canonicalizations (RFC 6376 3.4.1-
+ * 3.4.4) against hand-made vectors, fed whole, in 1-byte chunks and split
+ * at every point.
  * Buffers are malloc'ed to their exact length so ASan sees any overread.
  */
 #include <setjmp.h>
@@ -146,9 +147,41 @@ static void test_header(void **state)
     check_header("Subject: caf\xc3\xa9  ok\r\n", true, "subject:caf\xc3\xa9 ok\r\n");
 }
 
+static void check_header_simple(const char *field, bool crlf, const char *want)
+{
+    size_t len = strlen(field);
+    char *in = dup_exact(field, len);
+    char *out = malloc(len + 2);
+    size_t n = dkim_canon_header_as(DKIM_C14N_SIMPLE, in, len, crlf, out);
+    assert_int_equal(n, strlen(want));
+    assert_memory_equal(out, want, n);
+    /* relaxed through the same entry point */
+    n = dkim_canon_header_as(DKIM_C14N_RELAXED, in, len, crlf, out);
+    char *r = malloc(len + 2);
+    assert_int_equal(n, dkim_canon_header(in, len, crlf, r));
+    assert_memory_equal(out, r, n);
+    free(r);
+    free(in);
+    free(out);
+}
+
+static void test_header_simple(void **state)
+{
+    /* RFC 6376 3.4.5's example: nothing changes. */
+    check_header_simple("A: X\r\n", true, "A: X\r\n");
+    check_header_simple("B : Y\t\r\n\tZ  \r\n", true, "B : Y\t\r\n\tZ  \r\n");
+    /* Without the final CRLF (the signature field itself), and a field
+     * that had none gets one. */
+    check_header_simple("DKIM-Signature: v=1;\r\n\tb=\r\n", false,
+                        "DKIM-Signature: v=1;\r\n\tb=");
+    check_header_simple("Subject: last", true, "Subject: last\r\n");
+    check_header_simple("Subject: last", false, "Subject: last");
+}
+
 /* ---- body ---- */
 
 static struct sink body_out;
+static enum dkim_canon body_mode = DKIM_C14N_RELAXED;
 
 /* Canonicalize in chunks ending at cuts[] and compare. */
 static void body_in_chunks(const char *in, size_t len, const size_t *cuts, size_t ncuts,
@@ -158,7 +191,10 @@ static void body_in_chunks(const char *in, size_t len, const size_t *cuts, size_
     size_t prev = 0;
 
     body_out.len = 0;
-    dkim_body_canon_init(&b, sink_add, &body_out);
+    if (body_mode == DKIM_C14N_RELAXED)
+        dkim_body_canon_init(&b, sink_add, &body_out);
+    else
+        dkim_body_canon_init_as(&b, body_mode, sink_add, &body_out);
     for (size_t i = 0; i <= ncuts; i++) {
         size_t end = i < ncuts ? cuts[i] : len;
         char *chunk = dup_exact(in + prev, end - prev);
@@ -218,6 +254,34 @@ static void test_body_vectors(void **state)
     check_body("caf\xc3\xa9 \xff\r\n", "caf\xc3\xa9 \xff\r\n");
 }
 
+static void test_body_simple(void **state)
+{
+    body_mode = DKIM_C14N_SIMPLE;
+    /* RFC 6376 3.4.3: an empty body is one CRLF. */
+    check_body("", "\r\n");
+    check_body("\r\n", "\r\n");
+    check_body("\r\n\r\n\r\n", "\r\n");
+    /* RFC 6376 3.4.6's example. */
+    check_body(" C \r\nD \t E\r\n\r\n\r\n", " C \r\nD \t E\r\n");
+    /* WSP is kept, lines of only WSP are not empty lines. */
+    check_body("a  b\t\tc \t \r\n", "a  b\t\tc \t \r\n");
+    check_body("  \r\n\t\r\n", "  \r\n\t\r\n");
+    check_body("a\r\n \r\n\r\n", "a\r\n \r\n");
+    /* Inner empty lines kept, trailing ones dropped. */
+    check_body("a\r\n\r\n\r\nb\r\n\r\n", "a\r\n\r\n\r\nb\r\n");
+    /* No CRLF at the end: one is added. */
+    check_body("abc", "abc\r\n");
+    check_body("abc   ", "abc   \r\n");
+    check_body("a\r\n\r\nlast", "a\r\n\r\nlast\r\n");
+    /* Dots, bare CR / LF, 8-bit. */
+    check_body(".\r\n..\r\n", ".\r\n..\r\n");
+    check_body("a\rb\r\n", "a\rb\r\n");
+    check_body("a\nb\r\n", "a\nb\r\n");
+    check_body("end\r", "end\r\r\n");
+    check_body("caf\xc3\xa9 \xff\r\n", "caf\xc3\xa9 \xff\r\n");
+    body_mode = DKIM_C14N_RELAXED;
+}
+
 static void test_body_long(void **state)
 {
     /* Lines longer than the staging buffer, runs of every length. */
@@ -261,7 +325,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_unstuff),
         cmocka_unit_test(test_header),
+        cmocka_unit_test(test_header_simple),
         cmocka_unit_test(test_body_vectors),
+        cmocka_unit_test(test_body_simple),
         cmocka_unit_test(test_body_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
