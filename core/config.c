@@ -87,6 +87,7 @@ static const struct key_def keys[] = {
     {"spool", "checkpoint_size", KT_SIZE, F(spool_opts.checkpoint_size), 4096, 0},
     {"spool", "compact_min_age", KT_UINT, F(spool_opts.compact_min_age), 1, 604800},
     {"spool", "compact_live_pct", KT_UINT, F(spool_opts.compact_live_pct), 1, 99},
+    {"spool", "journal_delay_ms", KT_UINT, F(spool_opts.journal_delay_ms), 0, 10000},
 };
 #undef F
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -1502,7 +1503,8 @@ static int config_parse_buf(const char *dir, const char *file, const char *buf, 
     limits_defaults(&cfg->limits);
     cfg->spool_opts = (struct config_spool){.segment_size = 64ull << 20,
                                             .checkpoint_size = 4ull << 20,
-                                            .compact_min_age = 60, .compact_live_pct = 50};
+                                            .compact_min_age = 60, .compact_live_pct = 50,
+                                            .journal_delay_ms = 10};
 
     /* libinih goes on after a syntax error (it returns the first error's
      * line), so a later error of ours may have been recorded: the earlier

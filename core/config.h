@@ -193,6 +193,8 @@ struct config {
         uint64_t checkpoint_size;    /* journal growth between snapshots; default 4M */
         unsigned compact_min_age;    /* seconds before a segment may be compacted; 60 */
         unsigned compact_live_pct;   /* compact below this % of live bytes; default 50 */
+        unsigned journal_delay_ms;   /* a result nobody waits for waits this long for
+                                        company in the journal; 0: none; default 10 */
     } spool_opts;
     /* [delivery], [destination DOMAIN], [routes] (parsed by delivery_key()
      * in config.c into delivery/route.h's struct) */

@@ -280,7 +280,10 @@ static void *reactor_main(void *arg)
                               .segment_max_bytes = cfg->spool_opts.segment_size,
                               .checkpoint_bytes = cfg->spool_opts.checkpoint_size,
                               .compact_min_age = cfg->spool_opts.compact_min_age,
-                              .compact_live_pct = cfg->spool_opts.compact_live_pct};
+                              .compact_live_pct = cfg->spool_opts.compact_live_pct,
+                              .journal_delay_ms = cfg->spool_opts.journal_delay_ms
+                                                      ? cfg->spool_opts.journal_delay_ms
+                                                      : SPOOL_JOURNAL_DELAY_NONE};
     int rc = spool_shard_open(re->ctx.loop, cfg->spool, re->ctx.index, srv->nreactors, &sp,
                               &re->ctx.spool, err, sizeof(err));
     if (rc < 0) {

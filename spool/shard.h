@@ -133,6 +133,8 @@ struct batch {
     struct bent *ent;
     size_t nent, entcap;
     uint64_t bytes;
+    bool urgent;            /* journal: an entry that may not wait (a waiter,
+                               a delete): close at the next idle hook */
     struct io_op *ops;      /* one per IOV_MAX piece while in flight */
     uint64_t *opexp;        /* bytes each piece must report */
     int opcap, pending;     /* pieces allocated, pieces still in flight */
@@ -152,6 +154,8 @@ struct appender {
     struct batch *open;     /* collecting */
     struct batch *fly;      /* written now, or NULL */
     uint8_t hold;           /* do not start batches: HOLD_* bits (maint.c) */
+    bool due;               /* journal: the lazy delay of its open batch is
+                               over (the journal timer fired) */
 };
 
 /* One shard directory <spool>/shard-<k> owned by this shard. */
@@ -208,6 +212,8 @@ struct spool_shard {
     uint64_t seq;           /* for message ids */
     struct io_op *timer;    /* batch timer; heap: may outlive the shard */
     bool timer_due;         /* the timer fired while a batch was in flight */
+    struct io_op *jtimer;   /* journal timer (lazy entries); heap: may outlive
+                               the shard */
     bool idle_set;          /* the loop's idle hook is ours */
     struct smsg **heap;     /* due heap on (due, id) */
     size_t heap_len, heap_cap;

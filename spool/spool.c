@@ -14,7 +14,12 @@
  * under load one fdatasync covers everything that arrived during the
  * previous one.  A segment batch closes when it holds batch_max_bytes, at
  * the loop's idle hook (batch_delay_us = 0) or when the batch timer fires
- * (> 0).  A journal closes at the idle hook.
+ * (> 0).  A journal batch closes at the idle hook once it holds an entry
+ * that may not wait (jrn_lazy: one with a commit callback, a delete) or the
+ * journal timer fired (journal_delay_ms after the first entry that may
+ * wait), or when it holds batch_max_bytes: the scheduler's results of many
+ * loop turns share one fdatasync instead of taking one each, and leave the
+ * disk to the segment batches that sessions wait on.
  *
  * Failure.  If any piece fails, every commit of the batch gets the error,
  * the file is cut back to where the batch began (off the loop thread; the
@@ -265,6 +270,7 @@ static void batch_reset(struct batch *b)
     b->bytes = 0;
     b->err = 0;
     b->pending = 0;
+    b->urgent = false;
     b->sc = NULL;
 }
 
@@ -319,6 +325,64 @@ static void timer_arm(struct spool_shard *sh)
         sh->timer_due = true; /* no timer: close at the next chance */
 }
 
+/* The journal timer: every journal batch waiting for company is due now
+ * (the idle hook of this turn starts those that can start). */
+static void on_jtimer(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    struct spool_shard *sh = op->owner;
+
+    if (!sh) { /* orphaned by spool_shard_close */
+        free(op);
+        return;
+    }
+    if (res < 0)
+        return;
+    for (size_t i = 0; i < sh->ndirs; i++)
+        for (int j = 0; j < 2; j++)
+            if (sh->dirs[i]->jr[j].open->nent)
+                sh->dirs[i]->jr[j].due = true;
+}
+
+/*
+ * May entry e (with waiter c, or none) wait for company?  An entry nobody
+ * waits for (the scheduler's attempts and marks, a bounce's FAILED marks,
+ * flags) may: losing it in a crash only repeats work (a recipient tried
+ * again, a duplicate delivery; a bounce's marks come back from its record,
+ * and a segment stays pinned until the entry that made its last message
+ * final is durable).  An entry somebody waits for, or an administrator's
+ * delete (a lost delete would deliver a message that was removed), may
+ * not; nor may anything while the shard quiesces or closes.  A lazy entry
+ * is covered by the journal timer, armed now if it is not yet: its batch
+ * goes when the timer fires, when it is full, or with the next entry that
+ * may not wait.  False also when no timer could be armed.
+ */
+static bool jrn_lazy(struct spool_shard *sh, const struct spool_commit *c,
+                     const struct jrn_entry *e)
+{
+    if (c || e->type == JRN_T_DELETE || sh->p.journal_delay_ms == SPOOL_JOURNAL_DELAY_NONE ||
+        sh->quiescing || sh->closing)
+        return false;
+    if (io_op_busy(sh->jtimer)) /* cancelled: it will not fire (one turn) */
+        return !sh->jtimer->cancelled;
+    return io_timer_start(sh->loop, sh->jtimer, sh->p.journal_delay_ms, on_jtimer) == 0;
+}
+
+/* Does an open journal batch hold entries (waiting, or not started yet)? */
+static bool jrn_waiting(const struct spool_shard *sh)
+{
+    for (size_t i = 0; i < sh->ndirs; i++)
+        if (sh->dirs[i]->jr[0].open->nent || sh->dirs[i]->jr[1].open->nent)
+            return true;
+    return false;
+}
+
+/* May the open batch of journal a be written now (jrn_lazy)? */
+static bool jrn_ready(const struct spool_shard *sh, const struct appender *a)
+{
+    return a->open->urgent || a->due || a->open->bytes >= sh->p.batch_max_bytes ||
+           sh->quiescing || sh->closing;
+}
+
 /* Append the journal entry e to d's open journal batch; the segments in
  * unpin (NULL entries allowed) are pinned until it is durable. */
 static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_entry *e,
@@ -336,6 +400,8 @@ static int jrn_append(struct sdir *d, struct spool_commit *c, const struct jrn_e
         memcpy(c->id, e->id, SPOOL_ID_LEN + 1);
         c->next = NULL;
     }
+    if (!jrn_lazy(d->sh, c, e))
+        b->urgent = true;
     b->ent[b->nent++] = (struct bent){.kind = BE_MARK, .c = c, .rel = rel, .len = n,
                                       .from = unpin};
     if (unpin)
@@ -555,6 +621,7 @@ void batch_start(struct appender *a)
     int r;
 
     assert(!a->fly && !a->hold && b->nent);
+    a->due = false;
     if (a->is_seg) {
         sh->timer_due = false;
         if (a->end > 0 && a->end + b->bytes > sh->p.segment_max_bytes &&
@@ -616,10 +683,15 @@ static void on_idle(void *arg)
             batch_start(&d->seg);
         for (int j = 0; j < 2; j++) {
             struct appender *a = &d->jr[j];
-            if (!a->fly && !a->hold && a->open->nent && a->fd >= 0)
+            if (!a->fly && !a->hold && a->open->nent && a->fd >= 0 && jrn_ready(sh, a))
                 batch_start(a);
         }
     }
+    /* The journal timer covers entries waiting in open journal batches;
+     * with none left (a batch took them) it would only keep the shard from
+     * being idle. */
+    if (io_op_busy(sh->jtimer) && !jrn_waiting(sh))
+        io_cancel(sh->loop, sh->jtimer);
     maint_turn(sh);
     if (sh->quiescing && sh->quiesce_fn && spool_shard_idle(sh)) {
         void (*fn)(void *) = sh->quiesce_fn;
@@ -1064,6 +1136,7 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
     sh = calloc(1, sizeof *sh);
     if (!sh || !(sh->spool_dir = strdup(spool_dir)) ||
         !(sh->timer = calloc(1, sizeof *sh->timer)) ||
+        !(sh->jtimer = calloc(1, sizeof *sh->jtimer)) ||
         !(sh->ready_op = calloc(1, sizeof *sh->ready_op))) {
         r = -ENOMEM;
         what = "out of memory";
@@ -1086,7 +1159,10 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
         sh->p.compact_live_pct = SPOOL_DEF_COMPACT_PCT;
     if (!sh->p.compact_turn_bytes)
         sh->p.compact_turn_bytes = SPOOL_DEF_COMPACT_TURN;
+    if (!sh->p.journal_delay_ms)
+        sh->p.journal_delay_ms = SPOOL_JOURNAL_DELAY_DEFAULT;
     io_op_init(sh->timer, sh);
+    io_op_init(sh->jtimer, sh);
     io_op_init(sh->ready_op, sh);
 
     /* The directories, durable before anything is acknowledged in them. */
@@ -1157,7 +1233,8 @@ fail:
 
 bool spool_shard_idle(const struct spool_shard *sh)
 {
-    if ((sh->ready_op && io_op_busy(sh->ready_op)) || (sh->timer && io_op_busy(sh->timer)))
+    if ((sh->ready_op && io_op_busy(sh->ready_op)) || (sh->timer && io_op_busy(sh->timer)) ||
+        (sh->jtimer && io_op_busy(sh->jtimer)))
         return false;
     for (size_t i = 0; i < sh->ndirs; i++) {
         const struct sdir *d = sh->dirs[i];
@@ -1233,6 +1310,14 @@ void spool_shard_close(struct spool_shard *sh)
             io_cancel(sh->loop, sh->timer);
         } else {
             free(sh->timer);
+        }
+    }
+    if (sh->jtimer) {
+        if (io_op_busy(sh->jtimer)) {
+            sh->jtimer->owner = NULL; /* on_jtimer frees it */
+            io_cancel(sh->loop, sh->jtimer);
+        } else {
+            free(sh->jtimer);
         }
     }
     if (sh->ready_op) {

@@ -16,9 +16,16 @@
  * (after at most batch_delay_us), written with one writev and made durable
  * with one fdatasync (io_write_sync).  Only then does each submitter's
  * callback run with res = 0: that is when the session may answer 250.
+ * State changes (spool_mark, spool_attempt, spool_msg_flags) go to the
+ * journal the same way; one that nobody waits for (c NULL) may wait up to
+ * journal_delay_ms for company, so that one fdatasync covers the results of
+ * many deliveries.
  *
  * Invariant: a record whose callback reported 0 survives kill -9 and power
- * loss.  Recovery keeps every valid record: only a torn tail of the last
+ * loss.  A journal entry without a callback that was not yet durable may be
+ * lost: after a restart its recipient is as it was before (tried again: a
+ * duplicate delivery at worst, never a lost message; a bounce's FAILED
+ * marks come back from the bounce's record).  Recovery keeps every valid record: only a torn tail of the last
  * segment (nothing valid after it) was never acknowledged and is cut; a bad
  * record anywhere else is copied to <spool>/corrupt/ and skipped by
  * resynchronising on the next valid header.
@@ -115,7 +122,16 @@ struct spool_params {
                                       below this percentage (default 50) */
     size_t compact_turn_bytes;     /* bytes copied forward per loop turn at most
                                       (default 1 MiB) */
+    uint32_t journal_delay_ms;     /* how long a journal entry that nobody waits
+                                      for (no commit, not a delete) may wait for
+                                      company before its batch is written
+                                      (default 10; SPOOL_JOURNAL_DELAY_NONE: at
+                                      the next idle hook, as entries with a
+                                      commit) */
 };
+
+#define SPOOL_JOURNAL_DELAY_DEFAULT 10u
+#define SPOOL_JOURNAL_DELAY_NONE UINT32_MAX
 
 /*
  * Open (creating if needed) shard `index` of `nshards` under spool_dir,
@@ -135,13 +151,14 @@ int spool_shard_open(struct io_loop *loop, const char *spool_dir, unsigned index
 
 /*
  * True when nothing the shard started is still in flight: no batch open or
- * being written (internal journal entries included), no helper job, no
- * checkpoint, no compaction copy.
+ * being written (internal journal entries and entries waiting for the
+ * journal timer included), no helper job, no checkpoint, no compaction copy.
  */
 bool spool_shard_idle(const struct spool_shard *sh);
 
 /*
- * Stop starting internal work (checkpoints, compaction) and call fn(arg) on
+ * Stop starting internal work (checkpoints, compaction), write journal
+ * entries without waiting for journal_delay_ms, and call fn(arg) on
  * the loop, once, as soon as spool_shard_idle() holds (never inside this
  * call).  For an orderly shutdown: stop the loop from fn, then close.
  */
@@ -214,7 +231,10 @@ struct spool_rcpt_info {
  * or deleted, leaves the shard's index and count at once, and its views stay
  * valid until closed); the journal entry is group-committed like records.
  * c may be NULL; if not, c->cb runs later (never inside this call) with 0
- * once the entry is durable or -errno (c->id is set to id).  Returns 0,
+ * once the entry is durable or -errno (c->id is set to id).  Without c the
+ * entry (other than a delete) may wait up to journal_delay_ms for more
+ * entries to share its fdatasync; a crash before then loses it (see the
+ * invariant above).  Returns 0,
  * -ENOENT (id not live in this shard), -EINVAL (bad rcpt_idx or state), or
  * -ENOMEM.
  */

@@ -102,6 +102,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg->timeout_data, 180);
     assert_int_equal(cfg->timeout_tls, 30);
     assert_int_equal(cfg->batch_delay_us, 0);
+    assert_int_equal(cfg->spool_opts.journal_delay_ms, 10);
     assert_string_equal(cfg->log_level, "info");
     assert_int_equal(cfg->ticket_rotate, 3600);
     assert_int_equal(cfg->auth_workers, 2);
@@ -304,6 +305,8 @@ static void test_errors(void **state)
          ":2: [server] timeout_tls: expected a number from 1 to 3600, got '0'"},
         {"[server]\nbatch_delay_us = 1000001\n" MIN_LISTEN,
          ":2: [server] batch_delay_us: expected a number from 0 to 1000000, got '1000001'"},
+        {"[spool]\njournal_delay_ms = 10001\n" MIN_LISTEN,
+         ":2: [spool] journal_delay_ms: expected a number from 0 to 10000, got '10001'"},
         {"[server]\nhostname = bad_host\n" MIN_LISTEN,
          ":2: [server] hostname: 'bad_host' is not a valid host name"},
         {"[server]\nhostname = -a.b\n" MIN_LISTEN,
@@ -432,6 +435,9 @@ static void test_operation_keys(void **state)
              ":2: [server] control_group: 'a b' is not a valid user or group name");
     load_err("[server]\nuser = \n" MIN_LISTEN,
              ":2: [server] user: '' is not a valid user or group name");
+    a = load_ok("[spool]\njournal_delay_ms = 0\n" MIN_LISTEN);
+    assert_int_equal(a->spool_opts.journal_delay_ms, 0);
+    config_free(a);
 
     char out[256];
     struct config *cur = load_ok("[server]\nmax_recipients = 5\nreactors = 2\n" MIN_LISTEN);

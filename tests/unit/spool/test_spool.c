@@ -2567,6 +2567,231 @@ static void test_compact_delete_ckpt(void **state)
     msgs_free(ms, N);
 }
 
+/* ------------------------------------------- journal entries that may wait */
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/*
+ * The scheduler's results arrive one per loop turn and nobody waits for
+ * them: they share one fdatasync when the journal timer fires, not one per
+ * turn.  An entry somebody waits for takes the waiting ones with it at once.
+ */
+static void test_journal_lazy(void **state)
+{
+    struct env *e = *state;
+    enum { N = 20, DELAY = 400 };
+    struct tmsg *ms = msgs_new(N, 80), mk[1];
+    struct spool_params p = {.journal_delay_ms = DELAY};
+    struct spool_rcpt_info ri;
+
+    mk_init(mk, 1);
+    loop_new_cur(e);
+    shard_open(e, 0, 1, &p);
+    for (int i = 0; i < N; i++)
+        submit(e, &ms[i]);
+    run_for(e, N);
+    run_idle(e);
+
+    /* N attempts, one per loop turn (the idle hook runs after each) */
+    uint64_t t0 = mono_ms(), before = spool_nwrites;
+    for (int i = 0; i < N; i++) {
+        struct spool_attempt a = {.state = i % 2 ? SPOOL_RCPT_DELIVERED : SPOOL_RCPT_DEFERRED,
+                                  .next_at = 7, .reply = "250 ok", .reply_len = 6};
+        assert_int_equal(spool_attempt(e->sh, NULL, ms[i].c.id, -1, &a), 0);
+        run_ms(e, 1);
+    }
+    uint64_t issued = mono_ms() - t0, early = spool_nwrites - before;
+    assert_int_equal(spool_shard_count(e->sh), N / 2); /* in memory at once */
+    run_idle(e);
+    uint64_t took = mono_ms() - t0, writes = spool_nwrites - before;
+    print_message("lazy journal: %d attempts over %" PRIu64 " ms: %" PRIu64
+                  " io_write_sync (%" PRIu64 " before the timer), durable after %" PRIu64
+                  " ms\n", N, issued, writes, early, took);
+    if (issued < DELAY) /* else this machine was too slow to tell */
+        assert_int_equal(early, 0);
+    assert_true(writes >= 1 && writes <= 1 + issued / DELAY);
+    assert_true(took >= DELAY);
+    shard_close(e);
+
+    /* durable: the delivered messages are gone, the deferred ones kept it */
+    p.journal_delay_ms = 60000;
+    shard_open(e, 0, 1, &p);
+    assert_int_equal(spool_shard_count(e->sh), N / 2);
+    for (int i = 0; i < N; i += 2) {
+        assert_int_equal(spool_rcpt_get(e->sh, ms[i].c.id, 0, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_DEFERRED);
+        assert_int_equal(ri.attempts, 1);
+        assert_int_equal(ri.next_at, 7);
+    }
+
+    /* lazy marks, then one with a waiter: one write, long before 60 s */
+    t0 = mono_ms();
+    before = spool_nwrites;
+    for (int i = 0; i < N / 2; i += 2)
+        assert_int_equal(spool_mark(e->sh, NULL, ms[i].c.id, -1, SPOOL_RCPT_DELIVERED, 0), 0);
+    run_ms(e, 2);
+    assert_int_equal(spool_nwrites - before, 0);
+    assert_int_equal(spool_msg_flags(e->sh, &mk[0].c, ms[N - 2].c.id, SPOOL_MF_DELAY_WARNED),
+                     0);
+    run_for(e, 1);
+    assert_int_equal(mk[0].res, 0);
+    assert_int_equal(spool_nwrites - before, 1);
+    /* nothing waits any more: idle (the timer cancelled), not in 60 s */
+    run_idle(e);
+    assert_true(mono_ms() - t0 < 20000);
+
+    /* a delete never waits */
+    before = spool_nwrites;
+    assert_int_equal(spool_mark(e->sh, NULL, ms[N - 2].c.id, -1, SPOOL_RCPT_DELETED, 0), 0);
+    run_ms(e, 2);
+    assert_true(spool_nwrites - before >= 1);
+    run_idle(e);
+
+    /* a lazy entry left at close is written by the close (quiesce) */
+    assert_int_equal(spool_mark(e->sh, NULL, ms[N - 4].c.id, -1, SPOOL_RCPT_FAILED, 0), 0);
+    t0 = mono_ms();
+    spool_shard_close(e->sh); /* runs the loop itself, quiescing */
+    e->sh = NULL;
+    assert_true(mono_ms() - t0 < 20000);
+    shard_open(e, 0, 1, &p);
+    /* the even ones below N / 2 delivered, N - 2 deleted, N - 4 failed */
+    int left = 0;
+    for (int i = N / 2 + (N / 2) % 2; i < N; i += 2)
+        left += i != N - 2 && i != N - 4;
+    assert_int_equal(spool_shard_count(e->sh), left);
+    shard_close(e);
+    msgs_free(ms, N);
+}
+
+/*
+ * kill -9 while results wait for the journal timer: they are lost, and
+ * only that: their messages come back undelivered (never a lost message,
+ * although the segments that held them had nothing live left), a mark that
+ * was waited for stays, and a bounce's failure comes back from its record.
+ */
+static struct io_loop *lc_loop;
+static void lc_on_commit(struct spool_commit *c, int res)
+{
+    if (res != 0)
+        _exit(7);
+    io_loop_stop(lc_loop);
+}
+
+static void lc_on_tick(struct io_op *op, int res, const char *data, unsigned flags)
+{
+    io_loop_stop(lc_loop);
+}
+
+static void lazy_child(const char *dir, enum io_backend b, struct tmsg *ms, int n, int wfd)
+{
+    char err[256];
+    struct spool_shard *sh;
+    struct spool_params p = {.journal_delay_ms = 60000, .segment_max_bytes = 16 * 1024};
+    struct spool_commit c = {.cb = lc_on_commit}, bc = {.cb = lc_on_commit};
+    struct spool_envelope benv;
+    struct iovec biov;
+    struct io_op t;
+    uint32_t idx0 = 0;
+
+    lc_loop = io_loop_new(b, 0);
+    if (!lc_loop || spool_shard_open(lc_loop, dir, 0, 1, &p, &sh, err, sizeof err) < 0)
+        _exit(2);
+    if (spool_mark(sh, &c, ms[n - 1].c.id, -1, SPOOL_RCPT_DELIVERED, 0) != 0)
+        _exit(3);
+    io_loop_run(lc_loop); /* durable */
+    bounce_env(&benv, &biov);
+    if (spool_submit_bounce(sh, &bc, ms[n - 2].c.id, &idx0, 1, &benv, &biov, 1) != 0)
+        _exit(4);
+    io_loop_run(lc_loop); /* the record durable; its FAILED entry waits */
+    uint64_t before = spool_nwrites;
+    for (int i = 0; i < n / 2; i++) {
+        struct spool_attempt a = {.state = SPOOL_RCPT_DELIVERED, .reply = "250 ok",
+                                  .reply_len = 6};
+        if (spool_attempt(sh, NULL, ms[i].c.id, -1, &a) != 0)
+            _exit(5);
+    }
+    /* turns enough for the helper to reap what is not pinned */
+    io_op_init(&t, NULL);
+    if (io_timer_start(lc_loop, &t, 300, lc_on_tick) < 0)
+        _exit(6);
+    io_loop_run(lc_loop);
+    if (spool_nwrites != before || spool_shard_count(sh) != (size_t)(n - n / 2 - 1) + 1)
+        _exit(8);
+    if (write(wfd, bc.id, SPOOL_ID_LEN) != SPOOL_ID_LEN)
+        _exit(9);
+    for (;;)
+        pause(); /* the kill */
+}
+
+static void test_journal_lazy_crash(void **state)
+{
+    struct env *e = *state;
+    enum { N = 60 };
+    struct tmsg *ms = msgs_new(N, 81);
+    struct spool_params p = {.segment_max_bytes = 16 * 1024};
+    struct spool_rcpt_info ri;
+    char bid[SPOOL_ID_LEN + 1] = "";
+    int pfd[2];
+
+    assert_true(ms[N - 2].nrcpts >= 2); /* the bounce leaves it live */
+    loop_new_cur(e);
+    shard_open(e, 0, 1, &p);
+    for (int w = 0; w < N / 10; w++) { /* waves: several segments */
+        for (int i = w * 10; i < w * 10 + 10; i++)
+            submit(e, &ms[i]);
+        run_for(e, 10);
+        run_idle(e);
+    }
+    shard_close(e);
+    assert_true(count_segments(e, 0, true) >= 3);
+
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(pfd[0]);
+        lazy_child(e->dir, cur_backend, ms, N, pfd[1]);
+    }
+    close(pfd[1]);
+    ssize_t r = read(pfd[0], bid, SPOOL_ID_LEN);
+    close(pfd[0]);
+    kill(pid, SIGKILL);
+    int st;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    if (r != SPOOL_ID_LEN)
+        fail_msg("child failed: status %d", WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+
+    for (int round = 0; round < 2; round++) { /* and stable across a restart */
+        shard_open(e, 0, 1, &p);
+        assert_int_equal(spool_shard_count(e->sh), N - 1 + 1); /* N - 1 and the DSN */
+        for (int i = 0; i < N / 2; i++)
+            for (size_t k = 0; k < ms[i].nrcpts; k++) {
+                assert_int_equal(spool_rcpt_get(e->sh, ms[i].c.id, k, &ri), 0);
+                assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+                assert_int_equal(ri.attempts, 0);
+            }
+        assert_int_equal(spool_rcpt_get(e->sh, ms[N - 1].c.id, 0, &ri), -ENOENT);
+        assert_int_equal(spool_rcpt_get(e->sh, ms[N - 2].c.id, 0, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_FAILED);
+        assert_int_equal(spool_rcpt_get(e->sh, ms[N - 2].c.id, 1, &ri), 0);
+        assert_int_equal(ri.state, SPOOL_RCPT_PENDING);
+        struct spool_msg_view v;
+        assert_int_equal(spool_msg_open(e->sh, bid, &v), 0);
+        assert_string_equal(v.bounce_of, ms[N - 2].c.id);
+        spool_msg_close(e->sh, &v);
+        shard_close(e);
+    }
+    struct scan_exp x = scan_check(e, ms, N); /* every byte of them */
+    assert_int_equal(x.found, N - 1);
+    assert_int_equal(x.unknown, 1);
+    msgs_free(ms, N);
+}
+
 /* Run every test with the loop backend in its prestate. */
 #define BOTH(t)                                                                         \
     static void t##_uring(void **s) { cur_backend = IO_BACKEND_URING; t(s); }           \
@@ -2602,6 +2827,8 @@ BOTH(test_compaction)
 BOTH(test_100k)
 BOTH(test_durable_order)
 BOTH(test_compact_delete_ckpt)
+BOTH(test_journal_lazy)
+BOTH(test_journal_lazy_crash)
 
 #define T(t) cmocka_unit_test_setup_teardown(t##_uring, setup, teardown), \
              cmocka_unit_test_setup_teardown(t##_epoll, setup, teardown)
@@ -2643,6 +2870,8 @@ int main(void)
         T(test_100k),
         T(test_durable_order),
         T(test_compact_delete_ckpt),
+        T(test_journal_lazy),
+        T(test_journal_lazy_crash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
