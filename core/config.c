@@ -1642,6 +1642,15 @@ static bool listens_differ(const struct config *a, const struct config *b)
     return false;
 }
 
+/* The [spool] options differ (the shards are made with them at start). */
+static bool spool_opts_differ(const struct config_spool *a, const struct config_spool *b)
+{
+    return a->segment_size != b->segment_size || a->checkpoint_size != b->checkpoint_size ||
+           a->compact_min_age != b->compact_min_age ||
+           a->compact_live_pct != b->compact_live_pct ||
+           a->journal_delay_ms != b->journal_delay_ms;
+}
+
 int config_restart_diff(const struct config *cur, const struct config *next, char *out,
                         size_t cap)
 {
@@ -1668,6 +1677,7 @@ int config_restart_diff(const struct config *cur, const struct config *next, cha
         {"limits.penalty_slots", cur->limits.penalty_slots != next->limits.penalty_slots},
         {"checks.public_suffix_list", str_differs(cur->checks.public_suffix_list,
                                                   next->checks.public_suffix_list)},
+        {"spool", spool_opts_differ(&cur->spool_opts, &next->spool_opts)},
     };
     int n = 0;
     size_t used = 0;
@@ -1725,6 +1735,7 @@ int config_keep_restart_fields(struct config *next, const struct config *cur)
     next->auth_max_failures = cur->auth_max_failures;
     next->auth_fail_window = cur->auth_fail_window;
     next->limits.penalty_slots = cur->limits.penalty_slots;
+    next->spool_opts = cur->spool_opts;
     /* Smarthost credentials were read at start (as root, maybe). */
     char err[300];
     if (route_conf_keep_secrets(&next->delivery, &cur->delivery, err, sizeof err) < 0)

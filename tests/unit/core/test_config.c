@@ -661,6 +661,17 @@ static void test_metrics_key(void **state)
     assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 0);
     config_free(cur);
     config_free(next);
+
+    /* [spool] options are fixed at start too: named, and kept. */
+    cur = load_ok(MIN_LISTEN "[server]\nuser = root\n");
+    next = load_ok(MIN_LISTEN "[server]\nuser = root\n[spool]\njournal_delay_ms = 50\n");
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 1);
+    assert_string_equal(out, "spool");
+    assert_int_equal(config_keep_restart_fields(next, cur), 0);
+    assert_int_equal(next->spool_opts.journal_delay_ms, cur->spool_opts.journal_delay_ms);
+    assert_int_equal(config_restart_diff(cur, next, out, sizeof(out)), 0);
+    config_free(cur);
+    config_free(next);
 }
 
 static void test_role_name(void **state)
