@@ -385,7 +385,9 @@ static pid_t smtp_sink_start(const char *const *opts, int *port_out)
         int n = 0, port = free_port();
         pid_t pid;
 
-        argv[n++] = "smtp-sink";
+        /* Postfix's tools live in /usr/sbin, which is not on a plain
+         * user's PATH. */
+        argv[n++] = access("/usr/sbin/smtp-sink", X_OK) == 0 ? "/usr/sbin/smtp-sink" : "smtp-sink";
         if (geteuid() == 0) {
             argv[n++] = "-u"; /* RECIPES: as root it needs a user */
             argv[n++] = "nobody";
