@@ -82,7 +82,10 @@ def test_t_i_daemon_up(server):
     assert b"Bcc" not in head and b"secret@hidden.test" not in body, head
     assert re.search(rb"\r\nDate: \w{3}, \d{2} \w{3} \d{4} ", head), head
     assert re.search(rb"\r\nMessage-ID: <[^>@]+@" + HOSTNAME.encode() + rb">", head), head
-    assert re.search(rb"\r\nFrom: .*<" + f"{ME}@{HOSTNAME}".encode() + rb">", head), head
+    # "Full Name <me@host>", or the bare address when the account has no
+    # full name (GECOS empty, as useradd leaves it).
+    me = re.escape(f"{ME}@{HOSTNAME}".encode())
+    assert re.search(rb"\r\nFrom: (?:.*<" + me + rb">|" + me + rb")\r\n", head), head
     # Wire form: CRLF, and the lone "." (kept by -i) dot-stuffed.
     assert rest == f"line one\r\n..\r\n...two dots\r\nend {mark}".encode(), rest
     assert b"\n" not in body.replace(b"\r\n", b"")
