@@ -24,6 +24,7 @@
 #include "dkim/verify.c"
 #include "io/log.c"
 #include "io/metrics.c"
+#include "io/text.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

@@ -38,7 +38,8 @@ $(FUZZ_DIR)/fuzz_dkim_sign: tests/fuzz/fuzz_dkim_sign.c dkim/canon.c dkim/keys.c
 
 $(FUZZ_DIR)/fuzz_dkim_verify: tests/fuzz/fuzz_dkim_verify.c dkim/canon.c dkim/keys.c dkim/pubkey.c \
                               dkim/tags.c dkim/verify.c dkim/header.c dkim/canon.h dkim/keys.h \
-                              dkim/pubkey.h dkim/tags.h dkim/verify.h io/log.c io/metrics.c
+                              dkim/pubkey.h dkim/tags.h dkim/verify.h io/log.c io/metrics.c \
+                              io/text.c
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< -lssl -lcrypto -lsodium
 
