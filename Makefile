@@ -178,7 +178,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALL_FILES))
 	-rmdir $(DESTDIR)$(DOCDIR) 2>/dev/null
 
-# BoringSSL build of the TLS layer (RECIPES.md: Debian's android-libboringssl-dev).
+# BoringSSL build of the TLS layer (Debian's android-libboringssl-dev).
 BSSL_CFLAGS := -I/usr/include/android
 BSSL_LIBS := -L/usr/lib/x86_64-linux-gnu/android -Wl,-rpath,/usr/lib/x86_64-linux-gnu/android -lssl -lcrypto
 check-tls:

@@ -11,7 +11,7 @@
  *
  * It is not on the server's hot path, so it uses a plain blocking socket
  * with 30 s send/receive timeouts and, for TLS, OpenSSL on that socket
- * (SSL_set_fd) through API that BoringSSL shares (RECIPES.md).  The
+ * (SSL_set_fd) through API that BoringSSL shares.  The
  * certificate is checked against the system store and the server's name
  * unless --insecure.  A password is only ever sent under TLS: --user needs
  * --starttls or --tls, except with --allow-plaintext-auth, which works only

@@ -370,7 +370,7 @@ static bool body_start(struct smtp_session *s)
 
 /* ---- state and replies ---- */
 
-/* The only place the state changes (STYLE.md), traced at debug level. */
+/* The only place the state changes, traced at debug level. */
 static void session_enter(struct smtp_session *s, enum smtp_state st)
 {
     if (s->state == st)
@@ -669,7 +669,7 @@ static void session_free(struct smtp_session *s)
         r->on_drained(r);
 }
 
-/* Free when closing and nothing is in flight (STYLE.md rule 5). */
+/* Free when closing and nothing is in flight (the owner frees, once). */
 static void session_maybe_free(struct smtp_session *s)
 {
     if (s->state != ST_CLOSING || s->close_after_send)

@@ -199,7 +199,7 @@ static void txn_send_more(struct smtp_client *c);
 static void txn_maybe_done(struct smtp_client *c);
 static void on_recv(struct io_op *op, int res, const char *data, unsigned flags);
 
-/* s escaped for a quoted logfmt value (STYLE.md: peers' words are
+/* s escaped for a quoted logfmt value (a peer's words are always
  * escaped): '"' and '\\' get a backslash, control bytes become '?'.
  * Returns buf, cut to fit. */
 static const char *esc(const char *s, size_t n, char *buf, size_t cap)
@@ -379,7 +379,7 @@ static void deadline_reset(struct smtp_client *c)
     }
 }
 
-/* The only place the state changes (STYLE.md), traced at debug level. */
+/* The only place the state changes, traced at debug level. */
 static void client_enter(struct smtp_client *c, enum cl_state st)
 {
     if (c->state == st)

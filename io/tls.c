@@ -888,7 +888,7 @@ struct tls_client *tls_client_new_opts(const struct tls_client_opts *o, char *er
     /* Each connection sets its own mode; the callback does every check. */
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_NONE, NULL);
     SSL_CTX_set_cert_verify_callback(c->ctx, on_verify, NULL);
-    /* Sessions live only in our own cache (RECIPES: tickets come after the
+    /* Sessions live only in our own cache (TLS 1.3 tickets come after the
      * handshake, through this callback). */
     SSL_CTX_set_session_cache_mode(c->ctx,
                                    SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);

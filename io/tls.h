@@ -12,7 +12,7 @@
  * hostname, else the first), allow TLS 1.2 and 1.3 only, and issue session
  * tickets whose keys rotate (current + previous accepted).
  *
- * Only API shared by OpenSSL 3 and BoringSSL is used (see RECIPES.md):
+ * Only API shared by OpenSSL 3 and BoringSSL is used:
  * `make TLS=boringssl check-tls` builds and tests this file against
  * Debian's android-libboringssl-dev.
  */

@@ -389,7 +389,7 @@ static pid_t smtp_sink_start(const char *const *opts, int *port_out)
          * user's PATH. */
         argv[n++] = access("/usr/sbin/smtp-sink", X_OK) == 0 ? "/usr/sbin/smtp-sink" : "smtp-sink";
         if (geteuid() == 0) {
-            argv[n++] = "-u"; /* RECIPES: as root it needs a user */
+            argv[n++] = "-u"; /* as root smtp-sink needs a user to run as */
             argv[n++] = "nobody";
         }
         for (size_t i = 0; opts != NULL && opts[i] != NULL; i++)
