@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "io/loop.h"
+#include "io/workq.h"
 
 #define MAILDIR_BUF (64 * 1024)
 #define MAILDIR_NAME_TRIES 8          /* new names tried when one exists */
@@ -426,87 +427,39 @@ fail:
  * empty.
  */
 struct maildir_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct maildir_req *head, *tail;
-    bool stopping;
-    pthread_t *threads;
-    unsigned nthreads;
+    struct workq *q;
     char host[128];
 };
 
-/* On the requester's loop. */
-static void on_done(void *arg)
+static void run_job(struct workq_item *it)
 {
-    struct maildir_req *req = arg;
-    req->cb(req, req->res);
+    struct maildir_req *req = (struct maildir_req *)((char *)it - offsetof(struct maildir_req, work));
+    req->res = maildir_write(&req->msg, req->pool->host, req->name);
 }
 
-static void *worker_main(void *arg)
+static void job_done(struct workq_item *it)
 {
-    struct maildir_pool *p = arg;
-
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->head == NULL && !p->stopping)
-            pthread_cond_wait(&p->cond, &p->mu);
-        struct maildir_req *req = p->head;
-        if (req == NULL) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        p->head = req->next;
-        pthread_mutex_unlock(&p->mu);
-
-        req->res = maildir_write(&req->msg, p->host, req->name);
-        /* io_loop_post fails only without memory; the callback must not
-         * be lost (the message would be neither delivered nor retried). */
-        while (io_loop_post(req->loop, on_done, req) < 0) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    struct maildir_req *req = (struct maildir_req *)((char *)it - offsetof(struct maildir_req, work));
+    req->cb(req, req->res);
 }
 
 struct maildir_pool *maildir_pool_new(unsigned nworkers, const char *host)
 {
     struct maildir_pool *p = calloc(1, sizeof(*p));
-    if (p == NULL || nworkers == 0)
-        goto fail;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cond, NULL);
-    snprintf(p->host, sizeof(p->host), "%s", host ? host : "localhost");
-    p->threads = calloc(nworkers, sizeof(*p->threads));
-    if (p->threads == NULL)
-        goto fail;
-    for (unsigned i = 0; i < nworkers; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
-            maildir_pool_free(p);
-            return NULL;
-        }
-        p->nthreads++;
+
+    if (p == NULL || (p->q = workq_new(nworkers)) == NULL) {
+        free(p);
+        return NULL;
     }
+    snprintf(p->host, sizeof(p->host), "%s", host ? host : "localhost");
     return p;
-fail:
-    if (p != NULL)
-        free(p->threads);
-    free(p);
-    return NULL;
 }
 
 void maildir_pool_free(struct maildir_pool *p)
 {
     if (p == NULL)
         return;
-    pthread_mutex_lock(&p->mu);
-    p->stopping = true;
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-    for (unsigned i = 0; i < p->nthreads; i++)
-        pthread_join(p->threads[i], NULL);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cond);
-    free(p->threads);
+    workq_free(p->q);
     free(p);
 }
 
@@ -516,21 +469,10 @@ int maildir_deliver(struct maildir_pool *p, struct io_loop *loop, struct maildir
     if (p == NULL || loop == NULL || req == NULL || cb == NULL)
         return -EINVAL;
     req->cb = cb;
-    req->loop = loop;
     req->res = 0;
-    req->next = NULL;
     req->name[0] = '\0';
-    pthread_mutex_lock(&p->mu);
-    if (p->stopping) {
-        pthread_mutex_unlock(&p->mu);
-        return -ESHUTDOWN;
-    }
-    if (p->head == NULL)
-        p->head = req;
-    else
-        p->tail->next = req;
-    p->tail = req;
-    pthread_cond_signal(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-    return 0;
+    req->pool = p;
+    req->work.run = run_job;
+    req->work.done = job_done;
+    return workq_submit(p->q, loop, &req->work);
 }

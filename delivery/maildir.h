@@ -34,6 +34,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "io/workq.h"
+
 struct io_loop;
 struct maildir_pool;
 struct maildir_req;
@@ -96,9 +98,9 @@ struct maildir_req {
     struct maildir_msg msg;     /* filled by the owner; borrowed until cb */
     char name[MAILDIR_NAME_MAX + 1]; /* result: the file name in new/ */
     /* private: */
-    struct io_loop *loop;
+    struct maildir_pool *pool;
     int res;
-    struct maildir_req *next;
+    struct workq_item work;
 };
 
 /* Start nworkers threads (>= 1) that write as host.  NULL when threads or

@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "io/loop.h"
+#include "io/workq.h"
 
 #define PIPE_ENV_MAX 12
 #define PIPE_READ_BUF 4096
@@ -426,93 +427,38 @@ void pipe_describe(const struct pipe_job *job, const struct pipe_result *res, ch
  * empty.
  */
 struct pipe_pool {
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    struct pipe_req *head, *tail;
-    bool stopping;
-    pthread_t *threads;
-    unsigned nthreads;
+    struct workq *q;
 };
 
-/* On the requester's loop. */
-static void on_done(void *arg)
+static void run_job(struct workq_item *it)
 {
-    struct pipe_req *req = arg;
-    req->cb(req);
+    struct pipe_req *req = (struct pipe_req *)((char *)it - offsetof(struct pipe_req, work));
+    pipe_run(&req->job, &req->result);
 }
 
-static void *worker_main(void *arg)
+static void job_done(struct workq_item *it)
 {
-    struct pipe_pool *p = arg;
-
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        while (p->head == NULL && !p->stopping)
-            pthread_cond_wait(&p->cond, &p->mu);
-        struct pipe_req *req = p->head;
-        if (req == NULL) {
-            pthread_mutex_unlock(&p->mu);
-            return NULL;
-        }
-        p->head = req->next;
-        pthread_mutex_unlock(&p->mu);
-
-        pipe_run(&req->job, &req->result);
-        /* io_loop_post fails only without memory; the callback must not
-         * be lost (the message would be neither delivered nor retried). */
-        while (io_loop_post(req->loop, on_done, req) < 0) {
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    struct pipe_req *req = (struct pipe_req *)((char *)it - offsetof(struct pipe_req, work));
+    req->cb(req);
 }
 
 struct pipe_pool *pipe_pool_new(unsigned nworkers)
 {
     struct pipe_pool *p = calloc(1, sizeof(*p));
-    sigset_t spipe, old;
 
-    if (p == NULL || nworkers == 0)
-        goto fail;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cond, NULL);
-    p->threads = calloc(nworkers, sizeof(*p->threads));
-    if (p->threads == NULL)
-        goto fail;
-    /* The workers start with SIGPIPE blocked (pipe_run blocks it too). */
-    sigemptyset(&spipe);
-    sigaddset(&spipe, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &spipe, &old);
-    for (unsigned i = 0; i < nworkers; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
-            pthread_sigmask(SIG_SETMASK, &old, NULL);
-            pipe_pool_free(p);
-            return NULL;
-        }
-        p->nthreads++;
+    /* The workers have SIGPIPE blocked (pipe_run blocks it too). */
+    if (p == NULL || (p->q = workq_new(nworkers)) == NULL) {
+        free(p);
+        return NULL;
     }
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
     return p;
-fail:
-    if (p != NULL)
-        free(p->threads);
-    free(p);
-    return NULL;
 }
 
 void pipe_pool_free(struct pipe_pool *p)
 {
     if (p == NULL)
         return;
-    pthread_mutex_lock(&p->mu);
-    p->stopping = true;
-    pthread_cond_broadcast(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-    for (unsigned i = 0; i < p->nthreads; i++)
-        pthread_join(p->threads[i], NULL);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cond);
-    free(p->threads);
+    workq_free(p->q);
     free(p);
 }
 
@@ -522,20 +468,8 @@ int pipe_deliver(struct pipe_pool *p, struct io_loop *loop, struct pipe_req *req
         req->job.sender == NULL || req->job.recipient == NULL)
         return -EINVAL;
     req->cb = cb;
-    req->loop = loop;
-    req->next = NULL;
     memset(&req->result, 0, sizeof(req->result));
-    pthread_mutex_lock(&p->mu);
-    if (p->stopping) {
-        pthread_mutex_unlock(&p->mu);
-        return -ESHUTDOWN;
-    }
-    if (p->head == NULL)
-        p->head = req;
-    else
-        p->tail->next = req;
-    p->tail = req;
-    pthread_cond_signal(&p->cond);
-    pthread_mutex_unlock(&p->mu);
-    return 0;
+    req->work.run = run_job;
+    req->work.done = job_done;
+    return workq_submit(p->q, loop, &req->work);
 }

@@ -49,6 +49,7 @@
 #include <stdint.h>
 
 #include "delivery/maildir.h"
+#include "io/workq.h"
 
 struct io_loop;
 struct pipe_pool;
@@ -119,8 +120,7 @@ struct pipe_req {
     struct pipe_job job;              /* filled by the owner; borrowed until cb */
     struct pipe_result result;        /* the outcome, when cb runs */
     /* private: */
-    struct io_loop *loop;
-    struct pipe_req *next;
+    struct workq_item work;
 };
 
 /* Start nworkers threads (>= 1).  NULL when threads or memory run out. */
