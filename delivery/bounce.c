@@ -107,17 +107,9 @@ int bounce_fail(struct spool_shard *sh, const struct spool_msg_view *v,
         if ((r = dsn_build(&p, dr, nd, v->headers, v->headers_len, v->data, v->size, &j->dsn,
                            &j->dsn_len, &eight)) < 0)
             goto fail;
-        const char *to[1] = {v->sender};
-        struct spool_envelope env = {
-            .sender = "",
-            .rcpts = to,
-            .nrcpts = 1,
-            .helo = hostname,
-            .client_addr = "127.0.0.1",
-            .headers = "",
-            .flags = eight ? SPOOL_F_8BITMIME : 0,
-            .received_at = now,
-        };
+        const char *to[1];
+        struct spool_envelope env;
+        bounce_dsn_envelope(&env, to, v, hostname, eight, now);
         struct iovec iov = {j->dsn, j->dsn_len};
         struct spool_commit *c = &j->commits[0];
         c->cb = job_step_done;
@@ -175,4 +167,21 @@ fail_nodsn:
         free(j);
     }
     return r;
+}
+
+void bounce_dsn_envelope(struct spool_envelope *env, const char *to[1],
+                         const struct spool_msg_view *v, const char *hostname, bool eight,
+                         int64_t now)
+{
+    to[0] = v->sender;
+    *env = (struct spool_envelope){
+        .sender = "",
+        .rcpts = to,
+        .nrcpts = 1,
+        .helo = hostname,
+        .client_addr = "127.0.0.1",
+        .headers = "",
+        .flags = eight ? SPOOL_F_8BITMIME : 0,
+        .received_at = now,
+    };
 }

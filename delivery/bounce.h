@@ -19,6 +19,7 @@
 #ifndef ORTOO_BOUNCE_H
 #define ORTOO_BOUNCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -51,5 +52,14 @@ typedef void (*bounce_cb)(void *arg, int res);
 int bounce_fail(struct spool_shard *sh, const struct spool_msg_view *v,
                 const struct bounce_rcpt *f, size_t n, const char *hostname, int64_t now,
                 bounce_cb cb, void *arg);
+
+/*
+ * The envelope of a DSN (or delay notice) about v: from <>, to v's sender
+ * (through to[0], which must outlive env), as this host (hostname), with
+ * 8BITMIME when the DSN's text needs it (eight), received now.
+ */
+void bounce_dsn_envelope(struct spool_envelope *env, const char *to[1],
+                         const struct spool_msg_view *v, const char *hostname, bool eight,
+                         int64_t now);
 
 #endif

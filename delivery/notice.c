@@ -96,17 +96,9 @@ int notice_send(struct spool_shard *sh, const struct spool_msg_view *v, enum dsn
     if ((rc = dsn_build(&p, dr, nd, v->headers, v->headers_len, v->data, v->size, &j->dsn,
                         &j->dsn_len, &eight)) < 0)
         goto fail;
-    const char *to[1] = {v->sender};
-    struct spool_envelope env = {
-        .sender = "",
-        .rcpts = to,
-        .nrcpts = 1,
-        .helo = hostname,
-        .client_addr = "127.0.0.1",
-        .headers = "",
-        .flags = eight ? SPOOL_F_8BITMIME : 0,
-        .received_at = now,
-    };
+    const char *to[1];
+    struct spool_envelope env;
+    bounce_dsn_envelope(&env, to, v, hostname, eight, now);
     struct iovec iov = {j->dsn, j->dsn_len};
     j->submit.cb = notice_step_done;
     j->submit.owner = j;
