@@ -703,11 +703,33 @@ client_refuse_why(struct smtp_client *c, enum smtp_stage stage, const char *enh,
 
 static void on_send(struct io_op *op, int res, const char *data, unsigned flags);
 
-/* Queue plaintext: into `out` in clear text, through TLS otherwise. */
+/* TLS: seal what the stage gathered into records.  The stage always holds
+ * the tail of the plaintext stream, so it can be sealed at any time. */
+static int stage_seal(struct smtp_client *c)
+{
+    if (c->stage_len == 0)
+        return 0;
+    if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
+        return -EIO;
+    c->stage_len = 0;
+    return 0;
+}
+
+/*
+ * Queue plaintext: into `out` in clear text; with TLS into the stage, so
+ * that the commands of one flight and the body that follows them leave in
+ * one record (each record costs a seal here and an open at the peer), or
+ * straight into the record layer when it does not fit.
+ */
 static int put_bytes(struct smtp_client *c, const void *p, size_t len)
 {
     if (c->tls_active) {
-        if (tls_conn_write(c->tls, p, len) < 0)
+        if (c->stage_len + len <= CLIENT_TLS_STAGE) {
+            memcpy(c->stage + c->stage_len, p, len);
+            c->stage_len += len;
+            return 0;
+        }
+        if (stage_seal(c) < 0 || tls_conn_write(c->tls, p, len) < 0)
             return -EIO;
         return 0;
     }
@@ -735,7 +757,12 @@ __attribute__((format(printf, 2, 3))) static int put_cmd(struct smtp_client *c, 
     }
     line[n++] = '\r';
     line[n++] = '\n';
-    rc = put_bytes(c, line, (size_t)n);
+    if (c->tls_active && strncmp(line, "AUTH ", 5) == 0) {
+        /* Credentials are sealed at once and never copied to the stage. */
+        rc = stage_seal(c) < 0 || tls_conn_write(c->tls, line, (size_t)n) < 0 ? -EIO : 0;
+    } else {
+        rc = put_bytes(c, line, (size_t)n);
+    }
     sodium_memzero(line, (size_t)n); /* AUTH lines carry credentials */
     return rc;
 }
@@ -745,6 +772,8 @@ static int take_tls_out(struct smtp_client *c)
 {
     size_t n;
 
+    if (c->tls_active && stage_seal(c) < 0)
+        return -EIO;
     if (c->tls == NULL || (n = tls_conn_pending_out(c->tls)) == 0)
         return 0;
     if (buf_reserve(&c->out, n) < 0)
@@ -824,24 +853,9 @@ static int body_fill(struct smtp_client *c)
                 size_t elen = crlf ? 3 : 5;
 
                 c->body_terminated = true;
-                if (c->tls_active && c->stage_len + elen <= CLIENT_TLS_STAGE) {
-                    memcpy(c->stage + c->stage_len, end, elen); /* same record */
-                    c->stage_len += elen;
-                } else {
-                    if (c->tls_active && c->stage_len > 0) {
-                        if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
-                            return -EIO;
-                        c->stage_len = 0;
-                    }
-                    rc = put_bytes(c, end, elen);
-                    if (rc < 0)
-                        return rc;
-                }
-            }
-            if (c->tls_active && c->stage_len > 0) {
-                if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
-                    return -EIO;
-                c->stage_len = 0;
+                rc = put_bytes(c, end, elen); /* with TLS: the body's record */
+                if (rc < 0)
+                    return rc;
             }
             rc = body_piece_done(c);
             if (rc < 0)
@@ -849,20 +863,14 @@ static int body_fill(struct smtp_client *c)
             continue; /* a next BDAT chunk may go on at once */
         }
         if (c->tls_active) {
+            if (n >= CLIENT_TLS_DIRECT_MIN || c->stage_len + n > CLIENT_TLS_STAGE) {
+                if (stage_seal(c) < 0)
+                    return -EIO;
+            }
             if (n >= CLIENT_TLS_DIRECT_MIN) {
-                if (c->stage_len > 0) {
-                    if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
-                        return -EIO;
-                    c->stage_len = 0;
-                }
                 if (tls_conn_write(c->tls, p, n) < 0) /* records straight from the map */
                     return -EIO;
             } else {
-                if (c->stage_len + n > CLIENT_TLS_STAGE) {
-                    if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
-                        return -EIO;
-                    c->stage_len = 0;
-                }
                 memcpy(c->stage + c->stage_len, p, n);
                 c->stage_len += n;
             }
@@ -888,12 +896,7 @@ static int body_fill(struct smtp_client *c)
         body_advance(c, p, n);
         produced += n;
     }
-    if (c->tls_active && !c->body_active && c->stage_len > 0) {
-        if (tls_conn_write(c->tls, c->stage, c->stage_len) < 0)
-            return -EIO;
-        c->stage_len = 0;
-    }
-    return 0;
+    return 0; /* with TLS the stage is sealed by take_tls_out */
 }
 
 /* Start the next send: queued bytes first, then more of the body. */
@@ -906,8 +909,8 @@ static void client_flush(struct smtp_client *c)
         return;
     if (c->state == CL_CLOSING && !c->close_after_send)
         return;
-    if (take_tls_out(c) < 0)
-        goto nomem;
+    /* The body first, then the records: with TLS the staged commands and the
+     * body's first bytes share a record. */
     if (c->out.len < CLIENT_OUT_CHUNK && c->msg != NULL && c->body_active && c->state == CL_TXN) {
         rc = body_fill(c);
         if (rc > 0)
@@ -917,9 +920,9 @@ static void client_flush(struct smtp_client *c)
                         "cannot send the message: %s", strerror(-rc));
             return;
         }
-        if (take_tls_out(c) < 0)
-            goto nomem;
     }
+    if ((rc = take_tls_out(c)) < 0)
+        goto fail;
     if (c->out.len == 0) {
         if (c->close_after_send) {
             c->close_after_send = false;
@@ -938,8 +941,9 @@ static void client_flush(struct smtp_client *c)
                     strerror(-rc));
     }
     return;
-nomem:
-    client_fail(c, state_stage(c), SMTP_OUT_TEMP, NULL, "4.3.0", "out of memory");
+fail:
+    client_fail(c, state_stage(c), SMTP_OUT_TEMP, NULL, "4.3.0", "%s",
+                rc == -ENOMEM ? "out of memory" : "TLS write failed");
 }
 
 static void on_send(struct io_op *op, int res, const char *data, unsigned flags)
@@ -1225,8 +1229,7 @@ static void body_start(struct smtp_client *c)
     smtp_body_init(&c->body, m->prefix, m->prefix_len, m->data, m->len, c->use_bdat);
     c->body_active = true;
     c->chunk_left = 0;
-    c->body_terminated = false;
-    c->stage_len = 0;
+    c->body_terminated = false; /* the stage may hold this flight's commands: kept */
 }
 
 /*

@@ -162,6 +162,18 @@ struct tls_conn {
 };
 
 /* The earliest error of this thread's OpenSSL queue as text; drains it. */
+/*
+ * Empty the thread's error queue before an SSL call whose result goes
+ * through SSL_get_error (which reads the queue).  Peeking first: clearing
+ * walks every slot of the queue and the queue is almost always empty, and
+ * this runs before every record read or written.
+ */
+static inline void err_reset(void)
+{
+    if (ERR_peek_error() != 0)
+        ERR_clear_error();
+}
+
 static const char *ssl_errstr(char *buf, size_t len)
 {
     unsigned long e = ERR_get_error();
@@ -1211,7 +1223,7 @@ int tls_conn_handshake(struct tls_conn *c)
 {
     int r, ret;
 
-    ERR_clear_error();
+    err_reset();
     r = SSL_do_handshake(c->ssl);
     if (r == 1) {
         if (c->client != NULL && c->verify != TLS_VERIFY_NONE && SSL_session_reused(c->ssl) == 1) {
@@ -1249,7 +1261,7 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 
     if (len == 0)
         return TLS_AGAIN;
-    ERR_clear_error();
+    err_reset();
     r = SSL_read(c->ssl, buf, len > TLS_CHUNK ? TLS_CHUNK : (int)len);
     if (r > 0) {
         conn_flush(c);
@@ -1270,7 +1282,7 @@ ssize_t tls_conn_write(struct tls_conn *c, const void *buf, size_t len)
         int n = left > TLS_CHUNK ? TLS_CHUNK : (int)left;
         int r;
 
-        ERR_clear_error();
+        err_reset();
         r = SSL_write(c->ssl, p, n);
         if (r <= 0) {
             /* The output BIO never blocks: wanting I/O here means the

@@ -1566,6 +1566,69 @@ static void test_peer_pipelining(void **state)
     msg_free(&t);
 }
 
+/* Under TLS a pipelined group is one record: MAIL, the RCPTs and DATA
+ * come out of one read at the peer (its reads return a record at most);
+ * with CHUNKING the group and the whole short body do, and after DATA's 354
+ * the body and its final dot do. */
+static void test_peer_pipelining_tls(void **state)
+{
+    struct fx *fx = *state;
+    struct peer pe;
+    struct sockaddr_in a;
+    struct smtp_client_params p;
+    struct testmsg t;
+    struct run r = {0};
+    char json[4096], *ev[64];
+    size_t lens[64];
+    int tls[64], n, group = 0, body = 0;
+
+    peer_tls_json(json, sizeof json, "\"ehlo\": [\"peer.test\", \"PIPELINING\"]");
+    peer_start(&pe, json);
+    p = params_for(fx, &a, pe.port, SMTP_TLS_MAY);
+    msg_make(&t, uniq("pipe-tls", fx), 5, (const char *const[]){"a@peer.test", "b@peer.test", NULL});
+    deliver(fx, &r, &p, &t.m, 1);
+    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    assert_true(r.info.tls);
+    peer_stop(&pe);
+    n = peer_events(&pe, 'R', ev, lens, tls, 64);
+    for (int i = 0; i < n; i++) {
+        char want[512];
+        snprintf(want, sizeof want,
+                 "MAIL FROM:<%s>\r\nRCPT TO:<a@peer.test>\r\nRCPT TO:<b@peer.test>\r\nDATA\r\n",
+                 t.sender);
+        if (tls[i] && strcmp(ev[i], want) == 0)
+            group++;
+        if (tls[i] && strncmp(ev[i], "Received: ", 10) == 0 && lens[i] > 5 &&
+            memcmp(ev[i] + lens[i] - 5, "\r\n.\r\n", 5) == 0)
+            body++;
+    }
+    assert_int_equal(group, 1);
+    assert_int_equal(body, 1);
+    free_events(ev, n);
+    msg_free(&t);
+
+    memset(&r, 0, sizeof r);
+    peer_tls_json(json, sizeof json, "\"ehlo\": [\"peer.test\", \"PIPELINING\", \"CHUNKING\"]");
+    peer_start(&pe, json);
+    p = params_for(fx, &a, pe.port, SMTP_TLS_MAY);
+    msg_make(&t, uniq("pipe-tls-bdat", fx), 5, (const char *const[]){"a@peer.test", NULL});
+    deliver(fx, &r, &p, &t.m, 1);
+    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    assert_true(r.info.tls);
+    peer_stop(&pe);
+    n = peer_events(&pe, 'R', ev, lens, tls, 64);
+    group = 0;
+    for (int i = 0; i < n; i++)
+        if (tls[i] && strncmp(ev[i], "MAIL FROM:", 10) == 0 &&
+            strstr(ev[i], "RCPT TO:<a@peer.test>\r\nBDAT ") != NULL &&
+            strstr(ev[i], " LAST\r\nReceived: ") != NULL &&
+            lens[i] >= t.m.prefix_len + t.m.len)
+            group++;
+    assert_int_equal(group, 1);
+    free_events(ev, n);
+    msg_free(&t);
+}
+
 /* The source address is bound before connecting. */
 static void test_peer_source_address(void **state)
 {
@@ -1857,6 +1920,7 @@ int main(void)
         BOTH(test_tlssink),
         BOTH(test_peer_dane_mismatch),
         BOTH(test_peer_pipelining),
+        BOTH(test_peer_pipelining_tls),
         BOTH(test_peer_source_address),
         BOTH(test_peer_replies),
         BOTH(test_peer_rset_and_size),
