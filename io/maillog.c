@@ -26,6 +26,8 @@ void maillog_queued(const char *msgid, const char *session, const char *client,
                     const char *sender, size_t nrcpts, uint64_t size, const char *user)
 {
     metrics_received(nrcpts, size);
+    if (log_get_level() < LOG_LVL_INFO)
+        return;
     log_info("msgid=%s session=%s event=queued client=%s from=%s nrcpt=%zu size=%llu%s%s",
              msgid, session, client, angle(sender), nrcpts, (unsigned long long)size,
              user ? " user=" : "", user ? log_q(user) : "");
@@ -43,6 +45,8 @@ static void attempt_line(const char *event, const struct maillog_attempt *a, con
 {
     char code[16] = "-";
 
+    if (log_get_level() < LOG_LVL_INFO)
+        return; /* the line would be dropped: its values are not even formatted */
     if (a->code > 0)
         snprintf(code, sizeof code, "%d", a->code);
     log_info("msgid=%s event=%s rcpt=%s relay=%s addr=%s tls=%s resumed=%s dane=%s stage=%s "

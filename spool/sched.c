@@ -237,6 +237,8 @@ int spool_rcpt_get(struct spool_shard *sh, const char *id, size_t idx,
     return 0;
 }
 
+#define SPOOL_WILLNEED_MIN (64 * 1024) /* records read ahead with madvise */
+
 /* Map the record of m and decode its header and envelope into vp. */
 static int view_map(struct smsg *m, struct view_priv *vp, struct rec_view *rv)
 {
@@ -270,8 +272,11 @@ static int view_map(struct smsg *m, struct view_priv *vp, struct rec_view *rv)
         vp->map = NULL;
         vp->map_len = 0;
         rec = (const uint8_t *)sc->vmap + m->off;
-        uint64_t pg = m->off & ~(uint64_t)(pagesz - 1);
-        madvise((uint8_t *)sc->vmap + pg, (size_t)(m->off - pg + m->len), MADV_WILLNEED);
+        if (m->len > SPOOL_WILLNEED_MIN) {
+            /* A short record costs a fault or two, less than the call. */
+            uint64_t pg = m->off & ~(uint64_t)(pagesz - 1);
+            madvise((uint8_t *)sc->vmap + pg, (size_t)(m->off - pg + m->len), MADV_WILLNEED);
+        }
     } else {
         uint64_t pg = m->off & ~(uint64_t)(pagesz - 1);
         vp->map_len = (size_t)(m->off - pg + m->len);
