@@ -1132,6 +1132,7 @@ L.append("Submitted and relayed to ortoo-sink with STARTTLS; msgs/s counts until
          " as a remote receiver would not). All programs share the 2 cores.\n")
 L.append("| size | target | msgs/s at the sink | submission msgs/s | messages | time s | CPU µs/msg | sink CPU µs/msg | connections to the sink | ortoo/Postfix |")
 L.append("|---|---|---|---|---|---|---|---|---|---|")
+B_NOTES = []
 for size in (2048, 102400):
     lab = "size=%d" % size
     o, p, h = get("B", "ortoo", lab), get("B", "postfix", lab), get("B-accept", "ortoo", lab)
@@ -1148,13 +1149,16 @@ for size in (2048, 102400):
             "%.0f" % r["sink_cpu_us_per_msg"] if r is not h and "sink_cpu_us_per_msg" in r else "",
             r.get("connections", "") if r is not h else "", extra))
     if o and h and o.get("msgs_per_s") and h.get("accept_msgs_per_s"):
-        L.append("\n%d KB: relay/accept-only %.2f.\n" % (size // 1024, o["msgs_per_s"] / h["accept_msgs_per_s"]))
+        B_NOTES.append("%d KB: relay/accept-only %.2f." % (size // 1024, o["msgs_per_s"] / h["accept_msgs_per_s"]))
     if size == 2048 and len(B_ROUNDS) > 1:
-        L.append("2 KB rounds (accept-only then relay, each pair seconds apart; the table shows the median):"
-                 " relay/accept %s; ortoo relay msgs/s %s; accept-only msgs/s %s.\n" % (
+        B_NOTES.append("2 KB rounds (accept-only then relay, each pair seconds apart; the table shows the median):"
+                 " relay/accept %s; ortoo relay msgs/s %s; accept-only msgs/s %s." % (
                      ", ".join("%.2f" % t[0] for t in B_ROUNDS),
                      ", ".join(f(t[1]["msgs_per_s"]) for t in B_ROUNDS),
                      ", ".join(f(t[2]["accept_msgs_per_s"]) for t in B_ROUNDS)))
+L.append("")
+for note in B_NOTES:
+    L.append(note + "\n")
 L.append("")
 
 L.append("## G. Deferral storm\n")

@@ -1261,6 +1261,14 @@ ssize_t tls_conn_read(struct tls_conn *c, void *buf, size_t len)
 
     if (len == 0)
         return TLS_AGAIN;
+#ifndef OPENSSL_IS_BORINGSSL
+    /* Nothing fed and nothing buffered: SSL_read could only want more input
+     * (OpenSSL counts read but unprocessed records in SSL_has_pending; what
+     * it has not read is still in the input BIO).  This is the last call of
+     * every read loop. */
+    if (BIO_ctrl_pending(c->in) == 0 && !SSL_has_pending(c->ssl) && SSL_is_init_finished(c->ssl))
+        return TLS_AGAIN;
+#endif
     err_reset();
     r = SSL_read(c->ssl, buf, len > TLS_CHUNK ? TLS_CHUNK : (int)len);
     if (r > 0) {
