@@ -40,7 +40,7 @@ else
 endif
 CFLAGS := $(CFLAGS_BASE) $(CFLAGS_MODE) $(EXTRA_CFLAGS)
 LDFLAGS := -pthread $(LDFLAGS_MODE)
-LIBS := -luring -lssl -lcrypto -lsodium -linih -lunbound
+LIBS := -luring -lssl -lcrypto -lsodium -linih -lunbound -lidn2
 TEST_LIBS := -lcmocka
 
 SRCS :=

@@ -498,8 +498,13 @@ static void msg_start(struct sched *s, const char *id)
         if (ri->state == SPOOL_RCPT_DELIVERED || ri->state == SPOOL_RCPT_FAILED ||
             ri->next_at > m->started)
             continue;
-        if (!rcpt_domain(m->v.rcpts[i], domain, sizeof domain) ||
-            domain_is_local(s, domain)) {
+        bool named = rcpt_domain(m->v.rcpts[i], domain, sizeof domain);
+
+        /* An internationalized domain (SMTPUTF8) is looked up, routed and
+         * queued under its A-labels; the address is sent as it was given. */
+        if (named && domain[0] != '[')
+            (void)res_name_to_ascii(domain, domain, sizeof domain); /* else refused below */
+        if (!named || domain_is_local(s, domain)) {
             local[nloc++] = i;
         } else if (m->started - m->v.received_at >= (int64_t)s->conf->expire) {
             expired[nexp++] = i;
@@ -512,8 +517,8 @@ static void msg_start(struct sched *s, const char *id)
     if (nexp > 0)
         fail_now(m, expired, nexp, "4.4.7", "delivery time expired", true);
     if (nbad > 0)
-        fail_now(m, baddom, nbad, "5.1.2", "bad destination domain (address literals are not "
-                                           "delivered)", false);
+        fail_now(m, baddom, nbad, "5.1.2", "bad destination domain (not a valid domain or "
+                                           "IDN name; address literals are not delivered)", false);
     if (nloc > 0) {
         struct job *lj = s->local ? job_new(m, NULL, local, nloc) : NULL;
         if (lj != NULL) {

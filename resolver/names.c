@@ -15,6 +15,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <idn2.h>
+
 #include "resolver/resolver.h"
 
 void res_conf_init(struct res_conf *conf)
@@ -69,6 +71,26 @@ int res_name_normalize(const char *in, char *out, size_t outlen)
         return -EINVAL; /* "a.b..": an empty last label */
     out[len] = '\0';
     return (int)len;
+}
+
+int res_name_to_ascii(const char *in, char *out, size_t outlen)
+{
+    char *alabels = NULL;
+    bool ascii = true;
+    int n;
+
+    for (const char *p = in; *p; p++)
+        if ((unsigned char)*p >= 0x80)
+            ascii = false;
+    if (ascii)
+        return res_name_normalize(in, out, outlen);
+    /* Non-transitional UTS #46 processing maps case and width first (so
+     * "BÜCHER" works as "bücher"); ß and ς stay themselves (IDNA2008). */
+    if (idn2_to_ascii_8z(in, &alabels, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK)
+        return -EINVAL;
+    n = res_name_normalize(alabels, out, outlen);
+    idn2_free(alabels);
+    return n;
 }
 
 int res_zone_normalize(const char *in, char *out, size_t outlen)

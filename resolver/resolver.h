@@ -267,6 +267,10 @@ int res_parse_server(const char *s, char *out, size_t outlen);
  * outlen must be at least RES_NAME_MAX + 1.
  */
 int res_name_normalize(const char *in, char *out, size_t outlen);
+/* A mail domain as DNS knows it: an internationalized name (UTF-8 U-labels,
+ * RFC 6531) becomes its A-labels (IDNA2008 with UTS #46 mapping, libidn2),
+ * then res_name_normalize; an ASCII name only the latter.  out may be in. */
+int res_name_to_ascii(const char *in, char *out, size_t outlen);
 
 /*
  * Check and normalise a zone name for a stub: as res_name_normalize but

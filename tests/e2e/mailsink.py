@@ -29,8 +29,9 @@ import time
 
 class MailSink:
     def __init__(self, host, port, tls=None, name="sink.test", dsn=False,
-                 rcpt_reply=None, data_reply=None, greeting_delay=0.0):
+                 rcpt_reply=None, data_reply=None, greeting_delay=0.0, smtputf8=False):
         self.host = host
+        self.smtputf8 = smtputf8
         self.port = port
         self.tls = tls
         self.name = name
@@ -127,6 +128,8 @@ class MailSink:
                  "ENHANCEDSTATUSCODES"]
         if self.dsn:
             lines.append("DSN")
+        if self.smtputf8:
+            lines.append("SMTPUTF8")
         if self.tls is not None and not secure:
             lines.append("STARTTLS")
         return "".join(f"250{'-' if i < len(lines) - 1 else ' '}{l}\r\n"

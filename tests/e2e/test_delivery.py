@@ -96,6 +96,8 @@ def world(tmp_path_factory):
             "mxb": ["A 127.0.0.6"],
             f"_{port}._tcp.mxb": ["TLSA 3 1 1 " + "00" * 32],
             "work": ["MX 10 mxw.dlv.test."],
+            "xn--bcher-kva": ["MX 10 mxi.dlv.test."],  # bücher.dlv.test
+            "mxi": ["A 127.0.0.10"],
             "mxw": ["A 127.0.0.7"],
             "danebogus": ["MX 10 mxg.dlv.test."],
             "mxg": ["A 127.0.0.6"],
@@ -319,6 +321,57 @@ def test_implicit_mx_a_only(dsrv, world):
         sink.wait_messages(1)
         assert sink.messages[0]["tls"] is None  # the sink offers no STARTTLS
     wait_for(lambda: queue_gone(srv, qid), srv=srv)
+
+
+IDN_RCPT = "jürgen@bücher.dlv.test"
+
+
+def submit_utf8(srv, rcpt, subject):
+    """A message with SMTPUTF8 (an internationalized recipient): its queue id."""
+    sub = Submitter(srv)
+    try:
+        msg, _ = mkmsg(subject, rcpt)
+        sub.s.ehlo_or_helo_if_needed()
+        code, resp = sub.s.mail(ALICE, ["SMTPUTF8"])
+        assert code == 250, (code, resp)
+        code, resp = sub.s.rcpt(rcpt)
+        assert code == 250, (code, resp)
+        code, resp = sub.s.data(msg.encode())
+        assert code == 250, (code, resp)
+        return re.search(rb"queued as ([0-9A-Za-z]{20})", resp).group(1).decode()
+    finally:
+        sub.close()
+
+
+def test_idn_domain_delivered_by_a_labels(dsrv, world):
+    """An internationalized domain is looked up by its A-labels (the MX of
+    xn--bcher-kva.dlv.test) and the recipient goes out as it was given, with
+    SMTPUTF8; a server without SMTPUTF8 gets nothing and the sender a DSN that
+    says why; a name IDNA2008 refuses bounces at once."""
+    srv = dsrv()
+    with MailSink("127.0.0.10", world["port"], smtputf8=True) as sink:
+        qid = submit_utf8(srv, IDN_RCPT, "idn")
+        msgs = sink.wait_messages(1)
+        assert msgs[0]["rcpts"] == [IDN_RCPT], msgs[0]["rcpts"]
+        mail = [c for c in sink.conns[0]["commands"] if c.upper().startswith("MAIL")]
+        assert mail and "SMTPUTF8" in mail[0], mail
+    line = wait_log(srv, rf"msgid={qid} event=delivered")
+    assert "xn--bcher-kva.dlv.test" in line[0] or "mxi.dlv.test" in line[0], line
+    wait_for(lambda: queue_gone(srv, qid), srv=srv)
+
+    with MailSink("127.0.0.10", world["port"]) as sink:  # no SMTPUTF8
+        qid = submit_utf8(srv, IDN_RCPT, "idn-no-utf8")
+        wait_for(lambda: queue_gone(srv, qid) and dsns(srv), srv=srv, what="the DSN")
+        assert not sink.messages
+    fields = report_fields(read_dsn(srv, dsns(srv)[0]))
+    assert fields[0]["action"] == "failed", fields
+    assert "SMTPUTF8" in fields[0].get("diagnostic-code", ""), fields
+
+    qid = submit_utf8(srv, "x@a\u2603b.dlv.test", "idn-bad")  # a snowman: not IDNA2008
+    wait_for(lambda: queue_gone(srv, qid) and len(dsns(srv)) == 2, srv=srv, what="the DSN")
+    fields = [report_fields(read_dsn(srv, p))[0] for p in dsns(srv)]
+    bad = [f for f in fields if f["status"] == "5.1.2"]
+    assert bad and "bad destination domain" in bad[0].get("diagnostic-code", ""), fields
 
 
 def test_aaaa_only_over_ipv6(dsrv, world):

@@ -44,6 +44,36 @@ static void test_name_normalize(void **state)
     assert_int_equal(res_name_normalize(big, out, sizeof(out)), -EINVAL);
 }
 
+/* Internationalized names become A-labels (RFC 5891, UTS #46 mapping);
+ * ASCII names go through unchanged; what IDNA2008 refuses is -EINVAL. */
+static void test_name_to_ascii(void **state)
+{
+    char out[RES_NAME_MAX + 1], inplace[RES_NAME_MAX + 1];
+
+    assert_int_equal(res_name_to_ascii("b\xc3\xbc" "cher.example", out, sizeof(out)), 21);
+    assert_string_equal(out, "xn--bcher-kva.example");
+    assert_true(res_name_to_ascii("B\xc3\x9c" "CHER.Example.", out, sizeof(out)) > 0); /* BÜCHER */
+    assert_string_equal(out, "xn--bcher-kva.example");
+    assert_true(res_name_to_ascii("mx.\xe4\xbe\x8b\xe5\xad\x90" ".test", out, sizeof(out)) > 0); /* 例子 */
+    assert_string_equal(out, "mx.xn--fsqu00a.test");
+    assert_true(res_name_to_ascii("stra\xc3\x9f" "e.test", out, sizeof(out)) > 0); /* ß kept */
+    assert_string_equal(out, "xn--strae-oqa.test");
+    assert_int_equal(res_name_to_ascii("Example.TEST", out, sizeof(out)), 12);
+    assert_string_equal(out, "example.test");
+    strcpy(inplace, "b\xc3\xbc" "cher.example");
+    assert_int_equal(res_name_to_ascii(inplace, inplace, sizeof(inplace)), 21);
+    assert_string_equal(inplace, "xn--bcher-kva.example");
+    const char *bad[] = {
+        "a\xe2\x98\x83" "b.test", /* a snowman: a symbol, disallowed */
+        "\xff\xfe.test",           /* not UTF-8 */
+        "b\xc3\xbc" "cher..test",  /* an empty label */
+        "-b\xc3\xbc" "cher.test",  /* a leading hyphen */
+        "a b\xc3\xbc" ".test",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+        assert_int_equal(res_name_to_ascii(bad[i], out, sizeof(out)), -EINVAL);
+}
+
 static void test_zone_normalize(void **state)
 {
     char out[RES_NAME_MAX + 2];
@@ -146,7 +176,8 @@ static void test_names_of(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_name_normalize), cmocka_unit_test(test_zone_normalize),
+        cmocka_unit_test(test_name_normalize), cmocka_unit_test(test_name_to_ascii),
+        cmocka_unit_test(test_zone_normalize),
         cmocka_unit_test(test_parse_server),   cmocka_unit_test(test_ptr_name),
         cmocka_unit_test(test_conf),           cmocka_unit_test(test_names_of),
     };
