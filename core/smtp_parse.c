@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <string.h>
+#include <strings.h>
 
 /* RFC 3461 4.4: ENVID at most 100 characters; 4.2: ORCPT at most 500. */
 #define ENVID_MAX 100
@@ -466,6 +467,29 @@ static int param_next(const char *s, size_t len, size_t *pos, struct param *p)
         return SMTP_P_ESYNTAX;
     *pos = i;
     return SMTP_P_OK;
+}
+
+size_t smtp_count_received(const char *msg, size_t len, size_t stop)
+{
+    static const char name[] = "received";
+    size_t n = 0, i = 0;
+
+    while (i < len && n < stop) {
+        const char *eol = memchr(msg + i, '\n', len - i);
+        size_t end = eol != NULL ? (size_t)(eol - msg) : len, j = i;
+
+        if (end - i <= 1)
+            break; /* the empty line (CRLF, or a lone LF) ends the header block */
+        if (end - i > sizeof name - 1 && strncasecmp(msg + i, name, sizeof name - 1) == 0) {
+            j = i + sizeof name - 1;
+            while (j < end && (msg[j] == ' ' || msg[j] == '\t'))
+                j++;
+            if (j < end && msg[j] == ':')
+                n++;
+        }
+        i = end + 1;
+    }
+    return n;
 }
 
 bool smtp_xtext_valid(const char *s, size_t len)

@@ -173,6 +173,15 @@ int smtp_data_scan(struct smtp_data_scan *s, const char *buf, size_t len,
  */
 size_t smtp_bdat_stuff(struct smtp_data_scan *s, const char *in, size_t len, char *out);
 
+/*
+ * The Received: fields of a message's header block (the stored wire form:
+ * up to the first empty line), for loop detection (RFC 5321 6.3).  A field
+ * name is matched without regard to case, with optional blanks before the
+ * colon (RFC 5322 4.5 obsolete syntax).  Counting stops at `stop`.
+ */
+size_t smtp_count_received(const char *msg, size_t len, size_t stop);
+#define SMTP_MAX_HOPS 100 /* Received: fields a message may carry (RFC 5321 6.3: at least 100) */
+
 /* xtext/quoted helpers: true if s is a valid xtext (RFC 3461 4). */
 bool smtp_xtext_valid(const char *s, size_t len);
 

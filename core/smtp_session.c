@@ -1717,6 +1717,16 @@ static void message_end(struct smtp_session *s)
         reply_error(s, "554 5.6.0 Message has a line longer than 1000 octets (RFC 5321 4.5.3.1.6)");
         goto reject;
     }
+    /* RFC 5321 6.3: a message that went through this many MTAs is looping
+     * (an alias or a route back to itself, two servers forwarding to each
+     * other); refused here, its sender's MTA bounces it. */
+    size_t hops = smtp_count_received(s->msg.data, s->msg.len, SMTP_MAX_HOPS + 1);
+    if (hops > SMTP_MAX_HOPS) {
+        maillog_rejected(s->id, s->client_addr, "data", s->sender, "554 5.4.6", "too-many-hops");
+        reply(s, "554 5.4.6 Too many hops: more than %d Received: fields (a mail loop?)",
+              SMTP_MAX_HOPS);
+        goto reject;
+    }
     if (make_received(s) < 0) {
         reply(s, "451 4.3.0 Out of memory");
         goto reject;

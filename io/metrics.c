@@ -148,6 +148,7 @@ static const char *const reject_names[METRICS_REJECT_N] = {
     [METRICS_REJECT_BARE_LF_OR_CR] = "bare-lf-or-cr",
     [METRICS_REJECT_TOO_BIG] = "too-big",
     [METRICS_REJECT_LINE_TOO_LONG] = "line-too-long",
+    [METRICS_REJECT_TOO_MANY_HOPS] = "too-many-hops",
     [METRICS_REJECT_BODY_MEMORY] = "body-memory",
     [METRICS_REJECT_BAD_SRS] = "bad-srs",
     [METRICS_REJECT_SPF] = "spf",

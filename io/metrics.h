@@ -47,6 +47,7 @@ enum metrics_reject {
     METRICS_REJECT_BARE_LF_OR_CR,    /* "bare-lf-or-cr" */
     METRICS_REJECT_TOO_BIG,          /* "too-big" */
     METRICS_REJECT_LINE_TOO_LONG,    /* "line-too-long" */
+    METRICS_REJECT_TOO_MANY_HOPS,    /* "too-many-hops": over 100 Received: fields, a loop */
     METRICS_REJECT_BODY_MEMORY,      /* "body-memory" ([limits] body_memory) */
     METRICS_REJECT_BAD_SRS,          /* "bad-srs": a forged or expired SRS bounce address */
     METRICS_REJECT_SPF,              /* "spf": SPF fail with [checks] spf_reject */

@@ -402,3 +402,67 @@ def test_penalty_box_doubles(make_server, netns):
     for (_, _, took), box in zip(got, (2, 4, 8)):
         assert box - 0.5 <= took <= box + 2.5, got
     s.stop()
+
+
+# ---- mail loops (RFC 5321 6.3) ----------------------------------------------
+
+def _hops_msg(n):
+    return (b"".join(b"Received: from hop%d.example by hop%d.example; Mon, 1 Dec 2026 00:00:00 +0000\r\n"
+                     % (i, i + 1) for i in range(n))
+            + b"From: <x@elsewhere.test>\r\nSubject: hops\r\n\r\nbody\r\n")
+
+
+def test_too_many_hops_refused(fresh):
+    """100 Received: fields are taken, 101 are a loop: 554 5.4.6 at the end of
+    the data, nothing queued, and the session goes on."""
+    s = fresh("hops")
+    with Raw(s.addr("smtp")) as c:
+        c.expect(None, 220)
+        c.expect("EHLO loop.test", 250)
+        qid = relay_one(c, "x@elsewhere.test", ALICE, _hops_msg(100))
+        c.expect("MAIL FROM:<x@elsewhere.test>", 250)
+        c.expect(f"RCPT TO:<{ALICE}>", 250)
+        c.expect("DATA", 354)
+        c.send(_hops_msg(101) + b".\r\n")
+        r = c.reply()
+        check(r, 554, "5.4.6", c)
+        c.expect("NOOP", 250)
+    assert list(s.queue_by_id()) == [qid]
+
+
+def _free_port():
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+def test_route_to_itself_loop_bounces(fresh):
+    """A route that points back at the server itself: the message goes round
+    until it carries more than 100 Received: fields, ortoo then refuses it to
+    itself, and its sender gets a DSN with 5.4.6; nothing stays queued."""
+    port = _free_port()
+    s = fresh("loop", **TRUST_LO, **{"listen.smtp": f"127.0.0.1:{port}",
+                                     "routes.*": f"[127.0.0.1]:{port}",
+                                     "delivery.hold": "off", "delivery.retry": "1s"})
+    with Raw(s.addr("smtp"), source="127.0.0.1") as c:
+        c.expect(None, 220)
+        c.expect("EHLO app.test", 250)
+        relay_one(c, ALICE, REMOTE,
+                  b"From: <alice@example.test>\r\nSubject: loop\r\n\r\nround and round\r\n")
+    new = os.path.join(s.dir, "maildir", "example.test", "alice", "Maildir", "new")
+    deadline = time.monotonic() + 90
+    dsn = None
+    while time.monotonic() < deadline and dsn is None:
+        for f in sorted(os.listdir(new)) if os.path.isdir(new) else []:
+            with open(os.path.join(new, f), "rb") as fh:
+                data = fh.read()
+            if b"multipart/report" in data:
+                dsn = data
+        time.sleep(0.2)
+    assert dsn is not None, "no DSN after 90 s\n" + s.tail(30)
+    assert b"Status: 5.4.6" in dsn, dsn[:3000]
+    assert b"Too many hops" in dsn, dsn[:3000]
+    deadline = time.monotonic() + 30
+    while s.queue_by_id() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not s.queue_by_id(), s.queue_by_id()

@@ -917,6 +917,29 @@ static void stuff_all(const char *in, size_t n, const size_t *cuts, size_t ncuts
     }
 }
 
+static void test_count_received(void **state)
+{
+    const char *m = "Received: from a by b; Mon, 1 Jan 2026 00:00:00 +0000\r\n"
+                    "RECEIVED : from c\r\n\tby d\r\n"
+                    "X-Received: not one\r\n"
+                    "Received-SPF: pass\r\n"
+                    "received:x\r\n"
+                    "Subject: Received: in a value\r\n"
+                    "\r\n"
+                    "Received: in the body\r\n";
+    assert_int_equal(smtp_count_received(m, strlen(m), 100), 3);
+    assert_int_equal(smtp_count_received(m, strlen(m), 2), 2); /* stops early */
+    assert_int_equal(smtp_count_received("", 0, 100), 0);
+    assert_int_equal(smtp_count_received("\r\nReceived: x\r\n", 16, 100), 0); /* no header */
+    const char *cut = "Received: a\r\nReceived"; /* no line end: a name only */
+    assert_int_equal(smtp_count_received(cut, strlen(cut), 100), 1);
+    char big[4096];
+    size_t n = 0;
+    for (int i = 0; i < 150; i++)
+        n += (size_t)snprintf(big + n, sizeof big - n, "Received: %d\r\n", i);
+    assert_int_equal(smtp_count_received(big, n, SMTP_MAX_HOPS + 1), SMTP_MAX_HOPS + 1);
+}
+
 static void test_bdat_stuff(void **state)
 {
     static const struct {
@@ -1005,6 +1028,7 @@ int main(void)
         cmocka_unit_test(test_data_smuggling),
         cmocka_unit_test(test_data_long_lines),
         cmocka_unit_test(test_bdat_stuff),
+        cmocka_unit_test(test_count_received),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
