@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "delivery/sched_internal.h"
 #include "io/log.h"
@@ -139,6 +140,28 @@ static void dest_rehash(struct sched *s)
 
 static void on_rate_timer(struct io_op *op, int res, const char *data, unsigned flags);
 
+int dest_literal_ip(const char *domain, char *ip, size_t cap)
+{
+    size_t n = strlen(domain);
+    char inner[INET6_ADDRSTRLEN + 8];
+    unsigned char bin[sizeof(struct in6_addr)];
+    int af = AF_INET;
+    const char *p;
+
+    if (n < 3 || domain[0] != '[' || domain[n - 1] != ']' || n - 2 >= sizeof inner)
+        return -1;
+    memcpy(inner, domain + 1, n - 2);
+    inner[n - 2] = '\0';
+    p = inner;
+    if (strncasecmp(p, "IPv6:", 5) == 0) {
+        af = AF_INET6;
+        p += 5;
+    }
+    if (inet_pton(af, p, bin) != 1 || inet_ntop(af, bin, ip, (socklen_t)cap) == NULL)
+        return -1;
+    return af;
+}
+
 struct dest *dest_get(struct sched *s, const char *domain)
 {
     const struct route *rt = route_lookup(s->conf, domain);
@@ -154,9 +177,21 @@ struct dest *dest_get(struct sched *s, const char *domain)
     d->route = rt;
     d->key = strdup(key);
     d->domain = rt ? NULL : strdup(domain);
+    if (rt == NULL && domain[0] == '[') {
+        char ip[INET6_ADDRSTRLEN];
+        if (dest_literal_ip(domain, ip, sizeof ip) > 0)
+            d->literal = strdup(ip);
+        if (d->literal == NULL) {
+            free(d->key);
+            free(d->domain);
+            free(d);
+            return NULL;
+        }
+    }
     if (d->key == NULL || (rt == NULL && d->domain == NULL)) {
         free(d->key);
         free(d->domain);
+        free(d->literal);
         free(d);
         return NULL;
     }
@@ -736,21 +771,22 @@ static void conn_start(struct dest *d)
     d->conns = c;
     d->nconns++;
     s->nconns++;
-    if (d->route != NULL && d->route->host_is_ip) {
-        /* An IP literal: no DNS, no DANE. */
+    if (d->literal != NULL || (d->route != NULL && d->route->host_is_ip)) {
+        /* An IP literal (a route's host, or the recipient's address
+         * literal on the MX port): no DNS, no DANE. */
         struct sockaddr_storage *ss = &c->addrs[0];
-        snprintf(c->host, sizeof c->host, "%s", d->route->host);
+        snprintf(c->host, sizeof c->host, "%s", d->literal ? d->literal : d->route->host);
         memset(ss, 0, sizeof *ss);
         struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
         struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
         if (inet_pton(AF_INET, c->host, &a4->sin_addr) == 1) {
             a4->sin_family = AF_INET;
-            a4->sin_port = htons(d->route->port);
+            a4->sin_port = htons(dest_port(d));
             c->addr_lens[0] = sizeof *a4;
         } else {
             inet_pton(AF_INET6, c->host, &a6->sin6_addr);
             a6->sin6_family = AF_INET6;
-            a6->sin6_port = htons(d->route->port);
+            a6->sin6_port = htons(dest_port(d));
             c->addr_lens[0] = sizeof *a6;
         }
         c->naddrs = 1;
@@ -915,6 +951,7 @@ static void dest_free(struct dest *d)
 {
     free(d->key);
     free(d->domain);
+    free(d->literal);
     free(d);
 }
 

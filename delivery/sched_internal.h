@@ -89,6 +89,7 @@ struct dest {
     struct sched *s;
     char *key;                 /* domain, or "route:" + the route's left side */
     char *domain;              /* MX destinations: the domain to look up */
+    char *literal;             /* an address literal's IP (no DNS), or NULL */
     const struct route *route; /* routed destination, or NULL */
     struct route_limits lim;   /* effective settings */
     const struct route_dest *rdest; /* [destination] section (auth), or NULL */
@@ -145,6 +146,10 @@ struct sched {
 
 /* The destination of a remote recipient domain (lower case); NULL on ENOMEM. */
 struct dest *dest_get(struct sched *s, const char *domain);
+/* An address literal (RFC 5321 4.1.3: "[192.0.2.1]", "[IPv6:2001:db8::1]") as
+ * the IP's text in ip; returns its address family, or -1 when domain is not
+ * one (a general literal "[tag:...]" included). */
+int dest_literal_ip(const char *domain, char *ip, size_t cap);
 /* Take a job: send it, queue it, or finish it at once (dead destination). */
 void dest_enqueue(struct dest *d, struct job *j);
 /* Take a queued job off its destination's queue; false if it is not queued. */

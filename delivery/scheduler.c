@@ -26,6 +26,7 @@
  */
 #include "delivery/scheduler.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -493,7 +494,7 @@ static void msg_start(struct sched *s, const char *id)
         goto out; /* released untouched: tried again at the next pump */
     for (uint32_t i = 0; i < n; i++) {
         const struct spool_rcpt_info *ri = &m->v.rcpt[i];
-        char domain[RES_NAME_MAX + 2];
+        char domain[RES_NAME_MAX + 2], lit[INET6_ADDRSTRLEN];
 
         if (ri->state == SPOOL_RCPT_DELIVERED || ri->state == SPOOL_RCPT_FAILED ||
             ri->next_at > m->started)
@@ -508,7 +509,8 @@ static void msg_start(struct sched *s, const char *id)
             local[nloc++] = i;
         } else if (m->started - m->v.received_at >= (int64_t)s->conf->expire) {
             expired[nexp++] = i;
-        } else if (domain[0] == '[' || res_name_normalize(domain, domain, sizeof domain) < 0) {
+        } else if (domain[0] == '[' ? dest_literal_ip(domain, lit, sizeof lit) < 0
+                                    : res_name_normalize(domain, domain, sizeof domain) < 0) {
             baddom[nbad++] = i;
         } else if ((rd[i] = dest_get(s, domain)) == NULL) {
             goto out;
@@ -517,8 +519,8 @@ static void msg_start(struct sched *s, const char *id)
     if (nexp > 0)
         fail_now(m, expired, nexp, "4.4.7", "delivery time expired", true);
     if (nbad > 0)
-        fail_now(m, baddom, nbad, "5.1.2", "bad destination domain (not a valid domain or "
-                                           "IDN name; address literals are not delivered)", false);
+        fail_now(m, baddom, nbad, "5.1.2", "bad destination domain (not a valid domain, IDN "
+                                           "name or IPv4/IPv6 address literal)", false);
     if (nloc > 0) {
         struct job *lj = s->local ? job_new(m, NULL, local, nloc) : NULL;
         if (lj != NULL) {

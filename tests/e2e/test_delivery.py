@@ -374,6 +374,19 @@ def test_idn_domain_delivered_by_a_labels(dsrv, world):
     assert bad and "bad destination domain" in bad[0].get("diagnostic-code", ""), fields
 
 
+def test_address_literals(dsrv, world):
+    """user@[IPv4] and user@[IPv6:...] (RFC 5321 4.1.3) go straight to that
+    address on the MX port, no DNS; the recipient is sent as given."""
+    srv = dsrv()
+    with MailSink("127.0.0.11", world["port"]) as sink4, MailSink("::1", world["port"]) as sink6:
+        qid, _ = submit(srv, ["user@[127.0.0.11]", "user@[IPv6:::1]"], "literal")
+        assert sink4.wait_messages(1)[0]["rcpts"] == ["user@[127.0.0.11]"]
+        assert sink6.wait_messages(1)[0]["rcpts"] == ["user@[IPv6:::1]"]
+    wait_for(lambda: queue_gone(srv, qid), srv=srv)
+    lines = log_lines(srv, rf"msgid={qid} event=delivered")
+    assert len(lines) == 2 and any("addr=127.0.0.11" in l for l in lines), lines
+
+
 def test_aaaa_only_over_ipv6(dsrv, world):
     srv = dsrv()
     with MailSink("::1", world["port"]) as sink:
