@@ -149,7 +149,10 @@ def test_pipe_timeout_defers(fresh, tmp_path):
                     timeout=15)
     assert "timed out after 1s" in line.group(0), line.group(0)
     assert time.monotonic() - t0 < 15
-    assert srv.queue_by_id()[qid]["states"] == ["deferred"]
+    # The log line comes first; the mark reaches the journal within
+    # [spool] journal_delay_ms, and `queue list` reads the journal.
+    wait_for(lambda: srv.queue_by_id()[qid]["states"] == ["deferred"], srv, "the deferred mark",
+             timeout=5)
 
 
 def test_pipe_off_refused_on_reload(fresh, tmp_path):
