@@ -26,6 +26,7 @@
 #include "core/srs.h"
 #include "core/users.h"
 #include "io/text.h"
+#include "resolver/resolver.h"
 
 #define NAME_MAX_LEN 64      /* a local part */
 
@@ -293,7 +294,7 @@ static int resolve(const struct users *u, const struct config *cfg, const char *
     const char *at = len ? memrchr(addr, '@', len) : NULL;
     const char *local = addr, *domain;
     size_t llen, dlen;
-    char unq[NAME_MAX_LEN * 2 + 1];
+    char unq[NAME_MAX_LEN * 2 + 1], alabels[RES_NAME_MAX + 1];
 
     res->status = RCPT_NOT_LOCAL;
     res->how = "not-local";
@@ -304,6 +305,21 @@ static int resolve(const struct users *u, const struct config *cfg, const char *
     dlen = len - llen - 1;
     if (!local_unquote(&local, &llen, unq, sizeof(unq)))
         return (res->status = RCPT_UNKNOWN, res->how = "no-such-user", RCPT_UNKNOWN);
+    if (!users_is_local_domain(u, domain, dlen) && dlen <= RES_NAME_MAX * 4) {
+        /* An internationalized domain (SMTPUTF8) is ours when its A-labels
+         * are: domains are configured in ASCII. */
+        char utf8[RES_NAME_MAX * 4 + 1];
+        bool ascii = true;
+        for (size_t i = 0; i < dlen; i++)
+            ascii = ascii && (unsigned char)domain[i] < 0x80;
+        memcpy(utf8, domain, dlen);
+        utf8[dlen] = '\0';
+        int n = ascii ? -1 : res_name_to_ascii(utf8, alabels, sizeof alabels);
+        if (n > 0 && users_is_local_domain(u, alabels, (size_t)n)) {
+            domain = alabels;
+            dlen = (size_t)n;
+        }
+    }
     if (!users_is_local_domain(u, domain, dlen)) {
         /* RFC 5321 4.5.1: postmaster at the host name is ours too. */
         if (cfg == NULL || cfg->hostname == NULL || strlen(cfg->hostname) != dlen ||

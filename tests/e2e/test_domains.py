@@ -325,3 +325,39 @@ def test_early_talker(make_server, backend):
         assert time.monotonic() - t0 < 0.3
     s.stop()
     assert not s.sanitizer_errors()
+
+
+def test_idn_domain_local_by_a_labels(fresh):
+    """A domain added by its A-labels takes mail addressed to its U-labels
+    (SMTPUTF8): the RCPT is local, not relaying, and the message reaches the
+    Maildir its catch-all names."""
+    s = fresh("idn", **{"delivery.hold": "off"})
+    r = s.cli("domain", "add", "xn--bcher-kva.test")
+    assert r.returncode == 0, r.stderr
+    write(os.path.join(s.dir, "domains", "xn--bcher-kva.test", "aliases"),
+          "*: alice@example.test\n")
+    deadline = time.monotonic() + 10
+    while True:
+        with open_session(s, "smtp") as c:
+            c.expect("MAIL FROM:<x@elsewhere.test> SMTPUTF8", 250)
+            r = c.cmd("RCPT TO:<jürgen@bücher.test>")
+            if r.code == 250 or time.monotonic() > deadline:
+                break
+        time.sleep(0.05)
+    check(r, 250, "2.1.5")
+    with open_session(s, "smtp") as c:
+        c.expect("MAIL FROM:<x@elsewhere.test> SMTPUTF8", 250)
+        check(c.cmd("RCPT TO:<jürgen@bächer.test>"), 550, "5.7.1")  # another domain
+        c.expect("RSET", 250)
+        c.expect("MAIL FROM:<x@elsewhere.test> SMTPUTF8", 250)
+        c.expect("RCPT TO:<jürgen@bücher.test>", 250)
+        c.expect("DATA", 354)
+        c.send(b"From: <x@elsewhere.test>\r\nSubject: idn local\r\n\r\nhallo\r\n.\r\n")
+        check(c.reply(), 250)
+    new = os.path.join(s.dir, "maildir", DOMAIN, "alice", "Maildir", "new")
+    deadline = time.monotonic() + 20
+    while not (os.path.isdir(new) and os.listdir(new)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert os.path.isdir(new) and os.listdir(new), s.tail(30)
+    with open(os.path.join(new, os.listdir(new)[0]), "rb") as f:
+        assert b"Subject: idn local" in f.read()

@@ -158,6 +158,27 @@ static void test_users_and_case(void **state)
              "[local] case_sensitive = off)");
 }
 
+/* A domain configured by its A-labels is ours under its U-labels too (RCPT
+ * with SMTPUTF8); the mailbox is the configured one. */
+static void test_idn_domain(void **state)
+{
+    put("domains/xn--bcher-kva.example/users", "juergen@xn--bcher-kva.example:" H "\n");
+    put("domains/xn--bcher-kva.example/aliases", "*: juergen@xn--bcher-kva.example\n");
+    struct users *u = load(false, NULL);
+
+    assert_string_equal(R(u, NULL, "juergen@b\xc3\xbc" "cher.example"),
+                        "local user: mbox:juergen@xn--bcher-kva.example");
+    assert_string_equal(R(u, NULL, "Juergen@B\xc3\x9c" "CHER.example"),
+                        "local user: mbox:juergen@xn--bcher-kva.example");
+    assert_string_equal(R(u, NULL, "juergen@xn--bcher-kva.example"),
+                        "local user: mbox:juergen@xn--bcher-kva.example");
+    assert_string_equal(R(u, NULL, "j\xc3\xbc" "rgen@b\xc3\xbc" "cher.example"),
+                        "local catch-all: mbox:juergen@xn--bcher-kva.example");
+    assert_string_equal(R(u, NULL, "juergen@b\xc3\xa4" "cher.example"), "not-local not-local:");
+    assert_string_equal(R(u, NULL, "juergen@a\xe2\x98\x83" "b.example"), "not-local not-local:");
+    users_free(u);
+}
+
 static void test_plus(void **state)
 {
     put("domains/example.com/users", "alice@example.com:" H "\na+b@example.com:" H "\n");
@@ -455,6 +476,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_users_and_case, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_idn_domain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_plus, setup, teardown),
         cmocka_unit_test_setup_teardown(test_aliases_and_catchall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_postmaster, setup, teardown),
