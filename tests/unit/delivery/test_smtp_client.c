@@ -1485,34 +1485,49 @@ static void test_peer_dane_mismatch(void **state)
     msg_free(&t);
 }
 
+/* Deliver t to the scripted peer pe, started with json, under policy pol;
+ * the peer must accept it and is stopped (its log stays for peer_events).
+ * Its reads ('R' events, TLS flags in tls unless NULL) go to ev: returns
+ * how many. */
+static int peer_deliver_reads(struct fx *fx, struct peer *pe, const char *json,
+                              enum smtp_tls_policy pol, struct testmsg *t, struct run *r, char **ev,
+                              size_t *lens, int *tls, int max)
+{
+    struct sockaddr_in a;
+    struct smtp_client_params p;
+
+    peer_start(pe, json);
+    p = params_for(fx, &a, pe->port, pol);
+    memset(r, 0, sizeof *r);
+    deliver(fx, r, &p, &t->m, 1);
+    assert_int_equal(t->m.result.outcome, SMTP_OUT_OK);
+    peer_stop(pe);
+    return peer_events(pe, 'R', ev, lens, tls, max);
+}
+
 /* RFC 2920: MAIL, every RCPT and DATA reach the server in one read; with
  * CHUNKING, MAIL, RCPTs, "BDAT n LAST" and the whole short body do. */
 static void test_peer_pipelining(void **state)
 {
     struct fx *fx = *state;
     struct peer pe;
-    struct sockaddr_in a;
-    struct smtp_client_params p;
     struct testmsg t;
-    struct run r = {0};
+    struct run r;
     char *ev[64];
     size_t lens[64];
     int n, found = 0;
 
-    peer_start(&pe, "{\"ehlo\": [\"peer.test\", \"PIPELINING\", \"SIZE 100000\", \"DSN\"]}");
-    p = params_for(fx, &a, pe.port, SMTP_TLS_NONE);
     msg_make(&t, uniq("pipe", fx), 5,
              (const char *const[]){"a@peer.test", "b@peer.test", "c@peer.test", NULL});
     t.rcpts[0].notify = "SUCCESS,FAILURE";
     t.rcpts[0].orcpt = "rfc822;a@peer.test";
     t.m.dsn_ret = "HDRS";
     t.m.dsn_envid = "QQ314159";
-    deliver(fx, &r, &p, &t.m, 1);
-    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    n = peer_deliver_reads(fx, &pe,
+                           "{\"ehlo\": [\"peer.test\", \"PIPELINING\", \"SIZE 100000\", \"DSN\"]}",
+                           SMTP_TLS_NONE, &t, &r, ev, lens, NULL, 64);
     assert_int_equal(t.m.naccepted, 3);
     assert_true(t.m.dsn_passed);
-    peer_stop(&pe);
-    n = peer_events(&pe, 'R', ev, lens, NULL, 64);
     for (int i = 0; i < n; i++) {
         char want[512];
         snprintf(want, sizeof want,
@@ -1528,15 +1543,10 @@ static void test_peer_pipelining(void **state)
     msg_free(&t);
 
     /* BDAT: the group ends with the chunk's bytes, all in one write. */
-    memset(&r, 0, sizeof r);
-    peer_start(&pe, "{\"ehlo\": [\"peer.test\", \"PIPELINING\", \"CHUNKING\"]}");
-    p = params_for(fx, &a, pe.port, SMTP_TLS_NONE);
     msg_make(&t, uniq("pipe-bdat", fx), 5, (const char *const[]){"a@peer.test", "b@peer.test", NULL});
-    deliver(fx, &r, &p, &t.m, 1);
-    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    n = peer_deliver_reads(fx, &pe, "{\"ehlo\": [\"peer.test\", \"PIPELINING\", \"CHUNKING\"]}",
+                           SMTP_TLS_NONE, &t, &r, ev, lens, NULL, 64);
     assert_false(t.m.dsn_passed);
-    peer_stop(&pe);
-    n = peer_events(&pe, 'R', ev, lens, NULL, 64);
     found = 0;
     for (int i = 0; i < n; i++)
         if (strncmp(ev[i], "MAIL FROM:", 10) == 0 && strstr(ev[i], "RCPT TO:<b@peer.test>\r\nBDAT ") &&
@@ -1574,23 +1584,16 @@ static void test_peer_pipelining_tls(void **state)
 {
     struct fx *fx = *state;
     struct peer pe;
-    struct sockaddr_in a;
-    struct smtp_client_params p;
     struct testmsg t;
-    struct run r = {0};
+    struct run r;
     char json[4096], *ev[64];
     size_t lens[64];
     int tls[64], n, group = 0, body = 0;
 
     peer_tls_json(json, sizeof json, "\"ehlo\": [\"peer.test\", \"PIPELINING\"]");
-    peer_start(&pe, json);
-    p = params_for(fx, &a, pe.port, SMTP_TLS_MAY);
     msg_make(&t, uniq("pipe-tls", fx), 5, (const char *const[]){"a@peer.test", "b@peer.test", NULL});
-    deliver(fx, &r, &p, &t.m, 1);
-    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    n = peer_deliver_reads(fx, &pe, json, SMTP_TLS_MAY, &t, &r, ev, lens, tls, 64);
     assert_true(r.info.tls);
-    peer_stop(&pe);
-    n = peer_events(&pe, 'R', ev, lens, tls, 64);
     for (int i = 0; i < n; i++) {
         char want[512];
         snprintf(want, sizeof want,
@@ -1607,16 +1610,10 @@ static void test_peer_pipelining_tls(void **state)
     free_events(ev, n);
     msg_free(&t);
 
-    memset(&r, 0, sizeof r);
     peer_tls_json(json, sizeof json, "\"ehlo\": [\"peer.test\", \"PIPELINING\", \"CHUNKING\"]");
-    peer_start(&pe, json);
-    p = params_for(fx, &a, pe.port, SMTP_TLS_MAY);
     msg_make(&t, uniq("pipe-tls-bdat", fx), 5, (const char *const[]){"a@peer.test", NULL});
-    deliver(fx, &r, &p, &t.m, 1);
-    assert_int_equal(t.m.result.outcome, SMTP_OUT_OK);
+    n = peer_deliver_reads(fx, &pe, json, SMTP_TLS_MAY, &t, &r, ev, lens, tls, 64);
     assert_true(r.info.tls);
-    peer_stop(&pe);
-    n = peer_events(&pe, 'R', ev, lens, tls, 64);
     group = 0;
     for (int i = 0; i < n; i++)
         if (tls[i] && strncmp(ev[i], "MAIL FROM:", 10) == 0 &&
