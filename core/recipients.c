@@ -305,16 +305,14 @@ static int resolve(const struct users *u, const struct config *cfg, const char *
     dlen = len - llen - 1;
     if (!local_unquote(&local, &llen, unq, sizeof(unq)))
         return (res->status = RCPT_UNKNOWN, res->how = "no-such-user", RCPT_UNKNOWN);
-    if (!users_is_local_domain(u, domain, dlen) && dlen <= RES_NAME_MAX * 4) {
+    if (dlen <= RES_NAME_MAX * 4 && !res_name_is_ascii(domain, dlen) &&
+        !users_is_local_domain(u, domain, dlen)) {
         /* An internationalized domain (SMTPUTF8) is ours when its A-labels
          * are: domains are configured in ASCII. */
         char utf8[RES_NAME_MAX * 4 + 1];
-        bool ascii = true;
-        for (size_t i = 0; i < dlen; i++)
-            ascii = ascii && (unsigned char)domain[i] < 0x80;
         memcpy(utf8, domain, dlen);
         utf8[dlen] = '\0';
-        int n = ascii ? -1 : res_name_to_ascii(utf8, alabels, sizeof alabels);
+        int n = res_name_to_ascii(utf8, alabels, sizeof alabels);
         if (n > 0 && users_is_local_domain(u, alabels, (size_t)n)) {
             domain = alabels;
             dlen = (size_t)n;

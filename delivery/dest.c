@@ -177,18 +177,11 @@ struct dest *dest_get(struct sched *s, const char *domain)
     d->route = rt;
     d->key = strdup(key);
     d->domain = rt ? NULL : strdup(domain);
-    if (rt == NULL && domain[0] == '[') {
-        char ip[INET6_ADDRSTRLEN];
-        if (dest_literal_ip(domain, ip, sizeof ip) > 0)
-            d->literal = strdup(ip);
-        if (d->literal == NULL) {
-            free(d->key);
-            free(d->domain);
-            free(d);
-            return NULL;
-        }
-    }
-    if (d->key == NULL || (rt == NULL && d->domain == NULL)) {
+    char ip[INET6_ADDRSTRLEN];
+    bool literal = rt == NULL && dest_literal_ip(domain, ip, sizeof ip) > 0;
+    if (literal)
+        d->literal = strdup(ip);
+    if (d->key == NULL || (rt == NULL && d->domain == NULL) || (literal && d->literal == NULL)) {
         free(d->key);
         free(d->domain);
         free(d->literal);

@@ -499,18 +499,22 @@ static void msg_start(struct sched *s, const char *id)
         if (ri->state == SPOOL_RCPT_DELIVERED || ri->state == SPOOL_RCPT_FAILED ||
             ri->next_at > m->started)
             continue;
-        bool named = rcpt_domain(m->v.rcpts[i], domain, sizeof domain);
+        bool named = rcpt_domain(m->v.rcpts[i], domain, sizeof domain), valid;
 
-        /* An internationalized domain (SMTPUTF8) is looked up, routed and
-         * queued under its A-labels; the address is sent as it was given. */
-        if (named && domain[0] != '[')
-            (void)res_name_to_ascii(domain, domain, sizeof domain); /* else refused below */
+        /* Checked and normalised; an internationalized domain (SMTPUTF8) is
+         * looked up, routed and queued under its A-labels, the address is
+         * sent as it was given.  Unchanged when not valid (refused below). */
+        if (!named)
+            valid = false;
+        else if (domain[0] == '[')
+            valid = dest_literal_ip(domain, lit, sizeof lit) > 0;
+        else
+            valid = res_name_to_ascii(domain, domain, sizeof domain) >= 0;
         if (!named || domain_is_local(s, domain)) {
             local[nloc++] = i;
         } else if (m->started - m->v.received_at >= (int64_t)s->conf->expire) {
             expired[nexp++] = i;
-        } else if (domain[0] == '[' ? dest_literal_ip(domain, lit, sizeof lit) < 0
-                                    : res_name_normalize(domain, domain, sizeof domain) < 0) {
+        } else if (!valid) {
             baddom[nbad++] = i;
         } else if ((rd[i] = dest_get(s, domain)) == NULL) {
             goto out;

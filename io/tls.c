@@ -161,7 +161,6 @@ struct tls_conn {
     char verify_err[TLS_ERR_LEN]; /* why the callback refused, "" if it did not */
 };
 
-/* The earliest error of this thread's OpenSSL queue as text; drains it. */
 /*
  * Empty the thread's error queue before an SSL call whose result goes
  * through SSL_get_error (which reads the queue).  Peeking first: clearing
@@ -174,6 +173,7 @@ static inline void err_reset(void)
         ERR_clear_error();
 }
 
+/* The earliest error of this thread's OpenSSL queue as text; drains it. */
 static const char *ssl_errstr(char *buf, size_t len)
 {
     unsigned long e = ERR_get_error();

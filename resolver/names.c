@@ -73,16 +73,20 @@ int res_name_normalize(const char *in, char *out, size_t outlen)
     return (int)len;
 }
 
+bool res_name_is_ascii(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] >= 0x80)
+            return false;
+    return true;
+}
+
 int res_name_to_ascii(const char *in, char *out, size_t outlen)
 {
     char *alabels = NULL;
-    bool ascii = true;
     int n;
 
-    for (const char *p = in; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            ascii = false;
-    if (ascii)
+    if (res_name_is_ascii(in, strlen(in)))
         return res_name_normalize(in, out, outlen);
     /* Non-transitional UTS #46 processing maps case and width first (so
      * "BÜCHER" works as "bücher"); ß and ς stay themselves (IDNA2008). */

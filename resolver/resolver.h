@@ -271,6 +271,8 @@ int res_name_normalize(const char *in, char *out, size_t outlen);
  * RFC 6531) becomes its A-labels (IDNA2008 with UTS #46 mapping, libidn2),
  * then res_name_normalize; an ASCII name only the latter.  out may be in. */
 int res_name_to_ascii(const char *in, char *out, size_t outlen);
+/* True when s[0..len) has no byte >= 0x80 (no U-label to convert). */
+bool res_name_is_ascii(const char *s, size_t len);
 
 /*
  * Check and normalise a zone name for a stub: as res_name_normalize but
